@@ -1,0 +1,210 @@
+#pragma once
+// The math of policy_loss shared by the host loop and the device kernels: which tokens count,
+// the per-sequence summaries (GSPO ratio, sequence IS weight, TRM and importance criteria) and
+// the per-token loss terms with their derivatives. No allocation, no exceptions.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "../config.hpp"
+#include "../inputs.hpp"
+#include "../mask.hpp"
+#include "../math/kl.hpp"
+#include "../math/surrogate.hpp"
+#include "macros.hpp"
+#include "reduce.hpp"
+
+namespace grpokit::detail {
+
+// Why a token is not in the loss (the first reason that applies).
+enum class token_state : std::uint8_t { kept_candidate, padding, vocab_prune, custom, importance };
+
+template <class P, class Ops>
+struct policy_terms {
+  using Real = typename P::accum_type;
+  using M = typename P::mask_type;
+
+  const current_policy<Real>& cur;
+  const rollout_batch<Real>& batch;
+  const loss_config& cfg;
+
+  GRPOKIT_HD bool has_old() const { return !batch.logp_old.empty(); }
+  GRPOKIT_HD bool has_ref() const { return !batch.logp_ref.empty(); }
+  GRPOKIT_HD bool has_rollout() const { return !batch.logp_rollout.empty(); }
+  // The trainer's log-prob compared with the rollout's: pi_old (decoupled) or pi (bypass).
+  GRPOKIT_HD double trainer_logp(std::int64_t t) const {
+    return has_old() ? static_cast<double>(batch.logp_old[t]) : static_cast<double>(cur.logp[t]);
+  }
+  GRPOKIT_HD double rollout_log_ratio(std::int64_t t) const {
+    return trainer_logp(t) - static_cast<double>(batch.logp_rollout[t]);
+  }
+
+  GRPOKIT_HD token_state classify(std::int64_t t, std::int64_t s) const {
+    const bool counted = (batch.token_mask.empty() || batch.token_mask[t] != 0) &&
+                         (batch.seq_mask.empty() || batch.seq_mask[s] != 0);
+    if (!counted) return token_state::padding;
+    if (P::vocab_prune && !(cur.logp[t] > -std::numeric_limits<Real>::infinity())) return token_state::vocab_prune;
+    token_view<Real> v;
+    v.logp = cur.logp[t];
+    v.entropy = cur.entropy.empty() ? Real(0) : cur.entropy[t];
+    v.has_old = has_old();
+    v.has_ref = has_ref();
+    v.has_rollout = has_rollout();
+    v.logp_old = v.has_old ? batch.logp_old[t] : v.logp;
+    v.logp_ref = v.has_ref ? batch.logp_ref[t] : Real(0);
+    v.logp_rollout = v.has_rollout ? batch.logp_rollout[t] : Real(0);
+    v.adv = batch.adv[s];
+    v.token = t;
+    v.seq = s;
+    if (!M::template keep<Real>(v, cfg)) return token_state::custom;
+    if (P::importance_mask && !cfg.importance_sequence) {
+      const double ratio = Ops::exp(clamp_log_ratio(rollout_log_ratio(t)));
+      if (!(ratio >= cfg.importance_lo && ratio <= cfg.importance_hi)) return token_state::importance;
+    }
+    return token_state::kept_candidate;
+  }
+
+  GRPOKIT_HD double clamp_log_ratio(double d) const {
+    return std::fmin(std::fmax(d, -cfg.is_log_ratio_clamp), cfg.is_log_ratio_clamp);
+  }
+
+  struct sequence_summary {
+    std::int64_t counted = 0;  // response tokens (the denominators)
+    std::int64_t stat = 0;     // tokens not dropped by a token-level mask
+    double gspo_ratio = 1, gspo_ratio_grad = 1;  // sequence ratio and d r / d logp_t
+    double is_weight = 1;      // exp(clamp(sum_t d_t)) for sequence-level IS
+    bool keep_trust_region = true, keep_importance = true;
+    GRPOKIT_HD bool keep() const { return keep_trust_region && keep_importance; }
+  };
+
+  GRPOKIT_HD sequence_summary summarize(std::int64_t s) const {
+    sequence_summary out;
+    const std::int64_t b = batch.seq_offsets[s], n = batch.seq_offsets[s + 1] - b;
+    double trm_max = 0;
+    for (std::int64_t j = 0; j < n; ++j) {
+      const token_state st = classify(b + j, s);
+      out.counted += st != token_state::padding;
+      if (st != token_state::kept_candidate) continue;
+      ++out.stat;
+      if (P::trust_region) {
+        const double d = clamp_log_ratio(rollout_log_ratio(b + j));
+        const double e = math::divergence_term<Ops>(cfg.trm_max_estimator, d);
+        trm_max = std::fmax(trm_max, std::fabs(e));
+      }
+    }
+    auto stat_sum = [&](auto&& value) {
+      return lane_sum(n, [&](std::int64_t j) {
+        return classify(b + j, s) == token_state::kept_candidate ? value(b + j) : 0.0;
+      });
+    };
+    const double n_stat = static_cast<double>(out.stat > 0 ? out.stat : 1);
+    if (cfg.obj == objective::gspo && has_old()) {
+      const double mean = stat_sum([&](std::int64_t t) {
+        return static_cast<double>(cur.logp[t]) - static_cast<double>(batch.logp_old[t]);
+      }) / n_stat;
+      const double clamped = std::fmin(mean, cfg.gspo_log_ratio_max);
+      out.gspo_ratio = Ops::exp(clamped);
+      out.gspo_ratio_grad = mean == clamped ? out.gspo_ratio : 0.0;
+    }
+    const bool seq_is = cfg.is == is_correction::sequence_truncate || cfg.is == is_correction::sequence_mask;
+    const bool seq_importance = P::importance_mask && cfg.importance_sequence;
+    if ((seq_is || seq_importance) && out.stat > 0) {
+      const double sum = stat_sum([&](std::int64_t t) { return rollout_log_ratio(t); });
+      out.is_weight = Ops::exp(clamp_log_ratio(sum));
+      if (seq_importance) {
+        const double geo = Ops::exp(clamp_log_ratio(sum / n_stat));
+        out.keep_importance = geo >= cfg.importance_lo && geo <= cfg.importance_hi;
+      }
+    }
+    if (P::trust_region && out.stat > 0) {
+      const double mean = stat_sum([&](std::int64_t t) {
+        return math::divergence_term<Ops>(cfg.trm_mean_estimator, clamp_log_ratio(rollout_log_ratio(t)));
+      }) / n_stat;
+      out.keep_trust_region = trm_max <= cfg.trm_max_threshold && std::fabs(mean) <= cfg.trm_mean_threshold;
+    }
+    return out;
+  }
+
+  // The importance weight applied to a kept token (detached).
+  GRPOKIT_HD double is_weight(std::int64_t t, const sequence_summary& seq) const {
+    double w;
+    switch (cfg.is) {
+      case is_correction::token_truncate:
+      case is_correction::token_mask:
+        w = Ops::exp(clamp_log_ratio(rollout_log_ratio(t)));
+        break;
+      case is_correction::sequence_truncate:
+      case is_correction::sequence_mask:
+        w = seq.is_weight;
+        break;
+      case is_correction::none:
+      default:
+        return 1.0;
+    }
+    if (cfg.is == is_correction::token_truncate || cfg.is == is_correction::sequence_truncate)
+      return std::fmin(std::fmax(w, cfg.is_min), cfg.is_max);
+    return (w >= cfg.is_min && w <= cfg.is_max) ? w : 0.0;
+  }
+
+  struct token_term {
+    double pg = 0, dpg = 0;  // IS-weighted surrogate and its d/dlogp
+    double kl = 0, dkl = 0;  // estimator (unscaled by beta) and its d/dlogp
+    double kl_log = 0;       // the value logged as kl_ref
+    double is_weight = 1;
+    math::surrogate_term sur;
+  };
+
+  GRPOKIT_HD token_term term(std::int64_t t, std::int64_t s, const sequence_summary& seq) const {
+    token_term out;
+    const double logp = cur.logp[t];
+    const double adv = batch.adv[s];
+    double r, dr;
+    if (cfg.obj == objective::gspo) {
+      r = seq.gspo_ratio;
+      dr = seq.gspo_ratio_grad;
+    } else {
+      math::token_ratio<Ops>(logp, has_old() ? static_cast<double>(batch.logp_old[t]) : logp, cfg.log_ratio_clamp, r,
+                             dr);
+    }
+    out.sur = math::surrogate<Ops>(cfg, adv, logp, r, dr);
+    out.is_weight = is_weight(t, seq);
+    out.pg = out.is_weight * out.sur.value;
+    out.dpg = out.is_weight * out.sur.grad;
+    if (has_ref()) {
+      const auto est = cfg.kl == kl_estimator::none ? kl_estimator::k3 : cfg.kl;
+      const auto k = math::kl_term<Ops>(est, logp, batch.logp_ref[t], cfg.kl_input_clamp, cfg.kl_output_clamp);
+      out.kl_log = k.value;
+      if (cfg.kl != kl_estimator::none) {
+        out.kl = k.value;
+        out.dkl = k.grad;
+      }
+    }
+    return out;
+  }
+
+  // Aggregation weight of a token of a sequence with `counted` response tokens.
+  GRPOKIT_HD double token_weight(std::int64_t counted, double n_tokens, double n_seqs) const {
+    double w;
+    switch (cfg.agg) {
+      case aggregation::token_mean:
+        w = n_tokens > 0 ? 1.0 / n_tokens : 0.0;
+        break;
+      case aggregation::token_sum:
+        w = 1.0;
+        break;
+      case aggregation::seq_mean_token_mean:
+        w = n_seqs > 0 && counted > 0 ? 1.0 / (static_cast<double>(counted) * n_seqs) : 0.0;
+        break;
+      case aggregation::seq_mean_token_sum:
+        w = n_seqs > 0 ? 1.0 / n_seqs : 0.0;
+        break;
+      case aggregation::seq_mean_token_sum_norm:
+      default:
+        w = n_seqs > 0 ? 1.0 / (n_seqs * cfg.norm_constant) : 0.0;
+        break;
+    }
+    return w * cfg.dp_size;
+  }
+};
+
+}  // namespace grpokit::detail

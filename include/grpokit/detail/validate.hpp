@@ -1,0 +1,83 @@
+#pragma once
+// Host-side argument checks shared by grpokit::host and the device launchers.
+#include <cmath>
+#include <cstdint>
+
+#include "../config.hpp"
+#include "../error.hpp"
+#include "../inputs.hpp"
+
+namespace grpokit::detail {
+
+template <class T>
+void require_size(const char* name, span<T> s, std::int64_t n) {
+  GRPOKIT_REQUIRE(s.size() == n, name, ": expected ", n, " elements, got ", s.size());
+}
+template <class T>
+void require_size_or_empty(const char* name, span<T> s, std::int64_t n) {
+  GRPOKIT_REQUIRE(s.empty() || s.size() == n, name, ": expected ", n, " elements (or none), got ", s.size());
+}
+
+// off[0] == 0, non-decreasing, off.back() == total (when total >= 0).
+inline void require_offsets(const char* name, span<const std::int64_t> off, std::int64_t total,
+                            bool allow_empty_segments) {
+  GRPOKIT_REQUIRE(off.size() >= 1, name, ": needs at least one element (S + 1 offsets)");
+  GRPOKIT_REQUIRE(off[0] == 0, name, "[0] must be 0, got ", off[0]);
+  for (std::int64_t i = 1; i < off.size(); ++i) {
+    GRPOKIT_REQUIRE(off[i] >= off[i - 1], name, " must be non-decreasing: ", name, "[", i, "] = ", off[i],
+                    " < ", name, "[", i - 1, "] = ", off[i - 1]);
+    GRPOKIT_REQUIRE(allow_empty_segments || off[i] > off[i - 1], name, ": segment ", i - 1, " is empty");
+  }
+  GRPOKIT_REQUIRE(total < 0 || off[off.size() - 1] == total, name, ": last offset must be ", total, ", got ",
+                  off[off.size() - 1]);
+}
+
+template <class Real>
+void require_finite(const char* name, span<const Real> s) {
+  for (std::int64_t i = 0; i < s.size(); ++i)
+    GRPOKIT_REQUIRE(std::isfinite(static_cast<double>(s[i])), name, "[", i, "] is not finite (", s[i], ")");
+}
+
+template <class T>
+void require_matrix(const char* name, const matrix_view<T>& m) {
+  GRPOKIT_REQUIRE(m.rows >= 0 && m.cols >= 1, name, ": needs rows >= 0 and cols >= 1, got [", m.rows, ", ",
+                  m.cols, "]");
+  GRPOKIT_REQUIRE(m.row_stride >= m.cols, name, ": row_stride ", m.row_stride, " < cols ", m.cols);
+  GRPOKIT_REQUIRE(m.rows == 0 || m.data != nullptr, name, ": null data");
+}
+
+inline void require_targets(span<const std::int64_t> targets, std::int64_t vocab) {
+  for (std::int64_t i = 0; i < targets.size(); ++i)
+    GRPOKIT_REQUIRE(targets[i] >= 0 && targets[i] < vocab, "targets[", i, "] = ", targets[i],
+                    " is out of range [0, ", vocab, ")");
+}
+
+template <class Real>
+void require_temperature(const loss_config& cfg, span<const Real> per_token) {
+  GRPOKIT_REQUIRE(cfg.temperature > 0 && std::isfinite(cfg.temperature), "temperature must be > 0, got ",
+                  cfg.temperature);
+  for (std::int64_t i = 0; i < per_token.size(); ++i)
+    GRPOKIT_REQUIRE(per_token[i] > 0 && std::isfinite(static_cast<double>(per_token[i])), "temperature[", i,
+                    "] must be finite and > 0, got ", per_token[i]);
+}
+
+inline void require_loss_config(const loss_config& c) {
+  GRPOKIT_REQUIRE(c.eps_low >= 0 && c.eps_low <= 1, "eps_low must be in [0, 1], got ", c.eps_low);
+  GRPOKIT_REQUIRE(c.eps_high >= 0, "eps_high must be >= 0, got ", c.eps_high);
+  GRPOKIT_REQUIRE(c.delta == 0 || c.delta > 1, "delta must be 0 (off) or > 1, got ", c.delta);
+  GRPOKIT_REQUIRE(c.log_ratio_clamp > 0 && c.is_log_ratio_clamp > 0, "log-ratio clamps must be > 0");
+  GRPOKIT_REQUIRE(c.tau_pos > 0 && c.tau_neg > 0, "SAPO temperatures must be > 0");
+  GRPOKIT_REQUIRE(c.is_min >= 0 && c.is_min <= c.is_max, "need 0 <= is_min <= is_max, got [", c.is_min, ", ",
+                  c.is_max, "]");
+  GRPOKIT_REQUIRE(c.kl_coef >= 0, "kl_coef must be >= 0, got ", c.kl_coef);
+  GRPOKIT_REQUIRE(c.global_tokens >= 0 && c.global_seqs >= 0, "global normalisers must be >= 0");
+  GRPOKIT_REQUIRE(c.dp_size > 0, "dp_size must be > 0, got ", c.dp_size);
+  GRPOKIT_REQUIRE(c.agg != aggregation::seq_mean_token_sum_norm || c.norm_constant > 0,
+                  "aggregation seq_mean_token_sum_norm needs norm_constant > 0, got ", c.norm_constant);
+  GRPOKIT_REQUIRE(c.prune_rho > 0 && c.prune_rho <= 1, "prune_rho must be in (0, 1], got ", c.prune_rho);
+  GRPOKIT_REQUIRE(c.importance_lo >= 0 && c.importance_lo <= c.importance_hi,
+                  "need 0 <= importance_lo <= importance_hi");
+  GRPOKIT_REQUIRE(!(c.trm_max_threshold < 0) && !(c.trm_mean_threshold < 0), "TRM thresholds must be >= 0");
+}
+
+}  // namespace grpokit::detail

@@ -1,0 +1,129 @@
+#pragma once
+// grpokit::host::compute_advantages: per-group baselines (policy axis `baseline`), the scale of
+// cfg.adv.scale, zero-variance / singleton handling, and VCPO's ESS in log space.
+//   A_i = (r_i - b_i) / (max(spread, std_floor) + eps)     (scale = group)
+//   A_i = (r_i - b_i) / (max(std_batch, std_floor) + eps)  (scale = batch)
+//   A_i =  r_i - b_i                                        (scale = none)
+// A group whose rewards are all equal (singletons included) gets A = 0 exactly, and with
+// cfg.adv.mask_zero_variance its sequences get seq_mask = 0.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "../baseline.hpp"
+#include "../config.hpp"
+#include "../detail/validate.hpp"
+#include "../inputs.hpp"
+#include "../metrics.hpp"
+#include "../policy.hpp"
+
+namespace grpokit::host {
+
+namespace detail {
+// log ESS of weights exp(l_i): 2 LSE(l) - LSE(2 l) (VCPO's (sum w)^2 / sum w^2 without overflow).
+inline double log_ess(const std::vector<double>& l) {
+  if (l.empty()) return -INFINITY;
+  double top = -INFINITY;
+  for (double v : l) top = std::max(top, v);
+  double s1 = 0, s2 = 0;
+  for (double v : l) {
+    s1 += std::exp(v - top);
+    s2 += std::exp(2 * (v - top));
+  }
+  return 2 * std::log(s1) - std::log(s2);
+}
+}  // namespace detail
+
+template <class P>
+advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const advantage_config& cfg,
+                                   const advantage_outputs<accum_t<P>>& out) {
+  using Real = accum_t<P>;
+  using B = typename P::baseline_type;
+  const std::int64_t S = in.rewards.size();
+  grpokit::detail::require_offsets("group_offsets", in.group_offsets, S, /*allow_empty_segments=*/false);
+  grpokit::detail::require_size("adv", out.adv, S);
+  grpokit::detail::require_size("seq_mask", out.seq_mask, S);
+  grpokit::detail::require_finite("rewards", in.rewards);
+  if (grpokit::detail::needs_log_ratio<B>::value)
+    GRPOKIT_REQUIRE(in.seq_log_ratio.size() == S, "seq_log_ratio: the ess_scaled baseline needs ", S,
+                    " per-sequence log-ratios, got ", in.seq_log_ratio.size());
+  grpokit::detail::require_size_or_empty("seq_log_ratio", in.seq_log_ratio, S);
+  grpokit::detail::require_size_or_empty("seq_weight", in.seq_weight, S);
+  grpokit::detail::require_finite("seq_log_ratio", in.seq_log_ratio);
+  grpokit::detail::require_finite("seq_weight", in.seq_weight);
+  for (std::int64_t i = 0; i < in.seq_weight.size(); ++i)
+    GRPOKIT_REQUIRE(in.seq_weight[i] >= 0, "seq_weight[", i, "] must be >= 0, got ", in.seq_weight[i]);
+  GRPOKIT_REQUIRE(cfg.eps >= 0 && cfg.mad_eps >= 0 && cfg.std_floor >= 0, "advantage eps and floors must be >= 0");
+
+  std::vector<double> r(in.rewards.begin(), in.rewards.end());
+  std::vector<double> lr(in.seq_log_ratio.begin(), in.seq_log_ratio.end());
+  std::vector<double> w(in.seq_weight.begin(), in.seq_weight.end());
+  std::vector<double> centered(static_cast<std::size_t>(S)), scratch(static_cast<std::size_t>(S));
+  std::vector<double> divisor(static_cast<std::size_t>(S), 1.0);
+  std::vector<std::uint8_t> keep(static_cast<std::size_t>(S), 1);
+
+  advantage_stats st;
+  st.groups = in.group_offsets.size() - 1;
+  st.reward_mean = S > 0 ? grpokit::detail::group_mean(r.data(), S) : 0;
+  st.reward_std = grpokit::detail::group_std(r.data(), S);
+  const double batch_div = std::max(st.reward_std, cfg.std_floor) + cfg.eps;
+
+  for (std::int64_t g = 0; g < st.groups; ++g) {
+    const std::int64_t b = in.group_offsets[g], n = in.group_offsets[g + 1] - b;
+    group_io io;
+    io.rewards = r.data() + b;
+    io.log_ratio = lr.empty() ? nullptr : lr.data() + b;
+    io.weight = w.empty() ? nullptr : w.data() + b;
+    io.n = n;
+    io.centered = centered.data() + b;
+    io.keep = keep.data() + b;
+    io.scratch = scratch.data() + b;
+    io.eps = cfg.eps;
+    const double spread = B::center(io, cfg);
+    const bool zero_variance = std::all_of(io.rewards, io.rewards + n, [&](double v) { return v == io.rewards[0]; });
+    st.singleton_groups += n == 1;
+    st.zero_variance_groups += zero_variance;
+    for (std::int64_t i = b; i < b + n; ++i) {
+      if (zero_variance) {
+        centered[i] = 0;
+        if (cfg.mask_zero_variance) keep[i] = 0;
+      }
+      divisor[i] = cfg.scale == adv_scale::group ? std::max(spread, cfg.std_floor) + io.eps
+                   : cfg.scale == adv_scale::batch ? batch_div
+                                                   : 1.0;
+    }
+  }
+
+  if (!lr.empty()) {
+    const double ess = std::exp(detail::log_ess(lr));
+    st.ess = ess;
+    st.ess_ratio = S > 0 ? ess / static_cast<double>(S) : 0;
+    st.lr_factor = std::sqrt(std::min(1.0, st.ess_ratio / cfg.ess_ratio_ref));
+  }
+  const double fold = cfg.fold_lr_factor ? st.lr_factor : 1.0;
+
+  double sum = 0, sumsq = 0;
+  std::int64_t kept = 0;
+  for (std::int64_t i = 0; i < S; ++i) {
+    // 0 / 0 cannot happen: a zero divisor only arises with eps = 0 and zero spread, where
+    // centered is 0 for zero-variance groups; guard it anyway so that no NaN escapes.
+    const double a = centered[i] == 0 ? 0.0 : centered[i] / divisor[i] * fold;
+    GRPOKIT_REQUIRE(std::isfinite(a), "advantage of sequence ", i,
+                    " is not finite (spread 0 with eps = 0?); set eps or std_floor > 0");
+    out.adv[i] = static_cast<Real>(a);
+    out.seq_mask[i] = keep[i];
+    st.excluded_seqs += !keep[i];
+    if (keep[i]) {
+      sum += a;
+      ++kept;
+    }
+  }
+  st.adv_mean = kept > 0 ? sum / static_cast<double>(kept) : 0;
+  for (std::int64_t i = 0; i < S; ++i)
+    if (keep[i]) sumsq += (static_cast<double>(out.adv[i]) - st.adv_mean) * (static_cast<double>(out.adv[i]) - st.adv_mean);
+  st.adv_std = kept > 0 ? std::sqrt(sumsq / static_cast<double>(kept)) : 0;  // population std
+  return st;
+}
+
+}  // namespace grpokit::host

@@ -1,0 +1,80 @@
+#pragma once
+// Argument bundles shared by grpokit::host and grpokit::device. All lengths are int64_t (T * V
+// exceeds 2^31). Optional inputs are empty spans.
+#include <cstdint>
+
+#include "span.hpp"
+
+namespace grpokit {
+
+// A row-major [rows, cols] matrix with a row stride in elements (>= cols).
+template <class T>
+struct matrix_view {
+  T* data = nullptr;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  std::int64_t row_stride = 0;
+  GRPOKIT_HD T* row(std::int64_t r) const { return data + r * row_stride; }
+};
+
+// Logits of the sampled positions and what is needed to turn them into log-probs.
+template <class Storage, class Real>
+struct logits_input {
+  matrix_view<const Storage> logits;  // [T, V]
+  span<const std::int64_t> targets;   // [T] sampled token ids, 0 <= id < V
+  span<const Real> temperature;       // [T] per-token temperature, or empty: cfg.temperature
+};
+
+// Outputs of token_logprobs (entropy may be empty when not wanted).
+template <class Real>
+struct token_stats {
+  span<Real> logp;     // [T]
+  span<Real> entropy;  // [T] or empty
+  span<Real> lse;      // [T] log-sum-exp of the (temperature-scaled) logits: saved for the backward
+};
+
+// The current policy's per-token values as policy_loss reads them.
+template <class Real>
+struct current_policy {
+  span<const Real> logp;     // [T]
+  span<const Real> entropy;  // [T], required when entropy_coef != 0
+};
+
+// Everything else a training step knows about its rollouts (packed layout).
+template <class Real>
+struct rollout_batch {
+  span<const std::int64_t> seq_offsets;  // [S + 1]: sequence s owns tokens [off[s], off[s+1])
+  span<const Real> adv;                  // [S] advantages (compute_advantages)
+  span<const Real> logp_old;             // [T] pi_old; empty: on-policy, pi_old = sg(pi)
+  span<const Real> logp_ref;             // [T] reference policy, required when cfg.kl != none
+  span<const Real> logp_rollout;         // [T] inference engine, required by IS / TRM / importance
+  span<const std::uint8_t> token_mask;   // [T] 1 = response token; empty: all
+  span<const std::uint8_t> seq_mask;     // [S] 1 = in the loss (compute_advantages); empty: all
+};
+
+// d loss / d logp and d loss / d entropy (written by policy_loss).
+template <class Real>
+struct policy_grads {
+  span<Real> dlogp;     // [T]
+  span<Real> dentropy;  // [T], required when entropy_coef != 0, else may be empty
+};
+
+// Advantage inputs: rewards of the S sequences, grouped by prompt.
+template <class Real>
+struct advantage_inputs {
+  span<const Real> rewards;               // [S]
+  span<const std::int64_t> group_offsets;  // [G + 1]: group g owns sequences [off[g], off[g+1])
+  span<const Real> seq_log_ratio;         // [S] sum_t (logp - logp_rollout): ess_scaled (VCPO)
+  span<const Real> seq_weight;            // [S] optional baseline weights W_i (ess_scaled)
+};
+
+template <class Real>
+struct advantage_outputs {
+  span<Real> adv;                 // [S]
+  span<std::uint8_t> seq_mask;    // [S] 0 = excluded (pivot; zero-variance when masked)
+};
+
+// Whether logits_backward may write dlogits over the logits.
+enum class backward_mode { separate, in_place };
+
+}  // namespace grpokit

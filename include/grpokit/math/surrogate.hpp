@@ -1,0 +1,85 @@
+#pragma once
+// Per-token policy-gradient surrogates: value and derivative with respect to logp.
+// `ratio` is r = pi / pi_old as seen by the token (token ratio, or the GSPO sequence ratio) and
+// `ratio_grad` its derivative with respect to this token's logp (0 where a clamp is active).
+#include <cmath>
+
+#include "../config.hpp"
+#include "../detail/macros.hpp"
+
+namespace grpokit::math {
+
+struct surrogate_term {
+  double value = 0;
+  double grad = 0;
+  bool clipped_low = false;   // r < 1 - eps_low and A < 0: the clip removes the gradient
+  bool clipped_high = false;  // r > 1 + eps_high and A > 0
+  bool clipped_dual = false;  // A < 0 and the dual clip bound c |A| is active
+};
+
+// The token ratio r = exp(clamp(logp - logp_old, +-clamp)) and dr/dlogp.
+template <class Ops>
+GRPOKIT_HD inline void token_ratio(double logp, double logp_old, double clamp, double& r, double& dr) {
+  const double d = logp - logp_old;
+  const double dc = std::fmin(std::fmax(d, -clamp), clamp);
+  r = Ops::exp(dc);
+  dr = d == dc ? r : 0.0;
+}
+
+template <class Ops>
+GRPOKIT_HD inline surrogate_term surrogate(const loss_config& cfg, double adv, double logp, double r, double dr) {
+  surrogate_term t;
+  const double lo = 1.0 - cfg.eps_low;
+  const double hi = 1.0 + cfg.eps_high;
+  t.clipped_low = adv < 0 && r < lo;
+  t.clipped_high = adv > 0 && r > hi;
+  switch (cfg.obj) {
+    case objective::reinforce:
+      t.value = -adv * logp;
+      t.grad = -adv;
+      t.clipped_low = t.clipped_high = false;
+      return t;
+    case objective::cispo: {
+      const double w = std::fmin(std::fmax(r, lo), hi);  // detached
+      t.value = -w * adv * logp;
+      t.grad = -w * adv;
+      return t;
+    }
+    case objective::sapo: {
+      const double tau = adv > 0 ? cfg.tau_pos : cfg.tau_neg;
+      const double sig = 1.0 / (1.0 + Ops::exp(-tau * (r - 1.0)));
+      t.value = -sig * (4.0 / tau) * adv;
+      t.grad = -adv * 4.0 * sig * (1.0 - sig) * dr;
+      t.clipped_low = t.clipped_high = false;
+      return t;
+    }
+    case objective::ppo_clip:
+    case objective::gspo:
+    default: {
+      const bool delta_on = cfg.delta > 0 && r > cfg.delta;
+      const double r1 = delta_on ? cfg.delta : r;
+      const double dr1 = delta_on ? 0.0 : dr;
+      const bool inside = r >= lo && r <= hi;
+      const double l1 = -adv * r1;
+      const double l2 = -adv * (inside ? r : (r < lo ? lo : hi));
+      if (l1 >= l2) {
+        t.value = l1;
+        t.grad = -adv * dr1;
+      } else {
+        t.value = l2;
+        t.grad = inside ? -adv * dr : 0.0;
+      }
+      if (cfg.dual_clip > 1.0 && adv < 0) {
+        const double l3 = -adv * cfg.dual_clip;
+        if (t.value > l3) {
+          t.value = l3;
+          t.grad = 0.0;
+          t.clipped_dual = true;
+        }
+      }
+      return t;
+    }
+  }
+}
+
+}  // namespace grpokit::math

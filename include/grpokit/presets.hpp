@@ -1,0 +1,109 @@
+#pragma once
+// Named presets: a policy and a loss_config with the published defaults.
+//   presets::grpo::policy<Precision>, presets::grpo::config()
+#include "config.hpp"
+#include "policy.hpp"
+
+namespace grpokit::presets {
+
+// GRPO (DeepSeekMath; verl defaults): group mean/std advantages, PPO clip 0.2 with dual clip 3,
+// token-mean aggregation (verl default), KL k3 with beta 0.001.
+struct grpo {
+  template <class Precision = precision<>, class Reduction = reduction::deterministic>
+  using policy = grpokit::policy<Precision, Reduction, baseline::mean, mask::padding>;
+  static loss_config config() {
+    loss_config c;
+    c.kl = kl_estimator::k3;
+    c.kl_coef = 0.001;
+    c.agg = aggregation::token_mean;
+    return c;
+  }
+};
+
+// Dr. GRPO: no std scaling, constant normaliser (set norm_constant to the generation budget), no KL.
+struct dr_grpo {
+  template <class Precision = precision<>, class Reduction = reduction::deterministic>
+  using policy = grpokit::policy<Precision, Reduction, baseline::mean, mask::padding>;
+  static loss_config config(double max_response_length = 1024) {
+    loss_config c;
+    c.adv.scale = adv_scale::none;
+    c.agg = aggregation::seq_mean_token_sum_norm;
+    c.norm_constant = max_response_length;
+    return c;
+  }
+};
+
+// DAPO: clip-higher (0.2 / 0.28), token-mean over the global batch, no KL, no dual clip.
+struct dapo {
+  template <class Precision = precision<>, class Reduction = reduction::deterministic>
+  using policy = grpokit::policy<Precision, Reduction, baseline::mean, mask::padding>;
+  static loss_config config() {
+    loss_config c;
+    c.eps_low = 0.2;
+    c.eps_high = 0.28;
+    c.dual_clip = 0;
+    c.agg = aggregation::token_mean;
+    return c;
+  }
+};
+
+// MC-GRPO: median baseline with MAD scale (mad_eps 1e-3) and the pivot excluded; KL k3 beta 0.04;
+// seq-mean-token-mean (TRL loss_type="grpo" as in the paper's scripts).
+struct mc_grpo {
+  template <class Precision = precision<>, class Reduction = reduction::deterministic>
+  using policy = grpokit::policy<Precision, Reduction, baseline::median, mask::padding>;
+  static loss_config config() {
+    loss_config c;
+    c.kl = kl_estimator::k3;
+    c.kl_coef = 0.04;
+    c.dual_clip = 0;
+    c.agg = aggregation::seq_mean_token_mean;
+    return c;
+  }
+};
+
+// VCPO: ESS-scaled baseline, REINFORCE with sequence-level truncated IS (cap 8), seq-mean-token-mean.
+struct vcpo {
+  template <class Precision = precision<>, class Reduction = reduction::deterministic>
+  using policy = grpokit::policy<Precision, Reduction, baseline::ess_scaled, mask::padding>;
+  static loss_config config() {
+    loss_config c;
+    c.obj = objective::reinforce;
+    c.is = is_correction::sequence_truncate;
+    c.is_max = 8.0;
+    c.agg = aggregation::seq_mean_token_mean;
+    return c;
+  }
+};
+
+// GSPO: sequence ratio exp(mean_t log r), clip 3e-4 / 4e-4 (paper), seq-mean-token-mean, no dual clip.
+struct gspo {
+  template <class Precision = precision<>, class Reduction = reduction::deterministic>
+  using policy = grpokit::policy<Precision, Reduction, baseline::mean, mask::padding>;
+  static loss_config config() {
+    loss_config c;
+    c.obj = objective::gspo;
+    c.eps_low = 3e-4;
+    c.eps_high = 4e-4;
+    c.dual_clip = 0;
+    c.agg = aggregation::seq_mean_token_mean;
+    return c;
+  }
+};
+
+// CISPO: clipped, detached IS weight times A logp; verl bounds [1 - 0.2, 1 + 0.2] replaced by the
+// MiniMax-M1 style upper cap: eps_low = 1 (no lower bound), eps_high = 4 (cap 5, ScaleRL).
+struct cispo {
+  template <class Precision = precision<>, class Reduction = reduction::deterministic>
+  using policy = grpokit::policy<Precision, Reduction, baseline::mean, mask::padding>;
+  static loss_config config() {
+    loss_config c;
+    c.obj = objective::cispo;
+    c.eps_low = 1.0;
+    c.eps_high = 4.0;
+    c.agg = aggregation::token_mean;
+    return c;
+  }
+};
+
+}  // namespace grpokit::presets

@@ -1,0 +1,10 @@
+#pragma once
+// Catch2 v3 when found, else v2 (Debian ships 2.13).
+#if __has_include(<catch2/catch_test_macros.hpp>)
+#include <catch2/catch_template_test_macros.hpp>
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+#define GRPOKIT_CATCH3 1
+#else
+#include <catch2/catch.hpp>
+#endif

@@ -1,0 +1,402 @@
+#pragma once
+// Independent, naive references in long double, written from the formulas in docs/ and the
+// research notes (verl / TRL), not from the library's code: no tiles, no lanes, no online
+// rescaling, full softmax materialised per row, std::sort for medians.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include <grpokit/grpokit.hpp>
+
+namespace ref {
+
+using ld = long double;
+const ld inf = std::numeric_limits<ld>::infinity();
+
+// ---------------------------------------------------------------------------------------------
+// log-probs
+
+struct row_out {
+  ld lse, entropy, logp;
+};
+
+// One row: z = x / T; with pruning the distribution is renormalised over {v : p_v >= rho max p}.
+inline row_out row(const std::vector<ld>& x, std::int64_t target, ld temperature, bool prune, ld rho) {
+  const std::size_t V = x.size();
+  std::vector<ld> z(V);
+  for (std::size_t v = 0; v < V; ++v) z[v] = x[v] / temperature;
+  const ld m = *std::max_element(z.begin(), z.end());
+  std::vector<bool> safe(V, true);
+  if (prune)
+    for (std::size_t v = 0; v < V; ++v) safe[v] = std::exp(z[v] - m) >= rho;  // p_v / p_max >= rho
+  ld sum = 0;
+  for (std::size_t v = 0; v < V; ++v)
+    if (safe[v]) sum += std::exp(z[v] - m);
+  const ld lse = m + std::log(sum);
+  ld h = 0;
+  for (std::size_t v = 0; v < V; ++v) {
+    if (!safe[v]) continue;
+    const ld p = std::exp(z[v] - lse);
+    h -= p * (z[v] - lse);
+  }
+  const ld logp = safe[static_cast<std::size_t>(target)] ? z[static_cast<std::size_t>(target)] - lse : -inf;
+  return {lse, h, logp};
+}
+
+// ---------------------------------------------------------------------------------------------
+// advantages
+
+struct adv_out {
+  std::vector<ld> adv;
+  std::vector<int> keep;
+};
+
+inline ld mean(const std::vector<ld>& r) { return std::accumulate(r.begin(), r.end(), ld(0)) / r.size(); }
+inline ld bessel_std(const std::vector<ld>& r) {
+  if (r.size() < 2) return 0;
+  const ld mu = mean(r);
+  ld ss = 0;
+  for (ld v : r) ss += (v - mu) * (v - mu);
+  return std::sqrt(ss / (r.size() - 1));
+}
+inline ld lower_median(std::vector<ld> r) {
+  std::sort(r.begin(), r.end());
+  return r[(r.size() - 1) / 2];
+}
+
+enum class base { mean, median, loo, ess };
+
+inline adv_out advantages(const std::vector<ld>& rewards, const std::vector<std::int64_t>& groups, base b,
+                          const grpokit::advantage_config& cfg, const std::vector<ld>& log_ratio = {},
+                          const std::vector<ld>& weight = {}) {
+  adv_out out{std::vector<ld>(rewards.size()), std::vector<int>(rewards.size(), 1)};
+  const ld batch_std = bessel_std(rewards);
+  for (std::size_t g = 0; g + 1 < groups.size(); ++g) {
+    const std::size_t lo = static_cast<std::size_t>(groups[g]), hi = static_cast<std::size_t>(groups[g + 1]);
+    std::vector<ld> r(rewards.begin() + lo, rewards.begin() + hi);
+    const std::size_t n = r.size();
+    const bool all_equal = std::all_of(r.begin(), r.end(), [&](ld v) { return v == r[0]; });
+    std::vector<ld> c(n);
+    ld spread = bessel_std(r), eps = cfg.eps;
+    switch (b) {
+      case base::mean:
+        for (std::size_t i = 0; i < n; ++i) c[i] = r[i] - mean(r);
+        break;
+      case base::loo:
+        for (std::size_t i = 0; i < n; ++i) {
+          ld others = 0;
+          for (std::size_t j = 0; j < n; ++j)
+            if (j != i) others += r[j];
+          c[i] = n > 1 ? r[i] - others / (n - 1) : 0;
+        }
+        break;
+      case base::median: {
+        const ld med = lower_median(r);
+        std::vector<ld> dev(n);
+        for (std::size_t i = 0; i < n; ++i) {
+          c[i] = r[i] - med;
+          dev[i] = std::fabs(r[i] - med);
+        }
+        spread = lower_median(dev);
+        eps = cfg.mad_eps;
+        if (n % 2 == 1)
+          for (std::size_t i = 0; i < n; ++i)
+            if (r[i] == med) {
+              out.keep[lo + i] = 0;
+              break;
+            }
+        break;
+      }
+      case base::ess: {
+        ld num = 0, den = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+          const ld w = weight.empty() ? std::exp(2 * log_ratio[lo + i]) : weight[lo + i];
+          num += w * r[i];
+          den += w;
+        }
+        const ld bl = den > 0 ? num / den : mean(r);
+        for (std::size_t i = 0; i < n; ++i) c[i] = r[i] - bl;
+        break;
+      }
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      if (all_equal) {
+        c[i] = 0;
+        if (cfg.mask_zero_variance) out.keep[lo + i] = 0;
+      }
+      ld div = 1;
+      if (cfg.scale == grpokit::adv_scale::group) div = std::max<ld>(spread, cfg.std_floor) + eps;
+      if (cfg.scale == grpokit::adv_scale::batch) div = std::max<ld>(batch_std, cfg.std_floor) + cfg.eps;
+      out.adv[lo + i] = c[i] / div;
+    }
+  }
+  if (cfg.fold_lr_factor && !log_ratio.empty()) {
+    ld s1 = 0, s2 = 0;
+    for (ld l : log_ratio) {
+      s1 += std::exp(l);
+      s2 += std::exp(2 * l);
+    }
+    const ld ess = s1 * s1 / s2;
+    const ld factor = std::sqrt(std::min<ld>(1, ess / log_ratio.size() / cfg.ess_ratio_ref));
+    for (ld& a : out.adv) a *= factor;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// policy loss
+
+struct batch {
+  std::vector<std::int64_t> seq_offsets;
+  std::vector<ld> adv, logp_old, logp_ref, logp_rollout;
+  std::vector<int> token_mask, seq_mask;
+};
+
+struct mask_features {
+  bool trust_region = false, vocab_prune = false, importance = false;
+  // user mask: keep token t?
+  bool (*custom)(std::int64_t t) = nullptr;
+};
+
+struct loss_out {
+  ld loss = 0;
+  ld kept = 0, tokens = 0, clip_low = 0, clip_high = 0, dual = 0;
+  ld masked_prune = 0, masked_importance = 0, masked_custom = 0, masked_sequence = 0, seqs_trm = 0;
+  ld w_min = inf, w_max = -inf, w_sum = 0;
+};
+
+inline ld clampl(ld x, ld lo, ld hi) { return std::min(std::max(x, lo), hi); }
+
+inline ld divergence(grpokit::divergence e, ld d) {
+  if (e == grpokit::divergence::k2) return d * d / 2;
+  if (e == grpokit::divergence::k3) return std::exp(d) - 1 - d;
+  return d;
+}
+
+// The loss as a function of the current policy's `logp` and `entropy` (both "live"); `logp_detached`
+// is the value used wherever the loss stops gradients through logp (the on-policy pi_old, the
+// bypass-mode IS ratio, masks), i.e. the logp at which the gradient is taken.
+inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& entropy,
+                            const std::vector<ld>& logp_detached, const batch& b, const grpokit::loss_config& c,
+                            mask_features mf) {
+  loss_out o;
+  const std::size_t S = b.seq_offsets.size() - 1;
+  const bool has_old = !b.logp_old.empty(), has_ref = !b.logp_ref.empty(), has_roll = !b.logp_rollout.empty();
+  auto old = [&](std::size_t t) { return has_old ? b.logp_old[t] : logp_detached[t]; };
+  auto counted = [&](std::size_t t, std::size_t s) {
+    return (b.token_mask.empty() || b.token_mask[t]) && (b.seq_mask.empty() || b.seq_mask[s]);
+  };
+  // token-level masks
+  std::vector<int> stat(logp.size(), 0), cnt(logp.size(), 0);
+  std::vector<ld> n_count(S, 0), n_stat(S, 0);
+  for (std::size_t s = 0; s < S; ++s)
+    for (auto t = static_cast<std::size_t>(b.seq_offsets[s]); t < static_cast<std::size_t>(b.seq_offsets[s + 1]); ++t) {
+      if (!counted(t, s)) continue;
+      cnt[t] = 1;
+      n_count[s] += 1;
+      if (mf.vocab_prune && logp_detached[t] == -inf) {
+        o.masked_prune += 1;
+        continue;
+      }
+      if (mf.custom && !mf.custom(static_cast<std::int64_t>(t))) {
+        o.masked_custom += 1;
+        continue;
+      }
+      if (mf.importance && !c.importance_sequence) {
+        const ld ratio = std::exp(clampl(old(t) - b.logp_rollout[t], -20, 20));
+        if (ratio < c.importance_lo || ratio > c.importance_hi) {
+          o.masked_importance += 1;
+          continue;
+        }
+      }
+      stat[t] = 1;
+      n_stat[s] += 1;
+    }
+  ld local_tokens = 0, local_seqs = 0;
+  for (std::size_t s = 0; s < S; ++s) {
+    local_tokens += n_count[s];
+    local_seqs += n_count[s] > 0;
+  }
+  o.tokens = local_tokens;
+  const ld N_tok = c.global_tokens > 0 ? c.global_tokens : local_tokens;
+  const ld N_seq = c.global_seqs > 0 ? c.global_seqs : local_seqs;
+  for (std::size_t s = 0; s < S; ++s) {
+    const auto lo = static_cast<std::size_t>(b.seq_offsets[s]), hi = static_cast<std::size_t>(b.seq_offsets[s + 1]);
+    // sequence-level quantities (detached unless noted)
+    ld sum_log_ratio = 0, gspo_live = 0, gspo_det = 0, trm_max = 0, trm_mean = 0;
+    for (std::size_t t = lo; t < hi; ++t) {
+      if (!stat[t]) continue;
+      const ld d = has_roll ? old(t) - b.logp_rollout[t] : 0;
+      sum_log_ratio += d;
+      if (has_old) {
+        gspo_live += logp[t] - b.logp_old[t];
+        gspo_det += logp_detached[t] - b.logp_old[t];
+      }
+      if (mf.trust_region) {
+        const ld dc = clampl(d, -20, 20);
+        trm_max = std::max(trm_max, std::fabs(divergence(c.trm_max_estimator, dc)));
+        trm_mean += divergence(c.trm_mean_estimator, dc);
+      }
+    }
+    const ld ns = std::max<ld>(n_stat[s], 1);
+    bool keep_seq = true;
+    if (mf.trust_region && n_stat[s] > 0 &&
+        (trm_max > c.trm_max_threshold || std::fabs(trm_mean / ns) > c.trm_mean_threshold)) {
+      keep_seq = false;
+      o.seqs_trm += 1;
+    }
+    if (mf.importance && c.importance_sequence && n_stat[s] > 0) {
+      const ld geo = std::exp(clampl(sum_log_ratio / ns, -20, 20));
+      if (geo < c.importance_lo || geo > c.importance_hi) keep_seq = false;
+    }
+    const ld seq_w = std::exp(clampl(sum_log_ratio, -20, 20));
+    ld agg_w = 0;
+    switch (c.agg) {
+      case grpokit::aggregation::token_mean: agg_w = N_tok > 0 ? 1 / N_tok : 0; break;
+      case grpokit::aggregation::token_sum: agg_w = 1; break;
+      case grpokit::aggregation::seq_mean_token_mean:
+        agg_w = N_seq > 0 && n_count[s] > 0 ? 1 / (n_count[s] * N_seq) : 0;
+        break;
+      case grpokit::aggregation::seq_mean_token_sum: agg_w = N_seq > 0 ? 1 / N_seq : 0; break;
+      case grpokit::aggregation::seq_mean_token_sum_norm: agg_w = N_seq > 0 ? 1 / (N_seq * c.norm_constant) : 0; break;
+    }
+    agg_w *= c.dp_size;
+    const ld A = b.adv[s];
+    for (std::size_t t = lo; t < hi; ++t) {
+      if (!stat[t]) continue;
+      if (!keep_seq) {
+        o.masked_sequence += 1;
+        continue;
+      }
+      o.kept += 1;
+      // ratio
+      ld r;
+      if (c.obj == grpokit::objective::gspo) {
+        // GSPO-token: log r = logp - sg(logp) + sg(s_i), clamped above
+        const ld log_r = logp[t] - logp_detached[t] + gspo_det / ns;
+        r = std::exp(std::min<ld>(log_r, c.gspo_log_ratio_max));
+      } else {
+        r = std::exp(clampl(logp[t] - old(t), -c.log_ratio_clamp, c.log_ratio_clamp));
+      }
+      const ld r_det = c.obj == grpokit::objective::gspo
+                           ? std::exp(std::min<ld>(gspo_det / ns, c.gspo_log_ratio_max))
+                           : std::exp(clampl(logp_detached[t] - old(t), -c.log_ratio_clamp, c.log_ratio_clamp));
+      const ld lo_b = 1 - c.eps_low, hi_b = 1 + c.eps_high;
+      ld pg = 0;
+      switch (c.obj) {
+        case grpokit::objective::reinforce: pg = -A * logp[t]; break;
+        case grpokit::objective::cispo: pg = -clampl(r_det, lo_b, hi_b) * A * logp[t]; break;
+        case grpokit::objective::sapo: {
+          const ld tau = A > 0 ? c.tau_pos : c.tau_neg;
+          pg = -A * 4 / tau / (1 + std::exp(-tau * (r - 1)));
+          break;
+        }
+        default: {
+          const ld r1 = c.delta > 0 ? std::min<ld>(r, c.delta) : r;
+          pg = std::max(-A * r1, -A * clampl(r, lo_b, hi_b));
+          if (c.dual_clip > 1 && A < 0) {
+            if (pg > -A * c.dual_clip) o.dual += 1;
+            pg = std::min<ld>(pg, -A * c.dual_clip);
+          }
+          break;
+        }
+      }
+      if (c.obj != grpokit::objective::reinforce && c.obj != grpokit::objective::sapo) {
+        o.clip_low += A < 0 && r_det < lo_b;
+        o.clip_high += A > 0 && r_det > hi_b;
+      }
+      // importance weight (detached)
+      ld w = 1;
+      const ld d = has_roll ? clampl(old(t) - b.logp_rollout[t], -20, 20) : 0;
+      switch (c.is) {
+        case grpokit::is_correction::token_truncate: w = clampl(std::exp(d), c.is_min, c.is_max); break;
+        case grpokit::is_correction::sequence_truncate: w = clampl(seq_w, c.is_min, c.is_max); break;
+        case grpokit::is_correction::token_mask: w = std::exp(d) >= c.is_min && std::exp(d) <= c.is_max ? std::exp(d) : 0; break;
+        case grpokit::is_correction::sequence_mask: w = seq_w >= c.is_min && seq_w <= c.is_max ? seq_w : 0; break;
+        default: break;
+      }
+      o.w_min = std::min(o.w_min, w);
+      o.w_max = std::max(o.w_max, w);
+      o.w_sum += w;
+      ld kl = 0;
+      if (c.kl != grpokit::kl_estimator::none) {
+        const ld diff = logp[t] - b.logp_ref[t];
+        if (c.kl == grpokit::kl_estimator::k1) kl = diff;
+        if (c.kl == grpokit::kl_estimator::k2) kl = diff * diff / 2;
+        if (c.kl == grpokit::kl_estimator::k3) {
+          const ld dd = clampl(-diff, -c.kl_input_clamp, c.kl_input_clamp);
+          kl = clampl(std::exp(dd) - dd - 1, -c.kl_output_clamp, c.kl_output_clamp);
+        }
+      }
+      (void)has_ref;
+      const ld ent = entropy.empty() ? 0 : entropy[t];
+      o.loss += agg_w * (w * pg + c.kl_coef * kl - c.entropy_coef * ent);
+    }
+  }
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// random problems of awkward shape
+
+struct problem {
+  std::int64_t T = 0, V = 0, S = 0;
+  std::vector<double> logits;  // [T, V]
+  std::vector<std::int64_t> targets;
+  std::vector<double> temperature;  // per token, or empty
+  batch b;
+};
+
+// `lengths` of the sequences (0 allowed), vocabulary V; logits ~ N(0, scale) plus a few peaks.
+inline problem make_problem(std::mt19937_64& rng, const std::vector<std::int64_t>& lengths, std::int64_t V,
+                            double scale = 2.0, bool with_masks = true) {
+  problem p;
+  p.V = V;
+  p.S = static_cast<std::int64_t>(lengths.size());
+  p.b.seq_offsets.assign(1, 0);
+  for (auto n : lengths) p.b.seq_offsets.push_back(p.b.seq_offsets.back() + n);
+  p.T = p.b.seq_offsets.back();
+  std::normal_distribution<double> normal(0, scale);
+  std::uniform_int_distribution<std::int64_t> tok(0, V - 1);
+  std::uniform_real_distribution<double> unit(0, 1);
+  p.logits.resize(static_cast<std::size_t>(p.T * V));
+  for (auto& x : p.logits) x = normal(rng);
+  p.targets.resize(static_cast<std::size_t>(p.T));
+  for (std::int64_t t = 0; t < p.T; ++t) {
+    // half of the targets sit on a likely token, as sampling would give
+    p.targets[t] = tok(rng);
+    if (unit(rng) < 0.5) p.logits[static_cast<std::size_t>(t * V + p.targets[t])] += 3 * scale;
+  }
+  std::normal_distribution<double> adv(0, 1);
+  for (std::int64_t s = 0; s < p.S; ++s) p.b.adv.push_back(adv(rng));
+  if (with_masks) {
+    for (std::int64_t t = 0; t < p.T; ++t) p.b.token_mask.push_back(unit(rng) < 0.9 ? 1 : 0);
+    for (std::int64_t s = 0; s < p.S; ++s) p.b.seq_mask.push_back(unit(rng) < 0.9 ? 1 : 0);
+  }
+  return p;
+}
+
+// Fills logp_old / ref / rollout near the given current log-probs.
+inline void add_policies(std::mt19937_64& rng, problem& p, const std::vector<ld>& logp, double spread) {
+  std::normal_distribution<double> n(0, spread);
+  for (std::int64_t t = 0; t < p.T; ++t) {
+    const ld base = std::isfinite(static_cast<double>(logp[t])) ? logp[t] : ld(-5);
+    p.b.logp_old.push_back(std::min<ld>(base + n(rng), 0));
+    p.b.logp_ref.push_back(std::min<ld>(base + n(rng), 0));
+    p.b.logp_rollout.push_back(std::min<ld>(base + n(rng), 0));
+  }
+}
+
+inline std::vector<ld> row_of(const problem& p, std::int64_t t) {
+  return std::vector<ld>(p.logits.begin() + t * p.V, p.logits.begin() + (t + 1) * p.V);
+}
+
+inline ld temperature_of(const problem& p, std::int64_t t, const grpokit::loss_config& c) {
+  return p.temperature.empty() ? ld(c.temperature) : ld(p.temperature[static_cast<std::size_t>(t)]);
+}
+
+}  // namespace ref

@@ -1,0 +1,141 @@
+#pragma once
+// Test helpers: run the host path on a ref::problem and evaluate the reference on the same data.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include <grpokit/grpokit.hpp>
+
+#include "reference.hpp"
+
+namespace support {
+
+template <class S>
+std::vector<S> to_storage(const std::vector<double>& x) {
+  std::vector<S> out(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) out[i] = grpokit::math::store<S>(x[i]);
+  return out;
+}
+template <class S>
+std::vector<double> to_double(const std::vector<S>& x) {
+  std::vector<double> out(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) out[i] = grpokit::math::load<double>(x[i]);
+  return out;
+}
+template <class R, class T>
+std::vector<R> cast(const std::vector<T>& x) {
+  return std::vector<R>(x.begin(), x.end());
+}
+inline std::vector<std::uint8_t> bytes(const std::vector<int>& x) { return cast<std::uint8_t>(x); }
+
+// Rounds the problem's logits to the storage type S so that the reference sees the stored values.
+template <class S>
+void round_logits(ref::problem& p) {
+  p.logits = to_double(to_storage<S>(p.logits));
+}
+
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
+}
+
+// Everything the host path produces for a problem.
+template <class P>
+struct host_run {
+  using S = typename P::storage_type;
+  using R = typename P::accum_type;
+  std::vector<S> logits;
+  std::vector<R> temperature, adv, logp_old, logp_ref, logp_rollout;
+  std::vector<std::uint8_t> token_mask, seq_mask;
+  std::vector<R> logp, entropy;
+  std::vector<S> dlogits;
+  grpokit::loss_result result;
+
+  grpokit::logits_input<S, R> input(const ref::problem& p) const {
+    return {{logits.data(), p.T, p.V, p.V}, p.targets, temperature};
+  }
+  grpokit::rollout_batch<R> batch(const ref::problem& p) const {
+    grpokit::rollout_batch<R> b;
+    b.seq_offsets = p.b.seq_offsets;
+    b.adv = adv;
+    b.logp_old = logp_old;
+    b.logp_ref = logp_ref;
+    b.logp_rollout = logp_rollout;
+    b.token_mask = token_mask;
+    b.seq_mask = seq_mask;
+    return b;
+  }
+};
+
+template <class P>
+host_run<P> run_fused(const ref::problem& p, const grpokit::loss_config& cfg) {
+  using S = typename P::storage_type;
+  using R = typename P::accum_type;
+  host_run<P> h;
+  h.logits = to_storage<S>(p.logits);
+  h.temperature = cast<R>(p.temperature);
+  h.adv = cast<R>(p.b.adv);
+  h.logp_old = cast<R>(p.b.logp_old);
+  h.logp_ref = cast<R>(p.b.logp_ref);
+  h.logp_rollout = cast<R>(p.b.logp_rollout);
+  h.token_mask = bytes(p.b.token_mask);
+  h.seq_mask = bytes(p.b.seq_mask);
+  h.logp.resize(static_cast<std::size_t>(p.T));
+  h.entropy.resize(static_cast<std::size_t>(p.T));
+  h.dlogits.resize(h.logits.size());
+  h.result = grpokit::host::fused_loss<P>(h.input(p), h.batch(p), cfg, {h.dlogits.data(), p.T, p.V, p.V},
+                                          {h.logp, h.entropy});
+  return h;
+}
+
+// Reference log-probs and entropies of every row of `logits` (long double).
+inline void ref_rows(const ref::problem& p, const std::vector<ref::ld>& logits, const grpokit::loss_config& cfg,
+                     bool prune, std::vector<ref::ld>& logp, std::vector<ref::ld>& entropy) {
+  logp.resize(static_cast<std::size_t>(p.T));
+  entropy.resize(static_cast<std::size_t>(p.T));
+  for (std::int64_t t = 0; t < p.T; ++t) {
+    std::vector<ref::ld> x(logits.begin() + t * p.V, logits.begin() + (t + 1) * p.V);
+    const auto r = ref::row(x, p.targets[t], ref::temperature_of(p, t, cfg), prune, cfg.prune_rho);
+    logp[t] = r.logp;
+    entropy[t] = r.entropy;
+  }
+}
+
+// The reference loss as a function of the logits; detached quantities are evaluated at `base`.
+struct reference_loss {
+  const ref::problem& p;
+  const grpokit::loss_config& cfg;
+  ref::mask_features mf;
+  std::vector<ref::ld> base_logp, base_entropy;
+
+  reference_loss(const ref::problem& p_, const grpokit::loss_config& c, ref::mask_features m)
+      : p(p_), cfg(c), mf(m) {
+    ref_rows(p, std::vector<ref::ld>(p.logits.begin(), p.logits.end()), cfg, mf.vocab_prune, base_logp, base_entropy);
+  }
+  ref::loss_out at(const std::vector<ref::ld>& logits) const {
+    std::vector<ref::ld> logp, entropy;
+    ref_rows(p, logits, cfg, mf.vocab_prune, logp, entropy);
+    // a pruned target stays masked; its (constant) logp does not matter
+    for (std::size_t t = 0; t < logp.size(); ++t)
+      if (base_logp[t] == -ref::inf) logp[t] = -ref::inf;
+    return ref::policy_loss(logp, entropy, base_logp, p.b, cfg, mf);
+  }
+  ref::loss_out at_base() const { return at(std::vector<ref::ld>(p.logits.begin(), p.logits.end())); }
+  // Central difference of the loss with respect to logits[t, v].
+  ref::ld derivative(std::int64_t t, std::int64_t v, ref::ld h = 1e-6L) const {
+    std::vector<ref::ld> x(p.logits.begin(), p.logits.end());
+    const std::size_t i = static_cast<std::size_t>(t * p.V + v);
+    x[i] += h;
+    const ref::ld up = at(x).loss;
+    x[i] -= 2 * h;
+    const ref::ld down = at(x).loss;
+    return (up - down) / (2 * h);
+  }
+};
+
+inline bool close(double got, double want, double rel, double abs) {
+  return std::fabs(got - want) <= abs + rel * std::fabs(want);
+}
+
+}  // namespace support

@@ -1,0 +1,141 @@
+// compute_advantages against the long-double reference for every baseline and scale, with
+// variable group sizes, singletons, zero-variance groups and ties at the median.
+#include <random>
+
+#include "catch.hpp"
+#include "support.hpp"
+
+namespace {
+
+struct groups_case {
+  std::vector<double> rewards;
+  std::vector<std::int64_t> offsets;
+  std::vector<double> log_ratio, weight;
+};
+
+groups_case make_groups(std::mt19937_64& rng, const std::vector<std::int64_t>& sizes, bool binary) {
+  groups_case c;
+  c.offsets.assign(1, 0);
+  std::uniform_int_distribution<int> coin(0, 1);
+  std::normal_distribution<double> n(0, 1);
+  for (auto s : sizes) {
+    c.offsets.push_back(c.offsets.back() + s);
+    for (std::int64_t i = 0; i < s; ++i) c.rewards.push_back(binary ? coin(rng) : std::round(n(rng) * 4) / 4);
+  }
+  for (std::size_t i = 0; i < c.rewards.size(); ++i) {
+    c.log_ratio.push_back(n(rng) * 3);
+    c.weight.push_back(std::fabs(n(rng)));
+  }
+  return c;
+}
+
+template <class Baseline, class Real>
+void check(const groups_case& c, ref::base b, const grpokit::advantage_config& cfg, bool with_weight, double tol) {
+  using P = grpokit::policy<grpokit::precision<Real, Real>, Baseline>;
+  const std::int64_t S = static_cast<std::int64_t>(c.rewards.size());
+  const auto r = support::cast<Real>(c.rewards);
+  const auto lr = support::cast<Real>(c.log_ratio);
+  const auto w = with_weight ? support::cast<Real>(c.weight) : std::vector<Real>{};
+  std::vector<Real> adv(S);
+  std::vector<std::uint8_t> keep(S);
+  const auto st = grpokit::host::compute_advantages<P>({r, c.offsets, lr, w}, cfg, {adv, keep});
+  const auto want = ref::advantages(support::cast<ref::ld>(r), c.offsets, b, cfg, support::cast<ref::ld>(lr),
+                                    support::cast<ref::ld>(w));
+  std::int64_t zero_var = 0, singles = 0;
+  for (std::size_t g = 0; g + 1 < c.offsets.size(); ++g) {
+    const auto lo = c.offsets[g], hi = c.offsets[g + 1];
+    bool eq = true;
+    for (auto i = lo; i < hi; ++i) eq = eq && r[i] == r[lo];
+    zero_var += eq;
+    singles += hi - lo == 1;
+  }
+  CHECK(st.zero_variance_groups == zero_var);
+  CHECK(st.singleton_groups == singles);
+  for (std::int64_t i = 0; i < S; ++i) {
+    INFO("sequence " << i << " reward " << r[i]);
+    CHECK(std::isfinite(static_cast<double>(adv[i])));
+    CHECK(support::close(adv[i], static_cast<double>(want.adv[i]), tol, tol));
+    CHECK(int(keep[i]) == want.keep[i]);
+  }
+}
+
+template <class Real>
+void sweep(double tol) {
+  std::mt19937_64 rng(11);
+  for (int rep = 0; rep < 20; ++rep) {
+    const auto c = make_groups(rng, {1, 2, 3, 5, 8, 7, 1, 64, 4}, rep % 2 == 0);
+    for (auto scale : {grpokit::adv_scale::group, grpokit::adv_scale::batch, grpokit::adv_scale::none}) {
+      grpokit::advantage_config cfg;
+      cfg.scale = scale;
+      cfg.mask_zero_variance = rep % 3 == 0;
+      cfg.std_floor = rep % 4 == 0 ? 0.1 : 0.0;
+      check<grpokit::baseline::mean, Real>(c, ref::base::mean, cfg, false, tol);
+      check<grpokit::baseline::median, Real>(c, ref::base::median, cfg, false, tol);
+      check<grpokit::baseline::leave_one_out, Real>(c, ref::base::loo, cfg, false, tol);
+      check<grpokit::baseline::ess_scaled, Real>(c, ref::base::ess, cfg, false, tol);
+      check<grpokit::baseline::ess_scaled, Real>(c, ref::base::ess, cfg, true, tol);
+      cfg.fold_lr_factor = true;
+      check<grpokit::baseline::ess_scaled, Real>(c, ref::base::ess, cfg, false, tol);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("advantages match the reference for every baseline and scale", "[advantages]") {
+  sweep<double>(1e-12);
+  sweep<float>(1e-5);
+}
+
+TEST_CASE("median baseline: lower median, MAD, one pivot per odd group, lowest index on ties", "[advantages]") {
+  // [1, 1, 0]: median 1, MAD 0 -> A = (r - 1) / 1e-3, pivot = index 0 (first of the tied 1s)
+  // [0, 2, 2, 5]: even -> lower median 2, no pivot, |r - 2| = {2, 0, 0, 3} -> MAD 0
+  // [0, 1.5, 2]: median 1.5, MAD = lower median {1.5, 0, 0.5} = 0.5 (the GSM example of MC-GRPO)
+  std::vector<double> r{1, 1, 0, 0, 2, 2, 5, 0, 1.5, 2}, adv(10);
+  std::vector<std::int64_t> off{0, 3, 7, 10};
+  std::vector<std::uint8_t> keep(10);
+  grpokit::host::compute_advantages<grpokit::policy<grpokit::precision<double, double>, grpokit::baseline::median>>(
+      {r, off, {}, {}}, {}, {adv, keep});
+  CHECK(keep == std::vector<std::uint8_t>{0, 1, 1, 1, 1, 1, 1, 1, 0, 1});
+  CHECK(adv[2] == Approx(-1 / 1e-3));
+  CHECK(adv[0] == 0);
+  CHECK(adv[3] == Approx(-2 / 1e-3));
+  CHECK(adv[6] == Approx(3 / 1e-3));
+  CHECK(adv[7] == Approx(-1.5 / (0.5 + 1e-3)));
+  CHECK(adv[9] == Approx(0.5 / (0.5 + 1e-3)));
+}
+
+TEST_CASE("singleton and zero-variance groups give advantage 0 and can be masked", "[advantages]") {
+  using P = grpokit::policy<grpokit::precision<float, float>>;
+  std::vector<float> r{0.1f, 0.1f, 0.1f, 7, 1, 0}, adv(6);
+  std::vector<std::int64_t> off{0, 3, 4, 6};
+  std::vector<std::uint8_t> keep(6);
+  grpokit::advantage_config cfg;
+  cfg.eps = 0;  // no eps: a zero-variance group must still not divide 0 by 0
+  cfg.mask_zero_variance = true;
+  const auto st = grpokit::host::compute_advantages<P>({r, off, {}, {}}, cfg, {adv, keep});
+  CHECK(adv[0] == 0);
+  CHECK(adv[1] == 0);
+  CHECK(adv[2] == 0);
+  CHECK(adv[3] == 0);
+  CHECK(adv[4] > 0);
+  CHECK(keep == std::vector<std::uint8_t>{0, 0, 0, 0, 1, 1});
+  CHECK(st.zero_variance_groups == 2);
+  CHECK(st.singleton_groups == 1);
+  CHECK(st.excluded_seqs == 4);
+}
+
+TEST_CASE("VCPO ESS is computed in log space without overflow", "[advantages][ess]") {
+  using P = grpokit::policy<grpokit::precision<double, double>, grpokit::baseline::ess_scaled>;
+  // log-ratios of 800 overflow exp in double; ESS = (sum w)^2 / sum w^2 is still defined
+  std::vector<double> r{1, 0, 1, 0}, lr{800, 800, 0, -5}, adv(4);
+  std::vector<std::int64_t> off{0, 2, 4};
+  std::vector<std::uint8_t> keep(4);
+  const auto st = grpokit::host::compute_advantages<P>({r, off, lr, {}}, {}, {adv, keep});
+  CHECK(st.ess == Approx(2.0));
+  CHECK(st.ess_ratio == Approx(0.5));
+  CHECK(st.lr_factor == Approx(std::sqrt(0.5)));
+  for (double a : adv) CHECK(std::isfinite(a));
+  // the first group's baseline is the plain mean (equal weights): A = +-1/(std + eps)
+  CHECK(adv[0] == Approx(0.5 / (std::sqrt(0.5) + 1e-6)));
+}

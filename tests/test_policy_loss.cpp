@@ -1,0 +1,156 @@
+// policy_loss against the long-double reference: loss value, metrics, and d loss / d logp,
+// d loss / d entropy by finite differences in logp space.
+#include <random>
+
+#include "catch.hpp"
+#include "support.hpp"
+
+namespace {
+
+template <class P>
+void check_policy_loss(std::uint64_t seed, const grpokit::loss_config& cfg, ref::mask_features mf, bool on_policy,
+                       double tol) {
+  using R = typename P::accum_type;
+  std::mt19937_64 rng(seed);
+  ref::problem p = ref::make_problem(rng, {6, 0, 1, 9, 4, 11, 2}, 3);
+  std::uniform_real_distribution<double> u(-4, -0.01), h(0.1, 3);
+  std::vector<ref::ld> logp(p.T), ent(p.T);
+  for (auto& v : logp) v = static_cast<R>(u(rng));
+  for (auto& v : ent) v = static_cast<R>(h(rng));
+  if (mf.vocab_prune) logp[3] = logp[10] = -ref::inf;
+  ref::add_policies(rng, p, logp, 0.3);
+  if (on_policy) p.b.logp_old.clear();
+  for (auto* v : {&p.b.logp_old, &p.b.logp_ref, &p.b.logp_rollout, &p.b.adv})
+    for (auto& x : *v) x = static_cast<R>(x);
+
+  const auto rl = support::cast<R>(logp), re = support::cast<R>(ent);
+  const auto adv = support::cast<R>(p.b.adv), old = support::cast<R>(p.b.logp_old),
+             refp = support::cast<R>(p.b.logp_ref), roll = support::cast<R>(p.b.logp_rollout);
+  const auto tm = support::bytes(p.b.token_mask), sm = support::bytes(p.b.seq_mask);
+  grpokit::rollout_batch<R> b{p.b.seq_offsets, adv, old, refp, roll, tm, sm};
+  std::vector<R> dlogp(p.T), dent(p.T);
+  const auto res = grpokit::host::policy_loss<P>({rl, re}, b, cfg, {dlogp, dent});
+
+  const auto want = ref::policy_loss(logp, ent, logp, p.b, cfg, mf);
+  INFO("seed " << seed << " obj " << int(cfg.obj) << " is " << int(cfg.is) << " kl " << int(cfg.kl));
+  CHECK(support::close(res.loss, static_cast<double>(want.loss), tol, tol));
+  const auto& m = res.metrics;
+  CHECK(m.tokens == static_cast<std::int64_t>(want.tokens));
+  CHECK(m.tokens_kept == static_cast<std::int64_t>(want.kept));
+  CHECK(m.masked_tokens_vocab_prune == static_cast<std::int64_t>(want.masked_prune));
+  CHECK(m.masked_tokens_importance == static_cast<std::int64_t>(want.masked_importance));
+  CHECK(m.masked_tokens_sequence == static_cast<std::int64_t>(want.masked_sequence));
+  CHECK(m.masked_seqs_trust_region == static_cast<std::int64_t>(want.seqs_trm));
+  if (want.kept > 0) {
+    CHECK(m.clip_frac_low == Approx(static_cast<double>(want.clip_low / want.kept)));
+    CHECK(m.clip_frac_high == Approx(static_cast<double>(want.clip_high / want.kept)));
+    CHECK(m.clip_frac_dual == Approx(static_cast<double>(want.dual / want.kept)));
+    CHECK(m.is_weight_min == Approx(static_cast<double>(want.w_min)));
+    CHECK(m.is_weight_max == Approx(static_cast<double>(want.w_max)));
+    CHECK(m.is_weight_mean == Approx(static_cast<double>(want.w_sum / want.kept)));
+  }
+  // derivatives by central differences of the reference in (logp, entropy)
+  for (std::int64_t t = 0; t < p.T; ++t) {
+    if (logp[t] == -ref::inf) {
+      CHECK(dlogp[t] == 0);
+      continue;
+    }
+    const ref::ld step = 1e-7L;
+    auto lp = logp;
+    lp[t] += step;
+    const ref::ld up = ref::policy_loss(lp, ent, logp, p.b, cfg, mf).loss;
+    lp[t] -= 2 * step;
+    const ref::ld fd = (up - ref::policy_loss(lp, ent, logp, p.b, cfg, mf).loss) / (2 * step);
+    auto en = ent;
+    en[t] += step;
+    const ref::ld fde = (ref::policy_loss(logp, en, logp, p.b, cfg, mf).loss - want.loss) / step;
+    INFO("token " << t);
+    CHECK(support::close(dlogp[t], static_cast<double>(fd), 1e-6, tol));
+    CHECK(support::close(dent[t], static_cast<double>(fde), 1e-6, tol));
+  }
+}
+
+grpokit::loss_config config(std::uint64_t k) {
+  grpokit::loss_config c;
+  const grpokit::objective objs[] = {grpokit::objective::ppo_clip, grpokit::objective::cispo, grpokit::objective::gspo,
+                                     grpokit::objective::sapo, grpokit::objective::reinforce};
+  const grpokit::is_correction iss[] = {grpokit::is_correction::none, grpokit::is_correction::token_truncate,
+                                        grpokit::is_correction::sequence_truncate, grpokit::is_correction::token_mask,
+                                        grpokit::is_correction::sequence_mask};
+  const grpokit::kl_estimator kls[] = {grpokit::kl_estimator::none, grpokit::kl_estimator::k1,
+                                       grpokit::kl_estimator::k2, grpokit::kl_estimator::k3};
+  c.obj = objs[k % 5];
+  c.is = iss[(k / 5) % 5];
+  c.kl = kls[(k / 25) % 4];
+  c.kl_coef = 0.3;
+  c.entropy_coef = 0.02;
+  c.is_min = 0.5;
+  c.is_max = 1.5;
+  c.agg = static_cast<grpokit::aggregation>(k % 5);
+  c.norm_constant = 13;
+  c.trm_max_threshold = 0.5;
+  c.trm_mean_estimator = static_cast<grpokit::divergence>(k % 3);
+  c.trm_max_estimator = static_cast<grpokit::divergence>((k / 3) % 3);
+  c.trm_mean_threshold = 0.1;
+  c.importance_sequence = k % 2 == 1;
+  c.importance_lo = 0.8;
+  c.importance_hi = 1.25;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("policy_loss matches the reference: objectives x IS x KL, fp64", "[policy_loss]") {
+  using D = grpokit::precision<double, double>;
+  for (std::uint64_t k = 0; k < 100; ++k) {
+    const auto c = config(k);
+    check_policy_loss<grpokit::policy<D>>(k, c, {}, k % 7 == 0, 1e-9);
+    check_policy_loss<grpokit::policy<D, grpokit::mask::trust_region>>(k, c, {true, false, false}, false, 1e-9);
+    check_policy_loss<grpokit::policy<D, grpokit::mask::all_of<grpokit::mask::vocab_prune, grpokit::mask::importance>>>(
+        k, c, {false, true, true}, k % 3 == 0, 1e-9);
+  }
+}
+
+TEST_CASE("policy_loss in fp32 accumulation stays within fp32 accuracy", "[policy_loss]") {
+  for (std::uint64_t k = 0; k < 100; k += 7)
+    check_policy_loss<grpokit::policy<grpokit::precision<float, float>, grpokit::reduction::batch_invariant>>(
+        k, config(k), {}, false, 2e-5);
+}
+
+TEST_CASE("all tokens masked gives loss 0 and zero gradients", "[policy_loss]") {
+  using P = grpokit::policy<grpokit::precision<double, double>>;
+  for (auto agg : {grpokit::aggregation::token_mean, grpokit::aggregation::seq_mean_token_mean,
+                   grpokit::aggregation::seq_mean_token_sum_norm}) {
+    grpokit::loss_config c;
+    c.agg = agg;
+    c.norm_constant = 4;
+    c.entropy_coef = 0.1;
+    std::vector<double> logp{-1, -2, -0.5}, ent{1, 1, 1}, adv{1, -1}, dlogp(3, 9), dent(3, 9);
+    std::vector<std::int64_t> off{0, 2, 3};
+    std::vector<std::uint8_t> tm{0, 0, 0};
+    grpokit::rollout_batch<double> b;
+    b.seq_offsets = off;
+    b.adv = adv;
+    b.token_mask = tm;
+    const auto r = grpokit::host::policy_loss<P>({logp, ent}, b, c, {dlogp, dent});
+    CHECK(r.loss == 0);
+    CHECK(r.metrics.tokens == 0);
+    CHECK(dlogp == std::vector<double>(3, 0.0));
+    CHECK(dent == std::vector<double>(3, 0.0));
+  }
+}
+
+TEST_CASE("an empty batch is a valid input with loss 0", "[policy_loss]") {
+  using P = grpokit::policy<>;
+  std::vector<float> none;
+  std::vector<std::int64_t> off{0};
+  grpokit::rollout_batch<float> b;
+  b.seq_offsets = off;
+  std::vector<float> grads;
+  const auto r = grpokit::host::policy_loss<P>({none, {}}, b, {}, {grads, {}});
+  CHECK(r.loss == 0);
+  std::vector<float> logits;
+  std::vector<std::int64_t> targets;
+  const auto f = grpokit::host::fused_loss<P>({{logits.data(), 0, 5, 5}, targets, {}}, b, {}, {logits.data(), 0, 5, 5});
+  CHECK(f.loss == 0);
+}
