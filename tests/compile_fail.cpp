@@ -19,6 +19,8 @@ using P = grpokit::policy<grpokit::mask::padding, grpokit::mask::trust_region>;
 using P = grpokit::policy<grpokit::chunk<1000>>;
 #elif defined(GRPOKIT_CASE_bad_accum)
 using P = grpokit::policy<grpokit::precision<float, int>>;
+#elif defined(GRPOKIT_CASE_narrow_accum)
+using P = grpokit::policy<grpokit::precision<double, float>>;
 #elif defined(GRPOKIT_CASE_baseline_without_center)
 using P = grpokit::policy<baseline_without_center>;
 #elif defined(GRPOKIT_CASE_mask_without_keep)

@@ -15,7 +15,7 @@ struct precision {
                 "(include <cuda_fp16.h>/<cuda_bf16.h> for the 16-bit types)");
   static_assert(std::is_same<Accum, float>::value || std::is_same<Accum, double>::value,
                 "grpokit::precision: Accum must be float or double (all loss math is at least fp32)");
-  static_assert(sizeof(Accum) >= sizeof(Storage) || std::is_same<Storage, double>::value,
+  static_assert(sizeof(Accum) >= sizeof(Storage),
                 "grpokit::precision: Accum must be at least as wide as Storage");
   using policy_axis = axis::precision;
   using storage_type = Storage;

@@ -6,11 +6,16 @@
 
 namespace grpokit::presets {
 
+// The policy half of a preset: the caller picks precision and reduction order.
+template <class Baseline>
+struct preset_policy {
+  template <class Precision = precision<>, class Reduction = reduction::deterministic>
+  using policy = grpokit::policy<Precision, Reduction, Baseline, mask::padding>;
+};
+
 // GRPO (DeepSeekMath; verl defaults): group mean/std advantages, PPO clip 0.2 with dual clip 3,
 // token-mean aggregation (verl default), KL k3 with beta 0.001.
-struct grpo {
-  template <class Precision = precision<>, class Reduction = reduction::deterministic>
-  using policy = grpokit::policy<Precision, Reduction, baseline::mean, mask::padding>;
+struct grpo : preset_policy<baseline::mean> {
   static loss_config config() {
     loss_config c;
     c.kl = kl_estimator::k3;
@@ -21,9 +26,7 @@ struct grpo {
 };
 
 // Dr. GRPO: no std scaling, constant normaliser (set norm_constant to the generation budget), no KL.
-struct dr_grpo {
-  template <class Precision = precision<>, class Reduction = reduction::deterministic>
-  using policy = grpokit::policy<Precision, Reduction, baseline::mean, mask::padding>;
+struct dr_grpo : preset_policy<baseline::mean> {
   static loss_config config(double max_response_length = 1024) {
     loss_config c;
     c.adv.scale = adv_scale::none;
@@ -34,9 +37,7 @@ struct dr_grpo {
 };
 
 // DAPO: clip-higher (0.2 / 0.28), token-mean over the global batch, no KL, no dual clip.
-struct dapo {
-  template <class Precision = precision<>, class Reduction = reduction::deterministic>
-  using policy = grpokit::policy<Precision, Reduction, baseline::mean, mask::padding>;
+struct dapo : preset_policy<baseline::mean> {
   static loss_config config() {
     loss_config c;
     c.eps_low = 0.2;
@@ -49,9 +50,7 @@ struct dapo {
 
 // MC-GRPO: median baseline with MAD scale (mad_eps 1e-3) and the pivot excluded; KL k3 beta 0.04;
 // seq-mean-token-mean (TRL loss_type="grpo" as in the paper's scripts).
-struct mc_grpo {
-  template <class Precision = precision<>, class Reduction = reduction::deterministic>
-  using policy = grpokit::policy<Precision, Reduction, baseline::median, mask::padding>;
+struct mc_grpo : preset_policy<baseline::median> {
   static loss_config config() {
     loss_config c;
     c.kl = kl_estimator::k3;
@@ -63,9 +62,7 @@ struct mc_grpo {
 };
 
 // VCPO: ESS-scaled baseline, REINFORCE with sequence-level truncated IS (cap 8), seq-mean-token-mean.
-struct vcpo {
-  template <class Precision = precision<>, class Reduction = reduction::deterministic>
-  using policy = grpokit::policy<Precision, Reduction, baseline::ess_scaled, mask::padding>;
+struct vcpo : preset_policy<baseline::ess_scaled> {
   static loss_config config() {
     loss_config c;
     c.obj = objective::reinforce;
@@ -77,9 +74,7 @@ struct vcpo {
 };
 
 // GSPO: sequence ratio exp(mean_t log r), clip 3e-4 / 4e-4 (paper), seq-mean-token-mean, no dual clip.
-struct gspo {
-  template <class Precision = precision<>, class Reduction = reduction::deterministic>
-  using policy = grpokit::policy<Precision, Reduction, baseline::mean, mask::padding>;
+struct gspo : preset_policy<baseline::mean> {
   static loss_config config() {
     loss_config c;
     c.obj = objective::gspo;
@@ -93,9 +88,7 @@ struct gspo {
 
 // CISPO: clipped, detached IS weight times A logp; verl bounds [1 - 0.2, 1 + 0.2] replaced by the
 // MiniMax-M1 style upper cap: eps_low = 1 (no lower bound), eps_high = 4 (cap 5, ScaleRL).
-struct cispo {
-  template <class Precision = precision<>, class Reduction = reduction::deterministic>
-  using policy = grpokit::policy<Precision, Reduction, baseline::mean, mask::padding>;
+struct cispo : preset_policy<baseline::mean> {
   static loss_config config() {
     loss_config c;
     c.obj = objective::cispo;

@@ -2,66 +2,44 @@
 // Correctly rounded arithmetic that no compiler may fuse into an FMA.
 // The batch-invariant path is written with these so that the host loop and the CUDA kernel
 // execute the very same IEEE operations in the same order and agree bit for bit.
-// (On the host, compile with -ffp-contract=off or an ISO -std=c++17 mode; see docs/reduction.md.)
+// On the host a product passes through an empty asm statement before it can be used, so that
+// GCC/Clang cannot fuse it into an FMA even under -ffp-contract=fast -mfma; on other compilers
+// build with -ffp-contract=off (docs/reduction.md).
 #include "../detail/macros.hpp"
 
 namespace grpokit::math {
 
-GRPOKIT_HD inline float add_rn(float a, float b) {
+// NAME_rn(a, b) = a OP b, rounded to nearest, never contracted: the CUDA intrinsics on the device,
+// the plain operator on the host.
 #if defined(GRPOKIT_ON_DEVICE)
-  return __fadd_rn(a, b);
+#define GRPOKIT_RN_OP(name, op, f_intrinsic, d_intrinsic)                       \
+  GRPOKIT_HD inline float name(float a, float b) { return f_intrinsic(a, b); }  \
+  GRPOKIT_HD inline double name(double a, double b) { return d_intrinsic(a, b); }
 #else
-  return a + b;
+#define GRPOKIT_RN_OP(name, op, f_intrinsic, d_intrinsic)               \
+  GRPOKIT_HD inline float name(float a, float b) { return a op b; }     \
+  GRPOKIT_HD inline double name(double a, double b) { return a op b; }
 #endif
-}
-GRPOKIT_HD inline double add_rn(double a, double b) {
+GRPOKIT_RN_OP(add_rn, +, __fadd_rn, __dadd_rn)
+GRPOKIT_RN_OP(sub_rn, -, __fsub_rn, __dsub_rn)
 #if defined(GRPOKIT_ON_DEVICE)
-  return __dadd_rn(a, b);
+GRPOKIT_RN_OP(mul_rn, *, __fmul_rn, __dmul_rn)
 #else
-  return a + b;
+namespace detail {
+template <class R>
+inline R materialize(R x) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __asm__("" : "+x"(x));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  __asm__("" : "+w"(x));
 #endif
+  return x;
 }
-GRPOKIT_HD inline float sub_rn(float a, float b) {
-#if defined(GRPOKIT_ON_DEVICE)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
+}  // namespace detail
+GRPOKIT_HD inline float mul_rn(float a, float b) { return detail::materialize(a * b); }
+GRPOKIT_HD inline double mul_rn(double a, double b) { return detail::materialize(a * b); }
 #endif
-}
-GRPOKIT_HD inline double sub_rn(double a, double b) {
-#if defined(GRPOKIT_ON_DEVICE)
-  return __dsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-GRPOKIT_HD inline float mul_rn(float a, float b) {
-#if defined(GRPOKIT_ON_DEVICE)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-GRPOKIT_HD inline double mul_rn(double a, double b) {
-#if defined(GRPOKIT_ON_DEVICE)
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-GRPOKIT_HD inline float div_rn(float a, float b) {
-#if defined(GRPOKIT_ON_DEVICE)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-GRPOKIT_HD inline double div_rn(double a, double b) {
-#if defined(GRPOKIT_ON_DEVICE)
-  return __ddiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
+GRPOKIT_RN_OP(div_rn, /, __fdiv_rn, __ddiv_rn)
+#undef GRPOKIT_RN_OP
 
 }  // namespace grpokit::math
