@@ -18,7 +18,7 @@ static_assert(defaults::chunk_size == 4096 && defaults::chunk_lanes == 256, "");
 using a = policy<chunk<64>, mask::trust_region, baseline::median, reduction::batch_invariant, precision<double, double>>;
 using b = policy<precision<double, double>, reduction::batch_invariant, baseline::median, mask::trust_region, chunk<64>>;
 static_assert(std::is_same<a::storage_type, b::storage_type>::value && a::order == b::order &&
-                  std::is_same<a::baseline_type, b::baseline_type>::value && a::chunk_size == 64 && a::chunk_lanes == 64 &&
+                  std::is_same<a::baseline_type, b::baseline_type>::value && a::chunk_size == 64 && a::chunk_lanes == 32 && a::vector_width == 2 &&
                   a::trust_region && !a::vocab_prune && !a::importance_mask,
               "argument order does not matter");
 

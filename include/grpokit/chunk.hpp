@@ -1,7 +1,7 @@
 #pragma once
-// chunk<N>: the vocabulary tile of the online log-sum-exp. Partials of one tile are reduced in a
-// fixed lane order, tiles are merged in index order (see docs/chunk.md), so N is part of the
-// definition of the batch-invariant result.
+// chunk<N>: the vocabulary tile of the online log-sum-exp. Each tile is reduced by a fixed set
+// of lanes and tiles are merged in index order (math/online_lse.hpp, docs/chunk.md), so N is part
+// of the definition of the batch-invariant result.
 #include <cstdint>
 
 #include "axis.hpp"
@@ -14,8 +14,6 @@ struct chunk {
   static_assert(N <= (std::int64_t{1} << 20), "grpokit::chunk<N>: N must be at most 2^20");
   using policy_axis = axis::chunk;
   static constexpr std::int64_t value = N;
-  // Lanes of the in-tile reduction: element i of a tile accumulates into lane i % lanes.
-  static constexpr std::int64_t lanes = N < 256 ? N : 256;
 };
 
 }  // namespace grpokit

@@ -64,7 +64,11 @@ struct policy {
   using accum_type = typename precision_type::accum_type;
   static constexpr reduction_order order = reduction_type::value;
   static constexpr std::int64_t chunk_size = chunk_type::value;
-  static constexpr std::int64_t chunk_lanes = chunk_type::lanes;
+  // The in-tile reduction (math/online_lse.hpp): blocks of `vector_width` columns (16 bytes of
+  // storage) are dealt round-robin to `chunk_lanes` lanes.
+  static constexpr std::int64_t vector_width = 16 / static_cast<std::int64_t>(sizeof(storage_type));
+  static constexpr std::int64_t chunk_lanes =
+      chunk_size / vector_width < 1 ? 1 : (chunk_size / vector_width > 256 ? 256 : chunk_size / vector_width);
   static constexpr unsigned mask_features = detail::mask_features<mask_type>::value;
   static constexpr bool trust_region = (mask_features & mask_trust_region) != 0;
   static constexpr bool vocab_prune = (mask_features & mask_vocab_prune) != 0;

@@ -11,6 +11,7 @@
 #include "../mask.hpp"
 #include "../math/kl.hpp"
 #include "../math/surrogate.hpp"
+#include "loss_partial.hpp"
 #include "macros.hpp"
 #include "reduce.hpp"
 
@@ -182,6 +183,14 @@ struct policy_terms {
     return out;
   }
 
+  // The denominators: the caller's global counts, else the local ones.
+  GRPOKIT_HD double token_count(std::int64_t local) const {
+    return cfg.global_tokens > 0 ? cfg.global_tokens : static_cast<double>(local);
+  }
+  GRPOKIT_HD double seq_count(std::int64_t local) const {
+    return cfg.global_seqs > 0 ? cfg.global_seqs : static_cast<double>(local);
+  }
+
   // Aggregation weight of a token of a sequence with `counted` response tokens.
   GRPOKIT_HD double token_weight(std::int64_t counted, double n_tokens, double n_seqs) const {
     double w;
@@ -204,6 +213,62 @@ struct policy_terms {
         break;
     }
     return w * cfg.dp_size;
+  }
+  // Writes dlogp / dentropy of the tokens of sequence s and returns its loss and metric sums.
+  GRPOKIT_HD loss_partial accumulate_sequence(std::int64_t s, const sequence_summary& q, double n_tokens,
+                                              double n_seqs, const policy_grads<Real>& grads) const {
+    loss_partial p;
+    const double w = token_weight(q.counted, n_tokens, n_seqs);
+    const bool seq_in = batch.seq_mask.empty() || batch.seq_mask[s] != 0;
+    p.seqs_adv_masked = seq_in ? 0 : 1;
+    if (q.counted > 0) {
+      p.seqs = 1;
+      p.adv_sum = batch.adv[s];
+      p.adv_sq = static_cast<double>(batch.adv[s]) * static_cast<double>(batch.adv[s]);
+      p.seqs_trm = q.keep_trust_region ? 0 : 1;
+      p.seqs_imp = q.keep_importance ? 0 : 1;
+    }
+    for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t) {
+      grads.dlogp[t] = Real(0);
+      if (!grads.dentropy.empty()) grads.dentropy[t] = Real(0);
+      const token_state st = classify(t, s);
+      p.masked_padding += st == token_state::padding;
+      p.masked_prune += st == token_state::vocab_prune;
+      p.masked_custom += st == token_state::custom;
+      p.masked_importance += st == token_state::importance;
+      if (st != token_state::kept_candidate) continue;
+      if (has_rollout()) {
+        const double d = rollout_log_ratio(t);
+        p.mism_n += 1;
+        p.mism_abs += std::fabs(d);
+        p.mism_max = max_of(p.mism_max, std::fabs(d));
+        p.mism_k3 += math::divergence_term<Ops>(divergence::k3, clamp_log_ratio(d));
+      }
+      if (!q.keep()) {
+        p.masked_sequence += 1;
+        continue;
+      }
+      const token_term k = term(t, s, q);
+      p.kept += 1;
+      p.pg += w * k.pg;
+      p.kl += w * cfg.kl_coef * k.kl;
+      p.clip_low += k.sur.clipped_low;
+      p.clip_high += k.sur.clipped_high;
+      p.clip_dual += k.sur.clipped_dual;
+      if (has_old()) p.kl_old += static_cast<double>(batch.logp_old[t]) - static_cast<double>(cur.logp[t]);
+      p.kl_ref += k.kl_log;
+      p.w_sum += k.is_weight;
+      p.w_sq += k.is_weight * k.is_weight;
+      p.w_min = min_of(p.w_min, k.is_weight);
+      p.w_max = max_of(p.w_max, k.is_weight);
+      grads.dlogp[t] = static_cast<Real>(w * (k.dpg + cfg.kl_coef * k.dkl));
+      if (!cur.entropy.empty()) {
+        p.entropy += cur.entropy[t];
+        p.ent -= w * cfg.entropy_coef * cur.entropy[t];
+        if (!grads.dentropy.empty()) grads.dentropy[t] = static_cast<Real>(-w * cfg.entropy_coef);
+      }
+    }
+    return p;
   }
 };
 

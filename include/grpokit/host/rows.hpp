@@ -35,7 +35,7 @@ Acc prune_threshold(bool prune, Acc row_max, Acc log_rho) {
   return prune ? Ops::add(row_max, log_rho) : -std::numeric_limits<Acc>::infinity();
 }
 
-template <class Ops, std::int64_t Tile, std::int64_t Lanes, class Acc, class S>
+template <class Ops, std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class Acc, class S>
 row_forward_result<Acc> forward_row(const S* x, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune,
                                     Acc log_rho) {
   bool finite = true;
@@ -45,27 +45,20 @@ row_forward_result<Acc> forward_row(const S* x, std::int64_t vocab, std::int64_t
   math::lse_partial<Acc> total;
   for (std::int64_t begin = 0; begin < vocab; begin += Tile) {
     const std::int64_t end = begin + Tile < vocab ? begin + Tile : vocab;
-    const Acc offset = prune ? row_max : scaled_row_max<Acc>(x, begin, end, inv_t, finite);
-    Acc s[Lanes] = {};
-    Acc u[Lanes] = {};
-    for (std::int64_t base = begin; base < end; base += Lanes) {
-      const std::int64_t n = end - base < Lanes ? end - base : Lanes;
-      for (std::int64_t l = 0; l < n; ++l) {
-        const Acc z = Ops::mul(math::load<Acc>(x[base + l]), inv_t);
-        if (z >= threshold) math::accumulate<Ops>(z, offset, s[l], u[l]);
+    math::lse_partial<Acc> lanes[Lanes];
+    for (std::int64_t block = 0; begin + block * Width < end; ++block) {
+      math::lse_partial<Acc>& lane = lanes[block % Lanes];
+      const std::int64_t first = begin + block * Width;
+      const std::int64_t last = first + Width < end ? first + Width : end;
+      for (std::int64_t j = first; j < last; ++j) {
+        const Acc v = math::load<Acc>(x[j]);
+        finite = finite && std::isfinite(v);
+        const Acc z = Ops::mul(v, inv_t);
+        if (z >= threshold) math::push<Ops>(lane, z);
       }
     }
-    for (std::int64_t w = Lanes / 2; w >= 1; w /= 2) {
-      for (std::int64_t l = 0; l < w; ++l) {
-        s[l] = Ops::add(s[l], s[l + w]);
-        u[l] = Ops::add(u[l], u[l + w]);
-      }
-    }
-    math::lse_partial<Acc> tile;
-    tile.m = offset;
-    tile.s = s[0];
-    tile.u = u[0];
-    total = math::merge<Ops>(total, tile);
+    math::lane_tree<Ops>(lanes, Lanes);
+    total = math::merge<Ops>(total, lanes[0]);
   }
   const auto stats = math::finalize<Ops>(total);
   const Acc z_target = Ops::mul(math::load<Acc>(x[target]), inv_t);

@@ -51,7 +51,7 @@ void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in,
   std::vector<std::uint8_t> bad(cfg.check_finite ? static_cast<std::size_t>(T) : 0);
   detail::parallel_for(T, [&](std::int64_t t) {
     const Acc inv_t = detail::inverse_temperature<Ops>(cfg, in.temperature, t);
-    const auto r = detail::forward_row<Ops, P::chunk_size, P::chunk_lanes, Acc>(
+    const auto r = detail::forward_row<Ops, P::chunk_size, P::chunk_lanes, P::vector_width, Acc>(
         in.logits.row(t), V, in.targets[t], inv_t, P::vocab_prune, log_rho);
     out.logp[t] = r.logp;
     out.lse[t] = r.lse;

@@ -1,13 +1,14 @@
 #pragma once
 // The online log-sum-exp of one logits row, defined tile by tile so that any schedule (host loop,
-// warp, block, split row) that follows the definition gets the same bits:
-//   * tile c covers columns [c N, min(V, (c+1) N)); its offset m_c is the tile's max (or, with
-//     vocabulary pruning, the row max M for every tile);
-//   * inside a tile, column j accumulates into lane j % L, sequentially in j:
-//       s_l += e,  u_l += e * t,  with t = z_j - m_c, e = exp(t)   (pruned columns skipped);
-//   * lanes are combined by the pairwise tree s_l += s_{l+w}, w = L/2, ..., 1;
+// block per row, split row) that follows the definition gets the same bits:
+//   * tile c covers columns [c N, min(V, (c+1) N)) (N = chunk size);
+//   * inside a tile, the columns are cut into blocks of W (the 16-byte vector width of the storage
+//     type) and block b goes to lane b % L (L = chunk_lanes); a lane takes its columns in increasing
+//     order with `push` (online: rescale when a new max arrives); pruned columns are skipped;
+//   * the L lane partials are combined by the pairwise tree p_l = merge(p_l, p_{l+w}),
+//     w = L/2, ..., 1 (a block reduction);
 //   * tiles are merged left to right with `merge`.
-// Then lse = M + log S and entropy = log S - U / S, where (M, S, U) is the merged partial.
+// Then lse = m + log s and entropy = log s - u / s for the merged partial (m, s, u).
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -41,13 +42,32 @@ GRPOKIT_HD inline lse_partial<Acc> merge(const lse_partial<Acc>& a, const lse_pa
   return r;
 }
 
-// One column's contribution to its lane.
+// Adds column value z to a lane's partial.
 template <class Ops, class Acc>
-GRPOKIT_HD inline void accumulate(Acc z, Acc offset, Acc& s, Acc& u) {
-  const Acc t = Ops::sub(z, offset);
-  const Acc e = Ops::exp(t);
-  s = Ops::add(s, e);
-  u = Ops::add(u, Ops::mul(e, t));
+GRPOKIT_HD inline void push(lse_partial<Acc>& p, Acc z) {
+  if (p.s == Acc(0)) {  // first column of the lane
+    p.m = z;
+    p.s = Acc(1);
+    p.u = Acc(0);
+  } else if (z > p.m) {  // new max: rescale what was summed so far
+    const Acc d = Ops::sub(p.m, z);
+    const Acc r = Ops::exp(d);
+    p.u = Ops::mul(r, Ops::add(p.u, Ops::mul(d, p.s)));
+    p.s = Ops::add(Ops::mul(r, p.s), Acc(1));
+    p.m = z;
+  } else {
+    const Acc t = Ops::sub(z, p.m);
+    const Acc e = Ops::exp(t);
+    p.s = Ops::add(p.s, e);
+    p.u = Ops::add(p.u, Ops::mul(e, t));
+  }
+}
+
+// The pairwise lane tree of a tile: lanes[0] = merge over lanes[0..L), L a power of two.
+template <class Ops, class Acc>
+GRPOKIT_HD inline void lane_tree(lse_partial<Acc>* lanes, std::int64_t L) {
+  for (std::int64_t w = L / 2; w >= 1; w /= 2)
+    for (std::int64_t l = 0; l < w; ++l) lanes[l] = merge<Ops>(lanes[l], lanes[l + w]);
 }
 
 template <class Acc>

@@ -1,0 +1,109 @@
+#pragma once
+// Per-sequence partial sums of the loss and the metrics (written by policy_terms), the fixed-tree
+// combine, and the metrics computed from the combined total.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "../config.hpp"
+#include "../metrics.hpp"
+#include "macros.hpp"
+
+namespace grpokit::detail {
+
+struct loss_partial {
+  double pg = 0, kl = 0, ent = 0;
+  double kept = 0, clip_low = 0, clip_high = 0, clip_dual = 0;
+  double kl_old = 0, kl_ref = 0, entropy = 0;
+  double mism_n = 0, mism_abs = 0, mism_k3 = 0, mism_max = 0;
+  double w_sum = 0, w_sq = 0;
+  double w_min = std::numeric_limits<double>::infinity(), w_max = -std::numeric_limits<double>::infinity();
+  double masked_padding = 0, masked_prune = 0, masked_importance = 0, masked_custom = 0, masked_sequence = 0;
+  double seqs = 0, seqs_adv_masked = 0, seqs_trm = 0, seqs_imp = 0;
+  double adv_sum = 0, adv_sq = 0;
+};
+
+GRPOKIT_HD inline double max_of(double a, double b) { return a > b ? a : b; }
+GRPOKIT_HD inline double min_of(double a, double b) { return a < b ? a : b; }
+
+GRPOKIT_HD inline loss_partial combine(const loss_partial& a, const loss_partial& b) {
+  loss_partial r;
+  r.pg = a.pg + b.pg;
+  r.kl = a.kl + b.kl;
+  r.ent = a.ent + b.ent;
+  r.kept = a.kept + b.kept;
+  r.clip_low = a.clip_low + b.clip_low;
+  r.clip_high = a.clip_high + b.clip_high;
+  r.clip_dual = a.clip_dual + b.clip_dual;
+  r.kl_old = a.kl_old + b.kl_old;
+  r.kl_ref = a.kl_ref + b.kl_ref;
+  r.entropy = a.entropy + b.entropy;
+  r.mism_n = a.mism_n + b.mism_n;
+  r.mism_abs = a.mism_abs + b.mism_abs;
+  r.mism_k3 = a.mism_k3 + b.mism_k3;
+  r.mism_max = max_of(a.mism_max, b.mism_max);
+  r.w_sum = a.w_sum + b.w_sum;
+  r.w_sq = a.w_sq + b.w_sq;
+  r.w_min = min_of(a.w_min, b.w_min);
+  r.w_max = max_of(a.w_max, b.w_max);
+  r.masked_padding = a.masked_padding + b.masked_padding;
+  r.masked_prune = a.masked_prune + b.masked_prune;
+  r.masked_importance = a.masked_importance + b.masked_importance;
+  r.masked_custom = a.masked_custom + b.masked_custom;
+  r.masked_sequence = a.masked_sequence + b.masked_sequence;
+  r.seqs = a.seqs + b.seqs;
+  r.seqs_adv_masked = a.seqs_adv_masked + b.seqs_adv_masked;
+  r.seqs_trm = a.seqs_trm + b.seqs_trm;
+  r.seqs_imp = a.seqs_imp + b.seqs_imp;
+  r.adv_sum = a.adv_sum + b.adv_sum;
+  r.adv_sq = a.adv_sq + b.adv_sq;
+  return r;
+}
+
+// The loss and the metrics from the combined partial; `tokens` is the local response-token count.
+inline loss_result finish(const loss_partial& total, std::int64_t tokens, const loss_config& cfg) {
+  loss_result res;
+  loss_metrics& m = res.metrics;
+  m.loss_pg = total.pg;
+  m.loss_kl = total.kl;
+  m.loss_entropy = cfg.entropy_coef != 0 ? total.ent : 0.0;
+  res.loss = m.loss_pg + m.loss_kl + m.loss_entropy;
+  const double kept = total.kept;
+  auto per_kept = [&](double v) { return kept > 0 ? v / kept : 0.0; };
+  m.clip_frac_low = per_kept(total.clip_low);
+  m.clip_frac_high = per_kept(total.clip_high);
+  m.clip_frac_dual = per_kept(total.clip_dual);
+  m.approx_kl_old = per_kept(total.kl_old);
+  m.kl_ref = per_kept(total.kl_ref);
+  m.entropy_mean = per_kept(total.entropy);
+  m.tokens = tokens;
+  m.tokens_kept = static_cast<std::int64_t>(kept);
+  m.seqs = static_cast<std::int64_t>(total.seqs);
+  m.masked_tokens_padding = static_cast<std::int64_t>(total.masked_padding);
+  m.masked_tokens_vocab_prune = static_cast<std::int64_t>(total.masked_prune);
+  m.masked_tokens_importance = static_cast<std::int64_t>(total.masked_importance);
+  m.masked_tokens_custom = static_cast<std::int64_t>(total.masked_custom);
+  m.masked_tokens_sequence = static_cast<std::int64_t>(total.masked_sequence);
+  m.masked_seqs_advantage = static_cast<std::int64_t>(total.seqs_adv_masked);
+  m.masked_seqs_trust_region = static_cast<std::int64_t>(total.seqs_trm);
+  m.masked_seqs_importance = static_cast<std::int64_t>(total.seqs_imp);
+  if (total.mism_n > 0) {
+    m.mismatch_abs_mean = total.mism_abs / total.mism_n;
+    m.mismatch_abs_max = total.mism_max;
+    m.mismatch_k3 = total.mism_k3 / total.mism_n;
+  }
+  if (kept > 0) {
+    m.is_weight_min = total.w_min;
+    m.is_weight_max = total.w_max;
+    m.is_weight_mean = total.w_sum / kept;
+    m.is_ess = total.w_sq > 0 ? total.w_sum * total.w_sum / (kept * total.w_sq) : 0.0;
+  }
+  if (total.seqs > 0) {
+    m.adv_mean = total.adv_sum / total.seqs;
+    const double var = total.adv_sq / total.seqs - m.adv_mean * m.adv_mean;
+    m.adv_std = var > 0 ? std::sqrt(var) : 0.0;
+  }
+  return res;
+}
+
+}  // namespace grpokit::detail
