@@ -13,27 +13,13 @@
 
 #include "../baseline.hpp"
 #include "../config.hpp"
+#include "../detail/advantage_terms.hpp"
 #include "../detail/validate.hpp"
 #include "../inputs.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
 
 namespace grpokit::host {
-
-namespace detail {
-// log ESS of weights exp(l_i): 2 LSE(l) - LSE(2 l) (VCPO's (sum w)^2 / sum w^2 without overflow).
-inline double log_ess(const std::vector<double>& l) {
-  if (l.empty()) return -INFINITY;
-  double top = -INFINITY;
-  for (double v : l) top = std::max(top, v);
-  double s1 = 0, s2 = 0;
-  for (double v : l) {
-    s1 += std::exp(v - top);
-    s2 += std::exp(2 * (v - top));
-  }
-  return 2 * std::log(s1) - std::log(s2);
-}
-}  // namespace detail
 
 template <class P>
 advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const advantage_config& cfg,
@@ -65,10 +51,8 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
 
   advantage_stats st;
   st.groups = in.group_offsets.size() - 1;
-  st.reward_mean = S > 0 ? grpokit::detail::group_mean(r.data(), S) : 0;
-  st.reward_std = grpokit::detail::group_std(r.data(), S);
-  const double batch_div = std::max(st.reward_std, cfg.std_floor) + cfg.eps;
-
+  double batch_div = 0;
+  grpokit::detail::batch_reward_stats(r.data(), lr.empty() ? nullptr : lr.data(), S, cfg, st, batch_div);
   for (std::int64_t g = 0; g < st.groups; ++g) {
     const std::int64_t b = in.group_offsets[g], n = in.group_offsets[g + 1] - b;
     group_io io;
@@ -80,49 +64,18 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
     io.keep = keep.data() + b;
     io.scratch = scratch.data() + b;
     io.eps = cfg.eps;
-    const double spread = B::center(io, cfg);
-    const bool zero_variance = std::all_of(io.rewards, io.rewards + n, [&](double v) { return v == io.rewards[0]; });
+    st.zero_variance_groups += grpokit::detail::process_group<B>(io, cfg, batch_div, divisor.data() + b);
     st.singleton_groups += n == 1;
-    st.zero_variance_groups += zero_variance;
-    for (std::int64_t i = b; i < b + n; ++i) {
-      if (zero_variance) {
-        centered[i] = 0;
-        if (cfg.mask_zero_variance) keep[i] = 0;
-      }
-      divisor[i] = cfg.scale == adv_scale::group ? std::max(spread, cfg.std_floor) + io.eps
-                   : cfg.scale == adv_scale::batch ? batch_div
-                                                   : 1.0;
-    }
-  }
-
-  if (!lr.empty()) {
-    const double ess = std::exp(detail::log_ess(lr));
-    st.ess = ess;
-    st.ess_ratio = S > 0 ? ess / static_cast<double>(S) : 0;
-    st.lr_factor = std::sqrt(std::min(1.0, st.ess_ratio / cfg.ess_ratio_ref));
   }
   const double fold = cfg.fold_lr_factor ? st.lr_factor : 1.0;
-
-  double sum = 0, sumsq = 0;
-  std::int64_t kept = 0;
   for (std::int64_t i = 0; i < S; ++i) {
-    // 0 / 0 cannot happen: a zero divisor only arises with eps = 0 and zero spread, where
-    // centered is 0 for zero-variance groups; guard it anyway so that no NaN escapes.
-    const double a = centered[i] == 0 ? 0.0 : centered[i] / divisor[i] * fold;
+    const double a = grpokit::detail::advantage_value(centered[i], divisor[i], fold);
     GRPOKIT_REQUIRE(std::isfinite(a), "advantage of sequence ", i,
                     " is not finite (spread 0 with eps = 0?); set eps or std_floor > 0");
     out.adv[i] = static_cast<Real>(a);
     out.seq_mask[i] = keep[i];
-    st.excluded_seqs += !keep[i];
-    if (keep[i]) {
-      sum += a;
-      ++kept;
-    }
   }
-  st.adv_mean = kept > 0 ? sum / static_cast<double>(kept) : 0;
-  for (std::int64_t i = 0; i < S; ++i)
-    if (keep[i]) sumsq += (static_cast<double>(out.adv[i]) - st.adv_mean) * (static_cast<double>(out.adv[i]) - st.adv_mean);
-  st.adv_std = kept > 0 ? std::sqrt(sumsq / static_cast<double>(kept)) : 0;  // population std
+  grpokit::detail::advantage_moments(out.adv.data(), out.seq_mask.data(), S, st);
   return st;
 }
 

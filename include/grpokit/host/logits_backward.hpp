@@ -58,7 +58,7 @@ void logits_backward(const logits_input<storage_t<P>, accum_t<P>>& in,
   }
   const Acc log_rho = Ops::log(static_cast<Acc>(cfg.prune_rho));
   detail::parallel_for(T, [&](std::int64_t t) {
-    const Acc inv_t = detail::inverse_temperature<Ops>(cfg, in.temperature, t);
+    const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, t);
     const Acc g_ent = g.dentropy.empty() ? Acc(0) : g.dentropy[t];
     const Acc h = g.dentropy.empty() ? Acc(0) : g.entropy[t];
     detail::backward_row<Ops, Acc>(in.logits.row(t), dlogits.row(t), V, in.targets[t], inv_t, P::vocab_prune,

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "../detail/row_params.hpp"
 #include "../math/online_lse.hpp"
 #include "../math/storage.hpp"
 
@@ -29,19 +30,13 @@ Acc scaled_row_max(const S* x, std::int64_t begin, std::int64_t end, Acc inv_t, 
   return m;
 }
 
-// Pruning threshold M + log(rho), or -inf without pruning.
-template <class Ops, class Acc>
-Acc prune_threshold(bool prune, Acc row_max, Acc log_rho) {
-  return prune ? Ops::add(row_max, log_rho) : -std::numeric_limits<Acc>::infinity();
-}
-
 template <class Ops, std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class Acc, class S>
 row_forward_result<Acc> forward_row(const S* x, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune,
                                     Acc log_rho) {
   bool finite = true;
   Acc row_max = 0;
   if (prune) row_max = scaled_row_max<Acc>(x, 0, vocab, inv_t, finite);
-  const Acc threshold = prune_threshold<Ops>(prune, row_max, log_rho);
+  const Acc threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
   math::lse_partial<Acc> total;
   for (std::int64_t begin = 0; begin < vocab; begin += Tile) {
     const std::int64_t end = begin + Tile < vocab ? begin + Tile : vocab;
@@ -77,7 +72,7 @@ void backward_row(const S* x, S* dx, std::int64_t vocab, std::int64_t target, Ac
   }
   bool finite = true;
   const Acc row_max = prune ? scaled_row_max<Acc>(x, 0, vocab, inv_t, finite) : Acc(0);
-  const Acc threshold = prune_threshold<Ops>(prune, row_max, log_rho);
+  const Acc threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
   for (std::int64_t j = 0; j < vocab; ++j) {
     const Acc z = Ops::mul(math::load<Acc>(x[j]), inv_t);
     dx[j] = math::store<S>(math::dlogit<Ops>(z, j == target, z < threshold, lse, entropy, g_logp, g_entropy, inv_t));

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../config.hpp"
+#include "../detail/row_params.hpp"
 #include "../detail/validate.hpp"
 #include "../inputs.hpp"
 #include "../math/ops.hpp"
@@ -16,13 +17,6 @@
 namespace grpokit::host {
 
 namespace detail {
-// 1 / temperature of row t, computed the same way on host and device.
-template <class Ops, class Real>
-Real inverse_temperature(const loss_config& cfg, span<const Real> temperature, std::int64_t t) {
-  const Real temp = temperature.empty() ? static_cast<Real>(cfg.temperature) : temperature[t];
-  return Ops::div(Real(1), temp);
-}
-
 template <class P>
 void validate_logits_input(const logits_input<storage_t<P>, accum_t<P>>& in,
                            const loss_config& cfg) {
@@ -50,7 +44,7 @@ void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in,
   const Acc log_rho = Ops::log(static_cast<Acc>(cfg.prune_rho));
   std::vector<std::uint8_t> bad(cfg.check_finite ? static_cast<std::size_t>(T) : 0);
   detail::parallel_for(T, [&](std::int64_t t) {
-    const Acc inv_t = detail::inverse_temperature<Ops>(cfg, in.temperature, t);
+    const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, t);
     const auto r = detail::forward_row<Ops, P::chunk_size, P::chunk_lanes, P::vector_width, Acc>(
         in.logits.row(t), V, in.targets[t], inv_t, P::vocab_prune, log_rho);
     out.logp[t] = r.logp;

@@ -1,0 +1,250 @@
+#pragma once
+// The device schedules of the logits rows. Every schedule follows the tile/lane definition of
+// math/online_lse.hpp, so the results are the same bits whichever is chosen (and, under
+// batch_invariant, the same bits as grpokit::host):
+//   * a team of G threads per row (G = 32: a warp per row for small V; G = chunk_lanes: a block
+//     per row); thread t owns lanes t, t + G, ... of every tile;
+//   * split rows: several blocks per row, each writing its tiles' partials, merged in order by
+//     merge_tiles_kernel;
+// Loads are 16-byte vectors when the row is aligned, scalars otherwise (same values).
+#include <cstdint>
+#include <cstring>
+#include <cuda_runtime.h>
+
+#include "../detail/row_params.hpp"
+#include "../inputs.hpp"
+#include "../math/online_lse.hpp"
+#include "../math/storage.hpp"
+#include "status.cuh"
+
+namespace grpokit::device::detail {
+
+// Loads W consecutive stored values [first, first + W) (only those < end) as Acc.
+template <int W, class Acc, class S>
+__device__ inline int load_block(const S* row, std::int64_t first, std::int64_t end, Acc (&out)[W]) {
+  const int n = static_cast<int>(end - first < W ? end - first : W);
+  const S* p = row + first;
+  if (n == W && (reinterpret_cast<std::uintptr_t>(p) % 16) == 0 && sizeof(S) * W == 16) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(p);
+    S v[W];
+    std::memcpy(v, &raw, 16);
+#pragma unroll
+    for (int e = 0; e < W; ++e) out[e] = math::load<Acc>(v[e]);
+  } else {
+    for (int e = 0; e < n; ++e) out[e] = math::load<Acc>(p[e]);
+  }
+  return n;
+}
+
+// Pairwise tree over the L lanes of a team of G threads (thread t holds lanes t + G i in st[i]);
+// the result lands in thread 0's st[0]. Teams of more than 32 threads are whole blocks and use
+// `smem` (G partials).
+template <class Ops, int G, int L, class Acc>
+__device__ inline void team_tree(math::lse_partial<Acc> (&st)[L / G], int t, math::lse_partial<Acc>* smem) {
+#pragma unroll
+  for (int w = L / 2; w >= G; w /= 2)
+#pragma unroll
+    for (int i = 0; i < w / G; ++i) st[i] = math::merge<Ops>(st[i], st[i + w / G]);
+  math::lse_partial<Acc> p = st[0];
+  if constexpr (G > 32) {
+    for (int w = G / 2; w >= 32; w /= 2) {
+      smem[t] = p;
+      __syncthreads();
+      if (t < w) p = math::merge<Ops>(p, smem[t + w]);
+      __syncthreads();
+    }
+  }
+  constexpr int width = G < 32 ? G : 32;
+#pragma unroll
+  for (int w = width / 2; w >= 1; w /= 2) {
+    math::lse_partial<Acc> q;
+    q.m = __shfl_down_sync(0xffffffffu, p.m, w, width);
+    q.s = __shfl_down_sync(0xffffffffu, p.s, w, width);
+    q.u = __shfl_down_sync(0xffffffffu, p.u, w, width);
+    if ((t % width) < w) p = math::merge<Ops>(p, q);
+  }
+  st[0] = p;
+}
+
+template <class Acc>
+struct row_job {
+  std::int64_t tile_begin, tile_end;  // tiles of this team
+};
+
+// The partial of tiles [c0, c1) of one row, merged left to right (thread 0 of the team holds it);
+// with `tile_out` set, each tile's partial is written there instead.
+template <class P, class Ops, int G>
+__device__ inline math::lse_partial<accum_t<P>> tiles_partial(const storage_t<P>* row, std::int64_t vocab,
+                                                             std::int64_t c0, std::int64_t c1, accum_t<P> inv_t,
+                                                             accum_t<P> threshold, int t, bool& finite,
+                                                             math::lse_partial<accum_t<P>>* smem,
+                                                             math::lse_partial<accum_t<P>>* tile_out) {
+  using Acc = accum_t<P>;
+  constexpr int W = static_cast<int>(P::vector_width);
+  constexpr int L = static_cast<int>(P::chunk_lanes);
+  math::lse_partial<Acc> total;
+  for (std::int64_t c = c0; c < c1; ++c) {
+    const std::int64_t begin = c * P::chunk_size;
+    const std::int64_t end = begin + P::chunk_size < vocab ? begin + P::chunk_size : vocab;
+    const std::int64_t blocks = (end - begin + W - 1) / W;
+    math::lse_partial<Acc> st[L / G];
+    for (std::int64_t b = t; b < blocks; b += G) {
+      Acc v[W];
+      const int n = load_block<W>(row, begin + b * W, end, v);
+      math::lse_partial<Acc>& lane = st[(b % L) / G];
+      for (int e = 0; e < n; ++e) {
+        finite = finite && isfinite(v[e]);
+        const Acc z = Ops::mul(v[e], inv_t);
+        if (z >= threshold) math::push<Ops>(lane, z);
+      }
+    }
+    team_tree<Ops, G, L>(st, t, smem);
+    if (t == 0) {
+      if (tile_out != nullptr) {
+        tile_out[c] = st[0];
+      } else {
+        total = math::merge<Ops>(total, st[0]);
+      }
+    }
+  }
+  return total;
+}
+
+// Writes logp / entropy / lse of row r from its merged partial (thread 0 of the team).
+template <class P, class Ops>
+__device__ inline void finish_row(const logits_input<storage_t<P>, accum_t<P>>& in, std::int64_t r,
+                                  const math::lse_partial<accum_t<P>>& total, accum_t<P> inv_t,
+                                  accum_t<P> threshold, const token_stats<accum_t<P>>& out, status* st) {
+  using Acc = accum_t<P>;
+  const auto stats = math::finalize<Ops>(total);
+  const std::int64_t y = in.targets[r];
+  Acc logp;
+  if (y < 0 || y >= in.logits.cols) {
+    raise(&st->bad_target, r);
+    logp = Acc(NAN);
+  } else {
+    const Acc z = Ops::mul(math::load<Acc>(in.logits.row(r)[y]), inv_t);
+    logp = z < threshold ? -INFINITY : Ops::sub(z, stats.lse);
+  }
+  out.logp[r] = logp;
+  out.lse[r] = stats.lse;
+  if (!out.entropy.empty()) out.entropy[r] = stats.entropy;
+}
+
+// Row max of the scaled logits (vocabulary pruning) and the non-finite check; block per row.
+template <class P, class Ops>
+__global__ void row_max_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg, accum_t<P>* row_max,
+                               status* st) {
+  using Acc = accum_t<P>;
+  __shared__ Acc smem[256];
+  const std::int64_t r = blockIdx.x;
+  const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, r);
+  Acc m = -INFINITY;
+  bool finite = true;
+  for (std::int64_t j = threadIdx.x; j < in.logits.cols; j += blockDim.x) {
+    const Acc v = math::load<Acc>(in.logits.row(r)[j]);
+    finite = finite && isfinite(v);
+    const Acc z = Ops::mul(v, inv_t);
+    m = z > m ? z : m;
+  }
+  if (!finite && cfg.check_finite) raise(&st->non_finite, r);
+  smem[threadIdx.x] = m;
+  __syncthreads();
+  for (unsigned w = blockDim.x / 2; w >= 1; w /= 2) {
+    if (threadIdx.x < w) smem[threadIdx.x] = smem[threadIdx.x] > smem[threadIdx.x + w] ? smem[threadIdx.x] : smem[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) row_max[r] = smem[0];
+}
+
+// Forward: teams of G threads, `teams` rows per block (G <= 32) or one row per block.
+// gridDim.y splits a row's tiles across blocks when tile_out is set.
+template <class P, class Ops, int G>
+__global__ void forward_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg, token_stats<accum_t<P>> out,
+                               const accum_t<P>* row_max, math::lse_partial<accum_t<P>>* tile_out,
+                               std::int64_t tiles_per_block, status* st) {
+  using Acc = accum_t<P>;
+  __shared__ math::lse_partial<Acc> smem[G > 32 ? G : 1];
+  const int teams = blockDim.x / G;
+  const int t = threadIdx.x % G;
+  const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * teams + threadIdx.x / G;
+  // every thread of a block takes part in team_tree's __syncthreads: no early return for G > 32
+  const bool active = r < in.logits.rows;
+  const std::int64_t rr = active ? r : 0;
+  const std::int64_t vocab = in.logits.cols;
+  const std::int64_t tiles = (vocab + P::chunk_size - 1) / P::chunk_size;
+  const std::int64_t c0 = tile_out ? static_cast<std::int64_t>(blockIdx.y) * tiles_per_block : 0;
+  const std::int64_t c1 = tile_out ? (c0 + tiles_per_block < tiles ? c0 + tiles_per_block : tiles) : tiles;
+  const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, rr);
+  const Acc log_rho = Ops::log(static_cast<Acc>(cfg.prune_rho));
+  const Acc threshold = grpokit::detail::prune_threshold<Ops>(P::vocab_prune, P::vocab_prune ? row_max[rr] : Acc(0), log_rho);
+  bool finite = true;
+  const auto total = tiles_partial<P, Ops, G>(in.logits.row(rr), active ? vocab : 0, c0, c1, inv_t, threshold, t, finite,
+                                              smem, tile_out ? tile_out + rr * tiles : nullptr);
+  if (!active) return;
+  if (!finite && cfg.check_finite) raise(&st->non_finite, r);
+  if (t == 0 && tile_out == nullptr) finish_row<P, Ops>(in, r, total, inv_t, threshold, out, st);
+}
+
+// Split rows: thread per row merges its tile partials left to right and finishes the row.
+template <class P, class Ops>
+__global__ void merge_tiles_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg,
+                                   token_stats<accum_t<P>> out, const accum_t<P>* row_max,
+                                   const math::lse_partial<accum_t<P>>* tiles_in, status* st) {
+  using Acc = accum_t<P>;
+  const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= in.logits.rows) return;
+  const std::int64_t tiles = (in.logits.cols + P::chunk_size - 1) / P::chunk_size;
+  math::lse_partial<Acc> total;
+  for (std::int64_t c = 0; c < tiles; ++c) total = math::merge<Ops>(total, tiles_in[r * tiles + c]);
+  const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, r);
+  const Acc log_rho = Ops::log(static_cast<Acc>(cfg.prune_rho));
+  const Acc threshold = grpokit::detail::prune_threshold<Ops>(P::vocab_prune, P::vocab_prune ? row_max[r] : Acc(0), log_rho);
+  finish_row<P, Ops>(in, r, total, inv_t, threshold, out, st);
+}
+
+// Backward: block per row, elementwise over 16-byte blocks.
+template <class P, class Ops>
+__global__ void backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, span<const accum_t<P>> lse,
+                                span<const accum_t<P>> entropy, span<const accum_t<P>> dlogp,
+                                span<const accum_t<P>> dentropy, loss_config cfg, const accum_t<P>* row_max,
+                                matrix_view<storage_t<P>> dlogits, status* st) {
+  using Acc = accum_t<P>;
+  using S = storage_t<P>;
+  constexpr int W = static_cast<int>(P::vector_width);
+  const std::int64_t r = blockIdx.x;
+  const std::int64_t V = in.logits.cols;
+  const std::int64_t y = in.targets[r];
+  if (threadIdx.x == 0 && (y < 0 || y >= V)) raise(&st->bad_target, r);
+  const Acc g_logp = dlogp[r];
+  const Acc g_ent = dentropy.empty() ? Acc(0) : dentropy[r];
+  const Acc h = dentropy.empty() ? Acc(0) : entropy[r];
+  const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, r);
+  const Acc log_rho = Ops::log(static_cast<Acc>(cfg.prune_rho));
+  const Acc threshold = grpokit::detail::prune_threshold<Ops>(P::vocab_prune, P::vocab_prune ? row_max[r] : Acc(0), log_rho);
+  const bool zero = g_logp == Acc(0) && g_ent == Acc(0);
+  const S* x = in.logits.row(r);
+  S* dx = dlogits.row(r);
+  const std::int64_t blocks = (V + W - 1) / W;
+  for (std::int64_t b = threadIdx.x; b < blocks; b += blockDim.x) {
+    Acc v[W];
+    const int n = load_block<W>(x, b * W, V, v);
+    S o[W];
+    for (int e = 0; e < n; ++e) {
+      const std::int64_t j = b * W + e;
+      const Acc z = Ops::mul(v[e], inv_t);
+      o[e] = math::store<S>(zero ? Acc(0)
+                                 : math::dlogit<Ops>(z, j == y, z < threshold, lse[r], h, g_logp, g_ent, inv_t));
+    }
+    S* p = dx + b * W;
+    if (n == W && (reinterpret_cast<std::uintptr_t>(p) % 16) == 0 && sizeof(S) * W == 16) {
+      uint4 raw;
+      std::memcpy(&raw, o, 16);
+      *reinterpret_cast<uint4*>(p) = raw;
+    } else {
+      for (int e = 0; e < n; ++e) p[e] = o[e];
+    }
+  }
+}
+
+}  // namespace grpokit::device::detail

@@ -1,0 +1,51 @@
+#pragma once
+// Data errors found on the device (never by reading or writing out of bounds): the kernels raise
+// flags in a `status` that lives at the start of the caller's workspace. fused_loss and
+// policy_loss check it before returning; after an asynchronous entry point call read_status().
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include "../error.hpp"
+#include "error.cuh"
+
+namespace grpokit::device {
+
+struct status {
+  // first offending index (row, token, sequence or group) + 1, or 0
+  unsigned long long bad_target = 0;     // token id outside [0, V)
+  unsigned long long non_finite = 0;     // NaN/Inf logits row (checking on) or log-prob input
+  unsigned long long bad_offsets = 0;    // decreasing offsets, wrong first/last offset, empty group
+};
+
+namespace detail {
+// Records index i (0-based) as the first offender of one category (atomicMin keeps the smallest).
+__device__ inline void raise(unsigned long long* field, std::int64_t i) {
+  atomicMin(field, static_cast<unsigned long long>(i) + 1ull);
+}
+
+// Status fields start as "none": the maximum, so that atomicMin records the smallest index.
+inline void reset_status(status* s, cudaStream_t stream) {
+  GRPOKIT_CUDA_CHECK(cudaMemsetAsync(s, 0xff, sizeof(status), stream));
+}
+}  // namespace detail
+
+// Copies the status back (synchronises the stream); fields hold index + 1, 0 = no error.
+inline status read_status(const void* workspace, cudaStream_t stream) {
+  status s;
+  GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(&s, workspace, sizeof(status), cudaMemcpyDeviceToHost, stream));
+  GRPOKIT_CUDA_CHECK(cudaStreamSynchronize(stream));
+  auto fix = [](unsigned long long v) { return v == ~0ull ? 0ull : v; };
+  s.bad_target = fix(s.bad_target);
+  s.non_finite = fix(s.non_finite);
+  s.bad_offsets = fix(s.bad_offsets);
+  return s;
+}
+
+inline void throw_if_error(const status& s) {
+  GRPOKIT_REQUIRE(s.bad_target == 0, "targets[", s.bad_target - 1, "] is out of range [0, V) (found on the device)");
+  GRPOKIT_REQUIRE(s.non_finite == 0, "non-finite input at row/token ", s.non_finite - 1, " (found on the device)");
+  GRPOKIT_REQUIRE(s.bad_offsets == 0, "offsets are not valid at index ", s.bad_offsets - 1,
+                  " (must start at 0, be non-decreasing, end at the total; groups non-empty)");
+}
+
+}  // namespace grpokit::device

@@ -1,0 +1,95 @@
+#pragma once
+// The caller-provided workspace of the device entry points: workspace_bytes<P>(shape) says how
+// much one needs (CUB style); the entry points carve it, never allocate.
+#include <cstddef>
+#include <cstdint>
+
+#include "../detail/loss_partial.hpp"
+#include "../error.hpp"
+#include "../math/online_lse.hpp"
+#include "../policy.hpp"
+#include "status.cuh"
+
+namespace grpokit::device {
+
+// The problem size a workspace is planned for (an entry point may use less).
+struct shape {
+  std::int64_t tokens = 0;  // T
+  std::int64_t vocab = 0;   // V
+  std::int64_t seqs = 0;    // S
+};
+
+namespace detail {
+
+constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
+
+// Rows are split across blocks (one tile partial per tile, merged by a second kernel) when there
+// are few rows and many tiles; the result is the same bits either way.
+template <class P>
+bool split_rows(std::int64_t T, std::int64_t V) {
+  const std::int64_t tiles = (V + P::chunk_size - 1) / P::chunk_size;
+  return T <= 256 && tiles >= 16;
+}
+
+// A bump allocator over the workspace.
+class carver {
+ public:
+  carver(void* base, std::size_t bytes) : base_(static_cast<char*>(base)), bytes_(bytes) {}
+  template <class T>
+  T* take(std::int64_t n) {
+    const std::size_t need = align_up(static_cast<std::size_t>(n > 0 ? n : 0) * sizeof(T));
+    if (base_ != nullptr)
+      GRPOKIT_REQUIRE(used_ + need <= bytes_, "workspace too small: ", bytes_, " bytes, needs at least ", used_ + need,
+                      " (use device::workspace_bytes)");
+    T* p = base_ ? reinterpret_cast<T*>(base_ + used_) : nullptr;
+    used_ += need;
+    return p;
+  }
+  std::size_t used() const { return used_; }
+
+ private:
+  char* base_;
+  std::size_t bytes_;
+  std::size_t used_ = 0;
+};
+
+// Every buffer any entry point takes, in one fixed order: an entry point takes the prefix it needs
+// plus its own tail, and workspace_bytes is the size of the whole list.
+template <class P>
+struct layout {
+  using R = accum_t<P>;
+  status* st = nullptr;
+  R* row_max = nullptr;                      // [T] vocabulary pruning
+  math::lse_partial<R>* tiles = nullptr;     // [T * tiles] split rows
+  R *logp = nullptr, *entropy = nullptr, *lse = nullptr, *dlogp = nullptr, *dentropy = nullptr;  // fused
+  unsigned char* summaries = nullptr;        // [S] policy_terms::sequence_summary
+  grpokit::detail::loss_partial* partials = nullptr;  // [S]
+  long long* counts = nullptr;               // [2]
+  double* adv_scratch = nullptr;             // [5 S] advantages
+  std::uint8_t* adv_keep = nullptr;          // [S]
+  double* adv_stats = nullptr;               // [16]
+
+  layout(void* base, std::size_t bytes, const shape& s, std::size_t summary_bytes) {
+    carver c(base, bytes);
+    st = c.take<status>(1);
+    row_max = c.take<R>(s.tokens);
+    const std::int64_t n_tiles = (s.vocab + P::chunk_size - 1) / P::chunk_size;
+    tiles = c.take<math::lse_partial<R>>(split_rows<P>(s.tokens, s.vocab) ? s.tokens * n_tiles : 0);
+    logp = c.take<R>(s.tokens);
+    entropy = c.take<R>(s.tokens);
+    lse = c.take<R>(s.tokens);
+    dlogp = c.take<R>(s.tokens);
+    dentropy = c.take<R>(s.tokens);
+    summaries = c.take<unsigned char>(s.seqs * static_cast<std::int64_t>(summary_bytes));
+    partials = c.take<grpokit::detail::loss_partial>(s.seqs);
+    counts = c.take<long long>(2);
+    adv_scratch = c.take<double>(5 * s.seqs);
+    adv_keep = c.take<std::uint8_t>(s.seqs);
+    adv_stats = c.take<double>(16);
+    used = c.used();
+  }
+  std::size_t used = 0;
+};
+
+}  // namespace detail
+}  // namespace grpokit::device
