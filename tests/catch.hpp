@@ -8,3 +8,10 @@
 #else
 #include <catch2/catch.hpp>
 #endif
+
+// REQUIRE_ERROR(expr, text): expr throws and the message contains text (v2 and v3).
+#if defined(GRPOKIT_CATCH3)
+#define REQUIRE_ERROR(expr, text) REQUIRE_THROWS_WITH(expr, Catch::Matchers::ContainsSubstring(text))
+#else
+#define REQUIRE_ERROR(expr, text) REQUIRE_THROWS_WITH(expr, Catch::Contains(text))
+#endif

@@ -74,6 +74,15 @@ struct advantage_outputs {
   span<std::uint8_t> seq_mask;    // [S] 0 = excluded (pivot; zero-variance when masked)
 };
 
+// Per-row inputs of logits_backward: what token_logprobs saved and what policy_loss produced.
+template <class Real>
+struct backward_inputs {
+  span<const Real> lse;       // [T]
+  span<const Real> entropy;   // [T], required when dentropy is given
+  span<const Real> dlogp;     // [T]
+  span<const Real> dentropy;  // [T] or empty
+};
+
 // Whether logits_backward may write dlogits over the logits.
 enum class backward_mode { separate, in_place };
 

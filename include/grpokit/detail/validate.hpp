@@ -61,6 +61,33 @@ void require_temperature(const loss_config& cfg, span<const Real> per_token) {
                     "] must be finite and > 0, got ", per_token[i]);
 }
 
+// The shapes of logits_backward, and dlogits aliasing the logits only in in-place mode.
+template <class S, class Real>
+void require_backward_shapes(const logits_input<S, Real>& in, const backward_inputs<Real>& g,
+                             const matrix_view<S>& dlogits, backward_mode mode) {
+  const std::int64_t T = in.logits.rows, V = in.logits.cols;
+  require_size("lse", g.lse, T);
+  require_size("dlogp", g.dlogp, T);
+  require_size_or_empty("dentropy", g.dentropy, T);
+  GRPOKIT_REQUIRE(g.dentropy.empty() || g.entropy.size() == T, "entropy: needed (", T,
+                  " elements) when dentropy is given, got ", g.entropy.size());
+  require_matrix("dlogits", dlogits);
+  GRPOKIT_REQUIRE(dlogits.rows == T && dlogits.cols == V, "dlogits: expected [", T, ", ", V, "], got [", dlogits.rows,
+                  ", ", dlogits.cols, "]");
+  if (T == 0) return;
+  const S* in_begin = in.logits.data;
+  const S* in_end = in.logits.data + (T - 1) * in.logits.row_stride + V;
+  const S* out_begin = dlogits.data;
+  const S* out_end = dlogits.data + (T - 1) * dlogits.row_stride + V;
+  if (mode == backward_mode::in_place) {
+    GRPOKIT_REQUIRE(out_begin == in_begin && dlogits.row_stride == in.logits.row_stride,
+                    "in-place backward: dlogits must be the logits buffer with the same row stride");
+  } else {
+    GRPOKIT_REQUIRE(out_end <= in_begin || in_end <= out_begin,
+                    "dlogits overlaps the logits; pass backward_mode::in_place to allow it");
+  }
+}
+
 inline void require_loss_config(const loss_config& c) {
   GRPOKIT_REQUIRE(c.eps_low >= 0 && c.eps_low <= 1, "eps_low must be in [0, 1], got ", c.eps_low);
   GRPOKIT_REQUIRE(c.eps_high >= 0, "eps_high must be >= 0, got ", c.eps_high);

@@ -36,11 +36,17 @@ __device__ inline int load_block(const S* row, std::int64_t first, std::int64_t 
   return n;
 }
 
+// Shared memory of a block-wide team: G partials as three arrays (plain types in __shared__).
+template <class Acc, int G>
+struct team_smem {
+  Acc m[G], s[G], u[G];
+};
+
 // Pairwise tree over the L lanes of a team of G threads (thread t holds lanes t + G i in st[i]);
 // the result lands in thread 0's st[0]. Teams of more than 32 threads are whole blocks and use
-// `smem` (G partials).
+// `smem`.
 template <class Ops, int G, int L, class Acc>
-__device__ inline void team_tree(math::lse_partial<Acc> (&st)[L / G], int t, math::lse_partial<Acc>* smem) {
+__device__ inline void team_tree(math::lse_partial<Acc> (&st)[L / G], int t, team_smem<Acc, G>* smem) {
 #pragma unroll
   for (int w = L / 2; w >= G; w /= 2)
 #pragma unroll
@@ -48,9 +54,17 @@ __device__ inline void team_tree(math::lse_partial<Acc> (&st)[L / G], int t, mat
   math::lse_partial<Acc> p = st[0];
   if constexpr (G > 32) {
     for (int w = G / 2; w >= 32; w /= 2) {
-      smem[t] = p;
+      smem->m[t] = p.m;
+      smem->s[t] = p.s;
+      smem->u[t] = p.u;
       __syncthreads();
-      if (t < w) p = math::merge<Ops>(p, smem[t + w]);
+      if (t < w) {
+        math::lse_partial<Acc> q;
+        q.m = smem->m[t + w];
+        q.s = smem->s[t + w];
+        q.u = smem->u[t + w];
+        p = math::merge<Ops>(p, q);
+      }
       __syncthreads();
     }
   }
@@ -66,10 +80,6 @@ __device__ inline void team_tree(math::lse_partial<Acc> (&st)[L / G], int t, mat
   st[0] = p;
 }
 
-template <class Acc>
-struct row_job {
-  std::int64_t tile_begin, tile_end;  // tiles of this team
-};
 
 // The partial of tiles [c0, c1) of one row, merged left to right (thread 0 of the team holds it);
 // with `tile_out` set, each tile's partial is written there instead.
@@ -77,7 +87,7 @@ template <class P, class Ops, int G>
 __device__ inline math::lse_partial<accum_t<P>> tiles_partial(const storage_t<P>* row, std::int64_t vocab,
                                                              std::int64_t c0, std::int64_t c1, accum_t<P> inv_t,
                                                              accum_t<P> threshold, int t, bool& finite,
-                                                             math::lse_partial<accum_t<P>>* smem,
+                                                             team_smem<accum_t<P>, G>* smem,
                                                              math::lse_partial<accum_t<P>>* tile_out) {
   using Acc = accum_t<P>;
   constexpr int W = static_cast<int>(P::vector_width);
@@ -164,7 +174,7 @@ __global__ void forward_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_c
                                const accum_t<P>* row_max, math::lse_partial<accum_t<P>>* tile_out,
                                std::int64_t tiles_per_block, status* st) {
   using Acc = accum_t<P>;
-  __shared__ math::lse_partial<Acc> smem[G > 32 ? G : 1];
+  __shared__ team_smem<Acc, G> smem;
   const int teams = blockDim.x / G;
   const int t = threadIdx.x % G;
   const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * teams + threadIdx.x / G;
@@ -180,7 +190,7 @@ __global__ void forward_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_c
   const Acc threshold = grpokit::detail::prune_threshold<Ops>(P::vocab_prune, P::vocab_prune ? row_max[rr] : Acc(0), log_rho);
   bool finite = true;
   const auto total = tiles_partial<P, Ops, G>(in.logits.row(rr), active ? vocab : 0, c0, c1, inv_t, threshold, t, finite,
-                                              smem, tile_out ? tile_out + rr * tiles : nullptr);
+                                              &smem, tile_out ? tile_out + rr * tiles : nullptr);
   if (!active) return;
   if (!finite && cfg.check_finite) raise(&st->non_finite, r);
   if (t == 0 && tile_out == nullptr) finish_row<P, Ops>(in, r, total, inv_t, threshold, out, st);
@@ -205,10 +215,9 @@ __global__ void merge_tiles_kernel(logits_input<storage_t<P>, accum_t<P>> in, lo
 
 // Backward: block per row, elementwise over 16-byte blocks.
 template <class P, class Ops>
-__global__ void backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, span<const accum_t<P>> lse,
-                                span<const accum_t<P>> entropy, span<const accum_t<P>> dlogp,
-                                span<const accum_t<P>> dentropy, loss_config cfg, const accum_t<P>* row_max,
-                                matrix_view<storage_t<P>> dlogits, status* st) {
+__global__ void backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, backward_inputs<accum_t<P>> g,
+                                loss_config cfg, const accum_t<P>* row_max, matrix_view<storage_t<P>> dlogits,
+                                status* st) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
   constexpr int W = static_cast<int>(P::vector_width);
@@ -216,9 +225,10 @@ __global__ void backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, span<
   const std::int64_t V = in.logits.cols;
   const std::int64_t y = in.targets[r];
   if (threadIdx.x == 0 && (y < 0 || y >= V)) raise(&st->bad_target, r);
-  const Acc g_logp = dlogp[r];
-  const Acc g_ent = dentropy.empty() ? Acc(0) : dentropy[r];
-  const Acc h = dentropy.empty() ? Acc(0) : entropy[r];
+  const Acc g_logp = g.dlogp[r];
+  const Acc g_ent = g.dentropy.empty() ? Acc(0) : g.dentropy[r];
+  const Acc h = g.dentropy.empty() ? Acc(0) : g.entropy[r];
+  const Acc lse = g.lse[r];
   const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, r);
   const Acc log_rho = Ops::log(static_cast<Acc>(cfg.prune_rho));
   const Acc threshold = grpokit::detail::prune_threshold<Ops>(P::vocab_prune, P::vocab_prune ? row_max[r] : Acc(0), log_rho);
@@ -234,7 +244,7 @@ __global__ void backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, span<
       const std::int64_t j = b * W + e;
       const Acc z = Ops::mul(v[e], inv_t);
       o[e] = math::store<S>(zero ? Acc(0)
-                                 : math::dlogit<Ops>(z, j == y, z < threshold, lse[r], h, g_logp, g_ent, inv_t));
+                                 : math::dlogit<Ops>(z, j == y, z < threshold, lse, h, g_logp, g_ent, inv_t));
     }
     S* p = dx + b * W;
     if (n == W && (reinterpret_cast<std::uintptr_t>(p) % 16) == 0 && sizeof(S) * W == 16) {

@@ -5,6 +5,8 @@
 #include <cstdint>
 
 #include "../detail/loss_partial.hpp"
+#include "../detail/policy_terms.hpp"
+#include "../math/ops.hpp"
 #include "../error.hpp"
 #include "../math/online_lse.hpp"
 #include "../policy.hpp"
@@ -69,7 +71,9 @@ struct layout {
   std::uint8_t* adv_keep = nullptr;          // [S]
   double* adv_stats = nullptr;               // [16]
 
-  layout(void* base, std::size_t bytes, const shape& s, std::size_t summary_bytes) {
+  layout(void* base, std::size_t bytes, const shape& s) {
+    using summary_t = typename grpokit::detail::policy_terms<P, math::ops_for<P::order>>::sequence_summary;
+    constexpr std::size_t summary_bytes = sizeof(summary_t);
     carver c(base, bytes);
     st = c.take<status>(1);
     row_max = c.take<R>(s.tokens);
@@ -92,4 +96,11 @@ struct layout {
 };
 
 }  // namespace detail
+
+// Bytes of workspace every device entry point needs for problems up to `s` (CUB style).
+template <class P>
+std::size_t workspace_bytes(const shape& s) {
+  return detail::layout<P>(nullptr, 0, s).used;
+}
+
 }  // namespace grpokit::device

@@ -54,7 +54,7 @@ GRPOKIT_HD inline Real horner(Real x, std::integer_sequence<int, I...>) {
   constexpr Real c[] = {Coef::template get<Real>(I)...};
   constexpr int n = static_cast<int>(sizeof...(I));
   Real p = c[n - 1];
-#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
   for (int i = n - 2; i >= 0; --i) p = add_rn(c[i], mul_rn(x, p));

@@ -1,0 +1,169 @@
+#pragma once
+// grpokit::device::compute_advantages: the shared math of detail/advantage_terms.hpp with a thread
+// per group (the median's in-register insertion sort suits the small groups of GRPO), the batch
+// statistics in one thread (fixed order, log-space ESS), synchronising to return the stats.
+#include <cstdint>
+#include <cstring>
+#include <cuda_runtime.h>
+
+#include "../config.hpp"
+#include "../detail/advantage_terms.hpp"
+#include "../detail/validate.hpp"
+#include "../inputs.hpp"
+#include "../metrics.hpp"
+#include "../policy.hpp"
+#include "error.cuh"
+#include "status.cuh"
+#include "workspace.cuh"
+
+namespace grpokit::device {
+
+namespace detail {
+
+// Scratch: r, log_ratio, weight, centered, divisor (double [S] each) in ws.adv_scratch.
+template <class Real>
+__global__ void advantage_batch_kernel(advantage_inputs<Real> in, advantage_config cfg, double* scratch,
+                                       double* stats_out, status* st) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  const std::int64_t S = in.rewards.size(), G = in.group_offsets.size() - 1;
+  double* r = scratch;
+  double* lr = scratch + S;
+  double* w = scratch + 2 * S;
+  for (std::int64_t i = 0; i < S; ++i) {
+    r[i] = in.rewards[i];
+    if (!isfinite(r[i])) raise(&st->non_finite, i);
+    if (!in.seq_log_ratio.empty()) lr[i] = in.seq_log_ratio[i];
+    if (!in.seq_weight.empty()) w[i] = in.seq_weight[i];
+  }
+  bool ok = in.group_offsets[0] == 0 && in.group_offsets[G] == S;
+  for (std::int64_t g = 0; g < G; ++g) {
+    if (!(in.group_offsets[g + 1] > in.group_offsets[g])) {
+      ok = false;
+      raise(&st->bad_offsets, g);
+    }
+  }
+  if (!ok) raise(&st->bad_offsets, 0);
+  advantage_stats stats;
+  double batch_div = 0;
+  grpokit::detail::batch_reward_stats(r, in.seq_log_ratio.empty() ? nullptr : lr, S, cfg, stats, batch_div);
+  stats_out[0] = stats.reward_mean;
+  stats_out[1] = stats.reward_std;
+  stats_out[2] = batch_div;
+  stats_out[3] = stats.ess;
+  stats_out[4] = stats.ess_ratio;
+  stats_out[5] = stats.lr_factor;
+  stats_out[6] = ok ? 1.0 : 0.0;
+}
+
+template <class B, class Real>
+__global__ void advantage_group_kernel(advantage_inputs<Real> in, advantage_config cfg, double* scratch,
+                                       std::uint8_t* keep, double* stats) {
+  const std::int64_t g = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t S = in.rewards.size(), G = in.group_offsets.size() - 1;
+  if (g >= G || stats[6] == 0.0) return;  // bad offsets: reported, nothing read out of bounds
+  const std::int64_t b = in.group_offsets[g], n = in.group_offsets[g + 1] - b;
+  double* r = scratch;
+  double* centered = scratch + 3 * S;
+  double* divisor = scratch + 4 * S;
+  group_io io;
+  io.rewards = r + b;
+  io.log_ratio = in.seq_log_ratio.empty() ? nullptr : scratch + S + b;
+  io.weight = in.seq_weight.empty() ? nullptr : scratch + 2 * S + b;
+  io.n = n;
+  io.centered = centered + b;
+  io.keep = keep + b;
+  io.scratch = divisor + b;  // free until process_group writes the divisors after center()
+  io.eps = cfg.eps;
+  for (std::int64_t i = 0; i < n; ++i) io.keep[i] = 1;
+  const bool zero_variance = grpokit::detail::process_group<B>(io, cfg, stats[2], divisor + b);
+  atomicAdd(reinterpret_cast<unsigned long long*>(stats + 8), zero_variance ? 1ull : 0ull);
+  atomicAdd(reinterpret_cast<unsigned long long*>(stats + 9), n == 1 ? 1ull : 0ull);
+}
+
+template <class Real>
+__global__ void advantage_output_kernel(advantage_inputs<Real> in, advantage_config cfg, const double* scratch,
+                                        const std::uint8_t* keep, const double* stats, advantage_outputs<Real> out,
+                                        status* st) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t S = in.rewards.size();
+  if (i >= S) return;
+  if (stats[6] == 0.0) {
+    out.adv[i] = Real(0);
+    out.seq_mask[i] = 0;
+    return;
+  }
+  const double fold = cfg.fold_lr_factor ? stats[5] : 1.0;
+  const double a = grpokit::detail::advantage_value(scratch[3 * S + i], scratch[4 * S + i], fold);
+  if (!isfinite(a)) raise(&st->non_finite, i);
+  out.adv[i] = static_cast<Real>(a);
+  out.seq_mask[i] = keep[i];
+}
+
+template <class Real>
+__global__ void advantage_moments_kernel(advantage_outputs<Real> out, double* stats) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  advantage_stats st;
+  grpokit::detail::advantage_moments(out.adv.data(), out.seq_mask.data(), out.adv.size(), st);
+  stats[10] = st.adv_mean;
+  stats[11] = st.adv_std;
+  stats[12] = static_cast<double>(st.excluded_seqs);
+}
+
+}  // namespace detail
+
+template <class P>
+advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const advantage_config& cfg,
+                                   const advantage_outputs<accum_t<P>>& out, void* workspace,
+                                   std::size_t workspace_bytes, cudaStream_t stream = 0) {
+  using Real = accum_t<P>;
+  using B = typename P::baseline_type;
+  const std::int64_t S = in.rewards.size();
+  GRPOKIT_REQUIRE(in.group_offsets.size() >= 1, "group_offsets: needs at least one element (G + 1 offsets)");
+  grpokit::detail::require_size("adv", out.adv, S);
+  grpokit::detail::require_size("seq_mask", out.seq_mask, S);
+  if (grpokit::detail::needs_log_ratio<B>::value)
+    GRPOKIT_REQUIRE(in.seq_log_ratio.size() == S, "seq_log_ratio: the ess_scaled baseline needs ", S,
+                    " per-sequence log-ratios, got ", in.seq_log_ratio.size());
+  grpokit::detail::require_size_or_empty("seq_log_ratio", in.seq_log_ratio, S);
+  grpokit::detail::require_size_or_empty("seq_weight", in.seq_weight, S);
+  GRPOKIT_REQUIRE(cfg.eps >= 0 && cfg.mad_eps >= 0 && cfg.std_floor >= 0, "advantage eps and floors must be >= 0");
+  const detail::layout<P> ws(workspace, workspace_bytes, shape{0, 0, S});
+  detail::reset_status(ws.st, stream);
+  GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws.adv_stats, 0, 16 * sizeof(double), stream));
+  const std::int64_t G = in.group_offsets.size() - 1;
+  detail::advantage_batch_kernel<Real><<<1, 1, 0, stream>>>(in, cfg, ws.adv_scratch, ws.adv_stats, ws.st);
+  GRPOKIT_CUDA_CHECK_LAUNCH();
+  if (G > 0) {
+    detail::advantage_group_kernel<B, Real><<<static_cast<unsigned>((G + 127) / 128), 128, 0, stream>>>(
+        in, cfg, ws.adv_scratch, ws.adv_keep, ws.adv_stats);
+    GRPOKIT_CUDA_CHECK_LAUNCH();
+  }
+  if (S > 0) {
+    detail::advantage_output_kernel<Real><<<static_cast<unsigned>((S + 127) / 128), 128, 0, stream>>>(
+        in, cfg, ws.adv_scratch, ws.adv_keep, ws.adv_stats, out, ws.st);
+    GRPOKIT_CUDA_CHECK_LAUNCH();
+  }
+  detail::advantage_moments_kernel<Real><<<1, 1, 0, stream>>>(out, ws.adv_stats);
+  GRPOKIT_CUDA_CHECK_LAUNCH();
+  double host[16];
+  GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(host, ws.adv_stats, sizeof(host), cudaMemcpyDeviceToHost, stream));
+  throw_if_error(read_status(ws.st, stream));
+  advantage_stats st;
+  st.groups = G;
+  st.reward_mean = host[0];
+  st.reward_std = host[1];
+  st.ess = host[3];
+  st.ess_ratio = host[4];
+  st.lr_factor = in.seq_log_ratio.empty() ? 1.0 : host[5];
+  unsigned long long zero_var, singles;
+  std::memcpy(&zero_var, &host[8], sizeof(zero_var));
+  std::memcpy(&singles, &host[9], sizeof(singles));
+  st.zero_variance_groups = static_cast<std::int64_t>(zero_var);
+  st.singleton_groups = static_cast<std::int64_t>(singles);
+  st.adv_mean = host[10];
+  st.adv_std = host[11];
+  st.excluded_seqs = static_cast<std::int64_t>(host[12]);
+  return st;
+}
+
+}  // namespace grpokit::device

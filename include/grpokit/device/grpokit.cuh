@@ -1,0 +1,12 @@
+#pragma once
+// The device path: the same entry points as grpokit::host, as CUDA kernels on the caller's stream
+// with a caller-provided workspace (device::workspace_bytes<P>(shape)). Compile with nvcc and
+// --expt-relaxed-constexpr (the target grpokit::grpokit adds it for CUDA sources).
+#include "../grpokit.hpp"
+#include "advantages.cuh"
+#include "error.cuh"
+#include "fused_loss.cuh"
+#include "policy_loss.cuh"
+#include "status.cuh"
+#include "token_logprobs.cuh"
+#include "workspace.cuh"

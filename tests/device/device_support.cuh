@@ -1,0 +1,84 @@
+#pragma once
+// Device buffers for the tests, and runs of the device path on a ref::problem.
+#include <cuda_runtime.h>
+
+#include <vector>
+
+#include <grpokit/device/grpokit.cuh>
+
+#include "../support.hpp"
+
+namespace device_support {
+
+template <class T>
+class buffer {
+ public:
+  explicit buffer(std::size_t n = 0) : n_(n) {
+    if (n_) GRPOKIT_CUDA_CHECK(cudaMalloc(&p_, n_ * sizeof(T)));
+  }
+  explicit buffer(const std::vector<T>& host) : buffer(host.size()) {
+    if (n_) GRPOKIT_CUDA_CHECK(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  buffer(const buffer&) = delete;
+  buffer& operator=(const buffer&) = delete;
+  ~buffer() { cudaFree(p_); }
+  T* data() const { return p_; }
+  std::int64_t size() const { return static_cast<std::int64_t>(n_); }
+  grpokit::span<T> span() const { return {p_, size()}; }
+  grpokit::span<const T> cspan() const { return {p_, size()}; }
+  std::vector<T> host() const {
+    std::vector<T> h(n_);
+    if (n_) GRPOKIT_CUDA_CHECK(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+  }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+// All inputs of a problem on the device.
+template <class P>
+struct device_problem {
+  using S = grpokit::storage_t<P>;
+  using R = grpokit::accum_t<P>;
+  const ref::problem& p;
+  buffer<S> logits;
+  buffer<std::int64_t> targets, seq_offsets;
+  buffer<R> temperature, adv, logp_old, logp_ref, logp_rollout;
+  buffer<std::uint8_t> token_mask, seq_mask;
+  buffer<unsigned char> workspace;
+
+  explicit device_problem(const ref::problem& p_)
+      : p(p_),
+        logits(support::to_storage<S>(p_.logits)),
+        targets(p_.targets),
+        seq_offsets(p_.b.seq_offsets),
+        temperature(support::cast<R>(p_.temperature)),
+        adv(support::cast<R>(p_.b.adv)),
+        logp_old(support::cast<R>(p_.b.logp_old)),
+        logp_ref(support::cast<R>(p_.b.logp_ref)),
+        logp_rollout(support::cast<R>(p_.b.logp_rollout)),
+        token_mask(support::bytes(p_.b.token_mask)),
+        seq_mask(support::bytes(p_.b.seq_mask)),
+        workspace(grpokit::device::workspace_bytes<P>({p_.T, p_.V, p_.S})) {}
+
+  grpokit::logits_input<S, R> input() const {
+    return {{logits.data(), p.T, p.V, p.V}, targets.cspan(), temperature.cspan()};
+  }
+  grpokit::rollout_batch<R> batch() const {
+    grpokit::rollout_batch<R> b;
+    b.seq_offsets = seq_offsets.cspan();
+    b.adv = adv.cspan();
+    b.logp_old = logp_old.cspan();
+    b.logp_ref = logp_ref.cspan();
+    b.logp_rollout = logp_rollout.cspan();
+    b.token_mask = token_mask.cspan();
+    b.seq_mask = seq_mask.cspan();
+    return b;
+  }
+  void* ws() const { return workspace.data(); }
+  std::size_t ws_bytes() const { return static_cast<std::size_t>(workspace.size()); }
+};
+
+}  // namespace device_support

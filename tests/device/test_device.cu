@@ -1,0 +1,289 @@
+// The device path against the host path (the oracle): bitwise under batch_invariant for logp,
+// entropy, lse and dlogits; within tolerance otherwise; data errors reported through the status.
+#include <random>
+
+#include "../catch.hpp"
+#include "device_support.cuh"
+
+using device_support::buffer;
+using device_support::device_problem;
+
+namespace {
+
+ref::problem make(std::uint64_t seed, std::vector<std::int64_t> lengths, std::int64_t V, bool per_token_temp) {
+  std::mt19937_64 rng(seed);
+  ref::problem p = ref::make_problem(rng, lengths, V, 2.5);
+  if (per_token_temp) {
+    std::uniform_real_distribution<double> u(0.5, 1.5);
+    for (std::int64_t t = 0; t < p.T; ++t) p.temperature.push_back(static_cast<float>(u(rng)));
+  }
+  return p;
+}
+
+std::vector<std::int64_t> lengths_for(std::int64_t T) {
+  std::vector<std::int64_t> l;
+  for (std::int64_t left = T, k = 1; left > 0; ++k) {
+    const std::int64_t n = std::min<std::int64_t>(left, 1 + (k * 7) % 13);
+    l.push_back(n);
+    left -= n;
+  }
+  return l;
+}
+
+template <class P>
+void forward_matches_host(std::int64_t T, std::int64_t V, bool per_token_temp, bool bitwise) {
+  using R = grpokit::accum_t<P>;
+  const ref::problem p = make(static_cast<std::uint64_t>(T * 131 + V), lengths_for(T), V, per_token_temp);
+  grpokit::loss_config cfg;
+  cfg.prune_rho = 0.02;
+  cfg.temperature = per_token_temp ? 1.0 : 0.8;
+  auto h = support::host_run<P>{};
+  h.logits = support::to_storage<grpokit::storage_t<P>>(p.logits);
+  h.temperature = support::cast<R>(p.temperature);
+  std::vector<R> logp(p.T), ent(p.T), lse(p.T);
+  grpokit::host::token_logprobs<P>(h.input(p), cfg, {logp, ent, lse});
+  device_problem<P> d(p);
+  buffer<R> dlogp(p.T), dent(p.T), dlse(p.T);
+  grpokit::device::token_logprobs<P>(d.input(), cfg, {dlogp.span(), dent.span(), dlse.span()}, d.ws(), d.ws_bytes());
+  grpokit::device::throw_if_error(grpokit::device::read_status(d.ws(), 0));
+  INFO("T = " << T << " V = " << V << " chunk " << P::chunk_size);
+  if (bitwise) {
+    CHECK(support::same_bits(dlogp.host(), logp));
+    CHECK(support::same_bits(dent.host(), ent));
+    CHECK(support::same_bits(dlse.host(), lse));
+  } else {
+    const auto a = dlogp.host(), b = dent.host(), c = dlse.host();
+    for (std::int64_t t = 0; t < p.T; ++t) {
+      if (std::isinf(logp[t])) {
+        CHECK(a[t] == logp[t]);
+        continue;
+      }
+      CHECK(support::close(a[t], logp[t], 1e-5, 1e-5));
+      CHECK(support::close(b[t], ent[t], 1e-5, 1e-5));
+      CHECK(support::close(c[t], lse[t], 1e-5, 1e-5));
+    }
+  }
+}
+
+template <class S, class R, class... Extra>
+using bi = grpokit::policy<grpokit::precision<S, R>, grpokit::reduction::batch_invariant, Extra...>;
+
+}  // namespace
+
+TEST_CASE("device token_logprobs: bitwise the host rows under batch_invariant, every schedule", "[device]") {
+  // warp per row (V <= 4096), block per row (T > 256, V > 4096), split rows (T <= 256, >= 16 tiles)
+  forward_matches_host<bi<float, float, grpokit::chunk<16>>>(9, 7, false, true);
+  forward_matches_host<bi<float, float, grpokit::chunk<16>>>(1, 1, true, true);
+  forward_matches_host<bi<float, float, grpokit::chunk<64>>>(8, 4097, true, true);
+  forward_matches_host<bi<float, float>>(300, 5000, false, true);
+  forward_matches_host<bi<double, double, grpokit::chunk<256>>>(5, 4099, false, true);
+  forward_matches_host<bi<__nv_bfloat16, float, grpokit::chunk<256>>>(8, 4097, true, true);
+  forward_matches_host<bi<__nv_bfloat16, float>>(270, 8191, false, true);
+  forward_matches_host<bi<__half, float, grpokit::chunk<1024>, grpokit::mask::vocab_prune>>(12, 33000, true, true);
+  forward_matches_host<bi<float, float, grpokit::chunk<16>, grpokit::mask::vocab_prune>>(40, 300, false, true);
+}
+
+TEST_CASE("device token_logprobs: fast and deterministic within fp32 accuracy", "[device]") {
+  using fast = grpokit::policy<grpokit::reduction::fast, grpokit::precision<__nv_bfloat16, float>>;
+  using det = grpokit::policy<grpokit::reduction::deterministic, grpokit::chunk<512>>;
+  forward_matches_host<fast>(33, 9000, false, false);
+  forward_matches_host<det>(257, 3000, true, false);
+  forward_matches_host<det>(3, 70000, false, false);
+}
+
+TEST_CASE("device logits_backward: bitwise the host dlogits under batch_invariant, also in place", "[device]") {
+  using P = bi<__nv_bfloat16, float, grpokit::chunk<256>>;
+  using S = grpokit::storage_t<P>;
+  const ref::problem p = make(17, lengths_for(37), 5003, true);
+  grpokit::loss_config cfg;
+  auto h = support::host_run<P>{};
+  h.logits = support::to_storage<S>(p.logits);
+  h.temperature = support::cast<float>(p.temperature);
+  std::vector<float> logp(p.T), ent(p.T), lse(p.T), g(p.T), ge(p.T);
+  grpokit::host::token_logprobs<P>(h.input(p), cfg, {logp, ent, lse});
+  std::mt19937 rng(3);
+  std::normal_distribution<float> n(0, 0.1f);
+  for (std::int64_t t = 0; t < p.T; ++t) {
+    g[t] = t % 5 == 0 ? 0.f : n(rng);
+    ge[t] = t % 3 == 0 ? 0.f : n(rng);
+  }
+  std::vector<S> want(h.logits.size());
+  grpokit::host::logits_backward<P>(h.input(p), {lse, ent, g, ge}, cfg, {want.data(), p.T, p.V, p.V});
+  device_problem<P> d(p);
+  buffer<float> dlse(lse), dent(ent), dg(g), dge(ge);
+  buffer<S> out(want.size());
+  const grpokit::backward_inputs<float> gi{dlse.cspan(), dent.cspan(), dg.cspan(), dge.cspan()};
+  grpokit::device::logits_backward<P>(d.input(), gi, cfg, {out.data(), p.T, p.V, p.V}, d.ws(), d.ws_bytes());
+  CHECK(support::same_bits(out.host(), want));
+  grpokit::device::logits_backward<P>(d.input(), gi, cfg, {d.logits.data(), p.T, p.V, p.V}, d.ws(), d.ws_bytes(), 0,
+                                      grpokit::backward_mode::in_place);
+  CHECK(support::same_bits(d.logits.host(), want));
+  REQUIRE_THROWS_AS((grpokit::device::logits_backward<P>(d.input(), gi, cfg, {d.logits.data() + 1, p.T, p.V, p.V},
+                                                          d.ws(), d.ws_bytes())),
+                    grpokit::error);
+}
+
+namespace {
+
+struct skip_every_seventh {
+  using policy_axis = grpokit::axis::mask;
+  template <class Real>
+  GRPOKIT_HD static bool keep(const grpokit::token_view<Real>& v, const grpokit::loss_config&) {
+    return v.token % 7 != 2;
+  }
+};
+
+template <class P>
+void fused_matches_host(std::uint64_t seed, grpokit::loss_config cfg, std::int64_t T, std::int64_t V) {
+  using S = grpokit::storage_t<P>;
+  using R = grpokit::accum_t<P>;
+  std::mt19937_64 rng(seed);
+  ref::problem p = ref::make_problem(rng, lengths_for(T), V, 2.0);
+  {
+    std::vector<ref::ld> logp, ent;
+    support::ref_rows(p, std::vector<ref::ld>(p.logits.begin(), p.logits.end()), cfg, P::vocab_prune, logp, ent);
+    ref::add_policies(rng, p, logp, 0.2);
+  }
+  const auto host = support::run_fused<P>(p, cfg);
+  device_problem<P> d(p);
+  buffer<S> dlogits(host.dlogits.size());
+  buffer<R> logp(p.T), ent(p.T);
+  const auto res = grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {dlogits.data(), p.T, p.V, p.V}, d.ws(),
+                                                  d.ws_bytes(), 0, {logp.span(), ent.span()});
+  INFO("seed " << seed << " obj " << int(cfg.obj) << " agg " << int(cfg.agg));
+  CHECK(support::close(res.loss, host.result.loss, 1e-5, 1e-7));
+  CHECK(res.metrics.tokens == host.result.metrics.tokens);
+  CHECK(res.metrics.tokens_kept == host.result.metrics.tokens_kept);
+  CHECK(res.metrics.masked_seqs_trust_region == host.result.metrics.masked_seqs_trust_region);
+  CHECK(res.metrics.masked_tokens_custom == host.result.metrics.masked_tokens_custom);
+  CHECK(support::close(res.metrics.clip_frac_high, host.result.metrics.clip_frac_high, 1e-9, 1e-3));
+  CHECK(support::close(res.metrics.entropy_mean, host.result.metrics.entropy_mean, 1e-5, 1e-6));
+  const auto got = support::to_double(dlogits.host());
+  const auto want = support::to_double(host.dlogits);
+  double scale = 0;
+  for (double g : want) scale = std::max(scale, std::fabs(g));
+  for (std::size_t i = 0; i < want.size(); ++i) CHECK(std::fabs(got[i] - want[i]) <= 1e-5 * scale + 1e-2 * std::fabs(want[i]));
+  const auto lp = logp.host();
+  for (std::int64_t t = 0; t < p.T; ++t)
+    if (std::isfinite(host.logp[t])) CHECK(support::close(lp[t], host.logp[t], 1e-5, 1e-5));
+}
+
+}  // namespace
+
+TEST_CASE("device fused_loss matches the host for objectives, aggregations and masks", "[device]") {
+  std::uint64_t seed = 1;
+  for (auto obj : {grpokit::objective::ppo_clip, grpokit::objective::cispo, grpokit::objective::gspo,
+                   grpokit::objective::sapo, grpokit::objective::reinforce}) {
+    for (auto agg : {grpokit::aggregation::token_mean, grpokit::aggregation::seq_mean_token_mean,
+                     grpokit::aggregation::seq_mean_token_sum_norm}) {
+      grpokit::loss_config c = grpokit::presets::grpo::config();
+      c.obj = obj;
+      c.agg = agg;
+      c.norm_constant = 64;
+      c.entropy_coef = 0.01;
+      c.is = grpokit::is_correction::token_truncate;
+      c.trm_max_threshold = 0.5;
+      c.prune_rho = 0.01;
+      fused_matches_host<grpokit::policy<grpokit::chunk<512>>>(++seed, c, 50, 3001);
+      fused_matches_host<bi<__nv_bfloat16, float, grpokit::mask::all_of<grpokit::mask::trust_region, skip_every_seventh>>>(
+          ++seed, c, 70, 5000);
+      fused_matches_host<bi<float, float, grpokit::chunk<64>, grpokit::mask::vocab_prune>>(++seed, c, 20, 4097);
+    }
+  }
+}
+
+TEST_CASE("device compute_advantages matches the host for every baseline", "[device]") {
+  std::mt19937_64 rng(5);
+  std::uniform_int_distribution<int> coin(0, 3);
+  std::normal_distribution<double> n(0, 2);
+  std::vector<std::int64_t> offsets{0};
+  for (std::int64_t s : {1, 3, 8, 5, 64, 2, 7}) offsets.push_back(offsets.back() + s);
+  const std::int64_t S = offsets.back();
+  std::vector<double> r(S), lr(S);
+  for (auto& v : r) v = coin(rng) * 0.5;
+  for (auto& v : lr) v = n(rng);
+  auto check = [&](auto policy_tag, grpokit::advantage_config cfg) {
+    using P = decltype(policy_tag);
+    std::vector<double> ha(S), da_host;
+    std::vector<std::uint8_t> hk(S);
+    const auto hs = grpokit::host::compute_advantages<P>({r, offsets, lr, {}}, cfg, {ha, hk});
+    buffer<double> dr(r), dlr(lr), da(S);
+    buffer<std::int64_t> doff(offsets);
+    buffer<std::uint8_t> dk(S);
+    buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>({0, 0, S}));
+    const auto ds = grpokit::device::compute_advantages<P>({dr.cspan(), doff.cspan(), dlr.cspan(), {}}, cfg,
+                                                           {da.span(), dk.span()}, ws.data(), ws.size());
+    da_host = da.host();
+    for (std::int64_t i = 0; i < S; ++i) CHECK(support::close(da_host[i], ha[i], 1e-12, 1e-12));
+    CHECK(dk.host() == hk);
+    CHECK(ds.zero_variance_groups == hs.zero_variance_groups);
+    CHECK(ds.singleton_groups == hs.singleton_groups);
+    CHECK(ds.excluded_seqs == hs.excluded_seqs);
+    CHECK(support::close(ds.adv_std, hs.adv_std, 1e-12, 1e-12));
+    CHECK(support::close(ds.ess, hs.ess, 1e-12, 1e-12));
+  };
+  using D = grpokit::precision<double, double>;
+  for (auto scale : {grpokit::adv_scale::group, grpokit::adv_scale::batch, grpokit::adv_scale::none}) {
+    grpokit::advantage_config cfg;
+    cfg.scale = scale;
+    cfg.mask_zero_variance = scale == grpokit::adv_scale::batch;
+    check(grpokit::policy<D, grpokit::baseline::mean>{}, cfg);
+    check(grpokit::policy<D, grpokit::baseline::median>{}, cfg);
+    check(grpokit::policy<D, grpokit::baseline::leave_one_out>{}, cfg);
+    check(grpokit::policy<D, grpokit::baseline::ess_scaled>{}, cfg);
+  }
+}
+
+TEST_CASE("device data errors come back through the status, never out of bounds", "[device][errors]") {
+  using P = grpokit::policy<grpokit::chunk<64>>;
+  const ref::problem good = make(9, {4, 3}, 100, false);
+  grpokit::loss_config cfg;
+  {
+    ref::problem p = good;
+    p.targets[5] = 100;
+    device_problem<P> d(p);
+    buffer<float> dl(p.logits.size());
+    REQUIRE_ERROR((grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {dl.data(), p.T, p.V, p.V}, d.ws(),
+                                                        d.ws_bytes())),
+                  "targets[5] is out of range");
+  }
+  {
+    ref::problem p = good;
+    p.logits[3 * p.V + 7] = std::numeric_limits<double>::quiet_NaN();
+    device_problem<P> d(p);
+    buffer<float> dl(p.logits.size());
+    REQUIRE_ERROR((grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {dl.data(), p.T, p.V, p.V}, d.ws(),
+                                                        d.ws_bytes())),
+                  "non-finite input at row/token 3");
+  }
+  {
+    ref::problem p = good;
+    p.b.seq_offsets = {0, 5, 3, 7};
+    p.b.adv = {1, -1, 0.5};
+    p.b.seq_mask = {1, 1, 1};
+    device_problem<P> d(p);
+    buffer<float> dl(p.logits.size());
+    REQUIRE_ERROR((grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {dl.data(), p.T, p.V, p.V}, d.ws(),
+                                                        d.ws_bytes())),
+                  "offsets are not valid");
+  }
+  {
+    device_problem<P> d(good);
+    buffer<float> dl(good.logits.size());
+    REQUIRE_ERROR((grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {dl.data(), good.T, good.V, good.V},
+                                                        d.ws(), 64)),
+                  "workspace too small");
+  }
+}
+
+TEST_CASE("device deterministic: identical bits run to run", "[device]") {
+  using P = grpokit::policy<grpokit::reduction::deterministic, grpokit::precision<__nv_bfloat16, float>>;
+  const ref::problem p = make(21, lengths_for(300), 20000, false);
+  device_problem<P> d(p);
+  grpokit::loss_config cfg = grpokit::presets::dapo::config();
+  buffer<__nv_bfloat16> a(p.logits.size()), b(p.logits.size());
+  const auto ra = grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {a.data(), p.T, p.V, p.V}, d.ws(), d.ws_bytes());
+  const auto rb = grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {b.data(), p.T, p.V, p.V}, d.ws(), d.ws_bytes());
+  CHECK(support::same_bits(a.host(), b.host()));
+  CHECK(std::memcmp(&ra.loss, &rb.loss, sizeof(double)) == 0);
+}
