@@ -1,0 +1,53 @@
+// A C ABI over grpokit's fused loss for the Python benchmarks (ctypes): one GRPO/DAPO-style
+// configuration with the knobs the PyTorch reference in peers.py implements.
+#pragma once
+#include <cstdint>
+
+#include <grpokit/grpokit.hpp>
+
+extern "C" {
+// All pointers of one call; host memory for grpokit_host_*, device memory for grpokit_device_*.
+struct grpokit_bench_args {
+  const void* logits;            // [T, V] float (dtype 0) or bf16 (dtype 1)
+  std::int64_t T, V;
+  const std::int64_t* targets;   // [T]
+  const std::int64_t* seq_offsets;  // [S + 1]
+  std::int64_t S;
+  const float* adv;              // [S]
+  const float* logp_old;         // [T]
+  const float* logp_ref;         // [T] or null (beta = 0)
+  void* dlogits;                 // [T, V], same dtype as logits
+  float* logp_out;               // [T] or null
+  double temperature, eps_low, eps_high, dual_clip, beta;
+  int dtype;                     // 0 fp32, 1 bf16
+  void* workspace;               // device only
+  std::size_t workspace_bytes;   // device only
+  void* stream;                  // device only (cudaStream_t)
+};
+}
+
+namespace grpokit_bench {
+
+inline grpokit::loss_config config(const grpokit_bench_args& a) {
+  grpokit::loss_config c;
+  c.temperature = a.temperature;
+  c.eps_low = a.eps_low;
+  c.eps_high = a.eps_high;
+  c.dual_clip = a.dual_clip;
+  c.kl = a.beta > 0 ? grpokit::kl_estimator::k3 : grpokit::kl_estimator::none;
+  c.kl_coef = a.beta;
+  c.agg = grpokit::aggregation::token_mean;
+  return c;
+}
+
+template <class Real>
+grpokit::rollout_batch<Real> batch(const grpokit_bench_args& a) {
+  grpokit::rollout_batch<Real> b;
+  b.seq_offsets = {a.seq_offsets, a.S + 1};
+  b.adv = {a.adv, a.S};
+  b.logp_old = {a.logp_old, a.T};
+  if (a.logp_ref) b.logp_ref = {a.logp_ref, a.T};
+  return b;
+}
+
+}  // namespace grpokit_bench
