@@ -68,12 +68,10 @@ struct host_run {
   }
 };
 
+// The problem's per-token and per-sequence batch inputs in the policy's accumulation type.
 template <class P>
-host_run<P> run_fused(const ref::problem& p, const grpokit::loss_config& cfg) {
-  using S = typename P::storage_type;
+void load_batch(host_run<P>& h, const ref::problem& p) {
   using R = typename P::accum_type;
-  host_run<P> h;
-  h.logits = to_storage<S>(p.logits);
   h.temperature = cast<R>(p.temperature);
   h.adv = cast<R>(p.b.adv);
   h.logp_old = cast<R>(p.b.logp_old);
@@ -81,6 +79,14 @@ host_run<P> run_fused(const ref::problem& p, const grpokit::loss_config& cfg) {
   h.logp_rollout = cast<R>(p.b.logp_rollout);
   h.token_mask = bytes(p.b.token_mask);
   h.seq_mask = bytes(p.b.seq_mask);
+}
+
+template <class P>
+host_run<P> run_fused(const ref::problem& p, const grpokit::loss_config& cfg) {
+  using S = typename P::storage_type;
+  host_run<P> h;
+  h.logits = to_storage<S>(p.logits);
+  load_batch(h, p);
   h.logp.resize(static_cast<std::size_t>(p.T));
   h.entropy.resize(static_cast<std::size_t>(p.T));
   h.dlogits.resize(h.logits.size());

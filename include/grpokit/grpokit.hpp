@@ -10,6 +10,7 @@
 #include "span.hpp"
 
 #include "host/advantages.hpp"
+#include "host/fused_linear_loss.hpp"
 #include "host/fused_loss.hpp"
 #include "host/logits_backward.hpp"
 #include "host/packing.hpp"

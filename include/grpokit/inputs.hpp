@@ -83,6 +83,27 @@ struct backward_inputs {
   span<const Real> dentropy;  // [T] or empty
 };
 
+// fused_linear_loss: the LM head applied to the hidden states, logits = hidden W^T (+ bias).
+template <class Storage, class Real>
+struct linear_input {
+  matrix_view<const Storage> hidden;  // [T, D]
+  matrix_view<const Storage> weight;  // [V, D] (a tied embedding works the same way)
+  span<const Storage> bias;           // [V] or empty
+  span<const std::int64_t> targets;   // [T]
+  span<const Real> temperature;       // [T] or empty: cfg.temperature
+};
+
+// Gradients of fused_linear_loss. dhidden is overwritten; dweight (storage type) or dweight_acc
+// (accumulation type: set exactly one) and dbias are ACCUMULATED (+=), so a tied embedding can
+// pass its gradient buffer; zero them before the first call otherwise.
+template <class Storage, class Real>
+struct linear_grads {
+  matrix_view<Storage> dhidden;   // [T, D] or data == nullptr: not wanted
+  matrix_view<Storage> dweight;   // [V, D]
+  matrix_view<Real> dweight_acc;  // [V, D]
+  span<Real> dbias;               // [V] or empty
+};
+
 // Whether logits_backward may write dlogits over the logits.
 enum class backward_mode { separate, in_place };
 

@@ -73,6 +73,11 @@ struct policy {
   static constexpr bool trust_region = (mask_features & mask_trust_region) != 0;
   static constexpr bool vocab_prune = (mask_features & mask_vocab_prune) != 0;
   static constexpr bool importance_mask = (mask_features & mask_importance) != 0;
+
+  // The same policy with another storage type (fused_linear_loss keeps its logits chunk in Accum).
+  template <class Storage>
+  using with_storage = policy<grpokit::precision<Storage, accum_type>, reduction_type, baseline_type, mask_type,
+                              chunk_type>;
 };
 
 namespace detail {

@@ -63,11 +63,11 @@ row_forward_result<Acc> forward_row(const S* x, std::int64_t vocab, std::int64_t
 }
 
 // dlogits of one row; rows with no gradient are written as +0 without computing.
-template <class Ops, class Acc, class S>
-void backward_row(const S* x, S* dx, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune, Acc log_rho,
+template <class Ops, class Acc, class S, class Out>
+void backward_row(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune, Acc log_rho,
                   Acc lse, Acc entropy, Acc g_logp, Acc g_entropy) {
   if (g_logp == Acc(0) && g_entropy == Acc(0)) {
-    for (std::int64_t j = 0; j < vocab; ++j) dx[j] = math::store<S>(Acc(0));
+    for (std::int64_t j = 0; j < vocab; ++j) dx[j] = math::store<Out>(Acc(0));
     return;
   }
   bool finite = true;
@@ -75,7 +75,7 @@ void backward_row(const S* x, S* dx, std::int64_t vocab, std::int64_t target, Ac
   const Acc threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
   for (std::int64_t j = 0; j < vocab; ++j) {
     const Acc z = Ops::mul(math::load<Acc>(x[j]), inv_t);
-    dx[j] = math::store<S>(math::dlogit<Ops>(z, j == target, z < threshold, lse, entropy, g_logp, g_entropy, inv_t));
+    dx[j] = math::store<Out>(math::dlogit<Ops>(z, j == target, z < threshold, lse, entropy, g_logp, g_entropy, inv_t));
   }
 }
 

@@ -1,0 +1,159 @@
+#pragma once
+// grpokit::host::fused_linear_loss: the loss straight from hidden states. Logits are produced a
+// token chunk at a time (logits = hidden W^T + bias, accumulated in Accum and kept in Accum: an
+// "fp32 LM head"), consumed by the token_logprobs epilogue, recomputed in the backward where the
+// chunk's dlogits (rounded to the storage type, as a GEMM input) give
+//   dhidden = dlogits W,   dweight += dlogits^T hidden,   dbias += colsum(dlogits).
+// Extra memory: one chunk of logits (token_chunk x V of Accum + Storage) plus O(T + S).
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "../config.hpp"
+#include "../detail/row_params.hpp"
+#include "../detail/validate.hpp"
+#include "../inputs.hpp"
+#include "../math/ops.hpp"
+#include "../math/storage.hpp"
+#include "../metrics.hpp"
+#include "../policy.hpp"
+#include "fused_loss.hpp"
+#include "parallel.hpp"
+#include "policy_loss.hpp"
+#include "rows.hpp"
+#include "token_logprobs.hpp"
+
+namespace grpokit::host {
+
+namespace detail {
+
+// out[c, v] = sum_d hidden[t0 + c, d] W[v, d] + bias[v], in Acc, for c < rows.
+template <class Acc, class S>
+void chunk_logits(const linear_input<S, Acc>& in, std::int64_t t0, std::int64_t rows, Acc* out) {
+  const std::int64_t V = in.weight.rows, D = in.weight.cols;
+  parallel_for(rows, [&](std::int64_t c) {
+    const S* h = in.hidden.row(t0 + c);
+    for (std::int64_t v = 0; v < V; ++v) {
+      const S* w = in.weight.row(v);
+      Acc acc = in.bias.empty() ? Acc(0) : math::load<Acc>(in.bias[v]);
+      for (std::int64_t d = 0; d < D; ++d) acc += math::load<Acc>(h[d]) * math::load<Acc>(w[d]);
+      out[c * V + v] = acc;
+    }
+  });
+}
+
+template <class P>
+void validate_linear(const linear_input<storage_t<P>, accum_t<P>>& in, const loss_config& cfg, std::int64_t chunk,
+                     const linear_grads<storage_t<P>, accum_t<P>>& g) {
+  using grpokit::detail::require_matrix;
+  require_matrix("hidden", in.hidden);
+  require_matrix("weight", in.weight);
+  const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
+  GRPOKIT_REQUIRE(in.weight.cols == D, "weight: expected [V, ", D, "] (D of hidden), got [", V, ", ",
+                  in.weight.cols, "]");
+  GRPOKIT_REQUIRE(V >= 1, "weight: needs V >= 1 rows");
+  grpokit::detail::require_size_or_empty("bias", in.bias, V);
+  grpokit::detail::require_size("targets", in.targets, T);
+  grpokit::detail::require_size_or_empty("temperature", in.temperature, T);
+  grpokit::detail::require_targets(in.targets, V);
+  grpokit::detail::require_temperature(cfg, in.temperature);
+  GRPOKIT_REQUIRE(chunk >= 1, "token_chunk must be >= 1, got ", chunk);
+  if (g.dhidden.data != nullptr) {
+    require_matrix("dhidden", g.dhidden);
+    GRPOKIT_REQUIRE(g.dhidden.rows == T && g.dhidden.cols == D, "dhidden: expected [", T, ", ", D, "]");
+  }
+  GRPOKIT_REQUIRE((g.dweight.data != nullptr) != (g.dweight_acc.data != nullptr),
+                  "linear_grads: set exactly one of dweight and dweight_acc");
+  const std::int64_t wr = g.dweight.data ? g.dweight.rows : g.dweight_acc.rows;
+  const std::int64_t wc = g.dweight.data ? g.dweight.cols : g.dweight_acc.cols;
+  GRPOKIT_REQUIRE(wr == V && wc == D, "dweight: expected [", V, ", ", D, "], got [", wr, ", ", wc, "]");
+  if (g.dweight.data) require_matrix("dweight", g.dweight);
+  if (g.dweight_acc.data) require_matrix("dweight_acc", g.dweight_acc);
+  grpokit::detail::require_size_or_empty("dbias", g.dbias, V);
+}
+
+}  // namespace detail
+
+template <class P>
+loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
+                              const loss_config& cfg, std::int64_t token_chunk,
+                              const linear_grads<storage_t<P>, accum_t<P>>& grads,
+                              const fused_outputs<accum_t<P>>& extra = {}) {
+  using Acc = accum_t<P>;
+  using S = storage_t<P>;
+  using Q = typename P::template with_storage<Acc>;  // the chunk of logits is kept in Acc
+  using Ops = math::ops_for<P::order>;
+  detail::validate_linear<P>(in, cfg, token_chunk, grads);
+  const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
+  grpokit::detail::require_size_or_empty("logp output", extra.logp, T);
+  grpokit::detail::require_size_or_empty("entropy output", extra.entropy, T);
+  const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(T, 1));
+  std::vector<Acc> logits(static_cast<std::size_t>(C * V));
+  std::vector<S> dlogits(static_cast<std::size_t>(C * V));
+  std::vector<Acc> logp(static_cast<std::size_t>(T)), entropy(logp), lse(logp), dlogp(logp), dentropy(logp);
+
+  auto chunk_input = [&](std::int64_t t0, std::int64_t n) {
+    return logits_input<Acc, Acc>{{logits.data(), n, V, V},
+                                  in.targets.subspan(t0, n),
+                                  in.temperature.empty() ? span<const Acc>{} : in.temperature.subspan(t0, n)};
+  };
+  for (std::int64_t t0 = 0; t0 < T; t0 += C) {
+    const std::int64_t n = std::min(C, T - t0);
+    detail::chunk_logits(in, t0, n, logits.data());
+    token_logprobs<Q>(chunk_input(t0, n), cfg,
+                      {span<Acc>(logp.data() + t0, n), span<Acc>(entropy.data() + t0, n), span<Acc>(lse.data() + t0, n)});
+  }
+  const loss_result res =
+      policy_loss<P>(current_policy<Acc>{logp, entropy}, batch, cfg, policy_grads<Acc>{dlogp, dentropy});
+
+  const Acc log_rho = Ops::log(static_cast<Acc>(cfg.prune_rho));
+  for (std::int64_t t0 = 0; t0 < T; t0 += C) {
+    const std::int64_t n = std::min(C, T - t0);
+    detail::chunk_logits(in, t0, n, logits.data());
+    const auto ci = chunk_input(t0, n);
+    detail::parallel_for(n, [&](std::int64_t c) {
+      const std::int64_t t = t0 + c;
+      const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, ci.temperature, c);
+      detail::backward_row<Ops, Acc>(logits.data() + c * V, dlogits.data() + c * V, V, in.targets[t], inv_t,
+                                     P::vocab_prune, log_rho, lse[t], entropy[t], dlogp[t], dentropy[t]);
+    });
+    if (grads.dhidden.data != nullptr) {  // dhidden[t] = sum_v dlogits[c, v] W[v]
+      detail::parallel_for(n, [&](std::int64_t c) {
+        std::vector<Acc> acc(static_cast<std::size_t>(D), Acc(0));
+        for (std::int64_t v = 0; v < V; ++v) {
+          const Acc g = math::load<Acc>(dlogits[c * V + v]);
+          if (g == Acc(0)) continue;
+          const S* w = in.weight.row(v);
+          for (std::int64_t d = 0; d < D; ++d) acc[d] += g * math::load<Acc>(w[d]);
+        }
+        S* out = grads.dhidden.row(t0 + c);
+        for (std::int64_t d = 0; d < D; ++d) out[d] = math::store<S>(acc[d]);
+      });
+    }
+    // dweight[v] += sum_c dlogits[c, v] hidden[t0 + c]; dbias[v] += sum_c dlogits[c, v]
+    detail::parallel_for(V, [&](std::int64_t v) {
+      std::vector<Acc> acc(static_cast<std::size_t>(D), Acc(0));
+      Acc b = 0;
+      for (std::int64_t c = 0; c < n; ++c) {
+        const Acc g = math::load<Acc>(dlogits[c * V + v]);
+        b += g;
+        if (g == Acc(0)) continue;
+        const S* h = in.hidden.row(t0 + c);
+        for (std::int64_t d = 0; d < D; ++d) acc[d] += g * math::load<Acc>(h[d]);
+      }
+      if (grads.dweight_acc.data != nullptr) {
+        Acc* w = grads.dweight_acc.row(v);
+        for (std::int64_t d = 0; d < D; ++d) w[d] += acc[d];
+      } else {
+        S* w = grads.dweight.row(v);
+        for (std::int64_t d = 0; d < D; ++d) w[d] = math::store<S>(math::load<Acc>(w[d]) + acc[d]);
+      }
+      if (!grads.dbias.empty()) grads.dbias[v] += b;
+    });
+  }
+  for (std::int64_t t = 0; t < extra.logp.size(); ++t) extra.logp[t] = logp[static_cast<std::size_t>(t)];
+  for (std::int64_t t = 0; t < extra.entropy.size(); ++t) extra.entropy[t] = entropy[static_cast<std::size_t>(t)];
+  return res;
+}
+
+}  // namespace grpokit::host
