@@ -81,6 +81,50 @@ TEST_CASE("device token_logprobs: bitwise the host rows under batch_invariant, e
   forward_matches_host<bi<__nv_bfloat16, float>>(270, 8191, false, true);
   forward_matches_host<bi<__half, float, grpokit::chunk<1024>, grpokit::mask::vocab_prune>>(12, 33000, true, true);
   forward_matches_host<bi<float, float, grpokit::chunk<16>, grpokit::mask::vocab_prune>>(40, 300, false, true);
+  // warp per row with several lanes per thread (L = 256, G = 32): the in-thread tree steps
+  forward_matches_host<bi<float, float>>(20, 3000, true, true);
+  // vocabulary pruning on the block-per-row and warp-per-row schedules
+  forward_matches_host<bi<float, float, grpokit::mask::vocab_prune>>(300, 5000, false, true);
+  forward_matches_host<bi<float, float, grpokit::chunk<256>, grpokit::mask::vocab_prune>>(300, 3000, true, true);
+}
+
+TEST_CASE("device policy_loss on its own, empty batches, and a workspace planned for a larger shape", "[device]") {
+  using P = grpokit::policy<grpokit::precision<double, double>, grpokit::mask::trust_region>;
+  grpokit::loss_config cfg = grpokit::presets::grpo::config();
+  cfg.trm_max_threshold = 0.4;
+  cfg.entropy_coef = 0.02;
+  std::mt19937_64 rng(4);
+  ref::problem p = ref::make_problem(rng, lengths_for(60), 3, 1.0);
+  std::vector<double> logp(p.T), ent(p.T);
+  std::uniform_real_distribution<double> u(-3, -0.01), h(0.1, 2);
+  for (auto& v : logp) v = u(rng);
+  for (auto& v : ent) v = h(rng);
+  ref::add_policies(rng, p, support::cast<ref::ld>(logp), 0.3);
+  support::host_run<P> hr;
+  support::load_batch(hr, p);
+  std::vector<double> hd(p.T), he(p.T);
+  const auto want = grpokit::host::policy_loss<P>({logp, ent}, hr.batch(p), cfg, {hd, he});
+  device_problem<P> d(p);
+  buffer<double> dl(logp), de(ent), gd(p.T), ge(p.T);
+  // a workspace planned for a much larger problem works for this one
+  buffer<unsigned char> big(grpokit::device::workspace_bytes<P>({4096, 152064, 512}));
+  const auto got = grpokit::device::policy_loss<P>({dl.cspan(), de.cspan()}, d.batch(), cfg, {gd.span(), ge.span()},
+                                                   big.data(), big.size());
+  CHECK(support::close(got.loss, want.loss, 1e-12, 1e-14));
+  CHECK(got.metrics.masked_seqs_trust_region == want.metrics.masked_seqs_trust_region);
+  const auto g1 = gd.host(), g2 = ge.host();
+  for (std::int64_t t = 0; t < p.T; ++t) {
+    CHECK(support::close(g1[t], hd[t], 1e-12, 1e-15));
+    CHECK(support::close(g2[t], he[t], 1e-12, 1e-15));
+  }
+  // T == 0, S == 0: loss 0; S == 0 with T > 0 is an error, as on the host
+  buffer<double> none(0);
+  buffer<std::int64_t> zero(std::vector<std::int64_t>{0});
+  grpokit::rollout_batch<double> empty;
+  empty.seq_offsets = zero.cspan();
+  CHECK(grpokit::device::policy_loss<P>({none.cspan(), {}}, empty, {}, {none.span(), {}}, big.data(), big.size()).loss == 0);
+  REQUIRE_ERROR((grpokit::device::policy_loss<P>({dl.cspan(), {}}, empty, {}, {gd.span(), {}}, big.data(), big.size())),
+                "last offset must be");
 }
 
 TEST_CASE("device token_logprobs: fast and deterministic within fp32 accuracy", "[device]") {
@@ -261,6 +305,7 @@ TEST_CASE("device data errors come back through the status, never out of bounds"
     p.b.seq_offsets = {0, 5, 3, 7};
     p.b.adv = {1, -1, 0.5};
     p.b.seq_mask = {1, 1, 1};
+    p.S = 3;
     device_problem<P> d(p);
     buffer<float> dl(p.logits.size());
     REQUIRE_ERROR((grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {dl.data(), p.T, p.V, p.V}, d.ws(),

@@ -31,9 +31,15 @@ __global__ void advantage_batch_kernel(advantage_inputs<Real> in, advantage_conf
   double* w = scratch + 2 * S;
   for (std::int64_t i = 0; i < S; ++i) {
     r[i] = in.rewards[i];
-    if (!isfinite(r[i])) raise(&st->non_finite, i);
-    if (!in.seq_log_ratio.empty()) lr[i] = in.seq_log_ratio[i];
-    if (!in.seq_weight.empty()) w[i] = in.seq_weight[i];
+    if (!isfinite(r[i])) raise(&st->non_finite_seq, i);
+    if (!in.seq_log_ratio.empty()) {
+      lr[i] = in.seq_log_ratio[i];
+      if (!isfinite(lr[i])) raise(&st->non_finite_seq, i);
+    }
+    if (!in.seq_weight.empty()) {
+      w[i] = in.seq_weight[i];
+      if (!(w[i] >= 0) || !isfinite(w[i])) raise(&st->bad_value, i);
+    }
   }
   bool ok = in.group_offsets[0] == 0 && in.group_offsets[G] == S;
   for (std::int64_t g = 0; g < G; ++g) {
@@ -94,7 +100,7 @@ __global__ void advantage_output_kernel(advantage_inputs<Real> in, advantage_con
   }
   const double fold = cfg.fold_lr_factor ? stats[5] : 1.0;
   const double a = grpokit::detail::advantage_value(scratch[3 * S + i], scratch[4 * S + i], fold);
-  if (!isfinite(a)) raise(&st->non_finite, i);
+  if (!isfinite(a)) raise(&st->non_finite_seq, i);
   out.adv[i] = static_cast<Real>(a);
   out.seq_mask[i] = keep[i];
 }

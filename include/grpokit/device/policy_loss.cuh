@@ -57,8 +57,8 @@ __global__ void summarize_kernel(current_policy<accum_t<P>> cur, rollout_batch<a
       if (!batch.logp_rollout.empty()) ok = ok && isfinite(batch.logp_rollout[t]);
       if (!ok) raise(&st->non_finite, t);
     }
-    if (!isfinite(batch.adv[s])) raise(&st->non_finite, s);
   }
+  if (!isfinite(batch.adv[s])) raise(&st->non_finite_seq, s);
   const terms_for<P> terms{cur, batch, cfg};
   q = terms.summarize(s);
   out[s] = q;
@@ -96,6 +96,7 @@ void check_policy_shapes(const current_policy<accum_t<P>>& cur, const rollout_ba
   const std::int64_t T = cur.logp.size();
   GRPOKIT_REQUIRE(batch.seq_offsets.size() >= 1, "seq_offsets: needs at least one element (S + 1 offsets)");
   const std::int64_t S = batch.seq_offsets.size() - 1;
+  GRPOKIT_REQUIRE(S > 0 || T == 0, "seq_offsets: last offset must be ", T, ", got 0 (no sequences)");
   require_size("adv", batch.adv, S);
   require_size_or_empty("entropy", cur.entropy, T);
   require_size_or_empty("logp_old", batch.logp_old, T);

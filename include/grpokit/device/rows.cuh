@@ -193,6 +193,8 @@ __global__ void forward_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_c
                                               &smem, tile_out ? tile_out + rr * tiles : nullptr);
   if (!active) return;
   if (!finite && cfg.check_finite) raise(&st->non_finite, r);
+  if (t == 0 && !in.temperature.empty() && !(in.temperature[r] > 0 && isfinite(in.temperature[r])))
+    raise(&st->bad_value, r);
   if (t == 0 && tile_out == nullptr) finish_row<P, Ops>(in, r, total, inv_t, threshold, out, st);
 }
 
@@ -225,6 +227,8 @@ __global__ void backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, backw
   const std::int64_t V = in.logits.cols;
   const std::int64_t y = in.targets[r];
   if (threadIdx.x == 0 && (y < 0 || y >= V)) raise(&st->bad_target, r);
+  if (threadIdx.x == 0 && !in.temperature.empty() && !(in.temperature[r] > 0 && isfinite(in.temperature[r])))
+    raise(&st->bad_value, r);
   const Acc g_logp = g.dlogp[r];
   const Acc g_ent = g.dentropy.empty() ? Acc(0) : g.dentropy[r];
   const Acc h = g.dentropy.empty() ? Acc(0) : g.entropy[r];

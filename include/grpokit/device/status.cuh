@@ -13,8 +13,10 @@ namespace grpokit::device {
 struct status {
   // first offending index (row, token, sequence or group) + 1, or 0
   unsigned long long bad_target = 0;     // token id outside [0, V)
-  unsigned long long non_finite = 0;     // NaN/Inf logits row (checking on) or log-prob input
+  unsigned long long non_finite = 0;     // token / row: NaN/Inf logits (checking on) or log-prob input
+  unsigned long long non_finite_seq = 0;  // sequence: NaN/Inf reward, advantage or sequence log-ratio
   unsigned long long bad_offsets = 0;    // decreasing offsets, wrong first/last offset, empty group
+  unsigned long long bad_value = 0;      // row/sequence: temperature <= 0 or non-finite, seq_weight < 0
 };
 
 namespace detail {
@@ -38,12 +40,18 @@ inline status read_status(const void* workspace, cudaStream_t stream) {
   s.bad_target = fix(s.bad_target);
   s.non_finite = fix(s.non_finite);
   s.bad_offsets = fix(s.bad_offsets);
+  s.non_finite_seq = fix(s.non_finite_seq);
+  s.bad_value = fix(s.bad_value);
   return s;
 }
 
 inline void throw_if_error(const status& s) {
   GRPOKIT_REQUIRE(s.bad_target == 0, "targets[", s.bad_target - 1, "] is out of range [0, V) (found on the device)");
   GRPOKIT_REQUIRE(s.non_finite == 0, "non-finite input at row/token ", s.non_finite - 1, " (found on the device)");
+  GRPOKIT_REQUIRE(s.non_finite_seq == 0, "non-finite reward / advantage / log-ratio of sequence ",
+                  s.non_finite_seq - 1, " (found on the device)");
+  GRPOKIT_REQUIRE(s.bad_value == 0, "input out of its domain at row/sequence ", s.bad_value - 1,
+                  " (temperature must be finite and > 0, seq_weight >= 0; found on the device)");
   GRPOKIT_REQUIRE(s.bad_offsets == 0, "offsets are not valid at index ", s.bad_offsets - 1,
                   " (must start at 0, be non-decreasing, end at the total; groups non-empty)");
 }

@@ -2,6 +2,7 @@
 // The caller-provided workspace of the device entry points: workspace_bytes<P>(shape) says how
 // much one needs (CUB style); the entry points carve it, never allocate.
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 
 #include "../detail/loss_partial.hpp"
@@ -27,10 +28,11 @@ constexpr std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
 // Rows are split across blocks (one tile partial per tile, merged by a second kernel) when there
 // are few rows and many tiles; the result is the same bits either way.
+constexpr std::int64_t split_max_rows = 256, split_min_tiles = 16;
 template <class P>
 bool split_rows(std::int64_t T, std::int64_t V) {
   const std::int64_t tiles = (V + P::chunk_size - 1) / P::chunk_size;
-  return T <= 256 && tiles >= 16;
+  return T <= split_max_rows && tiles >= split_min_tiles;
 }
 
 // A bump allocator over the workspace.
@@ -71,14 +73,19 @@ struct layout {
   std::uint8_t* adv_keep = nullptr;          // [S]
   double* adv_stats = nullptr;               // [16]
 
-  layout(void* base, std::size_t bytes, const shape& s) {
+  // planning: only the size is wanted (workspace_bytes); otherwise `base` is the caller's workspace.
+  layout(void* base, std::size_t bytes, const shape& s, bool planning = false) {
+    GRPOKIT_REQUIRE(planning || base != nullptr, "workspace is null (allocate device::workspace_bytes)");
+    GRPOKIT_REQUIRE(reinterpret_cast<std::uintptr_t>(base) % 256 == 0,
+                    "workspace must be 256-byte aligned (cudaMalloc memory is)");
     using summary_t = typename grpokit::detail::policy_terms<P, math::ops_for<P::order>>::sequence_summary;
     constexpr std::size_t summary_bytes = sizeof(summary_t);
     carver c(base, bytes);
     st = c.take<status>(1);
     row_max = c.take<R>(s.tokens);
     const std::int64_t n_tiles = (s.vocab + P::chunk_size - 1) / P::chunk_size;
-    tiles = c.take<math::lse_partial<R>>(split_rows<P>(s.tokens, s.vocab) ? s.tokens * n_tiles : 0);
+    // sized for the largest row count that splits, so that a plan for T covers every T' <= T
+    tiles = c.take<math::lse_partial<R>>(n_tiles >= split_min_tiles ? std::min<std::int64_t>(s.tokens, split_max_rows) * n_tiles : 0);
     logp = c.take<R>(s.tokens);
     entropy = c.take<R>(s.tokens);
     lse = c.take<R>(s.tokens);
@@ -100,7 +107,7 @@ struct layout {
 // Bytes of workspace every device entry point needs for problems up to `s` (CUB style).
 template <class P>
 std::size_t workspace_bytes(const shape& s) {
-  return detail::layout<P>(nullptr, 0, s).used;
+  return detail::layout<P>(nullptr, 0, s, /*planning=*/true).used;
 }
 
 }  // namespace grpokit::device
