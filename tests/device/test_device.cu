@@ -332,3 +332,62 @@ TEST_CASE("device deterministic: identical bits run to run", "[device]") {
   CHECK(support::same_bits(a.host(), b.host()));
   CHECK(std::memcmp(&ra.loss, &rb.loss, sizeof(double)) == 0);
 }
+
+TEST_CASE("device fused_linear_loss matches the host fused_linear_loss", "[device][linear]") {
+  cublasHandle_t handle;
+  REQUIRE(cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS);
+  auto run = [&](auto policy_tag, std::int64_t T, std::int64_t V, std::int64_t D, std::int64_t chunk, bool bias) {
+    using P = decltype(policy_tag);
+    using S = grpokit::storage_t<P>;
+    using R = grpokit::accum_t<P>;
+    grpokit::loss_config cfg = grpokit::presets::grpo::config();
+    cfg.entropy_coef = 0.01;
+    std::mt19937_64 rng(static_cast<std::uint64_t>(T * 7 + V));
+    ref::problem p = ref::make_problem(rng, lengths_for(T), V, 1.0);
+    std::normal_distribution<double> n(0, 1.0 / std::sqrt(static_cast<double>(D))), h(0, 1.5);
+    std::vector<double> hid(static_cast<std::size_t>(T * D)), w(static_cast<std::size_t>(V * D)), b;
+    for (auto& x : hid) x = h(rng);
+    for (auto& x : w) x = n(rng);
+    if (bias) b.assign(static_cast<std::size_t>(V), 0.1);
+    std::vector<ref::ld> lp(static_cast<std::size_t>(T), ref::ld(-2));
+    ref::add_policies(rng, p, lp, 0.3);
+    const auto hs = support::to_storage<S>(hid), ws_ = support::to_storage<S>(w), bs = support::to_storage<S>(b);
+    support::host_run<P> hr;
+    support::load_batch(hr, p);
+    std::vector<S> dh(hs.size());
+    std::vector<R> dw(ws_.size(), R(0)), db(b.size(), R(0));
+    grpokit::linear_grads<S, R> hg;
+    hg.dhidden = {dh.data(), T, D, D};
+    hg.dweight_acc = {dw.data(), V, D, D};
+    hg.dbias = db;
+    const auto want = grpokit::host::fused_linear_loss<P>(
+        {{hs.data(), T, D, D}, {ws_.data(), V, D, D}, bs, p.targets, {}}, hr.batch(p), cfg, chunk, hg);
+    device_problem<P> d(p);
+    buffer<S> dhs(hs), dws(ws_), dbs(bs), ddh(hs.size());
+    buffer<R> ddw(dw.size()), ddb(db.size());
+    GRPOKIT_CUDA_CHECK(cudaMemset(ddw.data(), 0, dw.size() * sizeof(R)));
+    GRPOKIT_CUDA_CHECK(cudaMemset(ddb.data(), 0, db.size() * sizeof(R)));
+    buffer<unsigned char> ws(grpokit::device::linear_workspace_bytes<P>({T, V, p.S}, chunk));
+    grpokit::linear_grads<S, R> dg;
+    dg.dhidden = {ddh.data(), T, D, D};
+    dg.dweight_acc = {ddw.data(), V, D, D};
+    dg.dbias = ddb.span();
+    const auto got = grpokit::device::fused_linear_loss<P>(
+        {{dhs.data(), T, D, D}, {dws.data(), V, D, D}, dbs.cspan(), d.targets.cspan(), {}}, d.batch(), cfg, chunk, dg,
+        handle, ws.data(), ws.size());
+    INFO("T " << T << " V " << V << " D " << D << " chunk " << chunk);
+    CHECK(support::close(got.loss, want.loss, 1e-4, 1e-6));
+    const auto gw = ddw.host(), gb = ddb.host();
+    const auto gh = support::to_double(ddh.host()), wh = support::to_double(dh);
+    double scale = 0;
+    for (R x : dw) scale = std::max(scale, std::fabs(static_cast<double>(x)));
+    for (std::size_t i = 0; i < dw.size(); ++i) CHECK(std::fabs(gw[i] - dw[i]) <= 1e-2 * scale);
+    for (std::size_t i = 0; i < db.size(); ++i) CHECK(std::fabs(gb[i] - db[i]) <= 1e-2 * scale + 1e-6);
+    for (std::size_t i = 0; i < wh.size(); ++i) CHECK(std::fabs(gh[i] - wh[i]) <= 1e-2 * std::fabs(wh[i]) + 1e-4);
+  };
+  run(grpokit::policy<grpokit::precision<float, float>>{}, 37, 1000, 64, 16, true);
+  run(grpokit::policy<grpokit::precision<__nv_bfloat16, float>, grpokit::reduction::batch_invariant>{}, 100, 5003, 128,
+      33, false);
+  run(grpokit::policy<grpokit::precision<double, double>, grpokit::chunk<64>>{}, 9, 300, 16, 4, true);
+  cublasDestroy(handle);
+}

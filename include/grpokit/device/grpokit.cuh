@@ -5,6 +5,7 @@
 #include "../grpokit.hpp"
 #include "advantages.cuh"
 #include "error.cuh"
+#include "fused_linear_loss.cuh"
 #include "fused_loss.cuh"
 #include "policy_loss.cuh"
 #include "status.cuh"

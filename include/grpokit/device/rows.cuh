@@ -215,11 +215,11 @@ __global__ void merge_tiles_kernel(logits_input<storage_t<P>, accum_t<P>> in, lo
   finish_row<P, Ops>(in, r, total, inv_t, threshold, out, st);
 }
 
-// Backward: block per row, elementwise over 16-byte blocks.
-template <class P, class Ops>
+// Backward: block per row, elementwise over 16-byte blocks; dlogits of type Out (the storage type,
+// or another one for fused_linear_loss, whose logits chunk is kept in Accum).
+template <class P, class Ops, class Out>
 __global__ void backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, backward_inputs<accum_t<P>> g,
-                                loss_config cfg, const accum_t<P>* row_max, matrix_view<storage_t<P>> dlogits,
-                                status* st) {
+                                loss_config cfg, const accum_t<P>* row_max, matrix_view<Out> dlogits, status* st) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
   constexpr int W = static_cast<int>(P::vector_width);
@@ -238,20 +238,20 @@ __global__ void backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, backw
   const Acc threshold = grpokit::detail::prune_threshold<Ops>(P::vocab_prune, P::vocab_prune ? row_max[r] : Acc(0), log_rho);
   const bool zero = g_logp == Acc(0) && g_ent == Acc(0);
   const S* x = in.logits.row(r);
-  S* dx = dlogits.row(r);
+  Out* dx = dlogits.row(r);
   const std::int64_t blocks = (V + W - 1) / W;
   for (std::int64_t b = threadIdx.x; b < blocks; b += blockDim.x) {
     Acc v[W];
     const int n = load_block<W>(x, b * W, V, v);
-    S o[W];
+    Out o[W];
     for (int e = 0; e < n; ++e) {
       const std::int64_t j = b * W + e;
       const Acc z = Ops::mul(v[e], inv_t);
-      o[e] = math::store<S>(zero ? Acc(0)
-                                 : math::dlogit<Ops>(z, j == y, z < threshold, lse, h, g_logp, g_ent, inv_t));
+      o[e] = math::store<Out>(zero ? Acc(0)
+                                   : math::dlogit<Ops>(z, j == y, z < threshold, lse, h, g_logp, g_ent, inv_t));
     }
-    S* p = dx + b * W;
-    if (n == W && (reinterpret_cast<std::uintptr_t>(p) % 16) == 0 && sizeof(S) * W == 16) {
+    Out* p = dx + b * W;
+    if (n == W && (reinterpret_cast<std::uintptr_t>(p) % 16) == 0 && sizeof(Out) * W == 16) {
       uint4 raw;
       std::memcpy(&raw, o, 16);
       *reinterpret_cast<uint4*>(p) = raw;

@@ -62,9 +62,9 @@ void launch_forward(const logits_input<storage_t<P>, accum_t<P>>& in, const loss
   }
 }
 
-template <class P>
+template <class P, class Out = storage_t<P>>
 void launch_backward(const logits_input<storage_t<P>, accum_t<P>>& in, const backward_inputs<accum_t<P>>& g,
-                     const loss_config& cfg, const matrix_view<storage_t<P>>& dlogits, const layout<P>& ws,
+                     const loss_config& cfg, const matrix_view<Out>& dlogits, const layout<P>& ws,
                      cudaStream_t stream) {
   using Ops = math::ops_for<P::order>;
   const std::int64_t T = in.logits.rows;
@@ -73,7 +73,7 @@ void launch_backward(const logits_input<storage_t<P>, accum_t<P>>& in, const bac
     row_max_kernel<P, Ops><<<static_cast<unsigned>(T), 256, 0, stream>>>(in, cfg, ws.row_max, ws.st);
     GRPOKIT_CUDA_CHECK_LAUNCH();
   }
-  backward_kernel<P, Ops><<<static_cast<unsigned>(T), 256, 0, stream>>>(in, g, cfg, ws.row_max, dlogits, ws.st);
+  backward_kernel<P, Ops, Out><<<static_cast<unsigned>(T), 256, 0, stream>>>(in, g, cfg, ws.row_max, dlogits, ws.st);
   GRPOKIT_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,0 +1,181 @@
+#pragma once
+// grpokit::device::fused_linear_loss: the loss from hidden states with cuBLAS GEMM tiles. Per token
+// chunk: logits = hidden W^T (+ bias) into an Accum buffer (fp32 accumulation, an "fp32 LM head"),
+// the token_logprobs kernels on it; policy_loss over all tokens; then per chunk again: recompute,
+// dlogits in the storage type, dhidden = dlogits W, dweight += dlogits^T hidden, dbias +=.
+// Extra memory: one chunk of logits (token_chunk x V of Accum + Storage) plus O(T + S); link
+// CUDA::cublas.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "../config.hpp"
+#include "../inputs.hpp"
+#include "../metrics.hpp"
+#include "../policy.hpp"
+#include "error.cuh"
+#include "fused_loss.cuh"
+#include "policy_loss.cuh"
+#include "token_logprobs.cuh"
+#include "workspace.cuh"
+
+#define GRPOKIT_CUBLAS_CHECK(call)                                                            \
+  do {                                                                                       \
+    const cublasStatus_t grpokit_st_ = (call);                                               \
+    if (grpokit_st_ != CUBLAS_STATUS_SUCCESS)                                                \
+      ::grpokit::detail::fail("cuBLAS error in ", #call, ": status ", static_cast<int>(grpokit_st_)); \
+  } while (0)
+
+namespace grpokit::device {
+
+namespace detail {
+
+template <class T>
+constexpr cudaDataType_t cuda_type() {
+  if constexpr (std::is_same<T, double>::value) return CUDA_R_64F;
+  else if constexpr (std::is_same<T, float>::value) return CUDA_R_32F;
+  else if constexpr (std::is_same<T, __half>::value) return CUDA_R_16F;
+  else return CUDA_R_16BF;
+}
+
+template <class Acc>
+constexpr cublasComputeType_t compute_type() {
+  return std::is_same<Acc, double>::value ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F;
+}
+
+// C (col-major m x n, ldc) = alpha op(A) op(B) + beta C: one cublasGemmEx.
+template <class Acc, class TA, class TB, class TC>
+void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, std::int64_t m, std::int64_t n, std::int64_t k,
+          const TA* A, std::int64_t lda, const TB* B, std::int64_t ldb, Acc beta, TC* C, std::int64_t ldc) {
+  const Acc alpha = 1;
+  GRPOKIT_CUBLAS_CHECK(cublasGemmEx(h, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), &alpha, A,
+                                    cuda_type<TA>(), static_cast<int>(lda), B, cuda_type<TB>(), static_cast<int>(ldb),
+                                    &beta, C, cuda_type<TC>(), static_cast<int>(ldc), compute_type<Acc>(),
+                                    CUBLAS_GEMM_DEFAULT));
+}
+
+template <class S, class Acc>
+__global__ void fill_bias_kernel(Acc* out, std::int64_t rows, std::int64_t V, span<const S> bias) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < rows * V;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    out[i] = math::load<Acc>(bias[i % V]);
+}
+
+// dbias[v] += sum_c dlogits[c, v], in chunk row order (deterministic).
+template <class S, class Acc>
+__global__ void bias_grad_kernel(const S* dlogits, std::int64_t rows, std::int64_t V, span<Acc> dbias) {
+  const std::int64_t v = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (v >= V) return;
+  Acc acc = 0;
+  for (std::int64_t c = 0; c < rows; ++c) acc += math::load<Acc>(dlogits[c * V + v]);
+  dbias[v] += acc;
+}
+
+}  // namespace detail
+
+// Bytes of workspace for fused_linear_loss on up to T tokens, V, S and the given token chunk.
+template <class P>
+std::size_t linear_workspace_bytes(const shape& s, std::int64_t token_chunk) {
+  using Q = typename P::template with_storage<accum_t<P>>;
+  const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(s.tokens, 1));
+  return workspace_bytes<Q>(s) + detail::align_up(static_cast<std::size_t>(C * s.vocab) * sizeof(accum_t<P>)) +
+         detail::align_up(static_cast<std::size_t>(C * s.vocab) * sizeof(storage_t<P>));
+}
+
+template <class P>
+loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
+                              const loss_config& cfg, std::int64_t token_chunk,
+                              const linear_grads<storage_t<P>, accum_t<P>>& grads, cublasHandle_t handle,
+                              void* workspace, std::size_t workspace_bytes, cudaStream_t stream = 0,
+                              const fused_outputs<accum_t<P>>& extra = {}) {
+  using Acc = accum_t<P>;
+  using S = storage_t<P>;
+  using Q = typename P::template with_storage<Acc>;
+  static_assert(std::is_same<Acc, float>::value || std::is_same<S, double>::value,
+                "device::fused_linear_loss: cuBLAS needs precision<bf16 | fp16 | float, float> or <double, double>");
+  GRPOKIT_REQUIRE(handle != nullptr, "fused_linear_loss: null cuBLAS handle");
+  // shapes (the host checks except those that read device memory: targets are checked on the device)
+  grpokit::detail::require_matrix("hidden", in.hidden);
+  grpokit::detail::require_matrix("weight", in.weight);
+  const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
+  GRPOKIT_REQUIRE(in.weight.cols == D, "weight: expected [V, ", D, "] (D of hidden), got [", V, ", ", in.weight.cols, "]");
+  grpokit::detail::require_size_or_empty("bias", in.bias, V);
+  grpokit::detail::require_size("targets", in.targets, T);
+  grpokit::detail::require_size_or_empty("temperature", in.temperature, T);
+  GRPOKIT_REQUIRE(token_chunk >= 1, "token_chunk must be >= 1, got ", token_chunk);
+  GRPOKIT_REQUIRE((grads.dweight.data != nullptr) != (grads.dweight_acc.data != nullptr),
+                  "linear_grads: set exactly one of dweight and dweight_acc");
+  grpokit::detail::require_size_or_empty("dbias", grads.dbias, V);
+  grpokit::detail::require_size_or_empty("logp output", extra.logp, T);
+  grpokit::detail::require_size_or_empty("entropy output", extra.entropy, T);
+  GRPOKIT_REQUIRE(batch.seq_offsets.size() >= 1, "seq_offsets: needs at least one element (S + 1 offsets)");
+
+  const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(T, 1));
+  const shape sh{T, V, batch.seq_offsets.size() - 1};
+  GRPOKIT_REQUIRE(workspace_bytes >= linear_workspace_bytes<P>(sh, token_chunk), "workspace too small: ",
+                  workspace_bytes, " bytes, needs ", linear_workspace_bytes<P>(sh, token_chunk),
+                  " (use device::linear_workspace_bytes)");
+  const detail::layout<Q> ws(workspace, workspace_bytes, sh);
+  Acc* logits = reinterpret_cast<Acc*>(static_cast<char*>(workspace) + ws.used);
+  S* dlogits = reinterpret_cast<S*>(reinterpret_cast<char*>(logits) +
+                                    detail::align_up(static_cast<std::size_t>(C * V) * sizeof(Acc)));
+  const span<Acc> logp(ws.logp, T), entropy(ws.entropy, T), lse(ws.lse, T), dlogp(ws.dlogp, T), dentropy(ws.dentropy, T);
+  const current_policy<Acc> cur{logp, entropy};
+  const policy_grads<Acc> pg{dlogp, dentropy};
+  detail::check_policy_shapes<Q>(cur, batch, cfg, pg);
+  GRPOKIT_CUBLAS_CHECK(cublasSetStream(handle, stream));
+  detail::reset_status(ws.st, stream);
+
+  auto chunk_input = [&](std::int64_t t0, std::int64_t n) {
+    return logits_input<Acc, Acc>{{logits, n, V, V}, in.targets.subspan(t0, n),
+                                  in.temperature.empty() ? span<const Acc>{} : in.temperature.subspan(t0, n)};
+  };
+  auto compute_logits = [&](std::int64_t t0, std::int64_t n) {  // logits[n, V] = H W^T + b (row-major)
+    if (!in.bias.empty()) {
+      detail::fill_bias_kernel<S, Acc><<<256, 256, 0, stream>>>(logits, n, V, in.bias);
+      GRPOKIT_CUDA_CHECK_LAUNCH();
+    }
+    detail::gemm<Acc>(handle, CUBLAS_OP_T, CUBLAS_OP_N, V, n, D, in.weight.data, in.weight.row_stride,
+                      in.hidden.row(t0), in.hidden.row_stride, in.bias.empty() ? Acc(0) : Acc(1), logits, V);
+  };
+  for (std::int64_t t0 = 0; t0 < T; t0 += C) {
+    const std::int64_t n = std::min(C, T - t0);
+    compute_logits(t0, n);
+    detail::launch_forward<Q>(chunk_input(t0, n), cfg,
+                              token_stats<Acc>{logp.subspan(t0, n), entropy.subspan(t0, n), lse.subspan(t0, n)}, ws,
+                              stream);
+  }
+  detail::launch_policy_loss<Q>(cur, batch, cfg, pg, ws, stream);
+  for (std::int64_t t0 = 0; t0 < T; t0 += C) {
+    const std::int64_t n = std::min(C, T - t0);
+    compute_logits(t0, n);
+    const backward_inputs<Acc> g{lse.subspan(t0, n), entropy.subspan(t0, n), dlogp.subspan(t0, n),
+                                 dentropy.subspan(t0, n)};
+    detail::launch_backward<Q, S>(chunk_input(t0, n), g, cfg, matrix_view<S>{dlogits, n, V, V}, ws, stream);
+    if (grads.dhidden.data != nullptr)  // dhidden^T [D, n] = W^T [D, V] dlogits^T [V, n]
+      detail::gemm<Acc>(handle, CUBLAS_OP_N, CUBLAS_OP_N, D, n, V, in.weight.data, in.weight.row_stride, dlogits, V,
+                        Acc(0), grads.dhidden.row(t0), grads.dhidden.row_stride);
+    // dweight^T [D, V] += hidden^T [D, n] dlogits [n, V]
+    if (grads.dweight_acc.data != nullptr)
+      detail::gemm<Acc>(handle, CUBLAS_OP_N, CUBLAS_OP_T, D, V, n, in.hidden.row(t0), in.hidden.row_stride, dlogits, V,
+                        Acc(1), grads.dweight_acc.data, grads.dweight_acc.row_stride);
+    else
+      detail::gemm<Acc>(handle, CUBLAS_OP_N, CUBLAS_OP_T, D, V, n, in.hidden.row(t0), in.hidden.row_stride, dlogits, V,
+                        Acc(1), grads.dweight.data, grads.dweight.row_stride);
+    if (!grads.dbias.empty()) {
+      detail::bias_grad_kernel<S, Acc><<<static_cast<unsigned>((V + 255) / 256), 256, 0, stream>>>(dlogits, n, V,
+                                                                                                   grads.dbias);
+      GRPOKIT_CUDA_CHECK_LAUNCH();
+    }
+  }
+  if (!extra.logp.empty())
+    GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(extra.logp.data(), logp.data(), T * sizeof(Acc), cudaMemcpyDeviceToDevice, stream));
+  if (!extra.entropy.empty())
+    GRPOKIT_CUDA_CHECK(
+        cudaMemcpyAsync(extra.entropy.data(), entropy.data(), T * sizeof(Acc), cudaMemcpyDeviceToDevice, stream));
+  return detail::collect_result<Q>(cfg, ws, stream);
+}
+
+}  // namespace grpokit::device
