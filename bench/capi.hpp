@@ -24,6 +24,17 @@ struct grpokit_bench_args {
   std::size_t workspace_bytes;   // device only
   void* stream;                  // device only (cudaStream_t)
 };
+
+// fused_linear_loss: logits = hidden W^T; the other fields as above (logits/dlogits unused).
+struct grpokit_bench_linear_args {
+  grpokit_bench_args base;
+  const void* hidden;            // [T, D]
+  const void* weight;            // [V, D]
+  std::int64_t D;
+  void* dhidden;                 // [T, D]
+  float* dweight;                // [V, D] fp32, accumulated
+  std::int64_t token_chunk;
+};
 }
 
 namespace grpokit_bench {

@@ -24,6 +24,41 @@ double run(const grpokit_bench_args& a) {
 }
 }  // namespace
 
+template <class S>
+double run_linear(const grpokit_bench_linear_args& l) {
+  static cublasHandle_t handle = [] {
+    cublasHandle_t h;
+    GRPOKIT_CUBLAS_CHECK(cublasCreate(&h));
+    return h;
+  }();
+  const grpokit_bench_args& a = l.base;
+  grpokit::linear_grads<S, float> g;
+  g.dhidden = {static_cast<S*>(l.dhidden), a.T, l.D, l.D};
+  g.dweight_acc = {l.dweight, a.V, l.D, l.D};
+  return grpokit::device::fused_linear_loss<policy<S>>(
+             {{static_cast<const S*>(l.hidden), a.T, l.D, l.D}, {static_cast<const S*>(l.weight), a.V, l.D, l.D}, {},
+              {a.targets, a.T}, {}},
+             grpokit_bench::batch<float>(a), grpokit_bench::config(a), l.token_chunk, g, handle, a.workspace,
+             a.workspace_bytes, static_cast<cudaStream_t>(a.stream))
+      .loss;
+}
+
+extern "C" std::size_t grpokit_device_linear_workspace_bytes(std::int64_t T, std::int64_t V, std::int64_t S,
+                                                             std::int64_t chunk, int dtype) {
+  return dtype == 1 ? grpokit::device::linear_workspace_bytes<policy<__nv_bfloat16>>({T, V, S}, chunk)
+                    : grpokit::device::linear_workspace_bytes<policy<float>>({T, V, S}, chunk);
+}
+
+extern "C" int grpokit_device_fused_linear_loss(const grpokit_bench_linear_args* l, double* loss) {
+  try {
+    *loss = l->base.dtype == 1 ? run_linear<__nv_bfloat16>(*l) : run_linear<float>(*l);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
+}
+
 extern "C" std::size_t grpokit_device_workspace_bytes(std::int64_t T, std::int64_t V, std::int64_t S, int dtype) {
   return dtype == 1 ? grpokit::device::workspace_bytes<policy<__nv_bfloat16>>({T, V, S})
                     : grpokit::device::workspace_bytes<policy<float>>({T, V, S});

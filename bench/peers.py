@@ -7,7 +7,6 @@ and reports median time and peak extra GPU memory.
 """
 import argparse
 import ctypes
-import statistics
 
 import torch
 
@@ -65,23 +64,6 @@ def liger_fn(p, beta):
     return run
 
 
-def time_it(fn, reps):
-    fn()
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(reps):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        out = fn()
-        stop.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(stop))
-        del out
-    return statistics.median(times), (torch.cuda.max_memory_allocated() - base) / 2**20
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
@@ -111,7 +93,7 @@ def main():
                     loss, grad = fn()
                     err = (grad.float() - eager_grad).abs().max().item()
                     del grad
-                    ms, mem = time_it(fn, a.reps)
+                    ms, mem = ref.time_cuda(fn, a.reps)
                     print(f"| {T} | {V} | {str(dtype).split('.')[-1]} | {name} | {ms:.2f} | {mem:.0f} | {loss:.6f} | "
                           f"{err:.2e} |", flush=True)
                 except torch.cuda.OutOfMemoryError:

@@ -72,3 +72,23 @@ def bench_args(p, dlogits, logp_out=None, workspace=None, stream=0, temperature=
                      dual_clip, beta, 1 if p["logits"].dtype == torch.bfloat16 else 0,
                      workspace.data_ptr() if workspace is not None else None,
                      workspace.numel() if workspace is not None else 0, stream)
+
+
+def time_cuda(fn, reps):
+    """Median milliseconds of `reps` calls (after a warm-up) and the peak GPU memory they allocate
+    beyond what was allocated before, in MiB."""
+    import statistics
+    fn()
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(reps):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = fn()
+        stop.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(stop))
+        del out
+    return statistics.median(times), (torch.cuda.max_memory_allocated() - base) / 2**20

@@ -104,6 +104,13 @@ struct linear_grads {
   span<Real> dbias;               // [V] or empty
 };
 
+// Optional per-token outputs of fused_loss / fused_linear_loss (empty spans: not wanted).
+template <class Real>
+struct fused_outputs {
+  span<Real> logp;     // [T]
+  span<Real> entropy;  // [T]
+};
+
 // Whether logits_backward may write dlogits over the logits.
 enum class backward_mode { separate, in_place };
 

@@ -88,6 +88,32 @@ void require_backward_shapes(const logits_input<S, Real>& in, const backward_inp
   }
 }
 
+// The shapes and required inputs of policy_loss (nothing that reads the data: the device path
+// uses it too). S = seq_offsets.size() - 1.
+template <bool NeedsRollout, class Real>
+void require_policy_shapes(const current_policy<Real>& cur, const rollout_batch<Real>& batch, const loss_config& cfg,
+                           const policy_grads<Real>& grads) {
+  const std::int64_t T = cur.logp.size();
+  GRPOKIT_REQUIRE(batch.seq_offsets.size() >= 1, "seq_offsets: needs at least one element (S + 1 offsets)");
+  const std::int64_t S = batch.seq_offsets.size() - 1;
+  GRPOKIT_REQUIRE(S > 0 || T == 0, "seq_offsets: last offset must be ", T, ", got 0 (no sequences)");
+  require_size("adv", batch.adv, S);
+  require_size_or_empty("entropy", cur.entropy, T);
+  require_size_or_empty("logp_old", batch.logp_old, T);
+  require_size_or_empty("logp_ref", batch.logp_ref, T);
+  require_size_or_empty("logp_rollout", batch.logp_rollout, T);
+  require_size_or_empty("token_mask", batch.token_mask, T);
+  require_size_or_empty("seq_mask", batch.seq_mask, S);
+  require_size("dlogp", grads.dlogp, T);
+  require_size_or_empty("dentropy", grads.dentropy, T);
+  GRPOKIT_REQUIRE(cfg.entropy_coef == 0 || (!cur.entropy.empty() && !grads.dentropy.empty()),
+                  "entropy_coef != 0 needs the entropy input and the dentropy output");
+  GRPOKIT_REQUIRE(cfg.kl == kl_estimator::none || !batch.logp_ref.empty(), "kl != none needs logp_ref");
+  GRPOKIT_REQUIRE(cfg.is == is_correction::none || !batch.logp_rollout.empty(),
+                  "importance-sampling correction needs logp_rollout");
+  GRPOKIT_REQUIRE(!NeedsRollout || !batch.logp_rollout.empty(), "the trust_region and importance masks need logp_rollout");
+}
+
 inline void require_loss_config(const loss_config& c) {
   GRPOKIT_REQUIRE(c.eps_low >= 0 && c.eps_low <= 1, "eps_low must be in [0, 1], got ", c.eps_low);
   GRPOKIT_REQUIRE(c.eps_high >= 0, "eps_high must be >= 0, got ", c.eps_high);

@@ -170,11 +170,7 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
       GRPOKIT_CUDA_CHECK_LAUNCH();
     }
   }
-  if (!extra.logp.empty())
-    GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(extra.logp.data(), logp.data(), T * sizeof(Acc), cudaMemcpyDeviceToDevice, stream));
-  if (!extra.entropy.empty())
-    GRPOKIT_CUDA_CHECK(
-        cudaMemcpyAsync(extra.entropy.data(), entropy.data(), T * sizeof(Acc), cudaMemcpyDeviceToDevice, stream));
+  detail::copy_extra<Acc>(extra, logp, entropy, stream);
   return detail::collect_result<Q>(cfg, ws, stream);
 }
 

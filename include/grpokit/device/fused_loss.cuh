@@ -17,12 +17,20 @@
 
 namespace grpokit::device {
 
-// Optional device outputs of fused_loss (empty spans: not wanted).
+using grpokit::fused_outputs;
+
+namespace detail {
+// Copies logp / entropy from the workspace to the caller's optional outputs (device to device).
 template <class Real>
-struct fused_outputs {
-  span<Real> logp;     // [T]
-  span<Real> entropy;  // [T]
-};
+void copy_extra(const fused_outputs<Real>& extra, span<const Real> logp, span<const Real> entropy, cudaStream_t stream) {
+  if (!extra.logp.empty())
+    GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(extra.logp.data(), logp.data(), logp.size() * sizeof(Real),
+                                       cudaMemcpyDeviceToDevice, stream));
+  if (!extra.entropy.empty())
+    GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(extra.entropy.data(), entropy.data(), entropy.size() * sizeof(Real),
+                                       cudaMemcpyDeviceToDevice, stream));
+}
+}  // namespace detail
 
 template <class P>
 loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
@@ -48,11 +56,7 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const r
   detail::launch_forward<P>(in, cfg, token_stats<Real>{logp, entropy, lse}, ws, stream);
   detail::launch_policy_loss<P>(cur, batch, cfg, grads, ws, stream);
   detail::launch_backward<P>(in, g, cfg, dlogits, ws, stream);
-  if (!extra.logp.empty())
-    GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(extra.logp.data(), logp.data(), T * sizeof(Real), cudaMemcpyDeviceToDevice, stream));
-  if (!extra.entropy.empty())
-    GRPOKIT_CUDA_CHECK(
-        cudaMemcpyAsync(extra.entropy.data(), entropy.data(), T * sizeof(Real), cudaMemcpyDeviceToDevice, stream));
+  detail::copy_extra<Real>(extra, logp, entropy, stream);
   return detail::collect_result<P>(cfg, ws, stream);
 }
 

@@ -90,29 +90,8 @@ __global__ void tree_level_kernel(Partial* items, std::int64_t n, std::int64_t s
 template <class P>
 void check_policy_shapes(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
                          const loss_config& cfg, const policy_grads<accum_t<P>>& grads) {
-  using grpokit::detail::require_size;
-  using grpokit::detail::require_size_or_empty;
   grpokit::detail::require_loss_config(cfg);
-  const std::int64_t T = cur.logp.size();
-  GRPOKIT_REQUIRE(batch.seq_offsets.size() >= 1, "seq_offsets: needs at least one element (S + 1 offsets)");
-  const std::int64_t S = batch.seq_offsets.size() - 1;
-  GRPOKIT_REQUIRE(S > 0 || T == 0, "seq_offsets: last offset must be ", T, ", got 0 (no sequences)");
-  require_size("adv", batch.adv, S);
-  require_size_or_empty("entropy", cur.entropy, T);
-  require_size_or_empty("logp_old", batch.logp_old, T);
-  require_size_or_empty("logp_ref", batch.logp_ref, T);
-  require_size_or_empty("logp_rollout", batch.logp_rollout, T);
-  require_size_or_empty("token_mask", batch.token_mask, T);
-  require_size_or_empty("seq_mask", batch.seq_mask, S);
-  require_size("dlogp", grads.dlogp, T);
-  require_size_or_empty("dentropy", grads.dentropy, T);
-  GRPOKIT_REQUIRE(cfg.entropy_coef == 0 || (!cur.entropy.empty() && !grads.dentropy.empty()),
-                  "entropy_coef != 0 needs the entropy input and the dentropy output");
-  GRPOKIT_REQUIRE(cfg.kl == kl_estimator::none || !batch.logp_ref.empty(), "kl != none needs logp_ref");
-  GRPOKIT_REQUIRE(cfg.is == is_correction::none || !batch.logp_rollout.empty(),
-                  "importance-sampling correction needs logp_rollout");
-  GRPOKIT_REQUIRE(!(P::trust_region || P::importance_mask) || !batch.logp_rollout.empty(),
-                  "the trust_region and importance masks need logp_rollout");
+  grpokit::detail::require_policy_shapes<P::trust_region || P::importance_mask>(cur, batch, cfg, grads);
 }
 
 // Launches the loss kernels; the combined partial lands in ws.partials[0], the counts in ws.counts.

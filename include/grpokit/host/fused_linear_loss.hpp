@@ -151,8 +151,7 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
       if (!grads.dbias.empty()) grads.dbias[v] += b;
     });
   }
-  for (std::int64_t t = 0; t < extra.logp.size(); ++t) extra.logp[t] = logp[static_cast<std::size_t>(t)];
-  for (std::int64_t t = 0; t < extra.entropy.size(); ++t) extra.entropy[t] = entropy[static_cast<std::size_t>(t)];
+  detail::copy_extra(extra, logp, entropy);
   return res;
 }
 

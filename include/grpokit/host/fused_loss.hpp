@@ -1,6 +1,7 @@
 #pragma once
 // grpokit::host::fused_loss: token_logprobs -> policy_loss -> logits_backward in one call.
 // Extra memory O(T + S): logp, entropy, lse and their gradients, never O(T V).
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -14,12 +15,16 @@
 
 namespace grpokit::host {
 
-// Optional per-token outputs of fused_loss (empty spans: not wanted).
+using grpokit::fused_outputs;
+
+namespace detail {
+// Copies the computed logp / entropy to the caller's optional outputs.
 template <class Real>
-struct fused_outputs {
-  span<Real> logp;     // [T]
-  span<Real> entropy;  // [T]
-};
+void copy_extra(const fused_outputs<Real>& extra, const std::vector<Real>& logp, const std::vector<Real>& entropy) {
+  std::copy(logp.begin(), logp.begin() + extra.logp.size(), extra.logp.begin());
+  std::copy(entropy.begin(), entropy.begin() + extra.entropy.size(), extra.entropy.begin());
+}
+}  // namespace detail
 
 template <class P>
 loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in,
@@ -37,8 +42,7 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in,
   const loss_result res = policy_loss<P>(current_policy<Real>{logp, entropy}, batch, cfg,
                                          policy_grads<Real>{dlogp, dentropy});
   logits_backward<P>(in, backward_inputs<Real>{lse, entropy, dlogp, dentropy}, cfg, dlogits, mode);
-  for (std::int64_t t = 0; t < extra.logp.size(); ++t) extra.logp[t] = logp[static_cast<std::size_t>(t)];
-  for (std::int64_t t = 0; t < extra.entropy.size(); ++t) extra.entropy[t] = entropy[static_cast<std::size_t>(t)];
+  detail::copy_extra(extra, logp, entropy);
   return res;
 }
 
