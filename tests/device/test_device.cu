@@ -391,3 +391,56 @@ TEST_CASE("device fused_linear_loss matches the host fused_linear_loss", "[devic
   run(grpokit::policy<grpokit::precision<double, double>, grpokit::chunk<64>>{}, 9, 300, 16, 4, true);
   cublasDestroy(handle);
 }
+
+namespace {
+__global__ void hash_fill(__nv_bfloat16* x, std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    std::uint64_t h = static_cast<std::uint64_t>(i) * 0x9E3779B97F4A7C15ull;
+    h ^= h >> 29;
+    x[i] = __float2bfloat16_rn(static_cast<float>(h % 20000) / 1000.0f - 10.0f);
+  }
+}
+}  // namespace
+
+TEST_CASE("device rows beyond 2^31 elements (64-bit indexing) match the host bitwise", "[device][large]") {
+  using P = bi<__nv_bfloat16, float>;
+  const std::int64_t T = 16400, V = 131072;  // T * V > 2^31
+  std::size_t free_bytes = 0, total = 0;
+  GRPOKIT_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+  if (free_bytes < 10ull << 30) {
+    WARN("not enough GPU memory for the > 2^31-element test; skipped");
+    return;
+  }
+  buffer<__nv_bfloat16> logits(static_cast<std::size_t>(T * V)), dlogits(static_cast<std::size_t>(T * V));
+  hash_fill<<<4096, 256>>>(logits.data(), T * V);
+  GRPOKIT_CUDA_CHECK_LAUNCH();
+  std::vector<std::int64_t> tg(static_cast<std::size_t>(T));
+  for (std::int64_t t = 0; t < T; ++t) tg[t] = (t * 7919) % V;
+  buffer<std::int64_t> targets(tg);
+  buffer<float> logp(T), ent(T), lse(T), g(std::vector<float>(static_cast<std::size_t>(T), 0.25f)), ge(T);
+  GRPOKIT_CUDA_CHECK(cudaMemset(ge.data(), 0, T * sizeof(float)));
+  buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>({T, V, 1}));
+  const grpokit::logits_input<__nv_bfloat16, float> in{{logits.data(), T, V, V}, targets.cspan(), {}};
+  grpokit::device::token_logprobs<P>(in, {}, {logp.span(), ent.span(), lse.span()}, ws.data(), ws.size());
+  grpokit::device::logits_backward<P>(in, {lse.cspan(), ent.cspan(), g.cspan(), ge.cspan()}, {}, {dlogits.data(), T, V, V},
+                                      ws.data(), ws.size());
+  grpokit::device::throw_if_error(grpokit::device::read_status(ws.data(), 0));
+  // the last rows, recomputed on the host
+  const std::int64_t rows = 2, first = T - rows;
+  std::vector<__nv_bfloat16> host_rows(static_cast<std::size_t>(rows * V)), dev_grad(host_rows.size());
+  GRPOKIT_CUDA_CHECK(cudaMemcpy(host_rows.data(), logits.data() + first * V, rows * V * 2, cudaMemcpyDeviceToHost));
+  GRPOKIT_CUDA_CHECK(cudaMemcpy(dev_grad.data(), dlogits.data() + first * V, rows * V * 2, cudaMemcpyDeviceToHost));
+  std::vector<std::int64_t> ht(tg.end() - rows, tg.end());
+  std::vector<float> hl(rows), he(rows), hs(rows), hg(rows, 0.25f), hz(rows, 0.f);
+  const grpokit::logits_input<__nv_bfloat16, float> hin{{host_rows.data(), rows, V, V}, ht, {}};
+  grpokit::host::token_logprobs<P>(hin, {}, {hl, he, hs});
+  std::vector<__nv_bfloat16> hgrad(host_rows.size());
+  grpokit::host::logits_backward<P>(hin, {hs, he, hg, hz}, {}, {hgrad.data(), rows, V, V});
+  const auto dl = logp.host(), dh = ent.host();
+  for (std::int64_t r = 0; r < rows; ++r) {
+    CHECK(std::memcmp(&dl[first + r], &hl[r], sizeof(float)) == 0);
+    CHECK(std::memcmp(&dh[first + r], &he[r], sizeof(float)) == 0);
+  }
+  CHECK(support::same_bits(dev_grad, hgrad));
+}
