@@ -98,14 +98,17 @@ __device__ inline math::lse_partial<accum_t<P>> tiles_partial(const storage_t<P>
     const std::int64_t end = begin + P::chunk_size < vocab ? begin + P::chunk_size : vocab;
     const std::int64_t blocks = (end - begin + W - 1) / W;
     math::lse_partial<Acc> st[L / G];
-    for (std::int64_t b = t; b < blocks; b += G) {
-      Acc v[W];
-      const int n = load_block<W>(row, begin + b * W, end, v);
-      math::lse_partial<Acc>& lane = st[(b % L) / G];
-      for (int e = 0; e < n; ++e) {
-        finite = finite && isfinite(v[e]);
-        const Acc z = Ops::mul(v[e], inv_t);
-        if (z >= threshold) math::push<Ops>(lane, z);
+    // lane t + G i takes blocks t + G i + k L, k = 0, 1, ... (static register indices)
+#pragma unroll
+    for (int i = 0; i < L / G; ++i) {
+      for (std::int64_t b = t + static_cast<std::int64_t>(G) * i; b < blocks; b += L) {
+        Acc v[W];
+        const int n = load_block<W>(row, begin + b * W, end, v);
+        for (int e = 0; e < n; ++e) {
+          finite = finite && isfinite(v[e]);
+          const Acc z = Ops::mul(v[e], inv_t);
+          if (z >= threshold) math::push<Ops>(st[i], z);
+        }
       }
     }
     team_tree<Ops, G, L>(st, t, smem);
