@@ -1,0 +1,336 @@
+#pragma once
+// The GRPO loop: sample G rollouts per prompt from an "inference engine", score them, compute the
+// advantages and the loss with grpokit, backpropagate d loss / d logits through the policy, Adam.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <grpokit/grpokit.hpp>
+
+#include "options.hpp"
+#include "policy_net.hpp"
+#include "task.hpp"
+
+namespace train_grpo {
+
+// Packed rollouts of one step: sequence s answers prompt seq_prompt[s]; its tokens are
+// [seq_offsets[s], seq_offsets[s + 1]); group g is the sequences of one prompt.
+struct rollouts {
+  std::vector<int> seq_prompt;
+  std::vector<std::int64_t> group_offsets{0}, seq_offsets{0};
+  std::vector<std::int64_t> tokens;    // [T] sampled ids
+  std::vector<std::int32_t> contexts;  // [T, context_len] what the policy saw for each token
+  std::vector<float> rewards;          // [S]
+  std::vector<float> logp_rollout;     // [T] the engine's log-probs
+};
+
+// The inference engine's deviation from the trainer: on a fraction `rate` of the tokens, Gaussian
+// noise of std `sigma` on every logit. rate 1 with a small sigma stands for different numerics;
+// a small rate with a large sigma for rare tokens whose logits differ completely (e.g. another MoE
+// routing), the kind that importance weights and trust regions are meant to catch.
+struct engine_mismatch {
+  double sigma = 0, rate = 1;
+};
+
+// The inference engine: samples at temperature 1 from the policy's logits with the mismatch above
+// and reports its own log-probs. The samples follow the perturbed distribution, so that the weight
+// pi_trainer / pi_engine is the right correction (perturbing only the reported log-probs would turn
+// every correction into noise).
+inline rollouts sample(const mlp_policy& net, const std::vector<int>& prompts, int per_prompt,
+                       const engine_mismatch& mismatch, rng& gen) {
+  const std::size_t S = prompts.size() * static_cast<std::size_t>(per_prompt);
+  std::vector<std::vector<int>> resp(S);
+  std::vector<std::vector<float>> logp(S);
+  std::vector<std::size_t> live(S);  // sequences without EOS yet
+  for (std::size_t s = 0; s < S; ++s) live[s] = s;
+  auto prompt_of = [&](std::size_t s) { return prompts[s / static_cast<std::size_t>(per_prompt)]; };
+  mlp_policy::activations act;
+  std::vector<std::int32_t> ctx;
+  std::vector<double> p(vocab);
+  for (int pos = 0; pos < max_new && !live.empty(); ++pos) {
+    ctx.resize(live.size() * context_len);
+    for (std::size_t i = 0; i < live.size(); ++i)
+      write_context(prompt_of(live[i]), resp[live[i]].data(), pos, &ctx[i * context_len]);
+    net.forward(ctx, act);
+    std::vector<std::size_t> still;
+    for (std::size_t i = 0; i < live.size(); ++i) {
+      const bool hit = mismatch.sigma > 0 && (mismatch.rate >= 1 || gen.uniform() < mismatch.rate);
+      const float* z = &act.logits[i * vocab];
+      double top = -INFINITY, total = 0;
+      for (std::size_t v = 0; v < p.size(); ++v)
+        top = std::max(top, p[v] = z[v] + (hit ? mismatch.sigma * gen.normal() : 0.0));
+      for (double& x : p) total += (x = std::exp(x - top));
+      double u = gen.uniform() * total;
+      std::size_t tok = 0;
+      while (tok + 1 < p.size() && (u -= p[tok]) >= 0) ++tok;
+      resp[live[i]].push_back(static_cast<int>(tok));
+      logp[live[i]].push_back(static_cast<float>(std::log(p[tok] / total)));
+      if (tok != tok_eos) still.push_back(live[i]);
+    }
+    live.swap(still);
+  }
+  rollouts r;
+  for (std::size_t s = 0; s < S; ++s) {
+    const std::vector<int>& y = resp[s];
+    const int id = prompt_of(s);
+    for (std::size_t j = 0; j < y.size(); ++j) {
+      r.tokens.push_back(y[j]);
+      r.contexts.resize(r.contexts.size() + context_len);
+      write_context(id, y.data(), static_cast<int>(j), &r.contexts[r.contexts.size() - context_len]);
+    }
+    r.logp_rollout.insert(r.logp_rollout.end(), logp[s].begin(), logp[s].end());
+    r.seq_offsets.push_back(static_cast<std::int64_t>(r.tokens.size()));
+    r.seq_prompt.push_back(id);
+    r.rewards.push_back(static_cast<float>(reward(id, y.data(), static_cast<int>(y.size()))));
+    if ((s + 1) % static_cast<std::size_t>(per_prompt) == 0)
+      r.group_offsets.push_back(static_cast<std::int64_t>(s + 1));
+  }
+  return r;
+}
+
+inline grpokit::logits_input<float, float> logits_of(const mlp_policy::activations& a,
+                                                     const std::vector<std::int64_t>& targets) {
+  return {{a.logits.data(), a.rows, vocab, vocab}, targets, {}};
+}
+
+// log pi(target) of every row, by grpokit.
+template <class P>
+std::vector<float> logprobs(const mlp_policy::activations& a, const std::vector<std::int64_t>& targets,
+                            const grpokit::loss_config& cfg) {
+  std::vector<float> logp(targets.size()), lse(targets.size());
+  grpokit::host::token_logprobs<P>(logits_of(a, targets), cfg, {logp, {}, lse});
+  return logp;
+}
+
+// Exact expected reward of each prompt under the policy. With the prefix reward,
+// E[r] = (1/n) sum_k prod_{j <= k} pi(answer_j | prompt, answer_<j): only the answer path is needed.
+template <class P>
+std::vector<double> expected_rewards(const mlp_policy& net, const std::vector<int>& prompts,
+                                     const grpokit::loss_config& cfg) {
+  std::vector<std::int32_t> ctx;
+  std::vector<std::int64_t> targets;
+  for (int id : prompts) {
+    const auto want = answer(id);
+    for (int j = 0; j < answer_len; ++j) {
+      targets.push_back(want[static_cast<std::size_t>(j)]);
+      ctx.resize(ctx.size() + context_len);
+      write_context(id, want.data(), j, &ctx[ctx.size() - context_len]);
+    }
+  }
+  mlp_policy::activations act;
+  net.forward(ctx, act);
+  const std::vector<float> logp = logprobs<P>(act, targets, cfg);
+  std::vector<double> out;
+  std::size_t t = 0;
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    double path = 0, sum = 0;
+    for (int j = 0; j < answer_len; ++j, ++t) sum += std::exp(path += logp[t]);
+    out.push_back(sum / answer_len);
+  }
+  return out;
+}
+
+inline double mean_of(const std::vector<double>& x) {
+  double s = 0;
+  for (double v : x) s += v;
+  return x.empty() ? 0 : s / static_cast<double>(x.size());
+}
+
+// What one step logs. Loss metrics are averaged over the 1 + K updates of the step.
+struct step_log {
+  int step = 0;
+  double seconds = 0, reward = 0, exact = 0, eval = 0;
+  double kl_ref = 0, kl_old = 0, clip = 0, entropy = 0, loss = 0;
+  double flips = 0, zeroed = 0;  // fractions of `compared`, see score()
+  int compared = 0;
+  int paired = 0, paired_flips_mean = 0, paired_flips_median = 0;  // counts, see score()
+  double trm_seqs = 0, is_mean = 0, mismatch = 0;
+
+  void add(const grpokit::loss_result& res, int updates) {
+    const grpokit::loss_metrics& m = res.metrics;
+    loss += res.loss / updates;
+    kl_ref += m.kl_ref / updates;
+    kl_old += m.approx_kl_old / updates;
+    clip += (m.clip_frac_low + m.clip_frac_high) / updates;
+    entropy += m.entropy_mean / updates;
+    trm_seqs += static_cast<double>(m.masked_seqs_trust_region) / updates;
+    is_mean += m.is_weight_mean / updates;
+    mismatch += m.mismatch_abs_mean / updates;
+  }
+};
+
+// Rollouts whose advantage has the sign opposite to that of r - E[r | prompt], with E[r] exact under
+// the trainer's policy at sampling (the sampling distribution itself when there is no mismatch).
+inline int count_flips(const rollouts& r, const std::vector<float>& adv, const std::vector<double>& value,
+                       int per_prompt) {
+  int flips = 0;
+  for (std::size_t s = 0; s < adv.size(); ++s)
+    flips += adv[s] * (r.rewards[s] - value[s / static_cast<std::size_t>(per_prompt)]) < 0;
+  return flips;
+}
+
+template <class Baseline>
+int count_flips_with(const rollouts& r, const std::vector<double>& value, int per_prompt,
+                     const grpokit::advantage_config& cfg) {
+  std::vector<float> adv(r.rewards.size());
+  std::vector<std::uint8_t> seq_mask(r.rewards.size());
+  grpokit::host::compute_advantages<grpokit::policy<Baseline>>({r.rewards, r.group_offsets, {}, {}}, cfg,
+                                                               {adv, seq_mask});
+  return count_flips(r, adv, value, per_prompt);
+}
+
+// Batch reward and the advantages' sign errors: flips and zeroed (A = 0 while r != E[r]) as
+// fractions of the rollouts in the loss with r != E[r]; and, on the same rollouts, the flips the
+// mean and the median baselines would make (the paired comparison of docs/reproductions.md).
+inline void score(const rollouts& r, const std::vector<float>& adv, const std::vector<std::uint8_t>& seq_mask,
+                  const std::vector<double>& value, int per_prompt, const grpokit::advantage_config& cfg, step_log& l) {
+  const std::size_t S = r.rewards.size();
+  for (std::size_t s = 0; s < S; ++s) {
+    const double truth = r.rewards[s] - value[s / static_cast<std::size_t>(per_prompt)];
+    l.reward += r.rewards[s] / static_cast<double>(S);
+    l.exact += (r.rewards[s] == 1.f) / static_cast<double>(S);
+    l.paired += truth != 0;
+    if (!seq_mask[s] || truth == 0) continue;
+    ++l.compared;
+    l.zeroed += adv[s] == 0;
+  }
+  l.flips = static_cast<double>(count_flips(r, adv, value, per_prompt)) / std::max(l.compared, 1);
+  l.zeroed /= std::max(l.compared, 1);
+  l.paired_flips_mean = count_flips_with<grpokit::baseline::mean>(r, value, per_prompt, cfg);
+  l.paired_flips_median = count_flips_with<grpokit::baseline::median>(r, value, per_prompt, cfg);
+}
+
+class csv_log {
+ public:
+  explicit csv_log(const std::string& path) : out_(path) {
+    if (!path.empty() && !out_) throw std::runtime_error("cannot write " + path);
+    if (out_)
+      out_ << "step,time_s,reward,exact,eval_reward,kl_ref,approx_kl_old,clip_frac,entropy,loss,flip_frac,"
+              "zero_adv_frac,compared,paired,paired_flips_mean,paired_flips_median,trm_masked_seqs,is_weight_mean,"
+              "mismatch_abs_mean\n";
+  }
+  void write(const step_log& l) {
+    if (!out_) return;
+    char line[512];
+    std::snprintf(
+        line, sizeof line, "%d,%.3f,%.5f,%.5f,%.5f,%.6g,%.6g,%.5f,%.5f,%.6g,%.5f,%.5f,%d,%d,%d,%d,%.3f,%.5f,%.5f\n",
+        l.step, l.seconds, l.reward, l.exact, l.eval, l.kl_ref, l.kl_old, l.clip, l.entropy, l.loss, l.flips, l.zeroed,
+        l.compared, l.paired, l.paired_flips_mean, l.paired_flips_median, l.trm_seqs, l.is_mean, l.mismatch);
+    out_ << line;
+  }
+
+ private:
+  std::ofstream out_;
+};
+
+template <class P>
+int train(const options& o) {
+  static_assert(std::is_same<grpokit::accum_t<P>, float>::value && std::is_same<grpokit::storage_t<P>, float>::value,
+                "the example network is fp32");
+  // MC-GRPO samples G + 1 rollouts so that G remain after the pivot is dropped.
+  const bool median = std::is_same<typename P::baseline_type, grpokit::baseline::median>::value;
+  const int per_prompt = o.group_size + (median ? 1 : 0);
+  const engine_mismatch mismatch{o.mismatch_sigma(), o.mismatch_rate};
+
+  grpokit::loss_config cfg = grpokit::presets::grpo::config();  // PPO clip 0.2, k3 KL 0.001, token mean
+  cfg.is = o.is_correction();
+  cfg.trm_max_threshold = o.trm_max;  // read only by mask::trust_region
+  cfg.entropy_coef = o.entropy_coef;
+  cfg.adv.scale = o.advantage_scale();
+
+  rng gen(o.seed);
+  mlp_policy net(o.hidden, gen);
+  const mlp_policy ref = net;  // the KL reference: the initial policy
+  adam opt(net.params().size());
+  csv_log csv(o.csv);
+
+  // A fixed held-out set, the same for every seed: the exact expected reward on it is the
+  // noise-free learning curve.
+  std::vector<int> held_out(256);
+  rng eval_gen(12345);
+  for (int& p : held_out) p = eval_gen.below(num_prompts);
+  const double eval0 = mean_of(expected_rewards<P>(net, held_out, cfg));
+  std::printf(
+      "train_grpo: baseline %s (scale %s), mask %s, is %s, %d prompts x %d rollouts, K = %d, mismatch %.2f on %.0f%% "
+      "of tokens, seed %llu\n",
+      o.baseline.c_str(), o.adv_scale.c_str(), o.mask.c_str(), o.is.c_str(), o.prompts, per_prompt, o.off_policy_steps,
+      mismatch.sigma, 100 * mismatch.rate, static_cast<unsigned long long>(o.seed));
+  std::printf("step 0  expected reward %.3f\n", eval0);
+
+  const auto start = std::chrono::steady_clock::now();
+  mlp_policy::activations act, ref_act;
+  std::vector<float> grad, dlogits;
+  std::vector<double> rewards;  // batch reward of every step
+  int reached = 0;              // first step whose expected reward is >= 0.9
+  double eval = eval0, seconds = 0;
+  for (int step = 1; step <= o.steps; ++step) {
+    std::vector<int> prompts(static_cast<std::size_t>(o.prompts));
+    for (int& p : prompts) p = gen.below(num_prompts);
+    const rollouts r = sample(net, prompts, per_prompt, mismatch, gen);
+    const auto S = static_cast<std::int64_t>(r.rewards.size());
+    const auto T = static_cast<std::int64_t>(r.tokens.size());
+
+    // The trainer's log-probs at sampling (pi_old) and the reference's.
+    net.forward(r.contexts, act);
+    ref.forward(r.contexts, ref_act);
+    const std::vector<float> logp_old = logprobs<P>(act, r.tokens, cfg);
+    const std::vector<float> logp_ref = logprobs<P>(ref_act, r.tokens, cfg);
+
+    // ess_scaled weighs each rollout by its trainer / engine likelihood ratio.
+    std::vector<float> seq_log_ratio(static_cast<std::size_t>(S), 0.f), adv(static_cast<std::size_t>(S));
+    std::vector<std::uint8_t> seq_mask(static_cast<std::size_t>(S));
+    for (std::size_t s = 0; s < seq_log_ratio.size(); ++s)
+      for (auto t = static_cast<std::size_t>(r.seq_offsets[s]); t < static_cast<std::size_t>(r.seq_offsets[s + 1]); ++t)
+        seq_log_ratio[s] += logp_old[t] - r.logp_rollout[t];
+    grpokit::host::compute_advantages<P>({r.rewards, r.group_offsets, seq_log_ratio, {}}, cfg.adv, {adv, seq_mask});
+
+    step_log l;
+    l.step = step;
+    score(r, adv, seq_mask, expected_rewards<P>(net, prompts, cfg), per_prompt, cfg.adv, l);
+
+    grpokit::rollout_batch<float> batch;
+    batch.seq_offsets = r.seq_offsets;
+    batch.adv = adv;
+    batch.logp_old = logp_old;
+    batch.logp_ref = logp_ref;
+    batch.logp_rollout = r.logp_rollout;
+    batch.seq_mask = seq_mask;
+    dlogits.resize(static_cast<std::size_t>(T * vocab));
+    const int updates = 1 + o.off_policy_steps;
+    for (int u = 0; u < updates; ++u) {
+      if (u > 0) net.forward(r.contexts, act);  // the first update reuses the logits of pi_old
+      l.add(grpokit::host::fused_loss<P>(logits_of(act, r.tokens), batch, cfg, {dlogits.data(), T, vocab, vocab}),
+            updates);
+      net.backward(r.contexts, act, dlogits, grad);
+      opt.step(net.params(), grad, o.lr);
+    }
+
+    eval = l.eval = mean_of(expected_rewards<P>(net, held_out, cfg));
+    seconds = l.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (reached == 0 && eval >= 0.9) reached = step;
+    rewards.push_back(l.reward);
+    csv.write(l);
+    if (o.log_every > 0 && (step % o.log_every == 0 || step == o.steps))
+      std::printf("step %4d  reward %.3f  exact %.3f  E[r] %.3f  kl %.4f  clip %.3f  entropy %.3f  flips %.3f  %.1fs\n",
+                  step, l.reward, l.exact, l.eval, l.kl_ref, l.clip, l.entropy, l.flips, l.seconds);
+  }
+  const std::vector<double> last(rewards.end() - std::min<std::ptrdiff_t>(10, o.steps), rewards.end());
+  const std::string first = reached > 0 ? "from step " + std::to_string(reached) : "never";
+  std::printf(
+      "done: %d steps in %.1f s; expected reward %.3f -> %.3f (>= 0.9 %s); batch reward of the last %zu steps %.3f\n",
+      o.steps, seconds, eval0, eval, first.c_str(), last.size(), mean_of(last));
+  if (o.check >= 0) {
+    const bool ok = eval - eval0 >= o.check;
+    std::printf("check: gain %.3f %s %.3f\n", eval - eval0, ok ? ">=" : "<", o.check);
+    return ok ? 0 : 1;
+  }
+  return 0;
+}
+
+}  // namespace train_grpo
