@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A small sweep: every baseline x 3 seeds, then a PNG of the reward curves (docs/train_grpo_sweep.png).
-#   examples/train_grpo/sweep.sh [train_grpo options...]      (about 3 minutes on 2 cores)
+#   examples/train_grpo/sweep.sh [train_grpo options...]      (under a minute on 2 cores)
 # The options are passed to every run, e.g. --off-policy-steps 1. Env: BUILD (default
 # build/default), OUT (default $BUILD/sweep), PNG (default docs/train_grpo_sweep.png), JOBS.
 set -euo pipefail
@@ -45,11 +45,11 @@ plot=$(IFS=,; echo "${curves[*]}")
 gnuplot <<EOF
 set terminal pngcairo noenhanced size 900,540 font ",11"
 set output "$png"
-set title "train_grpo $*: expected reward on 256 held-out prompts, mean and range over ${#seeds[@]} seeds"
+set title "train_grpo ${*:-(default flags)}: expected reward on 256 held-out prompts, mean and range over ${#seeds[@]} seeds"
 set xlabel "step"
 set ylabel "exact expected reward"
 set yrange [0:1.02]
-set key bottom right
+set key top left
 set grid
 plot $plot
 EOF
