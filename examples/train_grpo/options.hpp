@@ -2,23 +2,64 @@
 // Command line of train_grpo.
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include <grpokit/config.hpp>
 
 namespace train_grpo {
 
+// The baseline and the mask are compile-time policy axes: train_grpo.cpp maps these onto types.
+enum class baseline_kind { mean, median, leave_one_out, ess_scaled };
+enum class mask_kind { padding, trust_region, importance };
+enum class device_kind { cpu, cuda };
+
+// The values a flag accepts, by name: one table per flag, used to parse and to print.
+template <class T>
+struct choice {
+  const char* name;
+  T value;
+};
+inline constexpr choice<baseline_kind> baselines[] = {{"mean", baseline_kind::mean},
+                                                      {"median", baseline_kind::median},
+                                                      {"leave_one_out", baseline_kind::leave_one_out},
+                                                      {"ess_scaled", baseline_kind::ess_scaled}};
+inline constexpr choice<mask_kind> masks[] = {
+    {"padding", mask_kind::padding}, {"trust_region", mask_kind::trust_region}, {"importance", mask_kind::importance}};
+inline constexpr choice<grpokit::is_correction> corrections[] = {
+    {"none", grpokit::is_correction::none},
+    {"token_truncate", grpokit::is_correction::token_truncate},
+    {"sequence_truncate", grpokit::is_correction::sequence_truncate},
+    {"token_mask", grpokit::is_correction::token_mask},
+    {"sequence_mask", grpokit::is_correction::sequence_mask}};
+inline constexpr choice<grpokit::adv_scale> scales[] = {
+    {"group", grpokit::adv_scale::group}, {"batch", grpokit::adv_scale::batch}, {"none", grpokit::adv_scale::none}};
+inline constexpr choice<device_kind> devices[] = {{"cpu", device_kind::cpu}, {"cuda", device_kind::cuda}};
+
+template <class T, std::size_t N>
+T value_of(const choice<T> (&table)[N], const std::string& name, const std::string& flag) {
+  for (const choice<T>& c : table)
+    if (name == c.name) return c.value;
+  throw std::invalid_argument(flag + ": unknown value '" + name + "'");
+}
+
+template <class T, std::size_t N>
+const char* name_of(const choice<T> (&table)[N], T value) {
+  for (const choice<T>& c : table)
+    if (value == c.value) return c.name;
+  return "?";
+}
+
 struct options {
-  std::string baseline = "mean";
-  std::string mask = "padding";
-  std::string is = "none";
-  std::string adv_scale = "group";
-  std::string device = "cpu";
+  baseline_kind baseline = baseline_kind::mean;
+  mask_kind mask = mask_kind::padding;
+  grpokit::is_correction is = grpokit::is_correction::none;
+  grpokit::adv_scale adv_scale = grpokit::adv_scale::group;
+  device_kind device = device_kind::cpu;
   std::string csv;
   int group_size = 8;
   int prompts = 64;
@@ -37,20 +78,6 @@ struct options {
   // Stale rollouts come from an "inference engine" that differs from the trainer; on-policy runs
   // sample exactly unless --mismatch says otherwise.
   double mismatch_sigma() const { return mismatch >= 0 ? mismatch : off_policy_steps > 0 ? 0.5 : 0.0; }
-
-  grpokit::adv_scale advantage_scale() const {
-    if (adv_scale == "batch") return grpokit::adv_scale::batch;
-    if (adv_scale == "none") return grpokit::adv_scale::none;
-    return grpokit::adv_scale::group;
-  }
-
-  grpokit::is_correction is_correction() const {
-    if (is == "token_truncate") return grpokit::is_correction::token_truncate;
-    if (is == "sequence_truncate") return grpokit::is_correction::sequence_truncate;
-    if (is == "token_mask") return grpokit::is_correction::token_mask;
-    if (is == "sequence_mask") return grpokit::is_correction::sequence_mask;
-    return grpokit::is_correction::none;
-  }
 };
 
 inline const char* usage =
@@ -76,15 +103,11 @@ inline const char* usage =
     "  --csv PATH            per-step log\n"
     "  --log-every N         progress line every N steps, 0 = summary only (default 10)\n"
     "  --check MIN_GAIN      exit 1 unless the expected reward rose by at least MIN_GAIN\n"
-    "  --device cpu|cuda     where the loss runs (default cpu; cuda is not built, see docs/train_grpo.md)\n";
+    "  --device cpu|cuda     where grpokit's loss side runs (default cpu; cuda needs a build with nvcc and a GPU,\n"
+    "                        exit 77 without a GPU)\n";
 
 inline options parse(int argc, char** argv) {
   options o;
-  auto one_of = [](const std::string& v, std::vector<std::string> allowed, const char* flag) {
-    for (const auto& a : allowed)
-      if (v == a) return v;
-    throw std::invalid_argument(std::string(flag) + ": unknown value '" + v + "'");
-  };
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") {
@@ -93,22 +116,43 @@ inline options parse(int argc, char** argv) {
     }
     if (i + 1 >= argc) throw std::invalid_argument(flag + ": missing value");
     const std::string v = argv[++i];
-    auto integer = [&](long long min) {
-      const long long x = std::stoll(v);
-      if (x < min || x > 1000000) throw std::invalid_argument(flag + " must be in [" + std::to_string(min) + ", 1e6]");
+    auto number = [&] {
+      char* end = nullptr;
+      const double x = std::strtod(v.c_str(), &end);
+      if (end == v.c_str() || *end != '\0') throw std::invalid_argument(flag + ": not a number: '" + v + "'");
+      return x;
+    };
+    auto integer = [&](int min) {
+      const double x = number();
+      if (x != std::floor(x) || x < min || x > 1e6)
+        throw std::invalid_argument(flag + " must be an integer in [" + std::to_string(min) + ", 1e6]");
       return static_cast<int>(x);
     };
     auto non_negative = [&] {
-      const double x = std::stod(v);
+      const double x = number();
       if (!(x >= 0)) throw std::invalid_argument(flag + " must be >= 0");
       return x;
     };
-    if (flag == "--baseline") o.baseline = one_of(v, {"mean", "median", "leave_one_out", "ess_scaled"}, "--baseline");
-    else if (flag == "--mask") o.mask = one_of(v, {"padding", "trust_region", "importance"}, "--mask");
-    else if (flag == "--is")
-      o.is = one_of(v, {"none", "token_truncate", "sequence_truncate", "token_mask", "sequence_mask"}, "--is");
-    else if (flag == "--adv-scale") o.adv_scale = one_of(v, {"group", "batch", "none"}, "--adv-scale");
-    else if (flag == "--device") o.device = one_of(v, {"cpu", "cuda"}, "--device");
+    auto seed = [&] {
+      char* end = nullptr;
+      const unsigned long long x = std::strtoull(v.c_str(), &end, 10);
+      if (end == v.c_str() || *end != '\0' || v[0] == '-')
+        throw std::invalid_argument(flag + ": not a seed: '" + v + "'");
+      return static_cast<std::uint64_t>(x);
+    };
+    auto device = [&] {
+      const device_kind d = value_of(devices, v, flag);
+#if !defined(TRAIN_GRPO_WITH_CUDA)
+      if (d == device_kind::cuda)
+        throw std::invalid_argument("--device cuda: this train_grpo was built without CUDA (CMake found no nvcc)");
+#endif
+      return d;
+    };
+    if (flag == "--baseline") o.baseline = value_of(baselines, v, flag);
+    else if (flag == "--mask") o.mask = value_of(masks, v, flag);
+    else if (flag == "--is") o.is = value_of(corrections, v, flag);
+    else if (flag == "--adv-scale") o.adv_scale = value_of(scales, v, flag);
+    else if (flag == "--device") o.device = device();
     else if (flag == "--csv") o.csv = v;
     else if (flag == "--group-size") o.group_size = integer(1);
     else if (flag == "--prompts") o.prompts = integer(1);
@@ -117,8 +161,8 @@ inline options parse(int argc, char** argv) {
     else if (flag == "--mismatch-rate") o.mismatch_rate = std::min(non_negative(), 1.0);
     else if (flag == "--trm-max") o.trm_max = non_negative();
     else if (flag == "--steps") o.steps = integer(1);
-    else if (flag == "--seed") o.seed = std::stoull(v);
-    else if (flag == "--lr") o.lr = std::stod(v);
+    else if (flag == "--seed") o.seed = seed();
+    else if (flag == "--lr") o.lr = number();
     else if (flag == "--entropy-coef") o.entropy_coef = non_negative();
     else if (flag == "--hidden") o.hidden = integer(1);
     else if (flag == "--log-every") o.log_every = integer(0);

@@ -7,12 +7,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <memory>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include <grpokit/grpokit.hpp>
 
+#include "loss_backend.hpp"
 #include "options.hpp"
 #include "policy_net.hpp"
 #include "task.hpp"
@@ -99,20 +102,11 @@ inline grpokit::logits_input<float, float> logits_of(const mlp_policy::activatio
   return {{a.logits.data(), a.rows, vocab, vocab}, targets, {}};
 }
 
-// log pi(target) of every row, by grpokit.
-template <class P>
-std::vector<float> logprobs(const mlp_policy::activations& a, const std::vector<std::int64_t>& targets,
-                            const grpokit::loss_config& cfg) {
-  std::vector<float> logp(targets.size()), lse(targets.size());
-  grpokit::host::token_logprobs<P>(logits_of(a, targets), cfg, {logp, {}, lse});
-  return logp;
-}
-
 // Exact expected reward of each prompt under the policy. With the prefix reward,
 // E[r] = (1/n) sum_k prod_{j <= k} pi(answer_j | prompt, answer_<j): only the answer path is needed.
 template <class P>
 std::vector<double> expected_rewards(const mlp_policy& net, const std::vector<int>& prompts,
-                                     const grpokit::loss_config& cfg) {
+                                     const grpokit::loss_config& cfg, loss_backend<P>& loss) {
   std::vector<std::int32_t> ctx;
   std::vector<std::int64_t> targets;
   for (int id : prompts) {
@@ -125,7 +119,7 @@ std::vector<double> expected_rewards(const mlp_policy& net, const std::vector<in
   }
   mlp_policy::activations act;
   net.forward(ctx, act);
-  const std::vector<float> logp = logprobs<P>(act, targets, cfg);
+  const std::vector<float> logp = loss.logprobs(logits_of(act, targets), cfg);
   std::vector<double> out;
   std::size_t t = 0;
   for (std::size_t i = 0; i < prompts.size(); ++i) {
@@ -239,10 +233,21 @@ int train(const options& o) {
   const engine_mismatch mismatch{o.mismatch_sigma(), o.mismatch_rate};
 
   grpokit::loss_config cfg = grpokit::presets::grpo::config();  // PPO clip 0.2, k3 KL 0.001, token mean
-  cfg.is = o.is_correction();
+  cfg.is = o.is;
   cfg.trm_max_threshold = o.trm_max;  // read only by mask::trust_region
   cfg.entropy_coef = o.entropy_coef;
-  cfg.adv.scale = o.advantage_scale();
+  cfg.adv.scale = o.adv_scale;
+
+  std::unique_ptr<loss_backend<P>> loss;
+  if (o.device == device_kind::cuda) {
+#if defined(TRAIN_GRPO_WITH_CUDA)
+    loss = make_device_loss<P>();
+#else
+    throw std::logic_error("--device cuda in a build without CUDA (parse() refuses it)");
+#endif
+  } else {
+    loss = std::make_unique<host_loss<P>>();
+  }
 
   rng gen(o.seed);
   mlp_policy net(o.hidden, gen);
@@ -255,12 +260,13 @@ int train(const options& o) {
   std::vector<int> held_out(256);
   rng eval_gen(12345);
   for (int& p : held_out) p = eval_gen.below(num_prompts);
-  const double eval0 = mean_of(expected_rewards<P>(net, held_out, cfg));
+  const double eval0 = mean_of(expected_rewards<P>(net, held_out, cfg, *loss));
   std::printf(
       "train_grpo: baseline %s (scale %s), mask %s, is %s, %d prompts x %d rollouts, K = %d, mismatch %.2f on %.0f%% "
-      "of tokens, seed %llu\n",
-      o.baseline.c_str(), o.adv_scale.c_str(), o.mask.c_str(), o.is.c_str(), o.prompts, per_prompt, o.off_policy_steps,
-      mismatch.sigma, 100 * mismatch.rate, static_cast<unsigned long long>(o.seed));
+      "of tokens, seed %llu, loss on the %s\n",
+      name_of(baselines, o.baseline), name_of(scales, o.adv_scale), name_of(masks, o.mask), name_of(corrections, o.is),
+      o.prompts, per_prompt, o.off_policy_steps, mismatch.sigma, 100 * mismatch.rate,
+      static_cast<unsigned long long>(o.seed), o.device == device_kind::cuda ? "GPU" : "CPU");
   std::printf("step 0  expected reward %.3f\n", eval0);
 
   const auto start = std::chrono::steady_clock::now();
@@ -279,8 +285,8 @@ int train(const options& o) {
     // The trainer's log-probs at sampling (pi_old) and the reference's.
     net.forward(r.contexts, act);
     ref.forward(r.contexts, ref_act);
-    const std::vector<float> logp_old = logprobs<P>(act, r.tokens, cfg);
-    const std::vector<float> logp_ref = logprobs<P>(ref_act, r.tokens, cfg);
+    const std::vector<float> logp_old = loss->logprobs(logits_of(act, r.tokens), cfg);
+    const std::vector<float> logp_ref = loss->logprobs(logits_of(ref_act, r.tokens), cfg);
 
     // ess_scaled weighs each rollout by its trainer / engine likelihood ratio.
     std::vector<float> seq_log_ratio(static_cast<std::size_t>(S), 0.f), adv(static_cast<std::size_t>(S));
@@ -288,11 +294,11 @@ int train(const options& o) {
     for (std::size_t s = 0; s < seq_log_ratio.size(); ++s)
       for (auto t = static_cast<std::size_t>(r.seq_offsets[s]); t < static_cast<std::size_t>(r.seq_offsets[s + 1]); ++t)
         seq_log_ratio[s] += logp_old[t] - r.logp_rollout[t];
-    grpokit::host::compute_advantages<P>({r.rewards, r.group_offsets, seq_log_ratio, {}}, cfg.adv, {adv, seq_mask});
+    loss->compute_advantages({r.rewards, r.group_offsets, seq_log_ratio, {}}, cfg.adv, {adv, seq_mask});
 
     step_log l;
     l.step = step;
-    score(r, adv, seq_mask, expected_rewards<P>(net, prompts, cfg), per_prompt, cfg.adv, l);
+    score(r, adv, seq_mask, expected_rewards<P>(net, prompts, cfg, *loss), per_prompt, cfg.adv, l);
 
     grpokit::rollout_batch<float> batch;
     batch.seq_offsets = r.seq_offsets;
@@ -305,13 +311,13 @@ int train(const options& o) {
     const int updates = 1 + o.off_policy_steps;
     for (int u = 0; u < updates; ++u) {
       if (u > 0) net.forward(r.contexts, act);  // the first update reuses the logits of pi_old
-      l.add(grpokit::host::fused_loss<P>(logits_of(act, r.tokens), batch, cfg, {dlogits.data(), T, vocab, vocab}),
+      l.add(loss->fused_loss(logits_of(act, r.tokens), batch, cfg, {dlogits.data(), T, vocab, vocab}),
             updates);
       net.backward(r.contexts, act, dlogits, grad);
       opt.step(net.params(), grad, o.lr);
     }
 
-    eval = l.eval = mean_of(expected_rewards<P>(net, held_out, cfg));
+    eval = l.eval = mean_of(expected_rewards<P>(net, held_out, cfg, *loss));
     seconds = l.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (reached == 0 && eval >= 0.9) reached = step;
     rewards.push_back(l.reward);
