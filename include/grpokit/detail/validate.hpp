@@ -133,4 +133,35 @@ inline void require_loss_config(const loss_config& c) {
   GRPOKIT_REQUIRE(!(c.trm_max_threshold < 0) && !(c.trm_mean_threshold < 0), "TRM thresholds must be >= 0");
 }
 
+// The shapes of fused_linear_loss (host and device): everything but the data (targets, temperature),
+// which the host checks in host memory and the device in its status.
+template <class S, class Acc>
+void require_linear_shapes(const linear_input<S, Acc>& in, std::int64_t token_chunk, const linear_grads<S, Acc>& g,
+                           const fused_outputs<Acc>& extra) {
+  require_matrix("hidden", in.hidden);
+  require_matrix("weight", in.weight);
+  const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
+  GRPOKIT_REQUIRE(in.weight.cols == D, "weight: expected [V, ", D, "] (D of hidden), got [", V, ", ",
+                  in.weight.cols, "]");
+  GRPOKIT_REQUIRE(V >= 1, "weight: needs V >= 1 rows");
+  require_size_or_empty("bias", in.bias, V);
+  require_size("targets", in.targets, T);
+  require_size_or_empty("temperature", in.temperature, T);
+  GRPOKIT_REQUIRE(token_chunk >= 1, "token_chunk must be >= 1, got ", token_chunk);
+  if (g.dhidden.data != nullptr) {
+    require_matrix("dhidden", g.dhidden);
+    GRPOKIT_REQUIRE(g.dhidden.rows == T && g.dhidden.cols == D, "dhidden: expected [", T, ", ", D, "]");
+  }
+  GRPOKIT_REQUIRE((g.dweight.data != nullptr) != (g.dweight_acc.data != nullptr),
+                  "linear_grads: set exactly one of dweight and dweight_acc");
+  const std::int64_t wr = g.dweight.data ? g.dweight.rows : g.dweight_acc.rows;
+  const std::int64_t wc = g.dweight.data ? g.dweight.cols : g.dweight_acc.cols;
+  GRPOKIT_REQUIRE(wr == V && wc == D, "dweight: expected [", V, ", ", D, "], got [", wr, ", ", wc, "]");
+  if (g.dweight.data) require_matrix("dweight", g.dweight);
+  if (g.dweight_acc.data) require_matrix("dweight_acc", g.dweight_acc);
+  require_size_or_empty("dbias", g.dbias, V);
+  require_size_or_empty("logp output", extra.logp, T);
+  require_size_or_empty("entropy output", extra.entropy, T);
+}
+
 }  // namespace grpokit::detail

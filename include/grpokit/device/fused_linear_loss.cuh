@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "../config.hpp"
+#include "../detail/validate.hpp"
 #include "../inputs.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
@@ -96,20 +97,9 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
   static_assert(std::is_same<Acc, float>::value || std::is_same<S, double>::value,
                 "device::fused_linear_loss: cuBLAS needs precision<bf16 | fp16 | float, float> or <double, double>");
   GRPOKIT_REQUIRE(handle != nullptr, "fused_linear_loss: null cuBLAS handle");
-  // shapes (the host checks except those that read device memory: targets are checked on the device)
-  grpokit::detail::require_matrix("hidden", in.hidden);
-  grpokit::detail::require_matrix("weight", in.weight);
+  // the host's shape checks; targets and temperatures are in device memory: checked on the device
+  grpokit::detail::require_linear_shapes(in, token_chunk, grads, extra);
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
-  GRPOKIT_REQUIRE(in.weight.cols == D, "weight: expected [V, ", D, "] (D of hidden), got [", V, ", ", in.weight.cols, "]");
-  grpokit::detail::require_size_or_empty("bias", in.bias, V);
-  grpokit::detail::require_size("targets", in.targets, T);
-  grpokit::detail::require_size_or_empty("temperature", in.temperature, T);
-  GRPOKIT_REQUIRE(token_chunk >= 1, "token_chunk must be >= 1, got ", token_chunk);
-  GRPOKIT_REQUIRE((grads.dweight.data != nullptr) != (grads.dweight_acc.data != nullptr),
-                  "linear_grads: set exactly one of dweight and dweight_acc");
-  grpokit::detail::require_size_or_empty("dbias", grads.dbias, V);
-  grpokit::detail::require_size_or_empty("logp output", extra.logp, T);
-  grpokit::detail::require_size_or_empty("entropy output", extra.entropy, T);
   GRPOKIT_REQUIRE(batch.seq_offsets.size() >= 1, "seq_offsets: needs at least one element (S + 1 offsets)");
 
   const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(T, 1));

@@ -42,36 +42,6 @@ void chunk_logits(const linear_input<S, Acc>& in, std::int64_t t0, std::int64_t 
   });
 }
 
-template <class P>
-void validate_linear(const linear_input<storage_t<P>, accum_t<P>>& in, const loss_config& cfg, std::int64_t chunk,
-                     const linear_grads<storage_t<P>, accum_t<P>>& g) {
-  using grpokit::detail::require_matrix;
-  require_matrix("hidden", in.hidden);
-  require_matrix("weight", in.weight);
-  const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
-  GRPOKIT_REQUIRE(in.weight.cols == D, "weight: expected [V, ", D, "] (D of hidden), got [", V, ", ",
-                  in.weight.cols, "]");
-  GRPOKIT_REQUIRE(V >= 1, "weight: needs V >= 1 rows");
-  grpokit::detail::require_size_or_empty("bias", in.bias, V);
-  grpokit::detail::require_size("targets", in.targets, T);
-  grpokit::detail::require_size_or_empty("temperature", in.temperature, T);
-  grpokit::detail::require_targets(in.targets, V);
-  grpokit::detail::require_temperature(cfg, in.temperature);
-  GRPOKIT_REQUIRE(chunk >= 1, "token_chunk must be >= 1, got ", chunk);
-  if (g.dhidden.data != nullptr) {
-    require_matrix("dhidden", g.dhidden);
-    GRPOKIT_REQUIRE(g.dhidden.rows == T && g.dhidden.cols == D, "dhidden: expected [", T, ", ", D, "]");
-  }
-  GRPOKIT_REQUIRE((g.dweight.data != nullptr) != (g.dweight_acc.data != nullptr),
-                  "linear_grads: set exactly one of dweight and dweight_acc");
-  const std::int64_t wr = g.dweight.data ? g.dweight.rows : g.dweight_acc.rows;
-  const std::int64_t wc = g.dweight.data ? g.dweight.cols : g.dweight_acc.cols;
-  GRPOKIT_REQUIRE(wr == V && wc == D, "dweight: expected [", V, ", ", D, "], got [", wr, ", ", wc, "]");
-  if (g.dweight.data) require_matrix("dweight", g.dweight);
-  if (g.dweight_acc.data) require_matrix("dweight_acc", g.dweight_acc);
-  grpokit::detail::require_size_or_empty("dbias", g.dbias, V);
-}
-
 }  // namespace detail
 
 template <class P>
@@ -83,10 +53,10 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
   using S = storage_t<P>;
   using Q = typename P::template with_storage<Acc>;  // the chunk of logits is kept in Acc
   using Ops = math::ops_for<P::order>;
-  detail::validate_linear<P>(in, cfg, token_chunk, grads);
+  grpokit::detail::require_linear_shapes(in, token_chunk, grads, extra);
+  grpokit::detail::require_targets(in.targets, in.weight.rows);
+  grpokit::detail::require_temperature(cfg, in.temperature);
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
-  grpokit::detail::require_size_or_empty("logp output", extra.logp, T);
-  grpokit::detail::require_size_or_empty("entropy output", extra.entropy, T);
   const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(T, 1));
   std::vector<Acc> logits(static_cast<std::size_t>(C * V));
   std::vector<S> dlogits(static_cast<std::size_t>(C * V));
