@@ -86,20 +86,10 @@ def main():
                 methods["liger triton_grpo_loss"] = liger_fn(p, a.beta)
             except ImportError:
                 print("(liger_kernel not importable: Liger skipped)")
-            eager_loss, eager_grad = methods["torch eager"]()
-            eager_grad = eager_grad.float()
-            for name, fn in methods.items():
-                try:
-                    loss, grad = fn()
-                    err = (grad.float() - eager_grad).abs().max().item()
-                    del grad
-                    ms, mem = ref.time_cuda(fn, a.reps)
-                    print(f"| {T} | {V} | {str(dtype).split('.')[-1]} | {name} | {ms:.2f} | {mem:.0f} | {loss:.6f} | "
-                          f"{err:.2e} |", flush=True)
-                except torch.cuda.OutOfMemoryError:
-                    print(f"| {T} | {V} | {str(dtype).split('.')[-1]} | {name} | OOM | | | |", flush=True)
-                    torch.cuda.empty_cache()
-            del p, methods, eager_grad
+            ref.compare_methods(methods, "torch eager",
+                                lambda out, eager: (out[1].float() - eager[1].float()).abs().max().item(),
+                                f"{T} | {V} | {str(dtype).split('.')[-1]}", a.reps)
+            del p, methods
             torch.cuda.empty_cache()
 
 

@@ -111,22 +111,10 @@ def main():
             methods["liger LigerFusedLinearGRPOLoss"] = liger_fn(p, a.beta)
         except ImportError:
             print("(liger_kernel not importable: Liger skipped)")
-        try:
-            eager_dw = methods["torch eager"]()[2].float()
-        except torch.cuda.OutOfMemoryError:
-            eager_dw = None
-            torch.cuda.empty_cache()
-        for name, fn in methods.items():
-            try:
-                loss, _, dw = fn()
-                err = ((dw.float() - eager_dw).abs().max() / eager_dw.abs().max()).item() if eager_dw is not None else float("nan")
-                del dw
-                ms, peak = ref.time_cuda(fn, a.reps)
-                print(f"| {T} | {V} | {name} | {ms:.1f} | {peak:.0f} | {loss:.6f} | {err:.2e} |",
-                      flush=True)
-            except torch.cuda.OutOfMemoryError:
-                print(f"| {T} | {V} | {name} | OOM | | | |", flush=True)
-                torch.cuda.empty_cache()
+        ref.compare_methods(methods, "torch eager",
+                            lambda out, eager: ((out[2].float() - eager[2].float()).abs().max()
+                                                / eager[2].float().abs().max()).item(),
+                            f"{T} | {V}", a.reps)
         del p, methods
         torch.cuda.empty_cache()
 

@@ -92,3 +92,25 @@ def time_cuda(fn, reps):
         times.append(start.elapsed_time(stop))
         del out
     return statistics.median(times), (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def compare_methods(methods, reference, error, row, reps):
+    """One markdown row per method: `row` (the leading cells), time and peak memory (time_cuda), the
+    loss, and error(output, reference output), the agreement with methods[reference]. A method
+    returns a tuple whose first element is the loss; one that runs out of memory prints OOM."""
+    try:
+        expected = methods[reference]()
+    except torch.cuda.OutOfMemoryError:
+        expected = None
+        torch.cuda.empty_cache()
+    for name, fn in methods.items():
+        try:
+            out = fn()
+            err = error(out, expected) if expected is not None else float("nan")
+            loss = float(out[0])
+            del out
+            ms, peak = time_cuda(fn, reps)
+            print(f"| {row} | {name} | {ms:.2f} | {peak:.0f} | {loss:.6f} | {err:.2e} |", flush=True)
+        except torch.cuda.OutOfMemoryError:
+            print(f"| {row} | {name} | OOM | | | |", flush=True)
+            torch.cuda.empty_cache()
