@@ -34,6 +34,7 @@ class device_array {
     if (n > capacity_) {
       GRPOKIT_CUDA_CHECK(cudaFree(p_));
       p_ = nullptr;
+      capacity_ = 0;
       GRPOKIT_CUDA_CHECK(cudaMalloc(&p_, n * sizeof(T)));
       capacity_ = n;
     }
@@ -90,8 +91,9 @@ class device_loss final : public loss_backend<P> {
                                              seq_weight_.upload(in.seq_weight, stream_)};
     const grpokit::span<float> adv = adv_.output(S);
     const grpokit::span<std::uint8_t> seq_mask = seq_mask_.output(S);
+    void* ws = workspace({0, 0, S});
     const grpokit::advantage_stats stats =
-        grpokit::device::compute_advantages<P>(d, cfg, {adv, seq_mask}, workspace({0, 0, S}), ws_bytes_, stream_);
+        grpokit::device::compute_advantages<P>(d, cfg, {adv, seq_mask}, ws, ws_bytes_, stream_);
     download<float>(out.adv, adv, stream_);
     download<std::uint8_t>(out.seq_mask, seq_mask, stream_);
     GRPOKIT_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -114,8 +116,9 @@ class device_loss final : public loss_backend<P> {
     db.token_mask = token_mask_.upload(batch.token_mask, stream_);
     db.seq_mask = seq_mask_.upload(batch.seq_mask, stream_);
     const grpokit::span<float> dz = dlogits_.output(T * V);
-    const grpokit::loss_result res = grpokit::device::fused_loss<P>(d, db, cfg, {dz.data(), T, V, V},
-                                                                    workspace({T, V, S}), ws_bytes_, stream_);
+    void* ws = workspace({T, V, S});
+    const grpokit::loss_result res =
+        grpokit::device::fused_loss<P>(d, db, cfg, {dz.data(), T, V, V}, ws, ws_bytes_, stream_);
     download<float>({dlogits.data, T * V}, dz, stream_);
     GRPOKIT_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return res;
@@ -130,7 +133,8 @@ class device_loss final : public loss_backend<P> {
             targets_.upload(in.targets, stream_),
             temperature_.upload(in.temperature, stream_)};
   }
-  // A workspace large enough for the shape.
+  // A workspace large enough for the shape; sets ws_bytes_ (call it before the entry point's
+  // argument list, whose evaluation order is unspecified).
   void* workspace(const grpokit::device::shape& s) {
     ws_bytes_ = grpokit::device::workspace_bytes<P>(s);
     return ws_.reserve(ws_bytes_);
