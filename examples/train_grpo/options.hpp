@@ -101,7 +101,8 @@ inline const char* usage =
     "  --entropy-coef C      entropy bonus (default 0.05)\n"
     "  --hidden H            hidden units (default 128)\n"
     "  --csv PATH            per-step log\n"
-    "  --log-every N         progress line every N steps, 0 = summary only (default 10)\n"
+    "  --log-every N         a progress line (bar, step, reward, KL, clip, entropy) every N steps,\n"
+    "                        0 = summary only (default 10)\n"
     "  --check MIN_GAIN      exit 1 unless the expected reward rose by at least MIN_GAIN\n"
     "  --device cpu|cuda     where grpokit's loss side runs (default cpu; cuda needs a build with nvcc and a GPU,\n"
     "                        exit 77 without a GPU)\n";

@@ -200,6 +200,14 @@ inline void score(const rollouts& r, const std::vector<float>& adv, const std::v
   l.paired_flips_median = count_flips_with<grpokit::baseline::median>(r, value, per_prompt, cfg);
 }
 
+// "[#####...............]": the fraction of the steps done, one line per log step (logs and CI
+// keep every line; no carriage returns).
+inline std::string progress_bar(int step, int steps, int width = 20) {
+  const int done = static_cast<int>(static_cast<long long>(step) * width / std::max(steps, 1));
+  return "[" + std::string(static_cast<std::size_t>(done), '#') +
+         std::string(static_cast<std::size_t>(width - done), '.') + "]";
+}
+
 class csv_log {
  public:
   explicit csv_log(const std::string& path) : out_(path) {
@@ -323,8 +331,9 @@ int train(const options& o) {
     rewards.push_back(l.reward);
     csv.write(l);
     if (o.log_every > 0 && (step % o.log_every == 0 || step == o.steps))
-      std::printf("step %4d  reward %.3f  exact %.3f  E[r] %.3f  kl %.4f  clip %.3f  entropy %.3f  flips %.3f  %.1fs\n",
-                  step, l.reward, l.exact, l.eval, l.kl_ref, l.clip, l.entropy, l.flips, l.seconds);
+      std::printf("%s %4d/%d  reward %.3f  exact %.3f  E[r] %.3f  kl %.4f  clip %.3f  entropy %.3f  flips %.3f  %.1fs\n",
+                  progress_bar(step, o.steps).c_str(), step, o.steps, l.reward, l.exact, l.eval, l.kl_ref, l.clip,
+                  l.entropy, l.flips, l.seconds);
   }
   const std::vector<double> last(rewards.end() - std::min<std::ptrdiff_t>(10, o.steps), rewards.end());
   const std::string first = reached > 0 ? "from step " + std::to_string(reached) : "never";
