@@ -3,7 +3,9 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <iterator>
 #include <random>
+#include <tuple>
 
 #include "catch.hpp"
 #include "support.hpp"
@@ -65,6 +67,49 @@ TEST_CASE("exp_bi and log_bi special values", "[math]") {
   CHECK(std::fabs(static_cast<long double>(sub) - std::exp(-95.0L)) <= std::numeric_limits<float>::denorm_min());
   CHECK(std::fabs(log_bi(1e-40f) - std::log(static_cast<long double>(1e-40f))) < 1e-6);
   CHECK(std::fabs(log_bi(5e-320) - std::log(static_cast<long double>(5e-320))) < 1e-12);
+}
+
+TEST_CASE("exp_branchless is accurate to 2 ulp and handles the special values", "[math]") {
+  using grpokit::math::exp_branchless;
+  for (auto [lo, hi, seed] : {std::tuple{-104.0, 89.0, 5}, std::tuple{-1.0, 1.0, 6}, std::tuple{-20.0, 0.0, 7}}) {
+    std::mt19937_64 rng(static_cast<std::uint64_t>(seed));
+    std::uniform_real_distribution<double> u(lo, hi);
+    double worst = 0, worst_sub = 0;
+    for (int i = 0; i < 300000; ++i) {
+      const float x = static_cast<float>(u(rng));
+      const long double e = std::exp(static_cast<long double>(x));
+      if (e >= static_cast<long double>(std::numeric_limits<float>::min()))
+        worst = std::max(worst, ulp_error(exp_branchless(x), e));
+      else  // subnormal or zero: within one subnormal step
+        worst_sub = std::max(worst_sub, static_cast<double>(std::fabs(exp_branchless(x) - e) /
+                                                            std::numeric_limits<float>::denorm_min()));
+    }
+    INFO("range [" << lo << ", " << hi << "]: worst " << worst << " ulp, subnormal " << worst_sub << " steps");
+    CHECK(worst <= 2.0);
+    CHECK(worst_sub <= 1.0);
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  CHECK(exp_branchless(0.0f) == 1.0f);
+  CHECK(exp_branchless(-0.0f) == 1.0f);
+  CHECK(exp_branchless(-inf) == 0.0f);
+  CHECK(exp_branchless(-1000.0f) == 0.0f);
+  CHECK(exp_branchless(inf) == inf);
+  CHECK(exp_branchless(88.8f) == inf);
+  CHECK(exp_branchless(1000.0f) == inf);
+  CHECK(std::isnan(exp_branchless(std::numeric_limits<float>::quiet_NaN())));
+  CHECK(std::isnan(exp_branchless(-std::numeric_limits<float>::quiet_NaN())));
+}
+
+TEST_CASE("order_key orders like the floats", "[math]") {
+  using grpokit::math::from_order_key;
+  using grpokit::math::order_key;
+  const float inf = std::numeric_limits<float>::infinity();
+  const float v[] = {-inf, -3e38f, -2.5f, -1e-40f, -0.0f, 0.0f, 1e-45f, 1.0f, 3e38f, inf};
+  for (std::size_t i = 0; i < std::size(v); ++i) {
+    CHECK(from_order_key(order_key(v[i])) == v[i]);
+    CHECK(std::signbit(from_order_key(order_key(v[i]))) == std::signbit(v[i]));
+    for (std::size_t j = i + 1; j < std::size(v); ++j) CHECK(order_key(v[i]) < order_key(v[j]));
+  }
 }
 
 #if defined(GRPOKIT_HAS_CUDA_HALF)

@@ -60,6 +60,7 @@ TEST_CASE("token_logprobs matches the reference over awkward shapes", "[token_lo
         check_rows<plain<f64, grpokit::reduction::batch_invariant, 16>>(seed, lengths, V, per_token, 1.0, 1e-12);
         check_rows<plain<f64, grpokit::reduction::fast, 4096>>(seed, lengths, V, per_token, 1.3, 1e-12);
         check_rows<plain<f32, grpokit::reduction::deterministic, 1>>(seed, lengths, V, per_token, 1.0, 2e-5);
+        check_rows<plain<f32, grpokit::reduction::fast, 4096>>(seed, lengths, V, per_token, 0.6, 2e-5);
         check_rows<plain<f32, grpokit::reduction::batch_invariant, 64>>(seed, lengths, V, per_token, 0.9, 2e-5);
         check_rows<plain<grpokit::precision<float, double>, grpokit::reduction::batch_invariant, 4096>>(
             seed, lengths, V, per_token, 1.0, 1e-12);
@@ -78,6 +79,11 @@ TEST_CASE("vocabulary pruning renormalises over the safe set and masks pruned ta
       check_rows<pruned<f64, grpokit::reduction::batch_invariant, 32>>(seed, {4, 9}, V, per_token, 0.8, 1e-12);
       check_rows<pruned<grpokit::precision<float, float>, grpokit::reduction::batch_invariant, 4096>>(
           seed, {4, 9}, V, per_token, 1.0, 2e-5);
+      // fp32 fast / deterministic: the host's vectorised two-pass rows (host/rows.hpp)
+      check_rows<pruned<grpokit::precision<float, float>, grpokit::reduction::deterministic, 16>>(
+          seed, {4, 9}, V, per_token, 1.0, 2e-5);
+      check_rows<pruned<grpokit::precision<float, float>, grpokit::reduction::fast, 64>>(seed, {4, 9}, V, per_token,
+                                                                                          0.7, 2e-5);
     }
   }
 }
@@ -108,4 +114,23 @@ TEST_CASE("a large common logit offset does not lose precision", "[token_logprob
     CHECK(std::fabs(logp[t] - static_cast<double>(want.logp)) < 2e-3);  // fp32 ulp of 1e4 is 1e-3
     CHECK(std::fabs(ent[t] - static_cast<double>(want.entropy)) < 1e-4);
   }
+}
+
+TEST_CASE("with check_finite off, a NaN logit makes its row's lse NaN in every order", "[token_logprobs]") {
+  auto nan_row = [](auto policy_tag) {
+    using P = decltype(policy_tag);
+    std::vector<float> logits(3 * 37, 0.5f);
+    logits[37 + 20] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<std::int64_t> targets{1, 2, 3};
+    std::vector<float> logp(3), ent(3), lse(3);
+    grpokit::loss_config cfg;
+    cfg.check_finite = false;
+    grpokit::host::token_logprobs<P>({{logits.data(), 3, 37, 37}, targets, {}}, cfg, {logp, ent, lse});
+    CHECK(std::isfinite(lse[0]));
+    CHECK(std::isnan(lse[1]));
+    CHECK(std::isfinite(lse[2]));
+  };
+  nan_row(grpokit::policy<grpokit::reduction::fast>{});
+  nan_row(grpokit::policy<grpokit::reduction::deterministic>{});
+  nan_row(grpokit::policy<grpokit::reduction::batch_invariant>{});
 }

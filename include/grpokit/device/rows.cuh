@@ -107,7 +107,7 @@ __device__ inline math::lse_partial<accum_t<P>> tiles_partial(const storage_t<P>
         for (int e = 0; e < n; ++e) {
           finite = finite && isfinite(v[e]);
           const Acc z = Ops::mul(v[e], inv_t);
-          if (z >= threshold) math::push<Ops>(st[i], z);
+          if (!(z < threshold)) math::push<Ops>(st[i], z);  // a NaN is not pruned: it propagates
         }
       }
     }

@@ -1,12 +1,16 @@
 #pragma once
-// The host schedule of one logits row: the tile/lane order of math/online_lse.hpp executed by a
-// loop (the lanes of a tile are independent, so the compiler can vectorise them).
+// The host schedule of one logits row. batch_invariant (and any non-float accumulator): the
+// tile/lane order of math/online_lse.hpp executed by a loop. fast and deterministic with float
+// accumulation: a two-pass schedule the compiler vectorises (see vectorised_rows below).
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "../detail/row_params.hpp"
+#include "../math/exp_branchless.hpp"
 #include "../math/online_lse.hpp"
+#include "../math/ops.hpp"
 #include "../math/storage.hpp"
 
 namespace grpokit::host::detail {
@@ -30,9 +34,20 @@ Acc scaled_row_max(const S* x, std::int64_t begin, std::int64_t end, Acc inv_t, 
   return m;
 }
 
+// lse, entropy and logp of a row from its merged partial.
+template <class Ops, class Acc, class S>
+row_forward_result<Acc> finish_row(const math::lse_partial<Acc>& total, const S* x, std::int64_t target, Acc inv_t,
+                                   Acc threshold, bool finite) {
+  const auto stats = math::finalize<Ops>(total);
+  const Acc z_target = Ops::mul(math::load<Acc>(x[target]), inv_t);
+  const bool target_pruned = z_target < threshold;
+  const Acc logp = target_pruned ? -std::numeric_limits<Acc>::infinity() : Ops::sub(z_target, stats.lse);
+  return {stats.lse, stats.entropy, logp, finite};
+}
+
 template <class Ops, std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class Acc, class S>
-row_forward_result<Acc> forward_row(const S* x, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune,
-                                    Acc log_rho) {
+row_forward_result<Acc> forward_row_online(const S* x, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune,
+                                           Acc log_rho) {
   bool finite = true;
   Acc row_max = 0;
   if (prune) row_max = scaled_row_max<Acc>(x, 0, vocab, inv_t, finite);
@@ -49,17 +64,115 @@ row_forward_result<Acc> forward_row(const S* x, std::int64_t vocab, std::int64_t
         const Acc v = math::load<Acc>(x[j]);
         finite = finite && std::isfinite(v);
         const Acc z = Ops::mul(v, inv_t);
-        if (z >= threshold) math::push<Ops>(lane, z);
+        if (!(z < threshold)) math::push<Ops>(lane, z);  // not `z >= threshold`: a NaN must not be skipped
       }
     }
     math::lane_tree<Ops>(lanes, Lanes);
     total = math::merge<Ops>(total, lanes[0]);
   }
-  const auto stats = math::finalize<Ops>(total);
-  const Acc z_target = Ops::mul(math::load<Acc>(x[target]), inv_t);
-  const bool target_pruned = z_target < threshold;
-  const Acc logp = target_pruned ? -std::numeric_limits<Acc>::infinity() : Ops::sub(z_target, stats.lse);
-  return {stats.lse, stats.entropy, logp, finite};
+  return finish_row<Ops>(total, x, target, inv_t, threshold, finite);
+}
+
+// fast and deterministic leave the order inside a row free, and the online `push` branches on
+// every element, which keeps the compiler from vectorising it. With float accumulation the host
+// therefore makes two passes: the row max (integer order keys), then the sums of e^(z - max) and
+// e^(z - max) (z - max) in `simd_lanes` independent lanes added in a fixed order (the same bits run
+// to run), with math::exp_branchless. No float comparison or conditional float operation is left
+// in the loops: under -ftrapping-math either would stop the vectorisation.
+template <class Ops, class Acc>
+constexpr bool vectorised_rows = std::is_same<Ops, math::platform_ops>::value && std::is_same<Acc, float>::value;
+constexpr std::int64_t simd_lanes = 16;
+
+// Max of the row's values (before the temperature) as an order key; clears `finite` on NaN / Inf.
+template <class S>
+std::int32_t row_max_key(const S* x, std::int64_t vocab, bool& finite) {
+  std::int32_t m[simd_lanes];
+  std::uint32_t bad[simd_lanes];
+  for (std::int64_t l = 0; l < simd_lanes; ++l) {
+    m[l] = math::order_key(-std::numeric_limits<float>::infinity());
+    bad[l] = 0;
+  }
+  auto visit = [&](std::int64_t l, std::int64_t j) {
+    const float v = math::load<float>(x[j]);
+    const std::int32_t k = math::order_key(v);
+    m[l] = k > m[l] ? k : m[l];
+    bad[l] |= !math::is_finite_bits(v);
+  };
+  std::int64_t j = 0;
+  for (; j + simd_lanes <= vocab; j += simd_lanes)
+    for (std::int64_t l = 0; l < simd_lanes; ++l) visit(l, j + l);
+  for (; j < vocab; ++j) visit(0, j);
+  for (std::int64_t l = 1; l < simd_lanes; ++l) {
+    m[0] = m[l] > m[0] ? m[l] : m[0];
+    bad[0] |= bad[l];
+  }
+  finite = finite && bad[0] == 0;
+  return m[0];
+}
+
+// Order key below which a scaled value z is pruned (INT32_MIN: nothing is).
+inline std::int32_t prune_key(bool prune, float threshold) {
+  return prune ? math::order_key(threshold) : std::numeric_limits<std::int32_t>::min();
+}
+
+template <std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class S>
+row_forward_result<float> forward_row_vectorised(const S* x, std::int64_t vocab, std::int64_t target, float inv_t,
+                                                 bool prune, float log_rho) {
+  using Ops = math::platform_ops;
+  bool finite = true;
+  const float row_max = Ops::mul(math::from_order_key(row_max_key(x, vocab, finite)), inv_t);
+  if (!finite)  // a NaN / Inf row (an error under check_finite): propagate as the online definition does
+    return forward_row_online<Ops, Tile, Lanes, Width, float>(x, vocab, target, inv_t, prune, log_rho);
+  const float threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
+  const std::int32_t keep_from = prune_key(prune, threshold);
+  float sl[simd_lanes] = {}, ul[simd_lanes] = {};
+  auto visit = [&](std::int64_t l, std::int64_t j) {
+    const float z = Ops::mul(math::load<float>(x[j]), inv_t);
+    const float t = Ops::sub(z, row_max);
+    const float e = math::select_bits(math::bit_mask(math::order_key(z) >= keep_from), math::exp_branchless(t), 0.f);
+    sl[l] = Ops::add(sl[l], e);
+    ul[l] = Ops::add(ul[l], Ops::mul(e, t));
+  };
+  std::int64_t j = 0;
+  for (; j + simd_lanes <= vocab; j += simd_lanes)
+    for (std::int64_t l = 0; l < simd_lanes; ++l) visit(l, j + l);
+  for (; j < vocab; ++j) visit(0, j);
+  math::lse_partial<float> total{row_max, 0.f, 0.f};
+  for (std::int64_t l = 0; l < simd_lanes; ++l) {
+    total.s = Ops::add(total.s, sl[l]);
+    total.u = Ops::add(total.u, ul[l]);
+  }
+  return finish_row<Ops>(total, x, target, inv_t, threshold, finite);
+}
+
+template <class Ops, std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class Acc, class S>
+row_forward_result<Acc> forward_row(const S* x, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune,
+                                    Acc log_rho) {
+  if constexpr (vectorised_rows<Ops, Acc>)
+    return forward_row_vectorised<Tile, Lanes, Width>(x, vocab, target, inv_t, prune, log_rho);
+  else
+    return forward_row_online<Ops, Tile, Lanes, Width, Acc>(x, vocab, target, inv_t, prune, log_rho);
+}
+
+// The vectorised backward (see vectorised_rows): the loop writes the softmax part of every column
+// with no condition; the target's column is then rewritten with its full math::dlogit.
+template <class S, class Out>
+void backward_row_vectorised(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, float inv_t, bool prune,
+                             float log_rho, float lse, float entropy, float g_logp, float g_entropy) {
+  using Ops = math::platform_ops;
+  bool finite = true;
+  const float row_max = prune ? Ops::mul(math::from_order_key(row_max_key(x, vocab, finite)), inv_t) : 0.f;
+  const float threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
+  const std::int32_t keep_from = prune_key(prune, threshold);
+  const float z_target = Ops::mul(math::load<float>(x[target]), inv_t);  // before dx (maybe x itself) is written
+  for (std::int64_t j = 0; j < vocab; ++j) {
+    const float z = Ops::mul(math::load<float>(x[j]), inv_t);
+    const float log_p = Ops::sub(z, lse);
+    const float p = math::select_bits(math::bit_mask(math::order_key(z) >= keep_from), math::exp_branchless(log_p), 0.f);
+    dx[j] = math::store<Out>(Ops::mul(math::dlogit_softmax_part<Ops>(p, log_p, entropy, g_logp, g_entropy), inv_t));
+  }
+  dx[target] = math::store<Out>(
+      math::dlogit<Ops>(z_target, true, z_target < threshold, lse, entropy, g_logp, g_entropy, inv_t));
 }
 
 // dlogits of one row; rows with no gradient are written as +0 without computing.
@@ -68,6 +181,10 @@ void backward_row(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, 
                   Acc lse, Acc entropy, Acc g_logp, Acc g_entropy) {
   if (g_logp == Acc(0) && g_entropy == Acc(0)) {
     for (std::int64_t j = 0; j < vocab; ++j) dx[j] = math::store<Out>(Acc(0));
+    return;
+  }
+  if constexpr (vectorised_rows<Ops, Acc>) {
+    backward_row_vectorised(x, dx, vocab, target, inv_t, prune, log_rho, lse, entropy, g_logp, g_entropy);
     return;
   }
   bool finite = true;
