@@ -21,7 +21,8 @@ export bin=$build/examples/train_grpo
 [ -x "$bin" ] || cmake --build "$build" --target train_grpo
 
 # queue DIR ARGS...: one job line per seed: "<csv> <train_grpo args>"
-queue() { for s in $seeds; do echo "$out/$1/seed$s.csv --seed $s ${*:2} ${extra[*]}"; done; }
+# (no trailing blank: xargs -L would join the next line)
+queue() { for s in $seeds; do echo "$out/$1/seed$s.csv --seed $s" ${*:2} ${extra[*]}; done; }
 run_one() {  # writes the CSV atomically, so that an interrupted sweep resumes cleanly
   [ -s "$1" ] && return
   mkdir -p "$(dirname "$1")"
