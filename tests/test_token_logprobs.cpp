@@ -134,3 +134,82 @@ TEST_CASE("with check_finite off, a NaN logit makes its row's lse NaN in every o
   nan_row(grpokit::policy<grpokit::reduction::deterministic>{});
   nan_row(grpokit::policy<grpokit::reduction::batch_invariant>{});
 }
+
+namespace {
+using f32_det_pruned = grpokit::policy<grpokit::precision<float, float>, grpokit::reduction::deterministic,
+                                       grpokit::mask::vocab_prune>;
+using f32_bi_pruned = grpokit::policy<grpokit::precision<float, float>, grpokit::reduction::batch_invariant,
+                                      grpokit::mask::vocab_prune>;
+
+template <class P>
+std::vector<float> dlogits_of(std::vector<float> logits, std::int64_t V, std::vector<std::int64_t> targets,
+                              std::vector<float> lse, std::vector<float> ent, const grpokit::loss_config& cfg) {
+  const auto T = static_cast<std::int64_t>(targets.size());
+  std::vector<float> dlogp(targets.size(), 0.7f), dent(targets.size(), -0.3f), out(logits.size());
+  grpokit::host::logits_backward<P>({{logits.data(), T, V, V}, targets, {}}, {lse, ent, dlogp, dent}, cfg,
+                                    {out.data(), T, V, V});
+  return out;
+}
+}  // namespace
+
+TEST_CASE("a zero pruning threshold keeps the zero logits of either sign (rho = 1)", "[token_logprobs][prune]") {
+  // rho = 1 puts the threshold at the row max: only the columns equal to the max stay.
+  const std::vector<float> logits{-0.f, -1.f, -0.f, 0.f, -3.f,   // max +0: three zeros stay
+                                  -0.f, -2.f, -0.f, -5.f, -0.f};  // max -0: three zeros stay
+  const std::vector<std::int64_t> targets{0, 2};
+  grpokit::loss_config cfg;
+  cfg.prune_rho = 1.0;
+  auto check = [&](auto policy_tag) {
+    using P = decltype(policy_tag);
+    std::vector<float> x = logits, logp(2), ent(2), lse(2);
+    grpokit::host::token_logprobs<P>({{x.data(), 2, 5, 5}, targets, {}}, cfg, {logp, ent, lse});
+    for (int t = 0; t < 2; ++t) {
+      const auto want = ref::row(std::vector<ref::ld>(logits.begin() + 5 * t, logits.begin() + 5 * t + 5), targets[t],
+                                 1, true, 1);
+      INFO("row " << t);
+      CHECK(support::close(lse[t], static_cast<double>(want.lse), 1e-6, 1e-6));
+      CHECK(support::close(ent[t], static_cast<double>(want.entropy), 1e-6, 1e-6));
+      CHECK(support::close(logp[t], static_cast<double>(want.logp), 1e-6, 1e-6));
+    }
+    return dlogits_of<P>(logits, 5, targets, lse, ent, cfg);
+  };
+  const auto fast = check(f32_det_pruned{});
+  const auto online = check(f32_bi_pruned{});
+  for (std::size_t i = 0; i < fast.size(); ++i) CHECK(std::fabs(fast[i] - online[i]) <= 1e-6f);
+}
+
+TEST_CASE("a pruned row with a NaN gets the same dlogits from the vectorised and the online rows",
+          "[token_logprobs][prune]") {
+  const std::vector<float> logits{1.f, std::numeric_limits<float>::quiet_NaN(), 0.5f, -3.f, 0.25f, 0.f, -1.f};
+  grpokit::loss_config cfg;
+  cfg.check_finite = false;
+  cfg.prune_rho = 1e-3;
+  const std::vector<float> lse{1.7f}, ent{1.1f};  // finite, as a caller may pass
+  const auto fast = dlogits_of<f32_det_pruned>(logits, 7, {2}, lse, ent, cfg);
+  const auto online = dlogits_of<f32_bi_pruned>(logits, 7, {2}, lse, ent, cfg);
+  for (std::size_t i = 0; i < fast.size(); ++i) {
+    INFO("column " << i << ": " << fast[i] << " vs " << online[i]);
+    CHECK((std::isnan(fast[i]) == std::isnan(online[i])));
+    if (!std::isnan(online[i])) CHECK(std::fabs(fast[i] - online[i]) <= 1e-6f);
+  }
+}
+
+TEST_CASE("fp32 rows of a 151936-token vocabulary keep fp32 accuracy", "[token_logprobs]") {
+  std::mt19937_64 rng(77);
+  const std::int64_t V = 151936;
+  ref::problem p = ref::make_problem(rng, {3}, V, 4.0, false);
+  const auto logits = support::to_storage<float>(p.logits);
+  auto check = [&](auto policy_tag) {
+    using P = decltype(policy_tag);
+    std::vector<float> logp(p.T), ent(p.T), lse(p.T);
+    grpokit::host::token_logprobs<P>({{logits.data(), p.T, V, V}, p.targets, {}}, {}, {logp, ent, lse});
+    for (std::int64_t t = 0; t < p.T; ++t) {
+      const auto want = ref::row(ref::row_of(p, t), p.targets[t], 1, false, 1);
+      INFO("t = " << t);
+      CHECK(std::fabs(lse[t] - static_cast<double>(want.lse)) <= 4e-6 * std::fabs(static_cast<double>(want.lse)));
+      CHECK(std::fabs(ent[t] - static_cast<double>(want.entropy)) <= 4e-6 * std::fabs(static_cast<double>(want.entropy)));
+    }
+  };
+  check(grpokit::policy<grpokit::precision<float, float>, grpokit::reduction::deterministic>{});
+  check(grpokit::policy<grpokit::precision<float, float>, grpokit::reduction::batch_invariant>{});
+}

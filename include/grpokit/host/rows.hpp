@@ -110,10 +110,16 @@ std::int32_t row_max_key(const S* x, std::int64_t vocab, bool& finite) {
   return m[0];
 }
 
-// Order key below which a scaled value z is pruned (INT32_MIN: nothing is).
+// Order key below which a scaled value z is pruned (INT32_MIN: nothing is). A column is pruned when
+// z < threshold; order keys put -0 below +0, so a zero threshold keeps both zeros explicitly.
 inline std::int32_t prune_key(bool prune, float threshold) {
-  return prune ? math::order_key(threshold) : std::numeric_limits<std::int32_t>::min();
+  if (!prune) return std::numeric_limits<std::int32_t>::min();
+  return threshold == 0.f ? math::order_key(-0.f) : math::order_key(threshold);
 }
+
+// Columns per lane summed on their own before they join the lane's total: a two-level sum, so that a
+// lane of a 150k-column row does not add ~10k terms one after another in float.
+constexpr std::int64_t simd_block = 64;
 
 template <std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class S>
 row_forward_result<float> forward_row_vectorised(const S* x, std::int64_t vocab, std::int64_t target, float inv_t,
@@ -125,18 +131,31 @@ row_forward_result<float> forward_row_vectorised(const S* x, std::int64_t vocab,
     return forward_row_online<Ops, Tile, Lanes, Width, float>(x, vocab, target, inv_t, prune, log_rho);
   const float threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
   const std::int32_t keep_from = prune_key(prune, threshold);
-  float sl[simd_lanes] = {}, ul[simd_lanes] = {};
+  float sl[simd_lanes] = {}, ul[simd_lanes] = {};  // lane totals
+  float bs[simd_lanes] = {}, bu[simd_lanes] = {};  // lane sums of the current block
   auto visit = [&](std::int64_t l, std::int64_t j) {
     const float z = Ops::mul(math::load<float>(x[j]), inv_t);
     const float t = Ops::sub(z, row_max);
     const float e = math::select_bits(math::bit_mask(math::order_key(z) >= keep_from), math::exp_branchless(t), 0.f);
-    sl[l] = Ops::add(sl[l], e);
-    ul[l] = Ops::add(ul[l], Ops::mul(e, t));
+    bs[l] = Ops::add(bs[l], e);
+    bu[l] = Ops::add(bu[l], Ops::mul(e, t));
+  };
+  auto close_block = [&] {
+    for (std::int64_t l = 0; l < simd_lanes; ++l) {
+      sl[l] = Ops::add(sl[l], bs[l]);
+      ul[l] = Ops::add(ul[l], bu[l]);
+      bs[l] = bu[l] = 0.f;
+    }
   };
   std::int64_t j = 0;
-  for (; j + simd_lanes <= vocab; j += simd_lanes)
-    for (std::int64_t l = 0; l < simd_lanes; ++l) visit(l, j + l);
-  for (; j < vocab; ++j) visit(0, j);
+  do {
+    const std::int64_t block_end = j + simd_block * simd_lanes < vocab ? j + simd_block * simd_lanes : vocab;
+    for (; j + simd_lanes <= block_end; j += simd_lanes)
+      for (std::int64_t l = 0; l < simd_lanes; ++l) visit(l, j + l);
+    if (block_end == vocab)
+      for (; j < vocab; ++j) visit(0, j);  // the columns after the last full lane group, in the last block
+    close_block();
+  } while (j < vocab);
   math::lse_partial<float> total{row_max, 0.f, 0.f};
   for (std::int64_t l = 0; l < simd_lanes; ++l) {
     total.s = Ops::add(total.s, sl[l]);
@@ -155,13 +174,16 @@ row_forward_result<Acc> forward_row(const S* x, std::int64_t vocab, std::int64_t
 }
 
 // The vectorised backward (see vectorised_rows): the loop writes the softmax part of every column
-// with no condition; the target's column is then rewritten with its full math::dlogit.
+// with no condition; the target's column is then rewritten with its full math::dlogit. Returns
+// false, writing nothing, for a pruned row with a NaN / Inf (its max, hence its threshold, is not
+// that of the online definition): the caller then runs the online loop.
 template <class S, class Out>
-void backward_row_vectorised(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, float inv_t, bool prune,
+bool backward_row_vectorised(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, float inv_t, bool prune,
                              float log_rho, float lse, float entropy, float g_logp, float g_entropy) {
   using Ops = math::platform_ops;
   bool finite = true;
   const float row_max = prune ? Ops::mul(math::from_order_key(row_max_key(x, vocab, finite)), inv_t) : 0.f;
+  if (!finite) return false;
   const float threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
   const std::int32_t keep_from = prune_key(prune, threshold);
   const float z_target = Ops::mul(math::load<float>(x[target]), inv_t);  // before dx (maybe x itself) is written
@@ -173,6 +195,7 @@ void backward_row_vectorised(const S* x, Out* dx, std::int64_t vocab, std::int64
   }
   dx[target] = math::store<Out>(
       math::dlogit<Ops>(z_target, true, z_target < threshold, lse, entropy, g_logp, g_entropy, inv_t));
+  return true;
 }
 
 // dlogits of one row; rows with no gradient are written as +0 without computing.
@@ -184,8 +207,7 @@ void backward_row(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, 
     return;
   }
   if constexpr (vectorised_rows<Ops, Acc>) {
-    backward_row_vectorised(x, dx, vocab, target, inv_t, prune, log_rho, lse, entropy, g_logp, g_entropy);
-    return;
+    if (backward_row_vectorised(x, dx, vocab, target, inv_t, prune, log_rho, lse, entropy, g_logp, g_entropy)) return;
   }
   bool finite = true;
   const Acc row_max = prune ? scaled_row_max<Acc>(x, 0, vocab, inv_t, finite) : Acc(0);
