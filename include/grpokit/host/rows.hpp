@@ -83,9 +83,10 @@ template <class Ops, class Acc>
 constexpr bool vectorised_rows = std::is_same<Ops, math::platform_ops>::value && std::is_same<Acc, float>::value;
 constexpr std::int64_t simd_lanes = 16;
 
-// Max of the row's values (before the temperature) as an order key; clears `finite` on NaN / Inf.
+// Max of the temperature-scaled row (the max of the values times inv_t > 0: rounding is monotone),
+// compared as order keys; clears `finite` on NaN / Inf.
 template <class S>
-std::int32_t row_max_key(const S* x, std::int64_t vocab, bool& finite) {
+float scaled_row_max_vectorised(const S* x, std::int64_t vocab, float inv_t, bool& finite) {
   std::int32_t m[simd_lanes];
   std::uint32_t bad[simd_lanes];
   for (std::int64_t l = 0; l < simd_lanes; ++l) {
@@ -107,7 +108,7 @@ std::int32_t row_max_key(const S* x, std::int64_t vocab, bool& finite) {
     bad[0] |= bad[l];
   }
   finite = finite && bad[0] == 0;
-  return m[0];
+  return math::platform_ops::mul(math::from_order_key(m[0]), inv_t);
 }
 
 // Order key below which a scaled value z is pruned (INT32_MIN: nothing is). A column is pruned when
@@ -115,6 +116,11 @@ std::int32_t row_max_key(const S* x, std::int64_t vocab, bool& finite) {
 inline std::int32_t prune_key(bool prune, float threshold) {
   if (!prune) return std::numeric_limits<std::int32_t>::min();
   return threshold == 0.f ? math::order_key(-0.f) : math::order_key(threshold);
+}
+
+// e^arg for a column with scaled value z, or 0 when the column is pruned (no branch: see above).
+inline float exp_unless_pruned(float z, float arg, std::int32_t keep_from) {
+  return math::select_bits(math::bit_mask(math::order_key(z) >= keep_from), math::exp_branchless(arg), 0.f);
 }
 
 // Columns per lane summed on their own before they join the lane's total: a two-level sum, so that a
@@ -126,7 +132,7 @@ row_forward_result<float> forward_row_vectorised(const S* x, std::int64_t vocab,
                                                  bool prune, float log_rho) {
   using Ops = math::platform_ops;
   bool finite = true;
-  const float row_max = Ops::mul(math::from_order_key(row_max_key(x, vocab, finite)), inv_t);
+  const float row_max = scaled_row_max_vectorised(x, vocab, inv_t, finite);
   if (!finite)  // a NaN / Inf row (an error under check_finite): propagate as the online definition does
     return forward_row_online<Ops, Tile, Lanes, Width, float>(x, vocab, target, inv_t, prune, log_rho);
   const float threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
@@ -136,7 +142,7 @@ row_forward_result<float> forward_row_vectorised(const S* x, std::int64_t vocab,
   auto visit = [&](std::int64_t l, std::int64_t j) {
     const float z = Ops::mul(math::load<float>(x[j]), inv_t);
     const float t = Ops::sub(z, row_max);
-    const float e = math::select_bits(math::bit_mask(math::order_key(z) >= keep_from), math::exp_branchless(t), 0.f);
+    const float e = exp_unless_pruned(z, t, keep_from);
     bs[l] = Ops::add(bs[l], e);
     bu[l] = Ops::add(bu[l], Ops::mul(e, t));
   };
@@ -182,7 +188,7 @@ bool backward_row_vectorised(const S* x, Out* dx, std::int64_t vocab, std::int64
                              float log_rho, float lse, float entropy, float g_logp, float g_entropy) {
   using Ops = math::platform_ops;
   bool finite = true;
-  const float row_max = prune ? Ops::mul(math::from_order_key(row_max_key(x, vocab, finite)), inv_t) : 0.f;
+  const float row_max = prune ? scaled_row_max_vectorised(x, vocab, inv_t, finite) : 0.f;
   if (!finite) return false;
   const float threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
   const std::int32_t keep_from = prune_key(prune, threshold);
@@ -190,7 +196,7 @@ bool backward_row_vectorised(const S* x, Out* dx, std::int64_t vocab, std::int64
   for (std::int64_t j = 0; j < vocab; ++j) {
     const float z = Ops::mul(math::load<float>(x[j]), inv_t);
     const float log_p = Ops::sub(z, lse);
-    const float p = math::select_bits(math::bit_mask(math::order_key(z) >= keep_from), math::exp_branchless(log_p), 0.f);
+    const float p = exp_unless_pruned(z, log_p, keep_from);
     dx[j] = math::store<Out>(Ops::mul(math::dlogit_softmax_part<Ops>(p, log_p, entropy, g_logp, g_entropy), inv_t));
   }
   dx[target] = math::store<Out>(

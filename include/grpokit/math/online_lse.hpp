@@ -82,15 +82,15 @@ GRPOKIT_HD inline row_stats<Acc> finalize(const lse_partial<Acc>& p) {
   return {Ops::add(p.m, log_s), Ops::sub(log_s, Ops::div(p.u, p.s))};
 }
 
-// d loss / d z_v for column v of a row, given the row's lse and entropy:
-//   -p_v (g_logp + g_entropy (z_v - lse + H)) + [v == target] g_logp,    p_v = exp(z_v - lse)
-// (p_v = 0 for a pruned column). The result is multiplied by inv_temperature (z = x / T).
-// The softmax part -p_v (g_logp + g_entropy (log p_v + H)), before the target term and 1/T.
+// The softmax part of dlogit: -p_v (g_logp + g_entropy (log p_v + H)), before the target term and 1/T.
 template <class Ops, class Acc>
 GRPOKIT_HD inline Acc dlogit_softmax_part(Acc p, Acc log_p, Acc entropy, Acc g_logp, Acc g_entropy) {
   return -Ops::mul(p, Ops::add(g_logp, Ops::mul(g_entropy, Ops::add(log_p, entropy))));
 }
 
+// d loss / d z_v for column v of a row, given the row's lse and entropy:
+//   -p_v (g_logp + g_entropy (z_v - lse + H)) + [v == target] g_logp,    p_v = exp(z_v - lse)
+// (p_v = 0 for a pruned column). The result is multiplied by inv_temperature (z = x / T).
 template <class Ops, class Acc>
 GRPOKIT_HD inline Acc dlogit(Acc z, bool is_target, bool pruned, Acc lse, Acc entropy, Acc g_logp,
                              Acc g_entropy, Acc inv_temperature) {
