@@ -72,9 +72,9 @@ class device_loss final : public loss_backend<P> {
     const std::int64_t T = in.targets.size();
     const logits_in d = upload(in);
     const grpokit::span<float> logp = logp_.output(T), lse = lse_.output(T);
-    void* ws = workspace({T, in.logits.cols, 0});
-    grpokit::device::token_logprobs<P>(d, cfg, {logp, {}, lse}, ws, ws_bytes_, stream_);
-    grpokit::device::throw_if_error(grpokit::device::read_status(ws, stream_));  // asynchronous entry point
+    const workspace_view ws = workspace({T, in.logits.cols, 0});
+    grpokit::device::token_logprobs<P>(d, cfg, {logp, {}, lse}, ws.data, ws.bytes, stream_);
+    grpokit::device::throw_if_error(grpokit::device::read_status(ws.data, stream_));  // asynchronous entry point
     std::vector<float> out(static_cast<std::size_t>(T));
     download<float>(out, logp, stream_);
     GRPOKIT_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -91,9 +91,9 @@ class device_loss final : public loss_backend<P> {
                                              seq_weight_.upload(in.seq_weight, stream_)};
     const grpokit::span<float> adv = adv_.output(S);
     const grpokit::span<std::uint8_t> seq_mask = seq_mask_.output(S);
-    void* ws = workspace({0, 0, S});
+    const workspace_view ws = workspace({0, 0, S});
     const grpokit::advantage_stats stats =
-        grpokit::device::compute_advantages<P>(d, cfg, {adv, seq_mask}, ws, ws_bytes_, stream_);
+        grpokit::device::compute_advantages<P>(d, cfg, {adv, seq_mask}, ws.data, ws.bytes, stream_);
     download<float>(out.adv, adv, stream_);
     download<std::uint8_t>(out.seq_mask, seq_mask, stream_);
     GRPOKIT_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -102,7 +102,7 @@ class device_loss final : public loss_backend<P> {
 
   grpokit::loss_result fused_loss(const logits_in& in, const grpokit::rollout_batch<float>& batch,
                                   const grpokit::loss_config& cfg, const grpokit::matrix_view<float>& dlogits) override {
-    const std::int64_t T = in.targets.size(), V = in.logits.cols, 
+    const std::int64_t T = in.targets.size(), V = in.logits.cols,
                        S = std::max<std::int64_t>(batch.seq_offsets.size() - 1, 0);
     GRPOKIT_REQUIRE(dlogits.rows == T && dlogits.cols == V && dlogits.row_stride == V,
                     "train_grpo: dlogits must be a dense [T, V] matrix");
@@ -116,9 +116,9 @@ class device_loss final : public loss_backend<P> {
     db.token_mask = token_mask_.upload(batch.token_mask, stream_);
     db.seq_mask = seq_mask_.upload(batch.seq_mask, stream_);
     const grpokit::span<float> dz = dlogits_.output(T * V);
-    void* ws = workspace({T, V, S});
+    const workspace_view ws = workspace({T, V, S});
     const grpokit::loss_result res =
-        grpokit::device::fused_loss<P>(d, db, cfg, {dz.data(), T, V, V}, ws, ws_bytes_, stream_);
+        grpokit::device::fused_loss<P>(d, db, cfg, {dz.data(), T, V, V}, ws.data, ws.bytes, stream_);
     download<float>({dlogits.data, T * V}, dz, stream_);
     GRPOKIT_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return res;
@@ -133,11 +133,14 @@ class device_loss final : public loss_backend<P> {
             targets_.upload(in.targets, stream_),
             temperature_.upload(in.temperature, stream_)};
   }
-  // A workspace large enough for the shape; sets ws_bytes_ (call it before the entry point's
-  // argument list, whose evaluation order is unspecified).
-  void* workspace(const grpokit::device::shape& s) {
-    ws_bytes_ = grpokit::device::workspace_bytes<P>(s);
-    return ws_.reserve(ws_bytes_);
+  // A workspace large enough for the shape, and its size for the entry point.
+  struct workspace_view {
+    void* data;
+    std::size_t bytes;
+  };
+  workspace_view workspace(const grpokit::device::shape& s) {
+    const std::size_t bytes = grpokit::device::workspace_bytes<P>(s);
+    return {ws_.reserve(bytes), bytes};
   }
 
   cudaStream_t stream_ = nullptr;
@@ -146,7 +149,6 @@ class device_loss final : public loss_backend<P> {
   device_array<std::int64_t> targets_, group_offsets_, seq_offsets_;
   device_array<std::uint8_t> seq_mask_, token_mask_;
   device_array<unsigned char> ws_;
-  std::size_t ws_bytes_ = 0;
 };
 
 }  // namespace
