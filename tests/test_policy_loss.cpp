@@ -154,3 +154,38 @@ TEST_CASE("an empty batch is a valid input with loss 0", "[policy_loss]") {
   const auto f = grpokit::host::fused_loss<P>({{logits.data(), 0, 5, 5}, targets, {}}, b, {}, {logits.data(), 0, 5, 5});
   CHECK(f.loss == 0);
 }
+
+TEST_CASE("an empty batch needs none of the optional inputs, whatever the mask and config", "[policy_loss]") {
+  // With T == 0 an empty logp_rollout / logp_ref / entropy is a complete [T] input.
+  std::vector<double> none;
+  std::vector<std::int64_t> off{0};
+  grpokit::rollout_batch<double> b;
+  b.seq_offsets = off;
+  grpokit::loss_config c = grpokit::presets::grpo::config();
+  c.entropy_coef = 0.01;
+  c.kl = grpokit::kl_estimator::k3;
+  c.kl_coef = 0.1;
+  c.is = grpokit::is_correction::token_truncate;
+  const grpokit::current_policy<double> cur{none, none};
+  const grpokit::policy_grads<double> g{none, none};
+  using D = grpokit::precision<double, double>;
+  CHECK(grpokit::host::policy_loss<grpokit::policy<D, grpokit::mask::trust_region>>(cur, b, c, g).loss == 0);
+  CHECK(grpokit::host::policy_loss<grpokit::policy<D, grpokit::mask::importance>>(cur, b, c, g).loss == 0);
+  CHECK(grpokit::host::policy_loss<grpokit::policy<D>>(cur, b, c, g).loss == 0);
+  // with tokens, a missing input is still an error
+  std::vector<double> one{-1.0}, adv{1.0};
+  std::vector<std::int64_t> off1{0, 1};
+  grpokit::rollout_batch<double> b1;
+  b1.seq_offsets = off1;
+  b1.adv = adv;
+  b1.logp_ref = one;
+  b1.logp_rollout = one;
+  const grpokit::policy_grads<double> g1{one, one};
+  REQUIRE_ERROR((grpokit::host::policy_loss<grpokit::policy<D, grpokit::mask::trust_region>>({one, none}, b1, c, g1)),
+                "entropy_coef != 0 needs");
+  b1.logp_rollout = {};
+  c.entropy_coef = 0;
+  c.is = grpokit::is_correction::none;
+  REQUIRE_ERROR((grpokit::host::policy_loss<grpokit::policy<D, grpokit::mask::trust_region>>({one, none}, b1, c, g1)),
+                "masks need logp_rollout");
+}

@@ -106,12 +106,15 @@ void require_policy_shapes(const current_policy<Real>& cur, const rollout_batch<
   require_size_or_empty("seq_mask", batch.seq_mask, S);
   require_size("dlogp", grads.dlogp, T);
   require_size_or_empty("dentropy", grads.dentropy, T);
-  GRPOKIT_REQUIRE(cfg.entropy_coef == 0 || (!cur.entropy.empty() && !grads.dentropy.empty()),
+  // An optional per-token input is given when it has T elements; with T == 0 (an empty batch, loss 0)
+  // every one of them is, so the "needs" checks below only bite when there are tokens.
+  auto given = [T](auto s) { return s.size() == T; };
+  GRPOKIT_REQUIRE(cfg.entropy_coef == 0 || (given(cur.entropy) && given(grads.dentropy)),
                   "entropy_coef != 0 needs the entropy input and the dentropy output");
-  GRPOKIT_REQUIRE(cfg.kl == kl_estimator::none || !batch.logp_ref.empty(), "kl != none needs logp_ref");
-  GRPOKIT_REQUIRE(cfg.is == is_correction::none || !batch.logp_rollout.empty(),
+  GRPOKIT_REQUIRE(cfg.kl == kl_estimator::none || given(batch.logp_ref), "kl != none needs logp_ref");
+  GRPOKIT_REQUIRE(cfg.is == is_correction::none || given(batch.logp_rollout),
                   "importance-sampling correction needs logp_rollout");
-  GRPOKIT_REQUIRE(!NeedsRollout || !batch.logp_rollout.empty(), "the trust_region and importance masks need logp_rollout");
+  GRPOKIT_REQUIRE(!NeedsRollout || given(batch.logp_rollout), "the trust_region and importance masks need logp_rollout");
 }
 
 inline void require_loss_config(const loss_config& c) {
