@@ -2,6 +2,9 @@
 // Device buffers for the tests, and runs of the device path on a ref::problem.
 #include <cuda_runtime.h>
 
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include <grpokit/device/grpokit.cuh>
@@ -9,6 +12,15 @@
 #include "../support.hpp"
 
 namespace device_support {
+
+// The size knob: GRPOKIT_DEVICE_TEST_SIZE=small runs each case on shapes small enough for the
+// simulated GPU (every schedule still taken: warp, block and split rows); unset or "full", the
+// full sizes (a real GPU). main() refuses any other value.
+inline bool small_sizes() {
+  const char* v = std::getenv("GRPOKIT_DEVICE_TEST_SIZE");
+  return v != nullptr && std::strcmp(v, "small") == 0;
+}
+inline std::int64_t sized(std::int64_t full, std::int64_t small) { return small_sizes() ? small : full; }
 
 template <class T>
 class buffer {

@@ -7,6 +7,7 @@
 
 using device_support::buffer;
 using device_support::device_problem;
+using device_support::sized;
 
 namespace {
 
@@ -71,21 +72,24 @@ using bi = grpokit::policy<grpokit::precision<S, R>, grpokit::reduction::batch_i
 }  // namespace
 
 TEST_CASE("device token_logprobs: bitwise the host rows under batch_invariant, every schedule", "[device]") {
-  // warp per row (V <= 4096), block per row (T > 256, V > 4096), split rows (T <= 256, >= 16 tiles)
+  // warp per row (V <= 4096), block per row (V > 4096 and not split), split rows (T <= 256, >= 16
+  // tiles); the small sizes keep each schedule (fewer rows, the same V).
   forward_matches_host<bi<float, float, grpokit::chunk<16>>>(9, 7, false, true);
   forward_matches_host<bi<float, float, grpokit::chunk<16>>>(1, 1, true, true);
   forward_matches_host<bi<float, float, grpokit::chunk<64>>>(8, 4097, true, true);
-  forward_matches_host<bi<float, float>>(300, 5000, false, true);
+  forward_matches_host<bi<float, float>>(sized(300, 6), 5000, false, true);
   forward_matches_host<bi<double, double, grpokit::chunk<256>>>(5, 4099, false, true);
   forward_matches_host<bi<__nv_bfloat16, float, grpokit::chunk<256>>>(8, 4097, true, true);
-  forward_matches_host<bi<__nv_bfloat16, float>>(270, 8191, false, true);
-  forward_matches_host<bi<__half, float, grpokit::chunk<1024>, grpokit::mask::vocab_prune>>(12, 33000, true, true);
+  forward_matches_host<bi<__nv_bfloat16, float>>(sized(270, 5), 8191, false, true);
+  forward_matches_host<bi<__half, float, grpokit::chunk<1024>, grpokit::mask::vocab_prune>>(sized(12, 3), 33000, true,
+                                                                                           true);
   forward_matches_host<bi<float, float, grpokit::chunk<16>, grpokit::mask::vocab_prune>>(40, 300, false, true);
   // warp per row with several lanes per thread (L = 256, G = 32): the in-thread tree steps
-  forward_matches_host<bi<float, float>>(20, 3000, true, true);
+  forward_matches_host<bi<float, float>>(sized(20, 6), 3000, true, true);
   // vocabulary pruning on the block-per-row and warp-per-row schedules
-  forward_matches_host<bi<float, float, grpokit::mask::vocab_prune>>(300, 5000, false, true);
-  forward_matches_host<bi<float, float, grpokit::chunk<256>, grpokit::mask::vocab_prune>>(300, 3000, true, true);
+  forward_matches_host<bi<float, float, grpokit::mask::vocab_prune>>(sized(300, 5), 5000, false, true);
+  forward_matches_host<bi<float, float, grpokit::chunk<256>, grpokit::mask::vocab_prune>>(sized(300, 9), 3000, true,
+                                                                                         true);
 }
 
 TEST_CASE("device policy_loss on its own, empty batches, and a workspace planned for a larger shape", "[device]") {
@@ -130,15 +134,15 @@ TEST_CASE("device policy_loss on its own, empty batches, and a workspace planned
 TEST_CASE("device token_logprobs: fast and deterministic within fp32 accuracy", "[device]") {
   using fast = grpokit::policy<grpokit::reduction::fast, grpokit::precision<__nv_bfloat16, float>>;
   using det = grpokit::policy<grpokit::reduction::deterministic, grpokit::chunk<512>>;
-  forward_matches_host<fast>(33, 9000, false, false);
-  forward_matches_host<det>(257, 3000, true, false);
-  forward_matches_host<det>(3, 70000, false, false);
+  forward_matches_host<fast>(sized(33, 5), 9000, false, false);
+  forward_matches_host<det>(sized(257, 9), 3000, true, false);
+  forward_matches_host<det>(3, sized(70000, 20000), false, false);
 }
 
 TEST_CASE("device logits_backward: bitwise the host dlogits under batch_invariant, also in place", "[device]") {
   using P = bi<__nv_bfloat16, float, grpokit::chunk<256>>;
   using S = grpokit::storage_t<P>;
-  const ref::problem p = make(17, lengths_for(37), 5003, true);
+  const ref::problem p = make(17, lengths_for(sized(37, 9)), 5003, true);
   grpokit::loss_config cfg;
   auto h = support::host_run<P>{};
   h.logits = support::to_storage<S>(p.logits);
@@ -212,28 +216,42 @@ void fused_matches_host(std::uint64_t seed, grpokit::loss_config cfg, std::int64
     if (std::isfinite(host.logp[t])) CHECK(support::close(lp[t], host.logp[t], 1e-5, 1e-5));
 }
 
+// Every aggregation and three policies (deterministic fp32, batch-invariant bf16 with a user mask,
+// vocabulary pruning) for one objective; a test case per objective.
+void fused_matches_host_for(grpokit::objective obj, std::uint64_t seed) {
+  for (auto agg : {grpokit::aggregation::token_mean, grpokit::aggregation::seq_mean_token_mean,
+                   grpokit::aggregation::seq_mean_token_sum_norm}) {
+    grpokit::loss_config c = grpokit::presets::grpo::config();
+    c.obj = obj;
+    c.agg = agg;
+    c.norm_constant = 64;
+    c.entropy_coef = 0.01;
+    c.is = grpokit::is_correction::token_truncate;
+    c.trm_max_threshold = 0.5;
+    c.prune_rho = 0.01;
+    fused_matches_host<grpokit::policy<grpokit::chunk<512>>>(++seed, c, sized(50, 13), sized(3001, 1201));
+    fused_matches_host<bi<__nv_bfloat16, float, grpokit::mask::all_of<grpokit::mask::trust_region, skip_every_seventh>>>(
+        ++seed, c, sized(70, 15), 5000);
+    fused_matches_host<bi<float, float, grpokit::chunk<64>, grpokit::mask::vocab_prune>>(++seed, c, sized(20, 8), 4097);
+  }
+}
+
 }  // namespace
 
-TEST_CASE("device fused_loss matches the host for objectives, aggregations and masks", "[device]") {
-  std::uint64_t seed = 1;
-  for (auto obj : {grpokit::objective::ppo_clip, grpokit::objective::cispo, grpokit::objective::gspo,
-                   grpokit::objective::sapo, grpokit::objective::reinforce}) {
-    for (auto agg : {grpokit::aggregation::token_mean, grpokit::aggregation::seq_mean_token_mean,
-                     grpokit::aggregation::seq_mean_token_sum_norm}) {
-      grpokit::loss_config c = grpokit::presets::grpo::config();
-      c.obj = obj;
-      c.agg = agg;
-      c.norm_constant = 64;
-      c.entropy_coef = 0.01;
-      c.is = grpokit::is_correction::token_truncate;
-      c.trm_max_threshold = 0.5;
-      c.prune_rho = 0.01;
-      fused_matches_host<grpokit::policy<grpokit::chunk<512>>>(++seed, c, 50, 3001);
-      fused_matches_host<bi<__nv_bfloat16, float, grpokit::mask::all_of<grpokit::mask::trust_region, skip_every_seventh>>>(
-          ++seed, c, 70, 5000);
-      fused_matches_host<bi<float, float, grpokit::chunk<64>, grpokit::mask::vocab_prune>>(++seed, c, 20, 4097);
-    }
-  }
+TEST_CASE("device fused_loss matches the host: ppo_clip, every aggregation and mask", "[device]") {
+  fused_matches_host_for(grpokit::objective::ppo_clip, 100);
+}
+TEST_CASE("device fused_loss matches the host: cispo, every aggregation and mask", "[device]") {
+  fused_matches_host_for(grpokit::objective::cispo, 200);
+}
+TEST_CASE("device fused_loss matches the host: gspo, every aggregation and mask", "[device]") {
+  fused_matches_host_for(grpokit::objective::gspo, 300);
+}
+TEST_CASE("device fused_loss matches the host: sapo, every aggregation and mask", "[device]") {
+  fused_matches_host_for(grpokit::objective::sapo, 400);
+}
+TEST_CASE("device fused_loss matches the host: reinforce, every aggregation and mask", "[device]") {
+  fused_matches_host_for(grpokit::objective::reinforce, 500);
 }
 
 TEST_CASE("device compute_advantages matches the host for every baseline", "[device]") {
@@ -323,72 +341,152 @@ TEST_CASE("device data errors come back through the status, never out of bounds"
 
 TEST_CASE("device deterministic: identical bits run to run", "[device]") {
   using P = grpokit::policy<grpokit::reduction::deterministic, grpokit::precision<__nv_bfloat16, float>>;
-  const ref::problem p = make(21, lengths_for(300), 20000, false);
+  const ref::problem p = make(21, lengths_for(sized(300, 9)), 20000, false);
   device_problem<P> d(p);
   grpokit::loss_config cfg = grpokit::presets::dapo::config();
   buffer<__nv_bfloat16> a(p.logits.size()), b(p.logits.size());
   const auto ra = grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {a.data(), p.T, p.V, p.V}, d.ws(), d.ws_bytes());
-  const auto rb = grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {b.data(), p.T, p.V, p.V}, d.ws(), d.ws_bytes());
+  // the second run on a stream of its own: the entry point orders its work on the stream it is given
+  cudaStream_t stream;
+  GRPOKIT_CUDA_CHECK(cudaStreamCreate(&stream));
+  const auto rb = grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {b.data(), p.T, p.V, p.V}, d.ws(), d.ws_bytes(),
+                                                 stream);
+  GRPOKIT_CUDA_CHECK(cudaStreamDestroy(stream));
   CHECK(support::same_bits(a.host(), b.host()));
   CHECK(std::memcmp(&ra.loss, &rb.loss, sizeof(double)) == 0);
+  CHECK(std::memcmp(&ra.metrics.entropy_mean, &rb.metrics.entropy_mean, sizeof(double)) == 0);
+}
+
+namespace {
+
+// A plain GEMM with fused_linear_loss's contract (device/fused_linear_loss.cuh, cublas_gemm): C
+// (column-major m x n) = op(A) op(B) + beta C, Acc accumulation, a thread per element of C.
+template <class Acc, class TA, class TB, class TC>
+__global__ void reference_gemm_kernel(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const TA* A,
+                                      std::int64_t lda, const TB* B, std::int64_t ldb, Acc beta, TC* C,
+                                      std::int64_t ldc) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= m * n) return;
+  const std::int64_t r = i % m, c = i / m;
+  Acc acc = 0;
+  for (std::int64_t l = 0; l < k; ++l)
+    acc += grpokit::math::load<Acc>(ta ? A[r * lda + l] : A[l * lda + r]) *
+           grpokit::math::load<Acc>(tb ? B[l * ldb + c] : B[c * ldb + l]);
+  TC& out = C[c * ldc + r];
+  out = grpokit::math::store<TC>(beta == Acc(0) ? acc : acc + beta * grpokit::math::load<Acc>(out));
+}
+
+struct reference_gemm {
+  template <class Acc, class TA, class TB, class TC>
+  void operator()(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const TA* A, std::int64_t lda,
+                  const TB* B, std::int64_t ldb, Acc beta, TC* C, std::int64_t ldc) const {
+    if (m * n == 0) return;
+    reference_gemm_kernel<Acc><<<static_cast<unsigned>((m * n + 127) / 128), 128>>>(ta, tb, m, n, k, A, lda, B, ldb,
+                                                                                    beta, C, ldc);
+    GRPOKIT_CUDA_CHECK_LAUNCH();
+  }
+};
+
+// device fused_linear_loss against host::fused_linear_loss; `call` runs the device entry point
+// (with cuBLAS, or with reference_gemm through detail::fused_linear_loss_with).
+template <class P, class Call>
+void linear_matches_host(const Call& call, std::int64_t T, std::int64_t V, std::int64_t D, std::int64_t chunk,
+                         bool bias) {
+  using S = grpokit::storage_t<P>;
+  using R = grpokit::accum_t<P>;
+  grpokit::loss_config cfg = grpokit::presets::grpo::config();
+  cfg.entropy_coef = 0.01;
+  std::mt19937_64 rng(static_cast<std::uint64_t>(T * 7 + V));
+  ref::problem p = ref::make_problem(rng, lengths_for(T), V, 1.0);
+  std::normal_distribution<double> n(0, 1.0 / std::sqrt(static_cast<double>(D))), h(0, 1.5);
+  std::vector<double> hid(static_cast<std::size_t>(T * D)), w(static_cast<std::size_t>(V * D)), b;
+  for (auto& x : hid) x = h(rng);
+  for (auto& x : w) x = n(rng);
+  if (bias) b.assign(static_cast<std::size_t>(V), 0.1);
+  std::vector<ref::ld> lp(static_cast<std::size_t>(T), ref::ld(-2));
+  ref::add_policies(rng, p, lp, 0.3);
+  const auto hs = support::to_storage<S>(hid), ws_ = support::to_storage<S>(w), bs = support::to_storage<S>(b);
+  support::host_run<P> hr;
+  support::load_batch(hr, p);
+  std::vector<S> dh(hs.size());
+  std::vector<R> dw(ws_.size(), R(0)), db(b.size(), R(0));
+  grpokit::linear_grads<S, R> hg;
+  hg.dhidden = {dh.data(), T, D, D};
+  hg.dweight_acc = {dw.data(), V, D, D};
+  hg.dbias = db;
+  std::vector<R> hlogp(static_cast<std::size_t>(T)), hent(static_cast<std::size_t>(T));
+  const auto want = grpokit::host::fused_linear_loss<P>({{hs.data(), T, D, D}, {ws_.data(), V, D, D}, bs, p.targets, {}},
+                                                        hr.batch(p), cfg, chunk, hg, {hlogp, hent});
+  device_problem<P> d(p);
+  buffer<S> dhs(hs), dws(ws_), dbs(bs), ddh(hs.size());
+  buffer<R> ddw(dw.size()), ddb(db.size()), dlogp(T), dent(T);
+  GRPOKIT_CUDA_CHECK(cudaMemset(ddw.data(), 0, dw.size() * sizeof(R)));
+  GRPOKIT_CUDA_CHECK(cudaMemset(ddb.data(), 0, db.size() * sizeof(R)));
+  buffer<unsigned char> ws(grpokit::device::linear_workspace_bytes<P>({T, V, p.S}, chunk));
+  grpokit::linear_grads<S, R> dg;
+  dg.dhidden = {ddh.data(), T, D, D};
+  dg.dweight_acc = {ddw.data(), V, D, D};
+  dg.dbias = ddb.span();
+  const auto got = call(grpokit::linear_input<S, R>{{dhs.data(), T, D, D}, {dws.data(), V, D, D}, dbs.cspan(),
+                                                    d.targets.cspan(), {}},
+                        d.batch(), cfg, chunk, dg, ws.data(), ws.size(),
+                        grpokit::fused_outputs<R>{dlogp.span(), dent.span()});
+  INFO("T " << T << " V " << V << " D " << D << " chunk " << chunk);
+  CHECK(support::close(got.loss, want.loss, 1e-4, 1e-6));
+  CHECK(got.metrics.tokens == want.metrics.tokens);
+  CHECK(support::close(got.metrics.entropy_mean, want.metrics.entropy_mean, 1e-4, 1e-6));
+  const auto gl = dlogp.host(), ge = dent.host();
+  for (std::int64_t t = 0; t < T; ++t) {
+    CHECK(support::close(gl[t], hlogp[t], 1e-3, 1e-4));
+    CHECK(support::close(ge[t], hent[t], 1e-3, 1e-4));
+  }
+  const auto gw = ddw.host(), gb = ddb.host();
+  const auto gh = support::to_double(ddh.host()), wh = support::to_double(dh);
+  double scale = 0;
+  for (R x : dw) scale = std::max(scale, std::fabs(static_cast<double>(x)));
+  for (std::size_t i = 0; i < dw.size(); ++i) CHECK(std::fabs(gw[i] - dw[i]) <= 1e-2 * scale);
+  for (std::size_t i = 0; i < db.size(); ++i) CHECK(std::fabs(gb[i] - db[i]) <= 1e-2 * scale + 1e-6);
+  for (std::size_t i = 0; i < wh.size(); ++i) CHECK(std::fabs(gh[i] - wh[i]) <= 1e-2 * std::fabs(wh[i]) + 1e-4);
+}
+
+// The shapes of both linear cases: token chunks that do and do not divide T, a bias or none, rows
+// on the warp (V <= 4096) and block (V > 4096) schedules, fp32, bf16 and fp64.
+template <class Run>
+void linear_shapes(const Run& run) {
+  run(grpokit::policy<grpokit::precision<float, float>>{}, sized(37, 11), sized(1000, 300), 64, 16, true);
+  run(grpokit::policy<grpokit::precision<__nv_bfloat16, float>, grpokit::reduction::batch_invariant>{}, sized(100, 13),
+      sized(5003, 4099), sized(128, 32), sized(33, 5), false);
+  run(grpokit::policy<grpokit::precision<double, double>, grpokit::chunk<64>>{}, 9, 300, 16, 4, true);
+}
+
+}  // namespace
+
+TEST_CASE("device fused_linear_loss: its own kernels with a reference GEMM match the host", "[device]") {
+  // Everything of device::fused_linear_loss but the cuBLAS call (which the simulated GPU cannot run).
+  linear_shapes([](auto policy_tag, std::int64_t T, std::int64_t V, std::int64_t D, std::int64_t chunk, bool bias) {
+    using P = decltype(policy_tag);
+    linear_matches_host<P>(
+        [](const auto& in, const auto& batch, const auto& cfg, std::int64_t c, const auto& grads, void* ws,
+           std::size_t bytes, const auto& extra) {
+          return grpokit::device::detail::fused_linear_loss_with<P>(reference_gemm{}, in, batch, cfg, c, grads, ws,
+                                                                    bytes, 0, extra);
+        },
+        T, V, D, chunk, bias);
+  });
 }
 
 TEST_CASE("device fused_linear_loss matches the host fused_linear_loss", "[device][linear]") {
   cublasHandle_t handle;
   REQUIRE(cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS);
-  auto run = [&](auto policy_tag, std::int64_t T, std::int64_t V, std::int64_t D, std::int64_t chunk, bool bias) {
+  linear_shapes([&](auto policy_tag, std::int64_t T, std::int64_t V, std::int64_t D, std::int64_t chunk, bool bias) {
     using P = decltype(policy_tag);
-    using S = grpokit::storage_t<P>;
-    using R = grpokit::accum_t<P>;
-    grpokit::loss_config cfg = grpokit::presets::grpo::config();
-    cfg.entropy_coef = 0.01;
-    std::mt19937_64 rng(static_cast<std::uint64_t>(T * 7 + V));
-    ref::problem p = ref::make_problem(rng, lengths_for(T), V, 1.0);
-    std::normal_distribution<double> n(0, 1.0 / std::sqrt(static_cast<double>(D))), h(0, 1.5);
-    std::vector<double> hid(static_cast<std::size_t>(T * D)), w(static_cast<std::size_t>(V * D)), b;
-    for (auto& x : hid) x = h(rng);
-    for (auto& x : w) x = n(rng);
-    if (bias) b.assign(static_cast<std::size_t>(V), 0.1);
-    std::vector<ref::ld> lp(static_cast<std::size_t>(T), ref::ld(-2));
-    ref::add_policies(rng, p, lp, 0.3);
-    const auto hs = support::to_storage<S>(hid), ws_ = support::to_storage<S>(w), bs = support::to_storage<S>(b);
-    support::host_run<P> hr;
-    support::load_batch(hr, p);
-    std::vector<S> dh(hs.size());
-    std::vector<R> dw(ws_.size(), R(0)), db(b.size(), R(0));
-    grpokit::linear_grads<S, R> hg;
-    hg.dhidden = {dh.data(), T, D, D};
-    hg.dweight_acc = {dw.data(), V, D, D};
-    hg.dbias = db;
-    const auto want = grpokit::host::fused_linear_loss<P>(
-        {{hs.data(), T, D, D}, {ws_.data(), V, D, D}, bs, p.targets, {}}, hr.batch(p), cfg, chunk, hg);
-    device_problem<P> d(p);
-    buffer<S> dhs(hs), dws(ws_), dbs(bs), ddh(hs.size());
-    buffer<R> ddw(dw.size()), ddb(db.size());
-    GRPOKIT_CUDA_CHECK(cudaMemset(ddw.data(), 0, dw.size() * sizeof(R)));
-    GRPOKIT_CUDA_CHECK(cudaMemset(ddb.data(), 0, db.size() * sizeof(R)));
-    buffer<unsigned char> ws(grpokit::device::linear_workspace_bytes<P>({T, V, p.S}, chunk));
-    grpokit::linear_grads<S, R> dg;
-    dg.dhidden = {ddh.data(), T, D, D};
-    dg.dweight_acc = {ddw.data(), V, D, D};
-    dg.dbias = ddb.span();
-    const auto got = grpokit::device::fused_linear_loss<P>(
-        {{dhs.data(), T, D, D}, {dws.data(), V, D, D}, dbs.cspan(), d.targets.cspan(), {}}, d.batch(), cfg, chunk, dg,
-        handle, ws.data(), ws.size());
-    INFO("T " << T << " V " << V << " D " << D << " chunk " << chunk);
-    CHECK(support::close(got.loss, want.loss, 1e-4, 1e-6));
-    const auto gw = ddw.host(), gb = ddb.host();
-    const auto gh = support::to_double(ddh.host()), wh = support::to_double(dh);
-    double scale = 0;
-    for (R x : dw) scale = std::max(scale, std::fabs(static_cast<double>(x)));
-    for (std::size_t i = 0; i < dw.size(); ++i) CHECK(std::fabs(gw[i] - dw[i]) <= 1e-2 * scale);
-    for (std::size_t i = 0; i < db.size(); ++i) CHECK(std::fabs(gb[i] - db[i]) <= 1e-2 * scale + 1e-6);
-    for (std::size_t i = 0; i < wh.size(); ++i) CHECK(std::fabs(gh[i] - wh[i]) <= 1e-2 * std::fabs(wh[i]) + 1e-4);
-  };
-  run(grpokit::policy<grpokit::precision<float, float>>{}, 37, 1000, 64, 16, true);
-  run(grpokit::policy<grpokit::precision<__nv_bfloat16, float>, grpokit::reduction::batch_invariant>{}, 100, 5003, 128,
-      33, false);
-  run(grpokit::policy<grpokit::precision<double, double>, grpokit::chunk<64>>{}, 9, 300, 16, 4, true);
+    linear_matches_host<P>(
+        [&](const auto& in, const auto& batch, const auto& cfg, std::int64_t c, const auto& grads, void* ws,
+            std::size_t bytes, const auto& extra) {
+          return grpokit::device::fused_linear_loss<P>(in, batch, cfg, c, grads, handle, ws, bytes, 0, extra);
+        },
+        T, V, D, chunk, bias);
+  });
   cublasDestroy(handle);
 }
 

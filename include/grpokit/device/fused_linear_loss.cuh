@@ -46,16 +46,23 @@ constexpr cublasComputeType_t compute_type() {
   return std::is_same<Acc, double>::value ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F;
 }
 
-// C (col-major m x n, ldc) = alpha op(A) op(B) + beta C: one cublasGemmEx.
-template <class Acc, class TA, class TB, class TC>
-void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, std::int64_t m, std::int64_t n, std::int64_t k,
-          const TA* A, std::int64_t lda, const TB* B, std::int64_t ldb, Acc beta, TC* C, std::int64_t ldc) {
-  const Acc alpha = 1;
-  GRPOKIT_CUBLAS_CHECK(cublasGemmEx(h, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), &alpha, A,
-                                    cuda_type<TA>(), static_cast<int>(lda), B, cuda_type<TB>(), static_cast<int>(ldb),
-                                    &beta, C, cuda_type<TC>(), static_cast<int>(ldc), compute_type<Acc>(),
-                                    CUBLAS_GEMM_DEFAULT));
-}
+// The GEMMs of fused_linear_loss, on cuBLAS: C (column-major m x n, ldc) = op(A) op(B) + beta C with
+// Acc compute, op = transpose when trans_*. fused_linear_loss_with takes any object with this call
+// operator (the tests pass a plain reference kernel, so that everything but cuBLAS runs on a
+// simulated GPU).
+struct cublas_gemm {
+  cublasHandle_t handle;
+  template <class Acc, class TA, class TB, class TC>
+  void operator()(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const TA* A,
+                  std::int64_t lda, const TB* B, std::int64_t ldb, Acc beta, TC* C, std::int64_t ldc) const {
+    const Acc alpha = 1;
+    GRPOKIT_CUBLAS_CHECK(cublasGemmEx(handle, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                      static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), &alpha, A,
+                                      cuda_type<TA>(), static_cast<int>(lda), B, cuda_type<TB>(), static_cast<int>(ldb),
+                                      &beta, C, cuda_type<TC>(), static_cast<int>(ldc), compute_type<Acc>(),
+                                      CUBLAS_GEMM_DEFAULT));
+  }
+};
 
 template <class S, class Acc>
 __global__ void fill_bias_kernel(Acc* out, std::int64_t rows, std::int64_t V, span<const S> bias) {
@@ -85,18 +92,20 @@ std::size_t linear_workspace_bytes(const shape& s, std::int64_t token_chunk) {
          detail::align_up(static_cast<std::size_t>(C * s.vocab) * sizeof(storage_t<P>));
 }
 
-template <class P>
-loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
-                              const loss_config& cfg, std::int64_t token_chunk,
-                              const linear_grads<storage_t<P>, accum_t<P>>& grads, cublasHandle_t handle,
-                              void* workspace, std::size_t workspace_bytes, cudaStream_t stream = 0,
-                              const fused_outputs<accum_t<P>>& extra = {}) {
+namespace detail {
+
+// fused_linear_loss with its GEMMs done by `gemm` (cublas_gemm's call operator, on `stream`).
+template <class P, class Gemm>
+loss_result fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_t<P>, accum_t<P>>& in,
+                                   const rollout_batch<accum_t<P>>& batch, const loss_config& cfg,
+                                   std::int64_t token_chunk, const linear_grads<storage_t<P>, accum_t<P>>& grads,
+                                   void* workspace, std::size_t workspace_bytes, cudaStream_t stream,
+                                   const fused_outputs<accum_t<P>>& extra) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
   using Q = typename P::template with_storage<Acc>;
   static_assert(std::is_same<Acc, float>::value || std::is_same<S, double>::value,
                 "device::fused_linear_loss: cuBLAS needs precision<bf16 | fp16 | float, float> or <double, double>");
-  GRPOKIT_REQUIRE(handle != nullptr, "fused_linear_loss: null cuBLAS handle");
   // the host's shape checks; targets and temperatures are in device memory: checked on the device
   grpokit::detail::require_linear_shapes(in, token_chunk, grads, extra);
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
@@ -107,16 +116,15 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
   GRPOKIT_REQUIRE(workspace_bytes >= linear_workspace_bytes<P>(sh, token_chunk), "workspace too small: ",
                   workspace_bytes, " bytes, needs ", linear_workspace_bytes<P>(sh, token_chunk),
                   " (use device::linear_workspace_bytes)");
-  const detail::layout<Q> ws(workspace, workspace_bytes, sh);
+  const layout<Q> ws(workspace, workspace_bytes, sh);
   Acc* logits = reinterpret_cast<Acc*>(static_cast<char*>(workspace) + ws.used);
   S* dlogits = reinterpret_cast<S*>(reinterpret_cast<char*>(logits) +
-                                    detail::align_up(static_cast<std::size_t>(C * V) * sizeof(Acc)));
+                                    align_up(static_cast<std::size_t>(C * V) * sizeof(Acc)));
   const span<Acc> logp(ws.logp, T), entropy(ws.entropy, T), lse(ws.lse, T), dlogp(ws.dlogp, T), dentropy(ws.dentropy, T);
   const current_policy<Acc> cur{logp, entropy};
   const policy_grads<Acc> pg{dlogp, dentropy};
-  detail::check_policy_shapes<Q>(cur, batch, cfg, pg);
-  GRPOKIT_CUBLAS_CHECK(cublasSetStream(handle, stream));
-  detail::reset_status(ws.st, stream);
+  check_policy_shapes<Q>(cur, batch, cfg, pg);
+  reset_status(ws.st, stream);
 
   auto chunk_input = [&](std::int64_t t0, std::int64_t n) {
     return logits_input<Acc, Acc>{{logits, n, V, V}, in.targets.subspan(t0, n),
@@ -124,44 +132,59 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
   };
   auto compute_logits = [&](std::int64_t t0, std::int64_t n) {  // logits[n, V] = H W^T + b (row-major)
     if (!in.bias.empty()) {
-      detail::fill_bias_kernel<S, Acc><<<256, 256, 0, stream>>>(logits, n, V, in.bias);
+      fill_bias_kernel<S, Acc><<<256, 256, 0, stream>>>(logits, n, V, in.bias);
       GRPOKIT_CUDA_CHECK_LAUNCH();
     }
-    detail::gemm<Acc>(handle, CUBLAS_OP_T, CUBLAS_OP_N, V, n, D, in.weight.data, in.weight.row_stride,
+    gemm(true, false, V, n, D, in.weight.data, in.weight.row_stride,
                       in.hidden.row(t0), in.hidden.row_stride, in.bias.empty() ? Acc(0) : Acc(1), logits, V);
   };
   for (std::int64_t t0 = 0; t0 < T; t0 += C) {
     const std::int64_t n = std::min(C, T - t0);
     compute_logits(t0, n);
-    detail::launch_forward<Q>(chunk_input(t0, n), cfg,
+    launch_forward<Q>(chunk_input(t0, n), cfg,
                               token_stats<Acc>{logp.subspan(t0, n), entropy.subspan(t0, n), lse.subspan(t0, n)}, ws,
                               stream);
   }
-  detail::launch_policy_loss<Q>(cur, batch, cfg, pg, ws, stream);
+  launch_policy_loss<Q>(cur, batch, cfg, pg, ws, stream);
   for (std::int64_t t0 = 0; t0 < T; t0 += C) {
     const std::int64_t n = std::min(C, T - t0);
     compute_logits(t0, n);
     const backward_inputs<Acc> g{lse.subspan(t0, n), entropy.subspan(t0, n), dlogp.subspan(t0, n),
                                  dentropy.subspan(t0, n)};
-    detail::launch_backward<Q, S>(chunk_input(t0, n), g, cfg, matrix_view<S>{dlogits, n, V, V}, ws, stream);
+    launch_backward<Q, S>(chunk_input(t0, n), g, cfg, matrix_view<S>{dlogits, n, V, V}, ws, stream);
     if (grads.dhidden.data != nullptr)  // dhidden^T [D, n] = W^T [D, V] dlogits^T [V, n]
-      detail::gemm<Acc>(handle, CUBLAS_OP_N, CUBLAS_OP_N, D, n, V, in.weight.data, in.weight.row_stride, dlogits, V,
+      gemm(false, false, D, n, V, in.weight.data, in.weight.row_stride, dlogits, V,
                         Acc(0), grads.dhidden.row(t0), grads.dhidden.row_stride);
     // dweight^T [D, V] += hidden^T [D, n] dlogits [n, V]
     if (grads.dweight_acc.data != nullptr)
-      detail::gemm<Acc>(handle, CUBLAS_OP_N, CUBLAS_OP_T, D, V, n, in.hidden.row(t0), in.hidden.row_stride, dlogits, V,
+      gemm(false, true, D, V, n, in.hidden.row(t0), in.hidden.row_stride, dlogits, V,
                         Acc(1), grads.dweight_acc.data, grads.dweight_acc.row_stride);
     else
-      detail::gemm<Acc>(handle, CUBLAS_OP_N, CUBLAS_OP_T, D, V, n, in.hidden.row(t0), in.hidden.row_stride, dlogits, V,
+      gemm(false, true, D, V, n, in.hidden.row(t0), in.hidden.row_stride, dlogits, V,
                         Acc(1), grads.dweight.data, grads.dweight.row_stride);
     if (!grads.dbias.empty()) {
-      detail::bias_grad_kernel<S, Acc><<<static_cast<unsigned>((V + 255) / 256), 256, 0, stream>>>(dlogits, n, V,
+      bias_grad_kernel<S, Acc><<<static_cast<unsigned>((V + 255) / 256), 256, 0, stream>>>(dlogits, n, V,
                                                                                                    grads.dbias);
       GRPOKIT_CUDA_CHECK_LAUNCH();
     }
   }
-  detail::copy_extra<Acc>(extra, logp, entropy, stream);
-  return detail::collect_result<Q>(cfg, ws, stream);
+  copy_extra<Acc>(extra, logp, entropy, stream);
+  return collect_result<Q>(cfg, ws, stream);
+}
+
+}  // namespace detail
+
+// The loss from hidden states, with cuBLAS GEMMs on `stream` (the handle's stream is set to it).
+template <class P>
+loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
+                              const loss_config& cfg, std::int64_t token_chunk,
+                              const linear_grads<storage_t<P>, accum_t<P>>& grads, cublasHandle_t handle,
+                              void* workspace, std::size_t workspace_bytes, cudaStream_t stream = 0,
+                              const fused_outputs<accum_t<P>>& extra = {}) {
+  GRPOKIT_REQUIRE(handle != nullptr, "fused_linear_loss: null cuBLAS handle");
+  GRPOKIT_CUBLAS_CHECK(cublasSetStream(handle, stream));
+  return detail::fused_linear_loss_with<P>(detail::cublas_gemm{handle}, in, batch, cfg, token_chunk, grads, workspace,
+                                           workspace_bytes, stream, extra);
 }
 
 }  // namespace grpokit::device
