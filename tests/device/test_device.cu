@@ -232,7 +232,7 @@ void fused_matches_host_for(grpokit::objective obj, std::uint64_t seed) {
     fused_matches_host<grpokit::policy<grpokit::chunk<512>>>(++seed, c, sized(50, 13), sized(3001, 1201));
     fused_matches_host<bi<__nv_bfloat16, float, grpokit::mask::all_of<grpokit::mask::trust_region, skip_every_seventh>>>(
         ++seed, c, sized(70, 15), 5000);
-    fused_matches_host<bi<float, float, grpokit::chunk<64>, grpokit::mask::vocab_prune>>(++seed, c, sized(20, 8), 4097);
+    fused_matches_host<bi<float, float, grpokit::chunk<64>, grpokit::mask::vocab_prune>>(++seed, c, sized(20, 11), 4097);
   }
 }
 
@@ -377,12 +377,13 @@ __global__ void reference_gemm_kernel(bool ta, bool tb, std::int64_t m, std::int
 }
 
 struct reference_gemm {
+  cudaStream_t stream;
   template <class Acc, class TA, class TB, class TC>
   void operator()(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const TA* A, std::int64_t lda,
                   const TB* B, std::int64_t ldb, Acc beta, TC* C, std::int64_t ldc) const {
     if (m * n == 0) return;
-    reference_gemm_kernel<Acc><<<static_cast<unsigned>((m * n + 127) / 128), 128>>>(ta, tb, m, n, k, A, lda, B, ldb,
-                                                                                    beta, C, ldc);
+    reference_gemm_kernel<Acc><<<static_cast<unsigned>((m * n + 127) / 128), 128, 0, stream>>>(ta, tb, m, n, k, A, lda,
+                                                                                               B, ldb, beta, C, ldc);
     GRPOKIT_CUDA_CHECK_LAUNCH();
   }
 };
@@ -391,7 +392,7 @@ struct reference_gemm {
 // (with cuBLAS, or with reference_gemm through detail::fused_linear_loss_with).
 template <class P, class Call>
 void linear_matches_host(const Call& call, std::int64_t T, std::int64_t V, std::int64_t D, std::int64_t chunk,
-                         bool bias) {
+                         bool bias, bool dweight_in_storage) {
   using S = grpokit::storage_t<P>;
   using R = grpokit::accum_t<P>;
   grpokit::loss_config cfg = grpokit::presets::grpo::config();
@@ -410,22 +411,30 @@ void linear_matches_host(const Call& call, std::int64_t T, std::int64_t V, std::
   support::load_batch(hr, p);
   std::vector<S> dh(hs.size());
   std::vector<R> dw(ws_.size(), R(0)), db(b.size(), R(0));
+  std::vector<S> dws_host(dweight_in_storage ? ws_.size() : 0, grpokit::math::store<S>(0.0));
   grpokit::linear_grads<S, R> hg;
   hg.dhidden = {dh.data(), T, D, D};
-  hg.dweight_acc = {dw.data(), V, D, D};
+  if (dweight_in_storage)
+    hg.dweight = {dws_host.data(), V, D, D};
+  else
+    hg.dweight_acc = {dw.data(), V, D, D};
   hg.dbias = db;
   std::vector<R> hlogp(static_cast<std::size_t>(T)), hent(static_cast<std::size_t>(T));
   const auto want = grpokit::host::fused_linear_loss<P>({{hs.data(), T, D, D}, {ws_.data(), V, D, D}, bs, p.targets, {}},
                                                         hr.batch(p), cfg, chunk, hg, {hlogp, hent});
   device_problem<P> d(p);
   buffer<S> dhs(hs), dws(ws_), dbs(bs), ddh(hs.size());
+  buffer<S> ddws(std::vector<S>(dws_host.size(), grpokit::math::store<S>(0.0)));  // dweight starts at 0, as on the host
   buffer<R> ddw(dw.size()), ddb(db.size()), dlogp(T), dent(T);
   GRPOKIT_CUDA_CHECK(cudaMemset(ddw.data(), 0, dw.size() * sizeof(R)));
   GRPOKIT_CUDA_CHECK(cudaMemset(ddb.data(), 0, db.size() * sizeof(R)));
   buffer<unsigned char> ws(grpokit::device::linear_workspace_bytes<P>({T, V, p.S}, chunk));
   grpokit::linear_grads<S, R> dg;
   dg.dhidden = {ddh.data(), T, D, D};
-  dg.dweight_acc = {ddw.data(), V, D, D};
+  if (dweight_in_storage)
+    dg.dweight = {ddws.data(), V, D, D};
+  else
+    dg.dweight_acc = {ddw.data(), V, D, D};
   dg.dbias = ddb.span();
   const auto got = call(grpokit::linear_input<S, R>{{dhs.data(), T, D, D}, {dws.data(), V, D, D}, dbs.cspan(),
                                                     d.targets.cspan(), {}},
@@ -440,7 +449,10 @@ void linear_matches_host(const Call& call, std::int64_t T, std::int64_t V, std::
     CHECK(support::close(gl[t], hlogp[t], 1e-3, 1e-4));
     CHECK(support::close(ge[t], hent[t], 1e-3, 1e-4));
   }
-  const auto gw = ddw.host(), gb = ddb.host();
+  // dweight in the storage type (bf16/fp64 as given) or accumulated in R: compared as R
+  const std::vector<R> gw = dweight_in_storage ? support::cast<R>(support::to_double(ddws.host())) : ddw.host();
+  if (dweight_in_storage) dw = support::cast<R>(support::to_double(dws_host));
+  const auto gb = ddb.host();
   const auto gh = support::to_double(ddh.host()), wh = support::to_double(dh);
   double scale = 0;
   for (R x : dw) scale = std::max(scale, std::fabs(static_cast<double>(x)));
@@ -449,43 +461,47 @@ void linear_matches_host(const Call& call, std::int64_t T, std::int64_t V, std::
   for (std::size_t i = 0; i < wh.size(); ++i) CHECK(std::fabs(gh[i] - wh[i]) <= 1e-2 * std::fabs(wh[i]) + 1e-4);
 }
 
-// The shapes of both linear cases: token chunks that do and do not divide T, a bias or none, rows
-// on the warp (V <= 4096) and block (V > 4096) schedules, fp32, bf16 and fp64.
+// The shapes of both linear cases: token chunks that do and do not divide T (a last partial chunk),
+// a bias or none, dweight accumulated in Accum or in the storage type, rows on the warp (V <= 4096)
+// and block (V > 4096) schedules, fp32, bf16 and fp64.
 template <class Run>
 void linear_shapes(const Run& run) {
-  run(grpokit::policy<grpokit::precision<float, float>>{}, sized(37, 11), sized(1000, 300), 64, 16, true);
+  run(grpokit::policy<grpokit::precision<float, float>>{}, sized(37, 11), sized(1000, 300), 64, sized(16, 4), true,
+      false);
   run(grpokit::policy<grpokit::precision<__nv_bfloat16, float>, grpokit::reduction::batch_invariant>{}, sized(100, 13),
-      sized(5003, 4099), sized(128, 32), sized(33, 5), false);
-  run(grpokit::policy<grpokit::precision<double, double>, grpokit::chunk<64>>{}, 9, 300, 16, 4, true);
+      sized(5003, 4099), sized(128, 32), sized(33, 5), false, true);
+  run(grpokit::policy<grpokit::precision<double, double>, grpokit::chunk<64>>{}, 9, 300, 16, 3, true, true);
 }
 
 }  // namespace
 
 TEST_CASE("device fused_linear_loss: its own kernels with a reference GEMM match the host", "[device]") {
   // Everything of device::fused_linear_loss but the cuBLAS call (which the simulated GPU cannot run).
-  linear_shapes([](auto policy_tag, std::int64_t T, std::int64_t V, std::int64_t D, std::int64_t chunk, bool bias) {
+  linear_shapes([](auto policy_tag, std::int64_t T, std::int64_t V, std::int64_t D, std::int64_t chunk, bool bias,
+                   bool dweight_in_storage) {
     using P = decltype(policy_tag);
     linear_matches_host<P>(
         [](const auto& in, const auto& batch, const auto& cfg, std::int64_t c, const auto& grads, void* ws,
            std::size_t bytes, const auto& extra) {
-          return grpokit::device::detail::fused_linear_loss_with<P>(reference_gemm{}, in, batch, cfg, c, grads, ws,
+          return grpokit::device::detail::fused_linear_loss_with<P>(reference_gemm{0}, in, batch, cfg, c, grads, ws,
                                                                     bytes, 0, extra);
         },
-        T, V, D, chunk, bias);
+        T, V, D, chunk, bias, dweight_in_storage);
   });
 }
 
 TEST_CASE("device fused_linear_loss matches the host fused_linear_loss", "[device][linear]") {
   cublasHandle_t handle;
   REQUIRE(cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS);
-  linear_shapes([&](auto policy_tag, std::int64_t T, std::int64_t V, std::int64_t D, std::int64_t chunk, bool bias) {
+  linear_shapes([&](auto policy_tag, std::int64_t T, std::int64_t V, std::int64_t D, std::int64_t chunk, bool bias,
+                    bool dweight_in_storage) {
     using P = decltype(policy_tag);
     linear_matches_host<P>(
         [&](const auto& in, const auto& batch, const auto& cfg, std::int64_t c, const auto& grads, void* ws,
             std::size_t bytes, const auto& extra) {
           return grpokit::device::fused_linear_loss<P>(in, batch, cfg, c, grads, handle, ws, bytes, 0, extra);
         },
-        T, V, D, chunk, bias);
+        T, V, D, chunk, bias, dweight_in_storage);
   });
   cublasDestroy(handle);
 }

@@ -47,9 +47,10 @@ constexpr cublasComputeType_t compute_type() {
 }
 
 // The GEMMs of fused_linear_loss, on cuBLAS: C (column-major m x n, ldc) = op(A) op(B) + beta C with
-// Acc compute, op = transpose when trans_*. fused_linear_loss_with takes any object with this call
-// operator (the tests pass a plain reference kernel, so that everything but cuBLAS runs on a
-// simulated GPU).
+// Acc compute, op = transpose when trans_*; C is not read when beta == 0. fused_linear_loss_with
+// takes any object with this call operator that orders its work on the entry point's stream (the
+// handle's stream here; the tests pass a plain reference kernel, so that everything but cuBLAS runs
+// on a simulated GPU).
 struct cublas_gemm {
   cublasHandle_t handle;
   template <class Acc, class TA, class TB, class TC>
@@ -94,7 +95,8 @@ std::size_t linear_workspace_bytes(const shape& s, std::int64_t token_chunk) {
 
 namespace detail {
 
-// fused_linear_loss with its GEMMs done by `gemm` (cublas_gemm's call operator, on `stream`).
+// fused_linear_loss with its GEMMs done by `gemm` (cublas_gemm's call operator), which must order
+// them on `stream`.
 template <class P, class Gemm>
 loss_result fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_t<P>, accum_t<P>>& in,
                                    const rollout_batch<accum_t<P>>& batch, const loss_config& cfg,
