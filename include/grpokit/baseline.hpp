@@ -31,18 +31,31 @@ struct group_io {
 };
 
 namespace detail {
-GRPOKIT_HD inline double group_mean(const double* r, std::int64_t n) {
+// The moments are computed on the rewards times 2^-e, e the exponent of the largest |r|: they never
+// overflow (rewards of +-1e300), and away from overflow and subnormals the powers of two are exact,
+// so the result is the unscaled formula's bit for bit.
+GRPOKIT_HD inline int moment_exponent(const double* r, std::int64_t n) {
+  double m = 0;
+  for (std::int64_t i = 0; i < n; ++i) m = std::fabs(r[i]) > m ? std::fabs(r[i]) : m;
+  return m > 0 && std::isfinite(m) ? std::ilogb(m) : 0;
+}
+GRPOKIT_HD inline double scaled_mean(const double* r, std::int64_t n, int e) {
   double s = 0;
-  for (std::int64_t i = 0; i < n; ++i) s += r[i];
+  for (std::int64_t i = 0; i < n; ++i) s += std::ldexp(r[i], -e);
   return s / static_cast<double>(n);
+}
+GRPOKIT_HD inline double group_mean(const double* r, std::int64_t n) {
+  const int e = moment_exponent(r, n);
+  return std::ldexp(scaled_mean(r, n, e), e);
 }
 // Bessel-corrected standard deviation, two-pass; 0 for n < 2.
 GRPOKIT_HD inline double group_std(const double* r, std::int64_t n) {
   if (n < 2) return 0.0;
-  const double mu = group_mean(r, n);
+  const int e = moment_exponent(r, n);
+  const double mu = scaled_mean(r, n, e);
   double ss = 0;
-  for (std::int64_t i = 0; i < n; ++i) ss += (r[i] - mu) * (r[i] - mu);
-  return std::sqrt(ss / static_cast<double>(n - 1));
+  for (std::int64_t i = 0; i < n; ++i) ss += (std::ldexp(r[i], -e) - mu) * (std::ldexp(r[i], -e) - mu);
+  return std::ldexp(std::sqrt(ss / static_cast<double>(n - 1)), e);
 }
 // Lower median (torch.median semantics): the ((n-1)/2)-th smallest. Sorts `scratch` (insertion sort;
 // groups are small).

@@ -1,5 +1,7 @@
 // The device path against the host path (the oracle): bitwise under batch_invariant for logp,
 // entropy, lse and dlogits; within tolerance otherwise; data errors reported through the status.
+#include <cfloat>
+#include <limits>
 #include <random>
 
 #include "../catch.hpp"
@@ -558,3 +560,76 @@ TEST_CASE("device rows beyond 2^31 elements (64-bit indexing) match the host bit
   }
   CHECK(support::same_bits(dev_grad, hgrad));
 }
+
+TEST_CASE("device bad input: scaled overflow, tiny temperatures, NaN in a backward of its own", "[device][errors]") {
+  using P = bi<float, float, grpokit::chunk<16>>;
+  const ref::problem good = make(31, {3, 4}, 40, false);
+  grpokit::loss_config cfg;
+  cfg.temperature = 0.7;
+  {  // -FLT_MAX / 0.7 = -inf: p = 0, finite results, the host's bits
+    ref::problem p = good;
+    p.logits[5] = -FLT_MAX;
+    p.logits[2 * p.V + 7] = -FLT_MAX;
+    auto h = support::host_run<P>{};
+    h.logits = support::to_storage<float>(p.logits);
+    std::vector<float> logp(p.T), ent(p.T), lse(p.T);
+    grpokit::host::token_logprobs<P>(h.input(p), cfg, {logp, ent, lse});
+    device_problem<P> d(p);
+    buffer<float> dlogp(p.T), dent(p.T), dlse(p.T);
+    grpokit::device::token_logprobs<P>(d.input(), cfg, {dlogp.span(), dent.span(), dlse.span()}, d.ws(), d.ws_bytes());
+    grpokit::device::throw_if_error(grpokit::device::read_status(d.ws(), 0));
+    CHECK(support::same_bits(dlogp.host(), logp));
+    CHECK(support::same_bits(dent.host(), ent));
+    for (float e : ent) CHECK(std::isfinite(e));
+  }
+  {  // FLT_MAX / 0.7 = +inf: the row overflows
+    ref::problem p = good;
+    p.logits[3 * p.V + 2] = FLT_MAX;
+    device_problem<P> d(p);
+    buffer<float> dl(p.logits.size());
+    REQUIRE_ERROR((grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {dl.data(), p.T, p.V, p.V}, d.ws(),
+                                                  d.ws_bytes())),
+                  "non-finite input at row/token 3");
+  }
+  {  // a per-token temperature with no finite inverse in float
+    ref::problem p = good;
+    p.temperature.assign(static_cast<std::size_t>(p.T), 1.0);
+    p.temperature[4] = 1e-39;
+    device_problem<P> d(p);
+    buffer<float> dlogp(p.T), dlse(p.T);
+    grpokit::device::token_logprobs<P>(d.input(), {}, {dlogp.span(), {}, dlse.span()}, d.ws(), d.ws_bytes());
+    REQUIRE_ERROR(grpokit::device::throw_if_error(grpokit::device::read_status(d.ws(), 0)),
+                  "input out of its domain at row/sequence 4");
+  }
+  {  // logits_backward on its own, NaN logits, check_finite on
+    ref::problem p = good;
+    p.logits[2 * p.V + 1] = std::numeric_limits<double>::quiet_NaN();
+    device_problem<P> d(p);
+    buffer<float> lse(std::vector<float>(p.T, 3.f)), ent(std::vector<float>(p.T, 1.f)),
+        g(std::vector<float>(p.T, 0.5f)), dl(p.logits.size());
+    grpokit::device::logits_backward<P>(d.input(), {lse.cspan(), ent.cspan(), g.cspan(), {}}, {},
+                                        {dl.data(), p.T, p.V, p.V}, d.ws(), d.ws_bytes());
+    REQUIRE_ERROR(grpokit::device::throw_if_error(grpokit::device::read_status(d.ws(), 0)),
+                  "non-finite input at row/token 2");
+  }
+}
+
+TEST_CASE("device fused_linear_loss reports a NaN hidden state at its token, not its row in a chunk",
+          "[device][errors]") {
+  using P = grpokit::policy<grpokit::precision<float, float>, grpokit::chunk<16>>;
+  const std::int64_t T = 7, V = 30, Dm = 4, chunk = 3;
+  ref::problem p = make(41, {3, 4}, V, false);
+  std::vector<float> hid(static_cast<std::size_t>(T * Dm), 0.1f), w(static_cast<std::size_t>(V * Dm), 0.05f);
+  hid[static_cast<std::size_t>(5 * Dm + 2)] = std::numeric_limits<float>::quiet_NaN();  // token 5: chunk 1, row 2
+  device_problem<P> d(p);
+  buffer<float> dh(hid), dw(w), ddh(hid.size()), ddw(w.size());
+  buffer<unsigned char> ws(grpokit::device::linear_workspace_bytes<P>({T, V, p.S}, chunk));
+  grpokit::linear_grads<float, float> g;
+  g.dhidden = {ddh.data(), T, Dm, Dm};
+  g.dweight_acc = {ddw.data(), V, Dm, Dm};
+  REQUIRE_ERROR((grpokit::device::detail::fused_linear_loss_with<P>(
+                    reference_gemm{0}, {{dh.data(), T, Dm, Dm}, {dw.data(), V, Dm, Dm}, {}, d.targets.cspan(), {}},
+                    d.batch(), {}, chunk, g, ws.data(), ws.size(), 0, {})),
+                "non-finite input at row/token 5");
+}
+

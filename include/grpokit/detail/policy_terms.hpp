@@ -255,7 +255,10 @@ struct policy_terms {
       p.clip_low += k.sur.clipped_low;
       p.clip_high += k.sur.clipped_high;
       p.clip_dual += k.sur.clipped_dual;
-      if (has_old()) p.kl_old += static_cast<double>(batch.logp_old[t]) - static_cast<double>(cur.logp[t]);
+      if (has_old()) {  // verl's ppo_kl: the log-ratio clamped as the ratio's, then averaged
+        const double d = static_cast<double>(cur.logp[t]) - static_cast<double>(batch.logp_old[t]);
+        p.kl_old -= std::fmin(std::fmax(d, -cfg.log_ratio_clamp), cfg.log_ratio_clamp);
+      }
       p.kl_ref += k.kl_log;
       p.w_sum += k.is_weight;
       p.w_sq += k.is_weight * k.is_weight;

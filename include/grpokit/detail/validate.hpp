@@ -2,10 +2,12 @@
 // Host-side argument checks shared by grpokit::host and the device launchers.
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "../config.hpp"
 #include "../error.hpp"
 #include "../inputs.hpp"
+#include "row_params.hpp"
 
 namespace grpokit::detail {
 
@@ -44,6 +46,43 @@ void require_matrix(const char* name, const matrix_view<T>& m) {
                   m.cols, "]");
   GRPOKIT_REQUIRE(m.row_stride >= m.cols, name, ": row_stride ", m.row_stride, " < cols ", m.cols);
   GRPOKIT_REQUIRE(m.rows == 0 || m.data != nullptr, name, ": null data");
+  // the last element's index (rows - 1) * row_stride + cols - 1 and its byte offset fit in 64 bits
+  const std::int64_t max_elems = std::numeric_limits<std::int64_t>::max() / static_cast<std::int64_t>(sizeof(T));
+  GRPOKIT_REQUIRE(m.rows <= 1 || m.row_stride <= (max_elems - m.cols) / (m.rows - 1), name, ": [", m.rows, ", ",
+                  m.cols, "] with row_stride ", m.row_stride, " is larger than any memory");
+}
+
+// Whether two strided row blocks share an address: rows a_rows of a_cols elements of A (a_size
+// bytes each) every a_stride elements from a, likewise for B. Exact, so that interleaved but
+// disjoint rows (two matrices in one buffer, row_stride = the sum of their widths) are not
+// mistaken for an overlap. O(rows) at most.
+template <class A, class B>
+bool rows_overlap(const A* a, std::int64_t a_rows, std::int64_t a_cols, std::int64_t a_stride, const B* b,
+                  std::int64_t b_rows, std::int64_t b_cols, std::int64_t b_stride) {
+  if (a_rows == 0 || b_rows == 0 || a == nullptr || b == nullptr) return false;
+  const auto a0 = reinterpret_cast<std::uintptr_t>(a), b0 = reinterpret_cast<std::uintptr_t>(b);
+  const std::uintptr_t as = static_cast<std::uintptr_t>(a_stride) * sizeof(A), aw = a_cols * sizeof(A);
+  const std::uintptr_t bs = static_cast<std::uintptr_t>(b_stride) * sizeof(B), bw = b_cols * sizeof(B);
+  const std::uintptr_t a_end = a0 + (a_rows - 1) * as + aw, b_end = b0 + (b_rows - 1) * bs + bw;
+  if (a_end <= b0 || b_end <= a0) return false;  // disjoint address ranges
+  // For each row of A, the rows of B that start before its end and end after its start.
+  for (std::int64_t i = 0; i < a_rows; ++i) {
+    const std::uintptr_t lo = a0 + i * as, hi = lo + aw;
+    if (hi <= b0 || lo >= b_end) continue;
+    // first row j of B with b0 + j bs + bw > lo
+    std::int64_t j = lo + 1 > b0 + bw ? static_cast<std::int64_t>((lo + 1 - bw - b0 + bs - 1) / bs) : 0;
+    if (j < b_rows && b0 + j * bs < hi) return true;
+  }
+  return false;
+}
+template <class A, class B>
+bool spans_overlap(span<A> a, span<B> b) {
+  return rows_overlap(a.data(), a.empty() ? 0 : 1, a.size(), a.size(), b.data(), b.empty() ? 0 : 1, b.size(),
+                      b.size());
+}
+template <class A, class B>
+bool matrices_overlap(const matrix_view<A>& a, const matrix_view<B>& b) {
+  return rows_overlap(a.data, a.rows, a.cols, a.row_stride, b.data, b.rows, b.cols, b.row_stride);
 }
 
 inline void require_targets(span<const std::int64_t> targets, std::int64_t vocab) {
@@ -52,16 +91,158 @@ inline void require_targets(span<const std::int64_t> targets, std::int64_t vocab
                     " is out of range [0, ", vocab, ")");
 }
 
+// cfg.temperature in the accumulation type Real (the device checks a per-token temperature there).
 template <class Real>
-void require_temperature(const loss_config& cfg, span<const Real> per_token) {
-  GRPOKIT_REQUIRE(cfg.temperature > 0 && std::isfinite(cfg.temperature), "temperature must be > 0, got ",
-                  cfg.temperature);
-  for (std::int64_t i = 0; i < per_token.size(); ++i)
-    GRPOKIT_REQUIRE(per_token[i] > 0 && std::isfinite(static_cast<double>(per_token[i])), "temperature[", i,
-                    "] must be finite and > 0, got ", per_token[i]);
+void require_scalar_temperature(const loss_config& cfg) {
+  GRPOKIT_REQUIRE(usable_temperature(static_cast<Real>(cfg.temperature)), "temperature must be > 0 with a finite inverse in the ",
+                  sizeof(Real) == 4 ? "float" : "double", " accumulation type, got ", cfg.temperature);
 }
 
-// The shapes of logits_backward, and dlogits aliasing the logits only in in-place mode.
+template <class Real>
+void require_temperature(const loss_config& cfg, span<const Real> per_token) {
+  require_scalar_temperature<Real>(cfg);
+  for (std::int64_t i = 0; i < per_token.size(); ++i)
+    GRPOKIT_REQUIRE(usable_temperature(per_token[i]), "temperature[", i,
+                    "] must be > 0 with a finite inverse in the accumulation type, got ", per_token[i]);
+}
+
+// Every field of advantage_config: finite and in range, the enum a known value.
+inline void require_advantage_config(const advantage_config& c) {
+  const int scale = static_cast<int>(c.scale);
+  GRPOKIT_REQUIRE(scale >= 0 && scale <= static_cast<int>(adv_scale::none), "adv.scale: unknown value ", scale);
+  GRPOKIT_REQUIRE(std::isfinite(c.eps) && c.eps >= 0, "adv.eps must be finite and >= 0, got ", c.eps);
+  GRPOKIT_REQUIRE(std::isfinite(c.std_floor) && c.std_floor >= 0, "adv.std_floor must be finite and >= 0, got ",
+                  c.std_floor);
+  GRPOKIT_REQUIRE(std::isfinite(c.mad_eps) && c.mad_eps >= 0, "adv.mad_eps must be finite and >= 0, got ", c.mad_eps);
+  GRPOKIT_REQUIRE(std::isfinite(c.ess_ratio_ref) && c.ess_ratio_ref > 0, "adv.ess_ratio_ref must be finite and > 0, got ",
+                  c.ess_ratio_ref);
+}
+
+// Every field of loss_config: finite and in range, every enum a known value. A clamp or a threshold
+// may be +inf (off), never NaN.
+inline void require_loss_config(const loss_config& c) {
+  auto known = [](const char* name, auto v, auto last) {
+    GRPOKIT_REQUIRE(static_cast<int>(v) >= 0 && static_cast<int>(v) <= static_cast<int>(last), name,
+                    ": unknown value ", static_cast<int>(v));
+  };
+  known("obj", c.obj, objective::reinforce);
+  known("is", c.is, is_correction::sequence_mask);
+  known("kl", c.kl, kl_estimator::k3);
+  known("agg", c.agg, aggregation::seq_mean_token_sum_norm);
+  known("trm_max_estimator", c.trm_max_estimator, divergence::k3);
+  known("trm_mean_estimator", c.trm_mean_estimator, divergence::k3);
+  auto finite = [](const char* name, double v) {
+    GRPOKIT_REQUIRE(std::isfinite(v), name, " must be finite, got ", v);
+  };
+  auto positive_or_inf = [](const char* name, double v) {  // a clamp: > 0, +inf = no clamp
+    GRPOKIT_REQUIRE(v > 0, name, " must be > 0 (+inf: no clamp), got ", v);
+  };
+  finite("eps_low", c.eps_low);
+  finite("eps_high", c.eps_high);
+  finite("dual_clip", c.dual_clip);
+  finite("delta", c.delta);
+  finite("tau_pos", c.tau_pos);
+  finite("tau_neg", c.tau_neg);
+  finite("is_min", c.is_min);
+  finite("kl_coef", c.kl_coef);
+  finite("entropy_coef", c.entropy_coef);
+  finite("temperature", c.temperature);
+  finite("global_tokens", c.global_tokens);
+  finite("global_seqs", c.global_seqs);
+  finite("norm_constant", c.norm_constant);
+  finite("dp_size", c.dp_size);
+  finite("prune_rho", c.prune_rho);
+  finite("importance_lo", c.importance_lo);
+  GRPOKIT_REQUIRE(c.eps_low >= 0 && c.eps_low <= 1, "eps_low must be in [0, 1], got ", c.eps_low);
+  GRPOKIT_REQUIRE(c.eps_high >= 0, "eps_high must be >= 0, got ", c.eps_high);
+  GRPOKIT_REQUIRE(c.delta == 0 || c.delta > 1, "delta must be 0 (off) or > 1, got ", c.delta);
+  positive_or_inf("log_ratio_clamp", c.log_ratio_clamp);
+  positive_or_inf("is_log_ratio_clamp", c.is_log_ratio_clamp);
+  positive_or_inf("gspo_log_ratio_max", c.gspo_log_ratio_max);
+  positive_or_inf("kl_input_clamp", c.kl_input_clamp);
+  positive_or_inf("kl_output_clamp", c.kl_output_clamp);
+  GRPOKIT_REQUIRE(c.tau_pos > 0 && c.tau_neg > 0, "SAPO temperatures must be > 0");
+  GRPOKIT_REQUIRE(c.is_min >= 0 && c.is_min <= c.is_max, "need 0 <= is_min <= is_max (is_max may be +inf), got [",
+                  c.is_min, ", ", c.is_max, "]");
+  GRPOKIT_REQUIRE(c.kl_coef >= 0, "kl_coef must be >= 0, got ", c.kl_coef);
+  GRPOKIT_REQUIRE(c.temperature > 0, "temperature must be > 0, got ", c.temperature);
+  GRPOKIT_REQUIRE(c.global_tokens == 0 || c.global_tokens >= 1, "global_tokens must be 0 (local count) or >= 1, got ",
+                  c.global_tokens);
+  GRPOKIT_REQUIRE(c.global_seqs == 0 || c.global_seqs >= 1, "global_seqs must be 0 (local count) or >= 1, got ",
+                  c.global_seqs);
+  GRPOKIT_REQUIRE(c.dp_size > 0, "dp_size must be > 0, got ", c.dp_size);
+  GRPOKIT_REQUIRE(c.norm_constant >= 0, "norm_constant must be >= 0, got ", c.norm_constant);
+  GRPOKIT_REQUIRE(c.agg != aggregation::seq_mean_token_sum_norm || c.norm_constant > 0,
+                  "aggregation seq_mean_token_sum_norm needs norm_constant > 0, got ", c.norm_constant);
+  GRPOKIT_REQUIRE(c.prune_rho > 0 && c.prune_rho <= 1, "prune_rho must be in (0, 1], got ", c.prune_rho);
+  GRPOKIT_REQUIRE(c.importance_lo >= 0 && c.importance_lo <= c.importance_hi,
+                  "need 0 <= importance_lo <= importance_hi (importance_hi may be +inf), got [", c.importance_lo, ", ",
+                  c.importance_hi, "]");
+  GRPOKIT_REQUIRE(c.trm_max_threshold >= 0 && c.trm_mean_threshold >= 0,
+                  "TRM thresholds must be >= 0 (+inf: off), got ", c.trm_max_threshold, " and ", c.trm_mean_threshold);
+  require_advantage_config(c.adv);
+}
+
+// token_logprobs / logits_backward / fused_loss, what needs no reading of device memory: the shapes,
+// the config and cfg.temperature (host and device). The data (target ids, per-token temperatures)
+// is checked by require_logits_data on the host and in the status on the device.
+template <class S, class Real>
+void require_logits_shapes(const logits_input<S, Real>& in, const loss_config& cfg) {
+  require_loss_config(cfg);
+  require_scalar_temperature<Real>(cfg);
+  require_matrix("logits", in.logits);
+  require_size("targets", in.targets, in.logits.rows);
+  require_size_or_empty("temperature", in.temperature, in.logits.rows);
+}
+template <class S, class Real>
+void require_logits_data(const logits_input<S, Real>& in, const loss_config& cfg) {
+  require_targets(in.targets, in.logits.cols);
+  require_temperature(cfg, in.temperature);
+}
+
+// compute_advantages' shapes and config (host and device); the host also checks the data.
+template <class Real>
+void require_advantage_shapes(const advantage_inputs<Real>& in, const advantage_config& cfg,
+                              const advantage_outputs<Real>& out, bool needs_log_ratio) {
+  require_advantage_config(cfg);
+  const std::int64_t S = in.rewards.size();
+  GRPOKIT_REQUIRE(in.group_offsets.size() >= 1, "group_offsets: needs at least one element (G + 1 offsets)");
+  require_size("adv", out.adv, S);
+  require_size("seq_mask", out.seq_mask, S);
+  if (needs_log_ratio)
+    GRPOKIT_REQUIRE(in.seq_log_ratio.size() == S, "seq_log_ratio: the ess_scaled baseline needs ", S,
+                    " per-sequence log-ratios, got ", in.seq_log_ratio.size());
+  require_size_or_empty("seq_log_ratio", in.seq_log_ratio, S);
+  require_size_or_empty("seq_weight", in.seq_weight, S);
+}
+template <class Real>
+void require_advantage_data(const advantage_inputs<Real>& in) {
+  require_offsets("group_offsets", in.group_offsets, in.rewards.size(), /*allow_empty_segments=*/false);
+  require_finite("rewards", in.rewards);
+  require_finite("seq_log_ratio", in.seq_log_ratio);
+  require_finite("seq_weight", in.seq_weight);
+  for (std::int64_t i = 0; i < in.seq_weight.size(); ++i)
+    GRPOKIT_REQUIRE(in.seq_weight[i] >= 0, "seq_weight[", i, "] must be >= 0, got ", in.seq_weight[i]);
+}
+
+// dlogits: the logits' shape, and aliasing the logits only in in-place mode (same buffer and stride).
+template <class S, class Real>
+void require_dlogits(const logits_input<S, Real>& in, const matrix_view<S>& dlogits, backward_mode mode) {
+  const std::int64_t T = in.logits.rows, V = in.logits.cols;
+  require_matrix("dlogits", dlogits);
+  GRPOKIT_REQUIRE(dlogits.rows == T && dlogits.cols == V, "dlogits: expected [", T, ", ", V, "], got [", dlogits.rows,
+                  ", ", dlogits.cols, "]");
+  if (T == 0) return;
+  if (mode == backward_mode::in_place) {
+    GRPOKIT_REQUIRE(dlogits.data == in.logits.data && dlogits.row_stride == in.logits.row_stride,
+                    "in-place backward: dlogits must be the logits buffer with the same row stride");
+  } else {
+    GRPOKIT_REQUIRE(!matrices_overlap(dlogits, in.logits),
+                    "dlogits overlaps the logits; pass backward_mode::in_place to allow it");
+  }
+}
+
+// The shapes of logits_backward: its inputs, dlogits, and no input overlapping dlogits.
 template <class S, class Real>
 void require_backward_shapes(const logits_input<S, Real>& in, const backward_inputs<Real>& g,
                              const matrix_view<S>& dlogits, backward_mode mode) {
@@ -71,69 +252,58 @@ void require_backward_shapes(const logits_input<S, Real>& in, const backward_inp
   require_size_or_empty("dentropy", g.dentropy, T);
   GRPOKIT_REQUIRE(g.dentropy.empty() || g.entropy.size() == T, "entropy: needed (", T,
                   " elements) when dentropy is given, got ", g.entropy.size());
-  require_matrix("dlogits", dlogits);
-  GRPOKIT_REQUIRE(dlogits.rows == T && dlogits.cols == V, "dlogits: expected [", T, ", ", V, "], got [", dlogits.rows,
-                  ", ", dlogits.cols, "]");
-  if (T == 0) return;
-  const S* in_begin = in.logits.data;
-  const S* in_end = in.logits.data + (T - 1) * in.logits.row_stride + V;
-  const S* out_begin = dlogits.data;
-  const S* out_end = dlogits.data + (T - 1) * dlogits.row_stride + V;
-  if (mode == backward_mode::in_place) {
-    GRPOKIT_REQUIRE(out_begin == in_begin && dlogits.row_stride == in.logits.row_stride,
-                    "in-place backward: dlogits must be the logits buffer with the same row stride");
-  } else {
-    GRPOKIT_REQUIRE(out_end <= in_begin || in_end <= out_begin,
-                    "dlogits overlaps the logits; pass backward_mode::in_place to allow it");
-  }
+  require_dlogits(in, dlogits, mode);
+  const span<const Real> inputs[] = {g.lse, g.entropy, g.dlogp, g.dentropy};
+  for (const auto& input : inputs)
+    GRPOKIT_REQUIRE(!rows_overlap(dlogits.data, T, V, dlogits.row_stride, input.data(), input.empty() ? 0 : 1,
+                                  input.size(), input.size()),
+                    "dlogits overlaps one of the backward inputs (lse, entropy, dlogp, dentropy)");
 }
 
-// The shapes and required inputs of policy_loss (nothing that reads the data: the device path
-// uses it too). S = seq_offsets.size() - 1.
+// The batch of policy_loss for T tokens: shapes, and the inputs that the config and the masks need
+// (nothing that reads the data: the device path uses it too). S = seq_offsets.size() - 1. An
+// optional per-token input is given when it has T elements; with T == 0 (an empty batch, loss 0)
+// every one of them is, so the "needs" checks only bite when there are tokens.
 template <bool NeedsRollout, class Real>
-void require_policy_shapes(const current_policy<Real>& cur, const rollout_batch<Real>& batch, const loss_config& cfg,
-                           const policy_grads<Real>& grads) {
-  const std::int64_t T = cur.logp.size();
+void require_batch_shapes(const rollout_batch<Real>& batch, std::int64_t T, const loss_config& cfg) {
+  require_loss_config(cfg);
   GRPOKIT_REQUIRE(batch.seq_offsets.size() >= 1, "seq_offsets: needs at least one element (S + 1 offsets)");
   const std::int64_t S = batch.seq_offsets.size() - 1;
   GRPOKIT_REQUIRE(S > 0 || T == 0, "seq_offsets: last offset must be ", T, ", got 0 (no sequences)");
   require_size("adv", batch.adv, S);
-  require_size_or_empty("entropy", cur.entropy, T);
   require_size_or_empty("logp_old", batch.logp_old, T);
   require_size_or_empty("logp_ref", batch.logp_ref, T);
   require_size_or_empty("logp_rollout", batch.logp_rollout, T);
   require_size_or_empty("token_mask", batch.token_mask, T);
   require_size_or_empty("seq_mask", batch.seq_mask, S);
-  require_size("dlogp", grads.dlogp, T);
-  require_size_or_empty("dentropy", grads.dentropy, T);
-  // An optional per-token input is given when it has T elements; with T == 0 (an empty batch, loss 0)
-  // every one of them is, so the "needs" checks below only bite when there are tokens.
   auto given = [T](auto s) { return s.size() == T; };
-  GRPOKIT_REQUIRE(cfg.entropy_coef == 0 || (given(cur.entropy) && given(grads.dentropy)),
-                  "entropy_coef != 0 needs the entropy input and the dentropy output");
   GRPOKIT_REQUIRE(cfg.kl == kl_estimator::none || given(batch.logp_ref), "kl != none needs logp_ref");
   GRPOKIT_REQUIRE(cfg.is == is_correction::none || given(batch.logp_rollout),
                   "importance-sampling correction needs logp_rollout");
   GRPOKIT_REQUIRE(!NeedsRollout || given(batch.logp_rollout), "the trust_region and importance masks need logp_rollout");
 }
 
-inline void require_loss_config(const loss_config& c) {
-  GRPOKIT_REQUIRE(c.eps_low >= 0 && c.eps_low <= 1, "eps_low must be in [0, 1], got ", c.eps_low);
-  GRPOKIT_REQUIRE(c.eps_high >= 0, "eps_high must be >= 0, got ", c.eps_high);
-  GRPOKIT_REQUIRE(c.delta == 0 || c.delta > 1, "delta must be 0 (off) or > 1, got ", c.delta);
-  GRPOKIT_REQUIRE(c.log_ratio_clamp > 0 && c.is_log_ratio_clamp > 0, "log-ratio clamps must be > 0");
-  GRPOKIT_REQUIRE(c.tau_pos > 0 && c.tau_neg > 0, "SAPO temperatures must be > 0");
-  GRPOKIT_REQUIRE(c.is_min >= 0 && c.is_min <= c.is_max, "need 0 <= is_min <= is_max, got [", c.is_min, ", ",
-                  c.is_max, "]");
-  GRPOKIT_REQUIRE(c.kl_coef >= 0, "kl_coef must be >= 0, got ", c.kl_coef);
-  GRPOKIT_REQUIRE(c.global_tokens >= 0 && c.global_seqs >= 0, "global normalisers must be >= 0");
-  GRPOKIT_REQUIRE(c.dp_size > 0, "dp_size must be > 0, got ", c.dp_size);
-  GRPOKIT_REQUIRE(c.agg != aggregation::seq_mean_token_sum_norm || c.norm_constant > 0,
-                  "aggregation seq_mean_token_sum_norm needs norm_constant > 0, got ", c.norm_constant);
-  GRPOKIT_REQUIRE(c.prune_rho > 0 && c.prune_rho <= 1, "prune_rho must be in (0, 1], got ", c.prune_rho);
-  GRPOKIT_REQUIRE(c.importance_lo >= 0 && c.importance_lo <= c.importance_hi,
-                  "need 0 <= importance_lo <= importance_hi");
-  GRPOKIT_REQUIRE(!(c.trm_max_threshold < 0) && !(c.trm_mean_threshold < 0), "TRM thresholds must be >= 0");
+// policy_loss: the batch, the current policy and the gradients, which must not overlap any input
+// (they are written while the inputs are still read).
+template <bool NeedsRollout, class Real>
+void require_policy_shapes(const current_policy<Real>& cur, const rollout_batch<Real>& batch, const loss_config& cfg,
+                           const policy_grads<Real>& grads) {
+  const std::int64_t T = cur.logp.size();
+  require_batch_shapes<NeedsRollout>(batch, T, cfg);
+  require_size_or_empty("entropy", cur.entropy, T);
+  require_size("dlogp", grads.dlogp, T);
+  require_size_or_empty("dentropy", grads.dentropy, T);
+  GRPOKIT_REQUIRE(cfg.entropy_coef == 0 || T == 0 || (cur.entropy.size() == T && grads.dentropy.size() == T),
+                  "entropy_coef != 0 needs the entropy input and the dentropy output");
+  const span<Real> outputs[] = {grads.dlogp, grads.dentropy};
+  const span<const Real> inputs[] = {cur.logp, cur.entropy, batch.adv, batch.logp_old, batch.logp_ref, batch.logp_rollout};
+  for (const auto& out : outputs) {
+    for (const auto& in : inputs)
+      GRPOKIT_REQUIRE(!spans_overlap(out, in),
+                      "policy_loss: dlogp / dentropy overlap an input (logp, entropy, adv, logp_old, logp_ref, "
+                      "logp_rollout); outputs need memory of their own");
+  }
+  GRPOKIT_REQUIRE(!spans_overlap(grads.dlogp, grads.dentropy), "policy_loss: dlogp and dentropy overlap");
 }
 
 // The shapes of fused_linear_loss (host and device): everything but the data (targets, temperature),
@@ -165,6 +335,15 @@ void require_linear_shapes(const linear_input<S, Acc>& in, std::int64_t token_ch
   require_size_or_empty("dbias", g.dbias, V);
   require_size_or_empty("logp output", extra.logp, T);
   require_size_or_empty("entropy output", extra.entropy, T);
+  // the gradients are written while hidden, weight and bias are still read (chunk by chunk)
+  const bool overlap =
+      matrices_overlap(g.dhidden, in.hidden) || matrices_overlap(g.dhidden, in.weight) ||
+      matrices_overlap(g.dweight, in.hidden) || matrices_overlap(g.dweight, in.weight) ||
+      matrices_overlap(g.dweight_acc, in.hidden) || matrices_overlap(g.dweight_acc, in.weight) ||
+      spans_overlap(g.dbias, in.bias) || matrices_overlap(g.dhidden, g.dweight) ||
+      matrices_overlap(g.dhidden, g.dweight_acc);
+  GRPOKIT_REQUIRE(!overlap, "fused_linear_loss: dhidden / dweight / dbias overlap hidden, weight, bias or each other; "
+                            "gradients need memory of their own");
 }
 
 }  // namespace grpokit::detail

@@ -31,24 +31,24 @@ __global__ void advantage_batch_kernel(advantage_inputs<Real> in, advantage_conf
   double* w = scratch + 2 * S;
   for (std::int64_t i = 0; i < S; ++i) {
     r[i] = in.rewards[i];
-    if (!isfinite(r[i])) raise(&st->non_finite_seq, i);
+    if (!isfinite(r[i])) flag_error(&st->non_finite_seq, i);
     if (!in.seq_log_ratio.empty()) {
       lr[i] = in.seq_log_ratio[i];
-      if (!isfinite(lr[i])) raise(&st->non_finite_seq, i);
+      if (!isfinite(lr[i])) flag_error(&st->non_finite_seq, i);
     }
     if (!in.seq_weight.empty()) {
       w[i] = in.seq_weight[i];
-      if (!(w[i] >= 0) || !isfinite(w[i])) raise(&st->bad_value, i);
+      if (!(w[i] >= 0) || !isfinite(w[i])) flag_error(&st->bad_value, i);
     }
   }
   bool ok = in.group_offsets[0] == 0 && in.group_offsets[G] == S;
   for (std::int64_t g = 0; g < G; ++g) {
     if (!(in.group_offsets[g + 1] > in.group_offsets[g])) {
       ok = false;
-      raise(&st->bad_offsets, g);
+      flag_error(&st->bad_offsets, g);
     }
   }
-  if (!ok) raise(&st->bad_offsets, 0);
+  if (!ok) flag_error(&st->bad_offsets, 0);
   advantage_stats stats;
   double batch_div = 0;
   grpokit::detail::batch_reward_stats(r, in.seq_log_ratio.empty() ? nullptr : lr, S, cfg, stats, batch_div);
@@ -100,7 +100,7 @@ __global__ void advantage_output_kernel(advantage_inputs<Real> in, advantage_con
   }
   const double fold = cfg.fold_lr_factor ? stats[5] : 1.0;
   const double a = grpokit::detail::advantage_value(scratch[3 * S + i], scratch[4 * S + i], fold);
-  if (!isfinite(a)) raise(&st->non_finite_seq, i);
+  if (!isfinite(a)) flag_error(&st->non_finite_seq, i);
   out.adv[i] = static_cast<Real>(a);
   out.seq_mask[i] = keep[i];
 }
@@ -124,15 +124,7 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   using Real = accum_t<P>;
   using B = typename P::baseline_type;
   const std::int64_t S = in.rewards.size();
-  GRPOKIT_REQUIRE(in.group_offsets.size() >= 1, "group_offsets: needs at least one element (G + 1 offsets)");
-  grpokit::detail::require_size("adv", out.adv, S);
-  grpokit::detail::require_size("seq_mask", out.seq_mask, S);
-  if (grpokit::detail::needs_log_ratio<B>::value)
-    GRPOKIT_REQUIRE(in.seq_log_ratio.size() == S, "seq_log_ratio: the ess_scaled baseline needs ", S,
-                    " per-sequence log-ratios, got ", in.seq_log_ratio.size());
-  grpokit::detail::require_size_or_empty("seq_log_ratio", in.seq_log_ratio, S);
-  grpokit::detail::require_size_or_empty("seq_weight", in.seq_weight, S);
-  GRPOKIT_REQUIRE(cfg.eps >= 0 && cfg.mad_eps >= 0 && cfg.std_floor >= 0, "advantage eps and floors must be >= 0");
+  grpokit::detail::require_advantage_shapes(in, cfg, out, grpokit::detail::needs_log_ratio<B>::value);
   const detail::layout<P> ws(workspace, workspace_bytes, shape{0, 0, S});
   detail::reset_status(ws.st, stream);
   GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws.adv_stats, 0, 16 * sizeof(double), stream));

@@ -110,6 +110,7 @@ loss_result fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_
                 "device::fused_linear_loss: cuBLAS needs precision<bf16 | fp16 | float, float> or <double, double>");
   // the host's shape checks; targets and temperatures are in device memory: checked on the device
   grpokit::detail::require_linear_shapes(in, token_chunk, grads, extra);
+  grpokit::detail::require_scalar_temperature<Acc>(cfg);
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
   GRPOKIT_REQUIRE(batch.seq_offsets.size() >= 1, "seq_offsets: needs at least one element (S + 1 offsets)");
 
@@ -137,15 +138,15 @@ loss_result fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_
       fill_bias_kernel<S, Acc><<<256, 256, 0, stream>>>(logits, n, V, in.bias);
       GRPOKIT_CUDA_CHECK_LAUNCH();
     }
-    gemm(true, false, V, n, D, in.weight.data, in.weight.row_stride,
-                      in.hidden.row(t0), in.hidden.row_stride, in.bias.empty() ? Acc(0) : Acc(1), logits, V);
+    gemm(true, false, V, n, D, in.weight.data, in.weight.row_stride, in.hidden.row(t0), in.hidden.row_stride,
+         in.bias.empty() ? Acc(0) : Acc(1), logits, V);
   };
   for (std::int64_t t0 = 0; t0 < T; t0 += C) {
     const std::int64_t n = std::min(C, T - t0);
     compute_logits(t0, n);
     launch_forward<Q>(chunk_input(t0, n), cfg,
-                              token_stats<Acc>{logp.subspan(t0, n), entropy.subspan(t0, n), lse.subspan(t0, n)}, ws,
-                              stream);
+                      token_stats<Acc>{logp.subspan(t0, n), entropy.subspan(t0, n), lse.subspan(t0, n)}, ws, stream,
+                      t0);
   }
   launch_policy_loss<Q>(cur, batch, cfg, pg, ws, stream);
   for (std::int64_t t0 = 0; t0 < T; t0 += C) {
@@ -153,20 +154,19 @@ loss_result fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_
     compute_logits(t0, n);
     const backward_inputs<Acc> g{lse.subspan(t0, n), entropy.subspan(t0, n), dlogp.subspan(t0, n),
                                  dentropy.subspan(t0, n)};
-    launch_backward<Q, S>(chunk_input(t0, n), g, cfg, matrix_view<S>{dlogits, n, V, V}, ws, stream);
+    launch_backward<Q, S>(chunk_input(t0, n), g, cfg, matrix_view<S>{dlogits, n, V, V}, ws, stream, t0);
     if (grads.dhidden.data != nullptr)  // dhidden^T [D, n] = W^T [D, V] dlogits^T [V, n]
-      gemm(false, false, D, n, V, in.weight.data, in.weight.row_stride, dlogits, V,
-                        Acc(0), grads.dhidden.row(t0), grads.dhidden.row_stride);
+      gemm(false, false, D, n, V, in.weight.data, in.weight.row_stride, dlogits, V, Acc(0), grads.dhidden.row(t0),
+           grads.dhidden.row_stride);
     // dweight^T [D, V] += hidden^T [D, n] dlogits [n, V]
     if (grads.dweight_acc.data != nullptr)
-      gemm(false, true, D, V, n, in.hidden.row(t0), in.hidden.row_stride, dlogits, V,
-                        Acc(1), grads.dweight_acc.data, grads.dweight_acc.row_stride);
+      gemm(false, true, D, V, n, in.hidden.row(t0), in.hidden.row_stride, dlogits, V, Acc(1), grads.dweight_acc.data,
+           grads.dweight_acc.row_stride);
     else
-      gemm(false, true, D, V, n, in.hidden.row(t0), in.hidden.row_stride, dlogits, V,
-                        Acc(1), grads.dweight.data, grads.dweight.row_stride);
+      gemm(false, true, D, V, n, in.hidden.row(t0), in.hidden.row_stride, dlogits, V, Acc(1), grads.dweight.data,
+           grads.dweight.row_stride);
     if (!grads.dbias.empty()) {
-      bias_grad_kernel<S, Acc><<<static_cast<unsigned>((V + 255) / 256), 256, 0, stream>>>(dlogits, n, V,
-                                                                                                   grads.dbias);
+      bias_grad_kernel<S, Acc><<<static_cast<unsigned>((V + 255) / 256), 256, 0, stream>>>(dlogits, n, V, grads.dbias);
       GRPOKIT_CUDA_CHECK_LAUNCH();
     }
   }

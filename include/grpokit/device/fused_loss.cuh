@@ -39,7 +39,7 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const r
                        const fused_outputs<accum_t<P>>& extra = {}, backward_mode mode = backward_mode::separate) {
   using Real = accum_t<P>;
   const std::int64_t T = in.logits.rows, V = in.logits.cols;
-  detail::check_logits_shapes<P>(in, cfg);
+  grpokit::detail::require_logits_shapes(in, cfg);
   grpokit::detail::require_size_or_empty("logp output", extra.logp, T);
   grpokit::detail::require_size_or_empty("entropy output", extra.entropy, T);
   GRPOKIT_REQUIRE(batch.seq_offsets.size() >= 1, "seq_offsets: needs at least one element (S + 1 offsets)");

@@ -42,7 +42,7 @@ __global__ void summarize_kernel(current_policy<accum_t<P>> cur, rollout_batch<a
   const std::int64_t T = cur.logp.size();
   typename terms_for<P>::sequence_summary q;
   if (!sequence_ok(batch, s, T)) {
-    raise(&st->bad_offsets, s);
+    flag_error(&st->bad_offsets, s);
     out[s] = q;
     return;
   }
@@ -55,10 +55,10 @@ __global__ void summarize_kernel(current_policy<accum_t<P>> cur, rollout_batch<a
       if (!batch.logp_old.empty()) ok = ok && isfinite(batch.logp_old[t]);
       if (!batch.logp_ref.empty()) ok = ok && isfinite(batch.logp_ref[t]);
       if (!batch.logp_rollout.empty()) ok = ok && isfinite(batch.logp_rollout[t]);
-      if (!ok) raise(&st->non_finite, t);
+      if (!ok) flag_error(&st->non_finite, t);
     }
   }
-  if (!isfinite(batch.adv[s])) raise(&st->non_finite_seq, s);
+  if (!isfinite(batch.adv[s])) flag_error(&st->non_finite_seq, s);
   const terms_for<P> terms{cur, batch, cfg};
   q = terms.summarize(s);
   out[s] = q;

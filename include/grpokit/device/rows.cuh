@@ -15,6 +15,7 @@
 #include "../inputs.hpp"
 #include "../math/online_lse.hpp"
 #include "../math/storage.hpp"
+#include "../policy.hpp"
 #include "status.cuh"
 
 namespace grpokit::device::detail {
@@ -123,35 +124,39 @@ __device__ inline math::lse_partial<accum_t<P>> tiles_partial(const storage_t<P>
   return total;
 }
 
-// Writes logp / entropy / lse of row r from its merged partial (thread 0 of the team).
+// Writes logp / entropy / lse of row r from its merged partial (thread 0 of the team). A row whose
+// logits are finite but whose lse is not overflowed when scaled (check_finite: an error).
 template <class P, class Ops>
-__device__ inline void finish_row(const logits_input<storage_t<P>, accum_t<P>>& in, std::int64_t r,
-                                  const math::lse_partial<accum_t<P>>& total, accum_t<P> inv_t,
-                                  accum_t<P> threshold, const token_stats<accum_t<P>>& out, status* st) {
+__device__ inline void write_row(const logits_input<storage_t<P>, accum_t<P>>& in, const loss_config& cfg,
+                                 std::int64_t r, const math::lse_partial<accum_t<P>>& total,
+                                 const grpokit::detail::row_setup<accum_t<P>>& row, const token_stats<accum_t<P>>& out,
+                                 row_status st) {
   using Acc = accum_t<P>;
-  const auto stats = math::finalize<Ops>(total);
   const std::int64_t y = in.targets[r];
-  Acc logp;
-  if (y < 0 || y >= in.logits.cols) {
-    raise(&st->bad_target, r);
-    logp = Acc(NAN);
-  } else {
-    const Acc z = Ops::mul(math::load<Acc>(in.logits.row(r)[y]), inv_t);
-    logp = z < threshold ? -INFINITY : Ops::sub(z, stats.lse);
-  }
-  out.logp[r] = logp;
-  out.lse[r] = stats.lse;
-  if (!out.entropy.empty()) out.entropy[r] = stats.entropy;
+  const bool bad_target = y < 0 || y >= in.logits.cols;
+  if (bad_target) st.flag(&status::bad_target, r);
+  const Acc z_target = bad_target ? Acc(NAN) : Ops::mul(math::load<Acc>(in.logits.row(r)[y]), row.inv_t);
+  const auto res = grpokit::detail::finish_row<Ops>(total, z_target, row.threshold);
+  if (cfg.check_finite && !isfinite(res.lse)) st.flag(&status::non_finite, r);
+  out.logp[r] = bad_target ? Acc(NAN) : res.logp;
+  out.lse[r] = res.lse;
+  if (!out.entropy.empty()) out.entropy[r] = res.entropy;
+}
+
+// Per-token temperature of row r out of its domain (<= 0, non-finite, or no finite inverse in Acc).
+template <class Acc>
+__device__ inline bool bad_temperature(span<const Acc> temperature, std::int64_t r) {
+  return !temperature.empty() && !grpokit::detail::usable_temperature(temperature[r]);
 }
 
 // Row max of the scaled logits (vocabulary pruning) and the non-finite check; block per row.
 template <class P, class Ops>
 __global__ void row_max_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg, accum_t<P>* row_max,
-                               status* st) {
+                               row_status st) {
   using Acc = accum_t<P>;
   __shared__ Acc smem[256];
   const std::int64_t r = blockIdx.x;
-  const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, r);
+  const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, r);  // the threshold needs m first
   Acc m = -INFINITY;
   bool finite = true;
   for (std::int64_t j = threadIdx.x; j < in.logits.cols; j += blockDim.x) {
@@ -160,7 +165,7 @@ __global__ void row_max_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_c
     const Acc z = Ops::mul(v, inv_t);
     m = z > m ? z : m;
   }
-  if (!finite && cfg.check_finite) raise(&st->non_finite, r);
+  if (!finite && cfg.check_finite) st.flag(&status::non_finite, r);
   smem[threadIdx.x] = m;
   __syncthreads();
   for (unsigned w = blockDim.x / 2; w >= 1; w /= 2) {
@@ -175,7 +180,7 @@ __global__ void row_max_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_c
 template <class P, class Ops, int G>
 __global__ void forward_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg, token_stats<accum_t<P>> out,
                                const accum_t<P>* row_max, math::lse_partial<accum_t<P>>* tile_out,
-                               std::int64_t tiles_per_block, status* st) {
+                               std::int64_t tiles_per_block, row_status st) {
   using Acc = accum_t<P>;
   __shared__ team_smem<Acc, G> smem;
   const int teams = blockDim.x / G;
@@ -188,58 +193,55 @@ __global__ void forward_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_c
   const std::int64_t tiles = (vocab + P::chunk_size - 1) / P::chunk_size;
   const std::int64_t c0 = tile_out ? static_cast<std::int64_t>(blockIdx.y) * tiles_per_block : 0;
   const std::int64_t c1 = tile_out ? (c0 + tiles_per_block < tiles ? c0 + tiles_per_block : tiles) : tiles;
-  const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, rr);
-  const Acc log_rho = Ops::log(static_cast<Acc>(cfg.prune_rho));
-  const Acc threshold = grpokit::detail::prune_threshold<Ops>(P::vocab_prune, P::vocab_prune ? row_max[rr] : Acc(0), log_rho);
+  const auto row = grpokit::detail::setup_row<Ops>(cfg, in.temperature, rr, P::vocab_prune,
+                                                   P::vocab_prune ? row_max[rr] : Acc(0));
   bool finite = true;
-  const auto total = tiles_partial<P, Ops, G>(in.logits.row(rr), active ? vocab : 0, c0, c1, inv_t, threshold, t, finite,
-                                              &smem, tile_out ? tile_out + rr * tiles : nullptr);
+  const auto total = tiles_partial<P, Ops, G>(in.logits.row(rr), active ? vocab : 0, c0, c1, row.inv_t, row.threshold,
+                                              t, finite, &smem, tile_out ? tile_out + rr * tiles : nullptr);
   if (!active) return;
-  if (!finite && cfg.check_finite) raise(&st->non_finite, r);
-  if (t == 0 && !in.temperature.empty() && !(in.temperature[r] > 0 && isfinite(in.temperature[r])))
-    raise(&st->bad_value, r);
-  if (t == 0 && tile_out == nullptr) finish_row<P, Ops>(in, r, total, inv_t, threshold, out, st);
+  if (!finite && cfg.check_finite) st.flag(&status::non_finite, r);
+  if (t == 0 && bad_temperature(in.temperature, r)) st.flag(&status::bad_value, r);
+  if (t == 0 && tile_out == nullptr) write_row<P, Ops>(in, cfg, r, total, row, out, st);
 }
 
 // Split rows: thread per row merges its tile partials left to right and finishes the row.
 template <class P, class Ops>
 __global__ void merge_tiles_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg,
                                    token_stats<accum_t<P>> out, const accum_t<P>* row_max,
-                                   const math::lse_partial<accum_t<P>>* tiles_in, status* st) {
+                                   const math::lse_partial<accum_t<P>>* tiles_in, row_status st) {
   using Acc = accum_t<P>;
   const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= in.logits.rows) return;
   const std::int64_t tiles = (in.logits.cols + P::chunk_size - 1) / P::chunk_size;
   math::lse_partial<Acc> total;
   for (std::int64_t c = 0; c < tiles; ++c) total = math::merge<Ops>(total, tiles_in[r * tiles + c]);
-  const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, r);
-  const Acc log_rho = Ops::log(static_cast<Acc>(cfg.prune_rho));
-  const Acc threshold = grpokit::detail::prune_threshold<Ops>(P::vocab_prune, P::vocab_prune ? row_max[r] : Acc(0), log_rho);
-  finish_row<P, Ops>(in, r, total, inv_t, threshold, out, st);
+  const auto row = grpokit::detail::setup_row<Ops>(cfg, in.temperature, r, P::vocab_prune,
+                                                   P::vocab_prune ? row_max[r] : Acc(0));
+  write_row<P, Ops>(in, cfg, r, total, row, out, st);
 }
 
 // Backward: block per row, elementwise over 16-byte blocks; dlogits of type Out (the storage type,
 // or another one for fused_linear_loss, whose logits chunk is kept in Accum).
 template <class P, class Ops, class Out>
 __global__ void backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, backward_inputs<accum_t<P>> g,
-                                loss_config cfg, const accum_t<P>* row_max, matrix_view<Out> dlogits, status* st) {
+                                loss_config cfg, const accum_t<P>* row_max, matrix_view<Out> dlogits, row_status st) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
   constexpr int W = static_cast<int>(P::vector_width);
   const std::int64_t r = blockIdx.x;
   const std::int64_t V = in.logits.cols;
   const std::int64_t y = in.targets[r];
-  if (threadIdx.x == 0 && (y < 0 || y >= V)) raise(&st->bad_target, r);
-  if (threadIdx.x == 0 && !in.temperature.empty() && !(in.temperature[r] > 0 && isfinite(in.temperature[r])))
-    raise(&st->bad_value, r);
+  if (threadIdx.x == 0 && (y < 0 || y >= V)) st.flag(&status::bad_target, r);
+  if (threadIdx.x == 0 && bad_temperature(in.temperature, r)) st.flag(&status::bad_value, r);
   const Acc g_logp = g.dlogp[r];
   const Acc g_ent = g.dentropy.empty() ? Acc(0) : g.dentropy[r];
   const Acc h = g.dentropy.empty() ? Acc(0) : g.entropy[r];
   const Acc lse = g.lse[r];
-  const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, r);
-  const Acc log_rho = Ops::log(static_cast<Acc>(cfg.prune_rho));
-  const Acc threshold = grpokit::detail::prune_threshold<Ops>(P::vocab_prune, P::vocab_prune ? row_max[r] : Acc(0), log_rho);
+  const auto row = grpokit::detail::setup_row<Ops>(cfg, in.temperature, r, P::vocab_prune,
+                                                   P::vocab_prune ? row_max[r] : Acc(0));
+  const Acc inv_t = row.inv_t, threshold = row.threshold;
   const bool zero = g_logp == Acc(0) && g_ent == Acc(0);
+  bool finite = true;  // check_finite: a row that receives a gradient must have finite logits
   const S* x = in.logits.row(r);
   Out* dx = dlogits.row(r);
   const std::int64_t blocks = (V + W - 1) / W;
@@ -249,6 +251,7 @@ __global__ void backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, backw
     Out o[W];
     for (int e = 0; e < n; ++e) {
       const std::int64_t j = b * W + e;
+      finite = finite && isfinite(v[e]);
       const Acc z = Ops::mul(v[e], inv_t);
       o[e] = math::store<Out>(zero ? Acc(0)
                                    : math::dlogit<Ops>(z, j == y, z < threshold, lse, h, g_logp, g_ent, inv_t));
@@ -262,6 +265,7 @@ __global__ void backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, backw
       for (int e = 0; e < n; ++e) p[e] = o[e];
     }
   }
+  if (!finite && !zero && cfg.check_finite) st.flag(&status::non_finite, r);
 }
 
 }  // namespace grpokit::device::detail

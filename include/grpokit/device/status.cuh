@@ -21,9 +21,19 @@ struct status {
 
 namespace detail {
 // Records index i (0-based) as the first offender of one category (atomicMin keeps the smallest).
-__device__ inline void raise(unsigned long long* field, std::int64_t i) {
+__device__ inline void flag_error(unsigned long long* field, std::int64_t i) {
   atomicMin(field, static_cast<unsigned long long>(i) + 1ull);
 }
+
+// The status as the row kernels see it: row r of a launch is row first_row + r of the caller's
+// batch (fused_linear_loss launches them a token chunk at a time).
+struct row_status {
+  status* st;
+  std::int64_t first_row = 0;
+  __device__ void flag(unsigned long long status::*field, std::int64_t r) const {
+    flag_error(&(st->*field), first_row + r);
+  }
+};
 
 // Status fields start as "none": the maximum, so that atomicMin records the smallest index.
 inline void reset_status(status* s, cudaStream_t stream) {
@@ -47,11 +57,12 @@ inline status read_status(const void* workspace, cudaStream_t stream) {
 
 inline void throw_if_error(const status& s) {
   GRPOKIT_REQUIRE(s.bad_target == 0, "targets[", s.bad_target - 1, "] is out of range [0, V) (found on the device)");
+  // a bad temperature also makes its row non-finite: the cause is reported first
+  GRPOKIT_REQUIRE(s.bad_value == 0, "input out of its domain at row/sequence ", s.bad_value - 1,
+                  " (temperature must be > 0 with a finite inverse, seq_weight >= 0; found on the device)");
   GRPOKIT_REQUIRE(s.non_finite == 0, "non-finite input at row/token ", s.non_finite - 1, " (found on the device)");
   GRPOKIT_REQUIRE(s.non_finite_seq == 0, "non-finite reward / advantage / log-ratio of sequence ",
                   s.non_finite_seq - 1, " (found on the device)");
-  GRPOKIT_REQUIRE(s.bad_value == 0, "input out of its domain at row/sequence ", s.bad_value - 1,
-                  " (temperature must be finite and > 0, seq_weight >= 0; found on the device)");
   GRPOKIT_REQUIRE(s.bad_offsets == 0, "offsets are not valid at index ", s.bad_offsets - 1,
                   " (must start at 0, be non-decreasing, end at the total; groups non-empty)");
 }

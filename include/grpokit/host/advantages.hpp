@@ -27,20 +27,8 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   using Real = accum_t<P>;
   using B = typename P::baseline_type;
   const std::int64_t S = in.rewards.size();
-  grpokit::detail::require_offsets("group_offsets", in.group_offsets, S, /*allow_empty_segments=*/false);
-  grpokit::detail::require_size("adv", out.adv, S);
-  grpokit::detail::require_size("seq_mask", out.seq_mask, S);
-  grpokit::detail::require_finite("rewards", in.rewards);
-  if (grpokit::detail::needs_log_ratio<B>::value)
-    GRPOKIT_REQUIRE(in.seq_log_ratio.size() == S, "seq_log_ratio: the ess_scaled baseline needs ", S,
-                    " per-sequence log-ratios, got ", in.seq_log_ratio.size());
-  grpokit::detail::require_size_or_empty("seq_log_ratio", in.seq_log_ratio, S);
-  grpokit::detail::require_size_or_empty("seq_weight", in.seq_weight, S);
-  grpokit::detail::require_finite("seq_log_ratio", in.seq_log_ratio);
-  grpokit::detail::require_finite("seq_weight", in.seq_weight);
-  for (std::int64_t i = 0; i < in.seq_weight.size(); ++i)
-    GRPOKIT_REQUIRE(in.seq_weight[i] >= 0, "seq_weight[", i, "] must be >= 0, got ", in.seq_weight[i]);
-  GRPOKIT_REQUIRE(cfg.eps >= 0 && cfg.mad_eps >= 0 && cfg.std_floor >= 0, "advantage eps and floors must be >= 0");
+  grpokit::detail::require_advantage_shapes(in, cfg, out, grpokit::detail::needs_log_ratio<B>::value);
+  grpokit::detail::require_advantage_data(in);
 
   std::vector<double> r(in.rewards.begin(), in.rewards.end());
   std::vector<double> lr(in.seq_log_ratio.begin(), in.seq_log_ratio.end());

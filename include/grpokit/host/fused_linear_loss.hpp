@@ -6,7 +6,9 @@
 //   dhidden = dlogits W,   dweight += dlogits^T hidden,   dbias += colsum(dlogits).
 // Extra memory: one chunk of logits (token_chunk x V of Accum + Storage) plus O(T + S).
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "../config.hpp"
@@ -17,6 +19,7 @@
 #include "../math/storage.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
+#include "detail/scratch.hpp"
 #include "fused_loss.hpp"
 #include "parallel.hpp"
 #include "policy_loss.hpp"
@@ -42,6 +45,25 @@ void chunk_logits(const linear_input<S, Acc>& in, std::int64_t t0, std::int64_t 
   });
 }
 
+// After a chunk's logits were found non-finite (check_finite): name the input that holds the NaN /
+// Inf, with its index in the whole batch, instead of a row of the chunk.
+template <class S, class Acc>
+[[noreturn]] void report_non_finite_chunk(const linear_input<S, Acc>& in, std::int64_t t0, std::int64_t n) {
+  auto first_bad = [](const matrix_view<const S>& m, std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r)
+      for (std::int64_t c = 0; c < m.cols; ++c)
+        if (!std::isfinite(math::load<double>(m.row(r)[c]))) return r;
+    return std::int64_t{-1};
+  };
+  const std::int64_t h = first_bad(in.hidden, t0, t0 + n);
+  if (h >= 0) grpokit::detail::fail("hidden row ", h, " (token ", h, ") contains NaN or Inf");
+  const std::int64_t w = first_bad(in.weight, 0, in.weight.rows);
+  if (w >= 0) grpokit::detail::fail("weight row ", w, " contains NaN or Inf");
+  for (std::int64_t v = 0; v < in.bias.size(); ++v)
+    if (!std::isfinite(math::load<double>(in.bias[v]))) grpokit::detail::fail("bias[", v, "] is not finite");
+  grpokit::detail::fail("the logits of tokens [", t0, ", ", t0 + n, ") overflow (hidden states or weights too large)");
+}
+
 }  // namespace detail
 
 template <class P>
@@ -54,13 +76,18 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
   using Q = typename P::template with_storage<Acc>;  // the chunk of logits is kept in Acc
   using Ops = math::ops_for<P::order>;
   grpokit::detail::require_linear_shapes(in, token_chunk, grads, extra);
+  grpokit::detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, in.hidden.rows, cfg);
+  grpokit::detail::require_scalar_temperature<Acc>(cfg);
   grpokit::detail::require_targets(in.targets, in.weight.rows);
   grpokit::detail::require_temperature(cfg, in.temperature);
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
   const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(T, 1));
-  std::vector<Acc> logits(static_cast<std::size_t>(C * V));
-  std::vector<S> dlogits(static_cast<std::size_t>(C * V));
-  std::vector<Acc> logp(static_cast<std::size_t>(T)), entropy(logp), lse(logp), dlogp(logp), dentropy(logp);
+  GRPOKIT_REQUIRE(C <= std::numeric_limits<std::int64_t>::max() / V, "fused_linear_loss: token_chunk x V overflows");
+  auto logits = detail::scratch<Acc>(C * V, "fused_linear_loss");
+  auto dlogits = detail::scratch<S>(C * V, "fused_linear_loss");
+  auto logp = detail::scratch<Acc>(T, "fused_linear_loss"), entropy = detail::scratch<Acc>(T, "fused_linear_loss"),
+       lse = detail::scratch<Acc>(T, "fused_linear_loss"), dlogp = detail::scratch<Acc>(T, "fused_linear_loss"),
+       dentropy = detail::scratch<Acc>(T, "fused_linear_loss");
 
   auto chunk_input = [&](std::int64_t t0, std::int64_t n) {
     return logits_input<Acc, Acc>{{logits.data(), n, V, V},
@@ -70,13 +97,17 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
   for (std::int64_t t0 = 0; t0 < T; t0 += C) {
     const std::int64_t n = std::min(C, T - t0);
     detail::chunk_logits(in, t0, n, logits.data());
-    token_logprobs<Q>(chunk_input(t0, n), cfg,
-                      {span<Acc>(logp.data() + t0, n), span<Acc>(entropy.data() + t0, n), span<Acc>(lse.data() + t0, n)});
+    try {
+      token_logprobs<Q>(chunk_input(t0, n), cfg,
+                        {span<Acc>(logp.data() + t0, n), span<Acc>(entropy.data() + t0, n), span<Acc>(lse.data() + t0, n)});
+    } catch (const error&) {  // the inputs were valid: a chunk row is not finite
+      detail::report_non_finite_chunk(in, t0, n);
+    }
   }
   const loss_result res =
       policy_loss<P>(current_policy<Acc>{logp, entropy}, batch, cfg, policy_grads<Acc>{dlogp, dentropy});
 
-  const Acc log_rho = Ops::log(static_cast<Acc>(cfg.prune_rho));
+  const Acc log_rho = grpokit::detail::log_prune_rho<Ops, Acc>(cfg);
   for (std::int64_t t0 = 0; t0 < T; t0 += C) {
     const std::int64_t n = std::min(C, T - t0);
     detail::chunk_logits(in, t0, n, logits.data());

@@ -6,9 +6,11 @@
 #include <vector>
 
 #include "../config.hpp"
+#include "../detail/validate.hpp"
 #include "../inputs.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
+#include "detail/scratch.hpp"
 #include "logits_backward.hpp"
 #include "policy_loss.hpp"
 #include "token_logprobs.hpp"
@@ -34,10 +36,15 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in,
                        backward_mode mode = backward_mode::separate) {
   using Real = accum_t<P>;
   const std::int64_t T = in.logits.rows;
+  // everything that can be checked before the O(T) scratch is allocated
+  grpokit::detail::require_logits_shapes(in, cfg);
+  grpokit::detail::require_dlogits(in, dlogits, mode);
+  grpokit::detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
   grpokit::detail::require_size_or_empty("logp output", extra.logp, T);
   grpokit::detail::require_size_or_empty("entropy output", extra.entropy, T);
-  std::vector<Real> logp(static_cast<std::size_t>(T)), entropy(static_cast<std::size_t>(T)),
-      lse(static_cast<std::size_t>(T)), dlogp(static_cast<std::size_t>(T)), dentropy(static_cast<std::size_t>(T));
+  auto logp = detail::scratch<Real>(T, "fused_loss"), entropy = detail::scratch<Real>(T, "fused_loss"),
+       lse = detail::scratch<Real>(T, "fused_loss"), dlogp = detail::scratch<Real>(T, "fused_loss"),
+       dentropy = detail::scratch<Real>(T, "fused_loss");
   token_logprobs<P>(in, cfg, token_stats<Real>{logp, entropy, lse});
   const loss_result res = policy_loss<P>(current_policy<Real>{logp, entropy}, batch, cfg,
                                          policy_grads<Real>{dlogp, dentropy});

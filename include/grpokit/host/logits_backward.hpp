@@ -9,9 +9,9 @@
 #include "../inputs.hpp"
 #include "../math/ops.hpp"
 #include "../policy.hpp"
+#include "detail/scratch.hpp"
 #include "parallel.hpp"
 #include "rows.hpp"
-#include "token_logprobs.hpp"
 
 namespace grpokit::host {
 
@@ -22,18 +22,24 @@ void logits_backward(const logits_input<storage_t<P>, accum_t<P>>& in,
                      backward_mode mode = backward_mode::separate) {
   using Acc = accum_t<P>;
   using Ops = math::ops_for<P::order>;
-  detail::validate_logits_input<P>(in, cfg);
+  grpokit::detail::require_logits_shapes(in, cfg);
+  grpokit::detail::require_logits_data(in, cfg);
   const std::int64_t T = in.logits.rows;
   const std::int64_t V = in.logits.cols;
   grpokit::detail::require_backward_shapes(in, g, dlogits, mode);
-  const Acc log_rho = Ops::log(static_cast<Acc>(cfg.prune_rho));
+  const Acc log_rho = grpokit::detail::log_prune_rho<Ops, Acc>(cfg);
+  auto bad = detail::scratch<std::uint8_t>(cfg.check_finite ? T : 0, "logits_backward");
   detail::parallel_for(T, [&](std::int64_t t) {
     const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, t);
     const Acc g_ent = g.dentropy.empty() ? Acc(0) : g.dentropy[t];
     const Acc h = g.dentropy.empty() ? Acc(0) : g.entropy[t];
-    detail::backward_row<Ops, Acc>(in.logits.row(t), dlogits.row(t), V, in.targets[t], inv_t, P::vocab_prune,
-                                   log_rho, g.lse[t], h, g.dlogp[t], g_ent);
+    const bool finite = detail::backward_row<Ops, Acc>(in.logits.row(t), dlogits.row(t), V, in.targets[t], inv_t,
+                                                       P::vocab_prune, log_rho, g.lse[t], h, g.dlogp[t], g_ent);
+    if (cfg.check_finite) bad[static_cast<std::size_t>(t)] = !finite;
   });
+  // check_finite: a row that receives a gradient must have finite logits (a row with none is not read)
+  for (std::int64_t t = 0; t < static_cast<std::int64_t>(bad.size()); ++t)
+    GRPOKIT_REQUIRE(!bad[static_cast<std::size_t>(t)], "logits row ", t, " contains NaN or Inf");
 }
 
 }  // namespace grpokit::host

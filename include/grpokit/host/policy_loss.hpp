@@ -20,6 +20,7 @@
 #include "../math/ops.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
+#include "detail/scratch.hpp"
 #include "parallel.hpp"
 
 namespace grpokit::host {
@@ -31,7 +32,6 @@ void validate_policy_inputs(const current_policy<accum_t<P>>& cur,
                             const rollout_batch<accum_t<P>>& batch, const loss_config& cfg,
                             const policy_grads<accum_t<P>>& grads) {
   using grpokit::detail::require_finite;
-  grpokit::detail::require_loss_config(cfg);
   const std::int64_t T = cur.logp.size();
   grpokit::detail::require_policy_shapes<P::trust_region || P::importance_mask>(cur, batch, cfg, grads);
   grpokit::detail::require_offsets("seq_offsets", batch.seq_offsets, T, /*allow_empty_segments=*/true);
@@ -60,7 +60,7 @@ loss_result policy_loss(const current_policy<accum_t<P>>& cur,
   const terms_t terms{cur, batch, cfg};
   const std::int64_t S = batch.seq_offsets.size() - 1;
 
-  std::vector<typename terms_t::sequence_summary> seqs(static_cast<std::size_t>(S));
+  auto seqs = detail::scratch<typename terms_t::sequence_summary>(S, "policy_loss");
   detail::parallel_for(S, [&](std::int64_t s) { seqs[static_cast<std::size_t>(s)] = terms.summarize(s); });
   std::int64_t local_tokens = 0, local_seqs = 0;
   for (const auto& q : seqs) {
@@ -69,7 +69,7 @@ loss_result policy_loss(const current_policy<accum_t<P>>& cur,
   }
   const double n_tokens = terms.token_count(local_tokens), n_seqs = terms.seq_count(local_seqs);
 
-  std::vector<grpokit::detail::loss_partial> parts(static_cast<std::size_t>(S));
+  auto parts = detail::scratch<grpokit::detail::loss_partial>(S, "policy_loss");
   detail::parallel_for(S, [&](std::int64_t s) {
     parts[static_cast<std::size_t>(s)] =
         terms.accumulate_sequence(s, seqs[static_cast<std::size_t>(s)], n_tokens, n_seqs, grads);

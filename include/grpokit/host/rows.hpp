@@ -34,15 +34,14 @@ Acc scaled_row_max(const S* x, std::int64_t begin, std::int64_t end, Acc inv_t, 
   return m;
 }
 
-// lse, entropy and logp of a row from its merged partial.
+// The row's result from its merged partial (detail::finish_row). `finite` also requires a finite
+// lse: the scaled row overflowed otherwise (a finite logit times 1 / temperature at +inf, or every
+// column at -inf).
 template <class Ops, class Acc, class S>
-row_forward_result<Acc> finish_row(const math::lse_partial<Acc>& total, const S* x, std::int64_t target, Acc inv_t,
-                                   Acc threshold, bool finite) {
-  const auto stats = math::finalize<Ops>(total);
-  const Acc z_target = Ops::mul(math::load<Acc>(x[target]), inv_t);
-  const bool target_pruned = z_target < threshold;
-  const Acc logp = target_pruned ? -std::numeric_limits<Acc>::infinity() : Ops::sub(z_target, stats.lse);
-  return {stats.lse, stats.entropy, logp, finite};
+row_forward_result<Acc> finished(const math::lse_partial<Acc>& total, const S* x, std::int64_t target, Acc inv_t,
+                                 Acc threshold, bool finite) {
+  const auto r = grpokit::detail::finish_row<Ops>(total, Ops::mul(math::load<Acc>(x[target]), inv_t), threshold);
+  return {r.lse, r.entropy, r.logp, finite && std::isfinite(r.lse)};
 }
 
 template <class Ops, std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class Acc, class S>
@@ -70,7 +69,7 @@ row_forward_result<Acc> forward_row_online(const S* x, std::int64_t vocab, std::
     math::lane_tree<Ops>(lanes, Lanes);
     total = math::merge<Ops>(total, lanes[0]);
   }
-  return finish_row<Ops>(total, x, target, inv_t, threshold, finite);
+  return finished<Ops>(total, x, target, inv_t, threshold, finite);
 }
 
 // fast and deterministic leave the order inside a row free, and the online `push` branches on
@@ -123,6 +122,11 @@ inline float exp_unless_pruned(float z, float arg, std::int32_t keep_from) {
   return math::select_bits(math::bit_mask(math::order_key(z) >= keep_from), math::exp_branchless(arg), 0.f);
 }
 
+// p * x, or exactly 0 when p == 0 (p >= 0: its bits are 0): a column at -inf gives 0, not 0 * inf.
+inline float times_unless_zero(float p, float x) {
+  return math::select_bits(math::bit_mask(math::detail::bit_cast<std::uint32_t>(p) == 0u), 0.f, p * x);
+}
+
 // Columns per lane summed on their own before they join the lane's total: a two-level sum, so that a
 // lane of a 150k-column row does not add ~10k terms one after another in float.
 constexpr std::int64_t simd_block = 64;
@@ -144,7 +148,7 @@ row_forward_result<float> forward_row_vectorised(const S* x, std::int64_t vocab,
     const float t = Ops::sub(z, row_max);
     const float e = exp_unless_pruned(z, t, keep_from);
     bs[l] = Ops::add(bs[l], e);
-    bu[l] = Ops::add(bu[l], Ops::mul(e, t));
+    bu[l] = Ops::add(bu[l], times_unless_zero(e, t));
   };
   auto close_block = [&] {
     for (std::int64_t l = 0; l < simd_lanes; ++l) {
@@ -167,7 +171,7 @@ row_forward_result<float> forward_row_vectorised(const S* x, std::int64_t vocab,
     total.s = Ops::add(total.s, sl[l]);
     total.u = Ops::add(total.u, ul[l]);
   }
-  return finish_row<Ops>(total, x, target, inv_t, threshold, finite);
+  return finished<Ops>(total, x, target, inv_t, threshold, finite);
 }
 
 template <class Ops, std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class Acc, class S>
@@ -182,46 +186,58 @@ row_forward_result<Acc> forward_row(const S* x, std::int64_t vocab, std::int64_t
 // The vectorised backward (see vectorised_rows): the loop writes the softmax part of every column
 // with no condition; the target's column is then rewritten with its full math::dlogit. Returns
 // false, writing nothing, for a pruned row with a NaN / Inf (its max, hence its threshold, is not
-// that of the online definition): the caller then runs the online loop.
+// that of the online definition): the caller then runs the online loop. `finite` is cleared by a
+// NaN / Inf logit.
 template <class S, class Out>
 bool backward_row_vectorised(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, float inv_t, bool prune,
-                             float log_rho, float lse, float entropy, float g_logp, float g_entropy) {
+                             float log_rho, float lse, float entropy, float g_logp, float g_entropy, bool& finite) {
   using Ops = math::platform_ops;
-  bool finite = true;
   const float row_max = prune ? scaled_row_max_vectorised(x, vocab, inv_t, finite) : 0.f;
   if (!finite) return false;
   const float threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
   const std::int32_t keep_from = prune_key(prune, threshold);
   const float z_target = Ops::mul(math::load<float>(x[target]), inv_t);  // before dx (maybe x itself) is written
+  std::uint32_t bad = 0;
   for (std::int64_t j = 0; j < vocab; ++j) {
-    const float z = Ops::mul(math::load<float>(x[j]), inv_t);
+    const float v = math::load<float>(x[j]);
+    bad |= !math::is_finite_bits(v);
+    const float z = Ops::mul(v, inv_t);
     const float log_p = Ops::sub(z, lse);
     const float p = exp_unless_pruned(z, log_p, keep_from);
-    dx[j] = math::store<Out>(Ops::mul(math::dlogit_softmax_part<Ops>(p, log_p, entropy, g_logp, g_entropy), inv_t));
+    const float part = math::select_bits(math::bit_mask(math::detail::bit_cast<std::uint32_t>(p) == 0u), 0.f,
+                                         math::dlogit_softmax_part<Ops>(p, log_p, entropy, g_logp, g_entropy));
+    dx[j] = math::store<Out>(Ops::mul(part, inv_t));
   }
   dx[target] = math::store<Out>(
       math::dlogit<Ops>(z_target, true, z_target < threshold, lse, entropy, g_logp, g_entropy, inv_t));
+  finite = bad == 0;
   return true;
 }
 
-// dlogits of one row; rows with no gradient are written as +0 without computing.
+// dlogits of one row; rows with no gradient are written as +0 without reading the logits. Returns
+// whether the logits it read are finite (true for a row with no gradient).
 template <class Ops, class Acc, class S, class Out>
-void backward_row(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune, Acc log_rho,
+bool backward_row(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune, Acc log_rho,
                   Acc lse, Acc entropy, Acc g_logp, Acc g_entropy) {
   if (g_logp == Acc(0) && g_entropy == Acc(0)) {
     for (std::int64_t j = 0; j < vocab; ++j) dx[j] = math::store<Out>(Acc(0));
-    return;
-  }
-  if constexpr (vectorised_rows<Ops, Acc>) {
-    if (backward_row_vectorised(x, dx, vocab, target, inv_t, prune, log_rho, lse, entropy, g_logp, g_entropy)) return;
+    return true;
   }
   bool finite = true;
+  if constexpr (vectorised_rows<Ops, Acc>) {
+    if (backward_row_vectorised(x, dx, vocab, target, inv_t, prune, log_rho, lse, entropy, g_logp, g_entropy, finite))
+      return finite;
+    finite = true;
+  }
   const Acc row_max = prune ? scaled_row_max<Acc>(x, 0, vocab, inv_t, finite) : Acc(0);
   const Acc threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
   for (std::int64_t j = 0; j < vocab; ++j) {
-    const Acc z = Ops::mul(math::load<Acc>(x[j]), inv_t);
+    const Acc v = math::load<Acc>(x[j]);
+    finite = finite && std::isfinite(v);
+    const Acc z = Ops::mul(v, inv_t);
     dx[j] = math::store<Out>(math::dlogit<Ops>(z, j == target, z < threshold, lse, entropy, g_logp, g_entropy, inv_t));
   }
+  return finite;
 }
 
 }  // namespace grpokit::host::detail

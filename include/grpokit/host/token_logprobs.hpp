@@ -11,38 +11,27 @@
 #include "../inputs.hpp"
 #include "../math/ops.hpp"
 #include "../policy.hpp"
+#include "detail/scratch.hpp"
 #include "parallel.hpp"
 #include "rows.hpp"
 
 namespace grpokit::host {
-
-namespace detail {
-template <class P>
-void validate_logits_input(const logits_input<storage_t<P>, accum_t<P>>& in,
-                           const loss_config& cfg) {
-  grpokit::detail::require_matrix("logits", in.logits);
-  grpokit::detail::require_size("targets", in.targets, in.logits.rows);
-  grpokit::detail::require_size_or_empty("temperature", in.temperature, in.logits.rows);
-  grpokit::detail::require_targets(in.targets, in.logits.cols);
-  grpokit::detail::require_temperature(cfg, in.temperature);
-  GRPOKIT_REQUIRE(cfg.prune_rho > 0 && cfg.prune_rho <= 1, "prune_rho must be in (0, 1], got ", cfg.prune_rho);
-}
-}  // namespace detail
 
 template <class P>
 void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in,
                     const loss_config& cfg, const token_stats<accum_t<P>>& out) {
   using Acc = accum_t<P>;
   using Ops = math::ops_for<P::order>;
-  detail::validate_logits_input<P>(in, cfg);
+  grpokit::detail::require_logits_shapes(in, cfg);
+  grpokit::detail::require_logits_data(in, cfg);
   const std::int64_t T = in.logits.rows;
   const std::int64_t V = in.logits.cols;
   grpokit::detail::require_size("logp", out.logp, T);
   grpokit::detail::require_size("lse", out.lse, T);
   grpokit::detail::require_size_or_empty("entropy", out.entropy, T);
 
-  const Acc log_rho = Ops::log(static_cast<Acc>(cfg.prune_rho));
-  std::vector<std::uint8_t> bad(cfg.check_finite ? static_cast<std::size_t>(T) : 0);
+  const Acc log_rho = grpokit::detail::log_prune_rho<Ops, Acc>(cfg);
+  auto bad = detail::scratch<std::uint8_t>(cfg.check_finite ? T : 0, "token_logprobs");
   detail::parallel_for(T, [&](std::int64_t t) {
     const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, t);
     const auto r = detail::forward_row<Ops, P::chunk_size, P::chunk_lanes, P::vector_width, Acc>(
@@ -53,7 +42,8 @@ void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in,
     if (cfg.check_finite) bad[static_cast<std::size_t>(t)] = !r.finite;
   });
   for (std::int64_t t = 0; t < static_cast<std::int64_t>(bad.size()); ++t)
-    GRPOKIT_REQUIRE(!bad[static_cast<std::size_t>(t)], "logits row ", t, " contains NaN or Inf");
+    GRPOKIT_REQUIRE(!bad[static_cast<std::size_t>(t)], "logits row ", t,
+                    " contains NaN or Inf, or overflows when scaled by 1 / temperature");
 }
 
 }  // namespace grpokit::host

@@ -42,9 +42,11 @@ GRPOKIT_HD inline lse_partial<Acc> merge(const lse_partial<Acc>& a, const lse_pa
   return r;
 }
 
-// Adds column value z to a lane's partial.
+// Adds column value z to a lane's partial. A column at -inf (a finite logit whose scaled value
+// overflows, e.g. -FLT_MAX at temperature 0.7) has p = 0: it adds nothing, not 0 * inf = NaN.
 template <class Ops, class Acc>
 GRPOKIT_HD inline void push(lse_partial<Acc>& p, Acc z) {
+  if (z == -std::numeric_limits<Acc>::infinity()) return;
   if (p.s == Acc(0)) {  // first column of the lane
     p.m = z;
     p.s = Acc(1);
@@ -90,13 +92,14 @@ GRPOKIT_HD inline Acc dlogit_softmax_part(Acc p, Acc log_p, Acc entropy, Acc g_l
 
 // d loss / d z_v for column v of a row, given the row's lse and entropy:
 //   -p_v (g_logp + g_entropy (z_v - lse + H)) + [v == target] g_logp,    p_v = exp(z_v - lse)
-// (p_v = 0 for a pruned column). The result is multiplied by inv_temperature (z = x / T).
+// (p_v = 0 for a pruned column). The result is multiplied by inv_temperature (z = x / T). A column
+// with p_v = 0 gets exactly 0 from the softmax part (p log p -> 0), also at log p_v = -inf.
 template <class Ops, class Acc>
 GRPOKIT_HD inline Acc dlogit(Acc z, bool is_target, bool pruned, Acc lse, Acc entropy, Acc g_logp,
                              Acc g_entropy, Acc inv_temperature) {
   const Acc log_p = Ops::sub(z, lse);
   const Acc p = pruned ? Acc(0) : Ops::exp(log_p);
-  Acc dz = dlogit_softmax_part<Ops>(p, log_p, entropy, g_logp, g_entropy);
+  Acc dz = p == Acc(0) ? Acc(0) : dlogit_softmax_part<Ops>(p, log_p, entropy, g_logp, g_entropy);
   if (is_target) dz = Ops::add(dz, g_logp);
   return Ops::mul(dz, inv_temperature);
 }

@@ -49,7 +49,10 @@ GRPOKIT_HD inline surrogate_term surrogate(const loss_config& cfg, double adv, d
       const double tau = adv > 0 ? cfg.tau_pos : cfg.tau_neg;
       const double sig = 1.0 / (1.0 + Ops::exp(-tau * (r - 1.0)));
       t.value = -sig * (4.0 / tau) * adv;
-      t.grad = -adv * 4.0 * sig * (1.0 - sig) * dr;
+      // sig (1 - sig) dr -> 0 as r -> inf (no log-ratio clamp): exactly 0 once 1 - sig rounds to 0,
+      // not 0 * inf
+      const double tail = 1.0 - sig;
+      t.grad = tail == 0.0 ? 0.0 : -adv * 4.0 * sig * tail * dr;
       t.clipped_low = t.clipped_high = false;
       return t;
     }
