@@ -98,6 +98,32 @@ TEST_CASE("a finite logit whose scaled value overflows to -inf has p = 0: finite
   CHECK(lse == lse2);
 }
 
+TEST_CASE("logits of +-FLT_MAX in one row: differences overflow, results stay finite", "[bad_input]") {
+  // z - max = -FLT_MAX - FLT_MAX = -inf: a weight of 0, never 0 * inf, on every schedule
+  using B = grpokit::policy<grpokit::precision<float, float>, grpokit::chunk<16>, grpokit::reduction::batch_invariant>;
+  batch_fixture f;
+  for (std::int64_t t = 0; t < f.T; ++t) {
+    f.logits[static_cast<std::size_t>(t * f.V + 2)] = FLT_MAX;
+    f.logits[static_cast<std::size_t>(t * f.V + 6)] = -FLT_MAX;
+    f.logits[static_cast<std::size_t>(t * f.V + 8)] = t % 2 ? -FLT_MAX : FLT_MAX;
+  }
+  grpokit::loss_config c;
+  c.entropy_coef = 0.1;
+  for (int k = 0; k < 2; ++k) {  // the vectorised and the online (batch-invariant) rows
+    INFO("schedule " << k);
+    const auto r = k == 0 ? f.fused<F>(c) : f.fused<B>(c);
+    CHECK(std::isfinite(r.loss));
+    CHECK(all_finite(f.dlogits));
+    std::vector<float> logp(6), ent(6), lse(6);
+    if (k == 0) grpokit::host::token_logprobs<F>(f.input(), c, {logp, ent, lse});
+    if (k == 1) grpokit::host::token_logprobs<B>(f.input(), c, {logp, ent, lse});
+    CHECK(all_finite(ent));
+    CHECK(all_finite(lse));
+    // one or two columns at FLT_MAX: p = 1/2 each (entropy log 2) or 1 (entropy 0)
+    for (std::int64_t t = 0; t < f.T; ++t) CHECK(std::fabs(ent[t] - (t % 2 ? 0.0 : std::log(2.0))) < 1e-6);
+  }
+}
+
 TEST_CASE("a row that overflows when scaled, or a temperature with no finite inverse, is an error", "[bad_input]") {
   batch_fixture f;
   grpokit::loss_config c;

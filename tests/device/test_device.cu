@@ -582,6 +582,24 @@ TEST_CASE("device bad input: scaled overflow, tiny temperatures, NaN in a backwa
     CHECK(support::same_bits(dent.host(), ent));
     for (float e : ent) CHECK(std::isfinite(e));
   }
+  {  // +-FLT_MAX in one row at temperature 1: differences overflow to -inf, weights 0, the host's bits
+    ref::problem p = good;
+    for (std::int64_t t = 0; t < p.T; ++t) {
+      p.logits[static_cast<std::size_t>(t * p.V + 3)] = FLT_MAX;
+      p.logits[static_cast<std::size_t>(t * p.V + 17)] = -FLT_MAX;
+    }
+    auto h = support::host_run<P>{};
+    h.logits = support::to_storage<float>(p.logits);
+    std::vector<float> logp(p.T), ent(p.T), lse(p.T);
+    grpokit::host::token_logprobs<P>(h.input(p), {}, {logp, ent, lse});
+    device_problem<P> d(p);
+    buffer<float> dlogp(p.T), dent(p.T), dlse(p.T);
+    grpokit::device::token_logprobs<P>(d.input(), {}, {dlogp.span(), dent.span(), dlse.span()}, d.ws(), d.ws_bytes());
+    grpokit::device::throw_if_error(grpokit::device::read_status(d.ws(), 0));
+    CHECK(support::same_bits(dent.host(), ent));
+    CHECK(support::same_bits(dlse.host(), lse));
+    for (float e : ent) CHECK(std::isfinite(e));
+  }
   {  // FLT_MAX / 0.7 = +inf: the row overflows
     ref::problem p = good;
     p.logits[3 * p.V + 2] = FLT_MAX;

@@ -24,6 +24,14 @@ struct lse_partial {
   Acc u = 0;                                        // sum exp(z - m) (z - m)
 };
 
+// e (u + d s): the entropy sum u of a partial moved to a new offset (d = old - new offset, e = exp(d)).
+// A partial whose weight e underflows to 0 contributes exactly 0, also when d is -inf (finite
+// logits of both signs near FLT_MAX, whose difference overflows): never 0 * inf.
+template <class Ops, class Acc>
+GRPOKIT_HD inline Acc rescaled_u(Acc e, Acc u, Acc d, Acc s) {
+  return e == Acc(0) ? Acc(0) : Ops::mul(e, Ops::add(u, Ops::mul(d, s)));
+}
+
 // Merges two partials; symmetric in its arguments bit for bit (IEEE + and * commute).
 template <class Ops, class Acc>
 GRPOKIT_HD inline lse_partial<Acc> merge(const lse_partial<Acc>& a, const lse_partial<Acc>& b) {
@@ -37,8 +45,7 @@ GRPOKIT_HD inline lse_partial<Acc> merge(const lse_partial<Acc>& a, const lse_pa
   lse_partial<Acc> r;
   r.m = m;
   r.s = Ops::add(Ops::mul(ea, a.s), Ops::mul(eb, b.s));
-  r.u = Ops::add(Ops::mul(ea, Ops::add(a.u, Ops::mul(da, a.s))),
-                 Ops::mul(eb, Ops::add(b.u, Ops::mul(db, b.s))));
+  r.u = Ops::add(rescaled_u<Ops>(ea, a.u, da, a.s), rescaled_u<Ops>(eb, b.u, db, b.s));
   return r;
 }
 
@@ -54,14 +61,14 @@ GRPOKIT_HD inline void push(lse_partial<Acc>& p, Acc z) {
   } else if (z > p.m) {  // new max: rescale what was summed so far
     const Acc d = Ops::sub(p.m, z);
     const Acc r = Ops::exp(d);
-    p.u = Ops::mul(r, Ops::add(p.u, Ops::mul(d, p.s)));
+    p.u = rescaled_u<Ops>(r, p.u, d, p.s);
     p.s = Ops::add(Ops::mul(r, p.s), Acc(1));
     p.m = z;
   } else {
     const Acc t = Ops::sub(z, p.m);
     const Acc e = Ops::exp(t);
     p.s = Ops::add(p.s, e);
-    p.u = Ops::add(p.u, Ops::mul(e, t));
+    if (e != Acc(0)) p.u = Ops::add(p.u, Ops::mul(e, t));  // e = 0: adds 0 (t may be -inf)
   }
 }
 
