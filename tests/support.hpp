@@ -1,8 +1,11 @@
 #pragma once
 // Test helpers: run the host path on a ref::problem and evaluate the reference on the same data.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include <grpokit/grpokit.hpp>
@@ -33,6 +36,35 @@ inline std::vector<std::uint8_t> bytes(const std::vector<int>& x) { return cast<
 template <class S>
 void round_logits(ref::problem& p) {
   p.logits = to_double(to_storage<S>(p.logits));
+}
+
+// A policy in words, for the INFO of a test over a policy list (Catch2 names those by index).
+template <class P>
+std::string describe() {
+  const char* storage[] = {"float", "double", "fp16", "bf16"};
+  const char* order[] = {"fast", "deterministic", "batch_invariant"};
+  std::ostringstream os;
+  os << "policy<precision<" << storage[static_cast<int>(grpokit::storage_traits<typename P::storage_type>::kind)] << ", "
+     << (sizeof(typename P::accum_type) == 8 ? "double" : "float") << ">, "
+     << order[static_cast<int>(P::order)] << ", chunk<" << P::chunk_size << ">" << (P::vocab_prune ? ", vocab_prune" : "")
+     << (P::trust_region ? ", trust_region" : "") << ">";
+  return os.str();
+}
+
+// Vocabulary sizes at the edges of policy P's row definition: 1, 2, 7, and one below, at and above
+// the 16-byte block (vector_width), the lanes' span (chunk_lanes x vector_width) and the tile
+// (chunk_size), and a tile and a half.
+template <class P>
+std::vector<std::int64_t> awkward_vocab_sizes() {
+  const std::int64_t W = P::vector_width, LW = P::chunk_lanes * P::vector_width, N = P::chunk_size;
+  std::vector<std::int64_t> v{1, 2, 7};
+  for (std::int64_t edge : {W, LW, N})
+    for (std::int64_t d : {-1, 0, 1}) v.push_back(edge + d);
+  v.push_back(N + N / 2 + 1);
+  std::vector<std::int64_t> out;
+  for (std::int64_t x : v)
+    if (x >= 1 && std::find(out.begin(), out.end(), x) == out.end()) out.push_back(x);
+  return out;
 }
 
 template <class T>

@@ -241,7 +241,8 @@ TEST_CASE("outputs aliasing inputs are rejected; interleaved disjoint rows are n
   const std::int64_t T = f.T, V = f.V;
   std::vector<float> both(static_cast<std::size_t>(T * 2 * V));
   for (std::int64_t t = 0; t < T; ++t)
-    for (std::int64_t v = 0; v < V; ++v) both[static_cast<std::size_t>(t * 2 * V + v)] = f.logits[static_cast<std::size_t>(t * V + v)];
+    for (std::int64_t v = 0; v < V; ++v)
+      both[static_cast<std::size_t>(t * 2 * V + v)] = f.logits[static_cast<std::size_t>(t * V + v)];
   std::vector<float> lse(6), ent6(6), logp6(6), g(6, 0.3f), ge(6, 0.1f);
   grpokit::host::token_logprobs<F>(f.input(), {}, {logp6, ent6, lse});
   const grpokit::logits_input<float, float> in{{both.data(), T, V, 2 * V}, f.targets, {}};
@@ -262,9 +263,8 @@ TEST_CASE("outputs aliasing inputs are rejected; interleaved disjoint rows are n
   grpokit::linear_grads<float, float> lg;
   lg.dhidden = {hidden.data(), T, Dm, Dm};
   lg.dweight_acc = {dweight.data(), V, Dm, Dm};
-  REQUIRE_ERROR((grpokit::host::fused_linear_loss<F>({{hidden.data(), T, Dm, Dm}, {weight.data(), V, Dm, Dm}, {},
-                                                      f.targets, {}},
-                                                     f.batch(), {}, 4, lg)),
+  REQUIRE_ERROR((grpokit::host::fused_linear_loss<F>(
+                    {{hidden.data(), T, Dm, Dm}, {weight.data(), V, Dm, Dm}, {}, f.targets, {}}, f.batch(), {}, 4, lg)),
                 "dhidden / dweight / dbias overlap");
 }
 
@@ -286,7 +286,8 @@ TEST_CASE("a NaN in fused_linear_loss's hidden states names hidden and the token
   grpokit::linear_grads<float, float> lg;
   lg.dhidden = {dhidden.data(), T, Dm, Dm};
   lg.dweight_acc = {dweight.data(), V, Dm, Dm};
-  const grpokit::linear_input<float, float> in{{hidden.data(), T, Dm, Dm}, {weight.data(), V, Dm, Dm}, {}, f.targets, {}};
+  const grpokit::linear_input<float, float> in{
+      {hidden.data(), T, Dm, Dm}, {weight.data(), V, Dm, Dm}, {}, f.targets, {}};
   REQUIRE_ERROR((grpokit::host::fused_linear_loss<F>(in, f.batch(), {}, 4, lg)), "hidden row 5 (token 5)");
   hidden[static_cast<std::size_t>(5 * Dm + 1)] = 0.1f;
   weight[static_cast<std::size_t>(7 * Dm)] = static_cast<float>(inf);

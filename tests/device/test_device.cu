@@ -485,7 +485,7 @@ TEST_CASE("device fused_linear_loss: its own kernels with a reference GEMM match
     linear_matches_host<P>(
         [](const auto& in, const auto& batch, const auto& cfg, std::int64_t c, const auto& grads, void* ws,
            std::size_t bytes, const auto& extra) {
-          return grpokit::device::detail::fused_linear_loss_with<P>(reference_gemm{0}, in, batch, cfg, c, grads, ws,
+          return grpokit::detail::fused_linear_loss_with<P>(reference_gemm{0}, in, batch, cfg, c, grads, ws,
                                                                     bytes, 0, extra);
         },
         T, V, D, chunk, bias, dweight_in_storage);
@@ -645,7 +645,7 @@ TEST_CASE("device fused_linear_loss reports a NaN hidden state at its token, not
   grpokit::linear_grads<float, float> g;
   g.dhidden = {ddh.data(), T, Dm, Dm};
   g.dweight_acc = {ddw.data(), V, Dm, Dm};
-  REQUIRE_ERROR((grpokit::device::detail::fused_linear_loss_with<P>(
+  REQUIRE_ERROR((grpokit::detail::fused_linear_loss_with<P>(
                     reference_gemm{0}, {{dh.data(), T, Dm, Dm}, {dw.data(), V, Dm, Dm}, {}, d.targets.cspan(), {}},
                     d.batch(), {}, chunk, g, ws.data(), ws.size(), 0, {})),
                 "non-finite input at row/token 5");

@@ -3,13 +3,10 @@
 
 #if defined(__CUDACC__)
 #define GRPOKIT_HD __host__ __device__
-#define GRPOKIT_DEVICE_COMPILE 1
 #else
 #define GRPOKIT_HD
 #endif
 
 #if defined(__CUDA_ARCH__)
-#define GRPOKIT_ON_DEVICE 1
+#define GRPOKIT_ON_DEVICE 1  // compiling device code: the intrinsics of math/rounding.hpp
 #endif
-
-#define GRPOKIT_FORCEINLINE inline

@@ -17,6 +17,11 @@
 
 namespace grpokit::detail {
 
+// The objective fields of the configuration, as the math layer takes them.
+GRPOKIT_HD inline math::surrogate_params surrogate_params_of(const loss_config& c) {
+  return {c.obj, c.eps_low, c.eps_high, c.dual_clip, c.delta, c.tau_pos, c.tau_neg};
+}
+
 // Why a token is not in the loss (the first reason that applies).
 enum class token_state : std::uint8_t { kept_candidate, padding, vocab_prune, custom, importance };
 
@@ -167,7 +172,7 @@ struct policy_terms {
       math::token_ratio<Ops>(logp, has_old() ? static_cast<double>(batch.logp_old[t]) : logp, cfg.log_ratio_clamp, r,
                              dr);
     }
-    out.sur = math::surrogate<Ops>(cfg, adv, logp, r, dr);
+    out.sur = math::surrogate<Ops>(surrogate_params_of(cfg), adv, logp, r, dr);
     out.is_weight = is_weight(t, seq);
     out.pg = out.is_weight * out.sur.value;
     out.dpg = out.is_weight * out.sur.grad;

@@ -26,8 +26,8 @@ inline void require_offsets(const char* name, span<const std::int64_t> off, std:
   GRPOKIT_REQUIRE(off.size() >= 1, name, ": needs at least one element (S + 1 offsets)");
   GRPOKIT_REQUIRE(off[0] == 0, name, "[0] must be 0, got ", off[0]);
   for (std::int64_t i = 1; i < off.size(); ++i) {
-    GRPOKIT_REQUIRE(off[i] >= off[i - 1], name, " must be non-decreasing: ", name, "[", i, "] = ", off[i],
-                    " < ", name, "[", i - 1, "] = ", off[i - 1]);
+    GRPOKIT_REQUIRE(off[i] >= off[i - 1], name, " must be non-decreasing: ", name, "[", i, "] = ", off[i], " < ", name,
+                    "[", i - 1, "] = ", off[i - 1]);
     GRPOKIT_REQUIRE(allow_empty_segments || off[i] > off[i - 1], name, ": segment ", i - 1, " is empty");
   }
   GRPOKIT_REQUIRE(total < 0 || off[off.size() - 1] == total, name, ": last offset must be ", total, ", got ",
@@ -42,14 +42,14 @@ void require_finite(const char* name, span<const Real> s) {
 
 template <class T>
 void require_matrix(const char* name, const matrix_view<T>& m) {
-  GRPOKIT_REQUIRE(m.rows >= 0 && m.cols >= 1, name, ": needs rows >= 0 and cols >= 1, got [", m.rows, ", ",
-                  m.cols, "]");
+  GRPOKIT_REQUIRE(m.rows >= 0 && m.cols >= 1, name, ": needs rows >= 0 and cols >= 1, got [", m.rows, ", ", m.cols,
+                  "]");
   GRPOKIT_REQUIRE(m.row_stride >= m.cols, name, ": row_stride ", m.row_stride, " < cols ", m.cols);
   GRPOKIT_REQUIRE(m.rows == 0 || m.data != nullptr, name, ": null data");
   // the last element's index (rows - 1) * row_stride + cols - 1 and its byte offset fit in 64 bits
   const std::int64_t max_elems = std::numeric_limits<std::int64_t>::max() / static_cast<std::int64_t>(sizeof(T));
-  GRPOKIT_REQUIRE(m.rows <= 1 || m.row_stride <= (max_elems - m.cols) / (m.rows - 1), name, ": [", m.rows, ", ",
-                  m.cols, "] with row_stride ", m.row_stride, " is larger than any memory");
+  GRPOKIT_REQUIRE(m.rows <= 1 || m.row_stride <= (max_elems - m.cols) / (m.rows - 1), name, ": [", m.rows, ", ", m.cols,
+                  "] with row_stride ", m.row_stride, " is larger than any memory");
 }
 
 // Whether two strided row blocks share an address: rows a_rows of a_cols elements of A (a_size
@@ -77,8 +77,7 @@ bool rows_overlap(const A* a, std::int64_t a_rows, std::int64_t a_cols, std::int
 }
 template <class A, class B>
 bool spans_overlap(span<A> a, span<B> b) {
-  return rows_overlap(a.data(), a.empty() ? 0 : 1, a.size(), a.size(), b.data(), b.empty() ? 0 : 1, b.size(),
-                      b.size());
+  return rows_overlap(a.data(), a.empty() ? 0 : 1, a.size(), a.size(), b.data(), b.empty() ? 0 : 1, b.size(), b.size());
 }
 template <class A, class B>
 bool matrices_overlap(const matrix_view<A>& a, const matrix_view<B>& b) {
@@ -87,15 +86,16 @@ bool matrices_overlap(const matrix_view<A>& a, const matrix_view<B>& b) {
 
 inline void require_targets(span<const std::int64_t> targets, std::int64_t vocab) {
   for (std::int64_t i = 0; i < targets.size(); ++i)
-    GRPOKIT_REQUIRE(targets[i] >= 0 && targets[i] < vocab, "targets[", i, "] = ", targets[i],
-                    " is out of range [0, ", vocab, ")");
+    GRPOKIT_REQUIRE(targets[i] >= 0 && targets[i] < vocab, "targets[", i, "] = ", targets[i], " is out of range [0, ",
+                    vocab, ")");
 }
 
 // cfg.temperature in the accumulation type Real (the device checks a per-token temperature there).
 template <class Real>
 void require_scalar_temperature(const loss_config& cfg) {
-  GRPOKIT_REQUIRE(usable_temperature(static_cast<Real>(cfg.temperature)), "temperature must be > 0 with a finite inverse in the ",
-                  sizeof(Real) == 4 ? "float" : "double", " accumulation type, got ", cfg.temperature);
+  GRPOKIT_REQUIRE(usable_temperature(static_cast<Real>(cfg.temperature)),
+                  "temperature must be > 0 with a finite inverse in the ", sizeof(Real) == 4 ? "float" : "double",
+                  " accumulation type, got ", cfg.temperature);
 }
 
 template <class Real>
@@ -114,16 +114,16 @@ inline void require_advantage_config(const advantage_config& c) {
   GRPOKIT_REQUIRE(std::isfinite(c.std_floor) && c.std_floor >= 0, "adv.std_floor must be finite and >= 0, got ",
                   c.std_floor);
   GRPOKIT_REQUIRE(std::isfinite(c.mad_eps) && c.mad_eps >= 0, "adv.mad_eps must be finite and >= 0, got ", c.mad_eps);
-  GRPOKIT_REQUIRE(std::isfinite(c.ess_ratio_ref) && c.ess_ratio_ref > 0, "adv.ess_ratio_ref must be finite and > 0, got ",
-                  c.ess_ratio_ref);
+  GRPOKIT_REQUIRE(std::isfinite(c.ess_ratio_ref) && c.ess_ratio_ref > 0,
+                  "adv.ess_ratio_ref must be finite and > 0, got ", c.ess_ratio_ref);
 }
 
 // Every field of loss_config: finite and in range, every enum a known value. A clamp or a threshold
 // may be +inf (off), never NaN.
 inline void require_loss_config(const loss_config& c) {
   auto known = [](const char* name, auto v, auto last) {
-    GRPOKIT_REQUIRE(static_cast<int>(v) >= 0 && static_cast<int>(v) <= static_cast<int>(last), name,
-                    ": unknown value ", static_cast<int>(v));
+    GRPOKIT_REQUIRE(static_cast<int>(v) >= 0 && static_cast<int>(v) <= static_cast<int>(last), name, ": unknown value ",
+                    static_cast<int>(v));
   };
   known("obj", c.obj, objective::reinforce);
   known("is", c.is, is_correction::sequence_mask);
@@ -131,9 +131,7 @@ inline void require_loss_config(const loss_config& c) {
   known("agg", c.agg, aggregation::seq_mean_token_sum_norm);
   known("trm_max_estimator", c.trm_max_estimator, divergence::k3);
   known("trm_mean_estimator", c.trm_mean_estimator, divergence::k3);
-  auto finite = [](const char* name, double v) {
-    GRPOKIT_REQUIRE(std::isfinite(v), name, " must be finite, got ", v);
-  };
+  auto finite = [](const char* name, double v) { GRPOKIT_REQUIRE(std::isfinite(v), name, " must be finite, got ", v); };
   auto positive_or_inf = [](const char* name, double v) {  // a clamp: > 0, +inf = no clamp
     GRPOKIT_REQUIRE(v > 0, name, " must be > 0 (+inf: no clamp), got ", v);
   };
@@ -280,7 +278,8 @@ void require_batch_shapes(const rollout_batch<Real>& batch, std::int64_t T, cons
   GRPOKIT_REQUIRE(cfg.kl == kl_estimator::none || given(batch.logp_ref), "kl != none needs logp_ref");
   GRPOKIT_REQUIRE(cfg.is == is_correction::none || given(batch.logp_rollout),
                   "importance-sampling correction needs logp_rollout");
-  GRPOKIT_REQUIRE(!NeedsRollout || given(batch.logp_rollout), "the trust_region and importance masks need logp_rollout");
+  GRPOKIT_REQUIRE(!NeedsRollout || given(batch.logp_rollout),
+                  "the trust_region and importance masks need logp_rollout");
 }
 
 // policy_loss: the batch, the current policy and the gradients, which must not overlap any input
@@ -296,7 +295,8 @@ void require_policy_shapes(const current_policy<Real>& cur, const rollout_batch<
   GRPOKIT_REQUIRE(cfg.entropy_coef == 0 || T == 0 || (cur.entropy.size() == T && grads.dentropy.size() == T),
                   "entropy_coef != 0 needs the entropy input and the dentropy output");
   const span<Real> outputs[] = {grads.dlogp, grads.dentropy};
-  const span<const Real> inputs[] = {cur.logp, cur.entropy, batch.adv, batch.logp_old, batch.logp_ref, batch.logp_rollout};
+  const span<const Real> inputs[] = {cur.logp,       cur.entropy,    batch.adv,
+                                     batch.logp_old, batch.logp_ref, batch.logp_rollout};
   for (const auto& out : outputs) {
     for (const auto& in : inputs)
       GRPOKIT_REQUIRE(!spans_overlap(out, in),
@@ -314,8 +314,8 @@ void require_linear_shapes(const linear_input<S, Acc>& in, std::int64_t token_ch
   require_matrix("hidden", in.hidden);
   require_matrix("weight", in.weight);
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
-  GRPOKIT_REQUIRE(in.weight.cols == D, "weight: expected [V, ", D, "] (D of hidden), got [", V, ", ",
-                  in.weight.cols, "]");
+  GRPOKIT_REQUIRE(in.weight.cols == D, "weight: expected [V, ", D, "] (D of hidden), got [", V, ", ", in.weight.cols,
+                  "]");
   GRPOKIT_REQUIRE(V >= 1, "weight: needs V >= 1 rows");
   require_size_or_empty("bias", in.bias, V);
   require_size("targets", in.targets, T);
@@ -336,14 +336,14 @@ void require_linear_shapes(const linear_input<S, Acc>& in, std::int64_t token_ch
   require_size_or_empty("logp output", extra.logp, T);
   require_size_or_empty("entropy output", extra.entropy, T);
   // the gradients are written while hidden, weight and bias are still read (chunk by chunk)
-  const bool overlap =
-      matrices_overlap(g.dhidden, in.hidden) || matrices_overlap(g.dhidden, in.weight) ||
-      matrices_overlap(g.dweight, in.hidden) || matrices_overlap(g.dweight, in.weight) ||
-      matrices_overlap(g.dweight_acc, in.hidden) || matrices_overlap(g.dweight_acc, in.weight) ||
-      spans_overlap(g.dbias, in.bias) || matrices_overlap(g.dhidden, g.dweight) ||
-      matrices_overlap(g.dhidden, g.dweight_acc);
-  GRPOKIT_REQUIRE(!overlap, "fused_linear_loss: dhidden / dweight / dbias overlap hidden, weight, bias or each other; "
-                            "gradients need memory of their own");
+  const bool overlap = matrices_overlap(g.dhidden, in.hidden) || matrices_overlap(g.dhidden, in.weight) ||
+                       matrices_overlap(g.dweight, in.hidden) || matrices_overlap(g.dweight, in.weight) ||
+                       matrices_overlap(g.dweight_acc, in.hidden) || matrices_overlap(g.dweight_acc, in.weight) ||
+                       spans_overlap(g.dbias, in.bias) || matrices_overlap(g.dhidden, g.dweight) ||
+                       matrices_overlap(g.dhidden, g.dweight_acc);
+  GRPOKIT_REQUIRE(!overlap,
+                  "fused_linear_loss: dhidden / dweight / dbias overlap hidden, weight, bias or each other; "
+                  "gradients need memory of their own");
 }
 
 }  // namespace grpokit::detail

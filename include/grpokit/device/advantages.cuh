@@ -3,7 +3,6 @@
 // per group (the median's in-register insertion sort suits the small groups of GRPO), the batch
 // statistics in one thread (fixed order, log-space ESS), synchronising to return the stats.
 #include <cstdint>
-#include <cstring>
 #include <cuda_runtime.h>
 
 #include "../config.hpp"
@@ -14,16 +13,16 @@
 #include "../policy.hpp"
 #include "error.cuh"
 #include "status.cuh"
+#include "tuning.cuh"
 #include "workspace.cuh"
 
-namespace grpokit::device {
-
-namespace detail {
+namespace grpokit::detail {
 
 // Scratch: r, log_ratio, weight, centered, divisor (double [S] each) in ws.adv_scratch.
 template <class Real>
-__global__ void advantage_batch_kernel(advantage_inputs<Real> in, advantage_config cfg, double* scratch,
-                                       double* stats_out, status* st) {
+__global__ void __launch_bounds__(1)
+    advantage_batch_kernel(advantage_inputs<Real> in, advantage_config cfg, double* scratch,
+                           advantage_device_stats* stats_out, device::status* st) {
   if (blockIdx.x != 0 || threadIdx.x != 0) return;
   const std::int64_t S = in.rewards.size(), G = in.group_offsets.size() - 1;
   double* r = scratch;
@@ -51,22 +50,23 @@ __global__ void advantage_batch_kernel(advantage_inputs<Real> in, advantage_conf
   if (!ok) flag_error(&st->bad_offsets, 0);
   advantage_stats stats;
   double batch_div = 0;
-  grpokit::detail::batch_reward_stats(r, in.seq_log_ratio.empty() ? nullptr : lr, S, cfg, stats, batch_div);
-  stats_out[0] = stats.reward_mean;
-  stats_out[1] = stats.reward_std;
-  stats_out[2] = batch_div;
-  stats_out[3] = stats.ess;
-  stats_out[4] = stats.ess_ratio;
-  stats_out[5] = stats.lr_factor;
-  stats_out[6] = ok ? 1.0 : 0.0;
+  detail::batch_reward_stats(r, in.seq_log_ratio.empty() ? nullptr : lr, S, cfg, stats, batch_div);
+  stats_out->reward_mean = stats.reward_mean;
+  stats_out->reward_std = stats.reward_std;
+  stats_out->batch_divisor = batch_div;
+  stats_out->ess = stats.ess;
+  stats_out->ess_ratio = stats.ess_ratio;
+  stats_out->lr_factor = stats.lr_factor;
+  stats_out->offsets_ok = ok;
 }
 
 template <class B, class Real>
-__global__ void advantage_group_kernel(advantage_inputs<Real> in, advantage_config cfg, double* scratch,
-                                       std::uint8_t* keep, double* stats) {
+__global__ void __launch_bounds__(device::tuning::group_threads)
+    advantage_group_kernel(advantage_inputs<Real> in, advantage_config cfg, double* scratch, std::uint8_t* keep,
+                           advantage_device_stats* stats) {
   const std::int64_t g = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t S = in.rewards.size(), G = in.group_offsets.size() - 1;
-  if (g >= G || stats[6] == 0.0) return;  // bad offsets: reported, nothing read out of bounds
+  if (g >= G || !stats->offsets_ok) return;  // bad offsets: reported, nothing read out of bounds
   const std::int64_t b = in.group_offsets[g], n = in.group_offsets[g + 1] - b;
   double* r = scratch;
   double* centered = scratch + 3 * S;
@@ -81,41 +81,45 @@ __global__ void advantage_group_kernel(advantage_inputs<Real> in, advantage_conf
   io.scratch = divisor + b;  // free until process_group writes the divisors after center()
   io.eps = cfg.eps;
   for (std::int64_t i = 0; i < n; ++i) io.keep[i] = 1;
-  const bool zero_variance = grpokit::detail::process_group<B>(io, cfg, stats[2], divisor + b);
-  atomicAdd(reinterpret_cast<unsigned long long*>(stats + 8), zero_variance ? 1ull : 0ull);
-  atomicAdd(reinterpret_cast<unsigned long long*>(stats + 9), n == 1 ? 1ull : 0ull);
+  const bool zero_variance = detail::process_group<B>(io, cfg, stats->batch_divisor, divisor + b);
+  atomicAdd(&stats->zero_variance_groups, zero_variance ? 1ull : 0ull);
+  atomicAdd(&stats->singleton_groups, n == 1 ? 1ull : 0ull);
 }
 
 template <class Real>
-__global__ void advantage_output_kernel(advantage_inputs<Real> in, advantage_config cfg, const double* scratch,
-                                        const std::uint8_t* keep, const double* stats, advantage_outputs<Real> out,
-                                        status* st) {
+__global__ void __launch_bounds__(device::tuning::group_threads)
+    advantage_output_kernel(advantage_inputs<Real> in, advantage_config cfg, const double* scratch,
+                            const std::uint8_t* keep, const advantage_device_stats* stats, advantage_outputs<Real> out,
+                            device::status* st) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t S = in.rewards.size();
   if (i >= S) return;
-  if (stats[6] == 0.0) {
+  if (!stats->offsets_ok) {
     out.adv[i] = Real(0);
     out.seq_mask[i] = 0;
     return;
   }
-  const double fold = cfg.fold_lr_factor ? stats[5] : 1.0;
-  const double a = grpokit::detail::advantage_value(scratch[3 * S + i], scratch[4 * S + i], fold);
+  const double fold = cfg.fold_lr_factor ? stats->lr_factor : 1.0;
+  const double a = detail::advantage_value(scratch[3 * S + i], scratch[4 * S + i], fold);
   if (!isfinite(a)) flag_error(&st->non_finite_seq, i);
   out.adv[i] = static_cast<Real>(a);
   out.seq_mask[i] = keep[i];
 }
 
 template <class Real>
-__global__ void advantage_moments_kernel(advantage_outputs<Real> out, double* stats) {
+__global__ void __launch_bounds__(1)
+    advantage_moments_kernel(advantage_outputs<Real> out, advantage_device_stats* stats) {
   if (blockIdx.x != 0 || threadIdx.x != 0) return;
   advantage_stats st;
-  grpokit::detail::advantage_moments(out.adv.data(), out.seq_mask.data(), out.adv.size(), st);
-  stats[10] = st.adv_mean;
-  stats[11] = st.adv_std;
-  stats[12] = static_cast<double>(st.excluded_seqs);
+  detail::advantage_moments(out.adv.data(), out.seq_mask.data(), out.adv.size(), st);
+  stats->adv_mean = st.adv_mean;
+  stats->adv_std = st.adv_std;
+  stats->excluded_seqs = static_cast<unsigned long long>(st.excluded_seqs);
 }
 
-}  // namespace detail
+}  // namespace grpokit::detail
+
+namespace grpokit::device {
 
 template <class P>
 advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const advantage_config& cfg,
@@ -124,43 +128,41 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   using Real = accum_t<P>;
   using B = typename P::baseline_type;
   const std::int64_t S = in.rewards.size();
-  grpokit::detail::require_advantage_shapes(in, cfg, out, grpokit::detail::needs_log_ratio<B>::value);
+  detail::require_advantage_shapes(in, cfg, out, detail::needs_log_ratio<B>::value);
   const detail::layout<P> ws(workspace, workspace_bytes, shape{0, 0, S});
   detail::reset_status(ws.st, stream);
-  GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws.adv_stats, 0, 16 * sizeof(double), stream));
+  GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws.adv_stats, 0, sizeof(detail::advantage_device_stats), stream));
   const std::int64_t G = in.group_offsets.size() - 1;
+  constexpr int threads = tuning::group_threads;
   detail::advantage_batch_kernel<Real><<<1, 1, 0, stream>>>(in, cfg, ws.adv_scratch, ws.adv_stats, ws.st);
   GRPOKIT_CUDA_CHECK_LAUNCH();
   if (G > 0) {
-    detail::advantage_group_kernel<B, Real><<<static_cast<unsigned>((G + 127) / 128), 128, 0, stream>>>(
-        in, cfg, ws.adv_scratch, ws.adv_keep, ws.adv_stats);
+    detail::advantage_group_kernel<B, Real>
+        <<<tuning::blocks_for(G, threads), threads, 0, stream>>>(in, cfg, ws.adv_scratch, ws.adv_keep, ws.adv_stats);
     GRPOKIT_CUDA_CHECK_LAUNCH();
   }
   if (S > 0) {
-    detail::advantage_output_kernel<Real><<<static_cast<unsigned>((S + 127) / 128), 128, 0, stream>>>(
+    detail::advantage_output_kernel<Real><<<tuning::blocks_for(S, threads), threads, 0, stream>>>(
         in, cfg, ws.adv_scratch, ws.adv_keep, ws.adv_stats, out, ws.st);
     GRPOKIT_CUDA_CHECK_LAUNCH();
   }
   detail::advantage_moments_kernel<Real><<<1, 1, 0, stream>>>(out, ws.adv_stats);
   GRPOKIT_CUDA_CHECK_LAUNCH();
-  double host[16];
-  GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(host, ws.adv_stats, sizeof(host), cudaMemcpyDeviceToHost, stream));
+  detail::advantage_device_stats d;
+  GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(&d, ws.adv_stats, sizeof(d), cudaMemcpyDeviceToHost, stream));
   throw_if_error(read_status(ws.st, stream));
   advantage_stats st;
   st.groups = G;
-  st.reward_mean = host[0];
-  st.reward_std = host[1];
-  st.ess = host[3];
-  st.ess_ratio = host[4];
-  st.lr_factor = in.seq_log_ratio.empty() ? 1.0 : host[5];
-  unsigned long long zero_var, singles;
-  std::memcpy(&zero_var, &host[8], sizeof(zero_var));
-  std::memcpy(&singles, &host[9], sizeof(singles));
-  st.zero_variance_groups = static_cast<std::int64_t>(zero_var);
-  st.singleton_groups = static_cast<std::int64_t>(singles);
-  st.adv_mean = host[10];
-  st.adv_std = host[11];
-  st.excluded_seqs = static_cast<std::int64_t>(host[12]);
+  st.reward_mean = d.reward_mean;
+  st.reward_std = d.reward_std;
+  st.ess = d.ess;
+  st.ess_ratio = d.ess_ratio;
+  st.lr_factor = in.seq_log_ratio.empty() ? 1.0 : d.lr_factor;
+  st.zero_variance_groups = static_cast<std::int64_t>(d.zero_variance_groups);
+  st.singleton_groups = static_cast<std::int64_t>(d.singleton_groups);
+  st.adv_mean = d.adv_mean;
+  st.adv_std = d.adv_std;
+  st.excluded_seqs = static_cast<std::int64_t>(d.excluded_seqs);
   return st;
 }
 

@@ -20,25 +20,28 @@
 #include "fused_loss.cuh"
 #include "policy_loss.cuh"
 #include "token_logprobs.cuh"
+#include "tuning.cuh"
 #include "workspace.cuh"
 
-#define GRPOKIT_CUBLAS_CHECK(call)                                                            \
-  do {                                                                                       \
-    const cublasStatus_t grpokit_st_ = (call);                                               \
-    if (grpokit_st_ != CUBLAS_STATUS_SUCCESS)                                                \
+#define GRPOKIT_CUBLAS_CHECK(call)                                                                    \
+  do {                                                                                                \
+    const cublasStatus_t grpokit_st_ = (call);                                                        \
+    if (grpokit_st_ != CUBLAS_STATUS_SUCCESS)                                                         \
       ::grpokit::detail::fail("cuBLAS error in ", #call, ": status ", static_cast<int>(grpokit_st_)); \
   } while (0)
 
-namespace grpokit::device {
-
-namespace detail {
+namespace grpokit::detail {
 
 template <class T>
 constexpr cudaDataType_t cuda_type() {
-  if constexpr (std::is_same<T, double>::value) return CUDA_R_64F;
-  else if constexpr (std::is_same<T, float>::value) return CUDA_R_32F;
-  else if constexpr (std::is_same<T, __half>::value) return CUDA_R_16F;
-  else return CUDA_R_16BF;
+  if constexpr (std::is_same<T, double>::value)
+    return CUDA_R_64F;
+  else if constexpr (std::is_same<T, float>::value)
+    return CUDA_R_32F;
+  else if constexpr (std::is_same<T, __half>::value)
+    return CUDA_R_16F;
+  else
+    return CUDA_R_16BF;
 }
 
 template <class Acc>
@@ -66,7 +69,8 @@ struct cublas_gemm {
 };
 
 template <class S, class Acc>
-__global__ void fill_bias_kernel(Acc* out, std::int64_t rows, std::int64_t V, span<const S> bias) {
+__global__ void __launch_bounds__(device::tuning::bias_threads)
+    fill_bias_kernel(Acc* out, std::int64_t rows, std::int64_t V, span<const S> bias) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < rows * V;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
     out[i] = math::load<Acc>(bias[i % V]);
@@ -74,7 +78,8 @@ __global__ void fill_bias_kernel(Acc* out, std::int64_t rows, std::int64_t V, sp
 
 // dbias[v] += sum_c dlogits[c, v], in chunk row order (deterministic).
 template <class S, class Acc>
-__global__ void bias_grad_kernel(const S* dlogits, std::int64_t rows, std::int64_t V, span<Acc> dbias) {
+__global__ void __launch_bounds__(device::tuning::bias_threads)
+    bias_grad_kernel(const S* dlogits, std::int64_t rows, std::int64_t V, span<Acc> dbias) {
   const std::int64_t v = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (v >= V) return;
   Acc acc = 0;
@@ -82,18 +87,22 @@ __global__ void bias_grad_kernel(const S* dlogits, std::int64_t rows, std::int64
   dbias[v] += acc;
 }
 
-}  // namespace detail
+}  // namespace grpokit::detail
+
+namespace grpokit::device {
 
 // Bytes of workspace for fused_linear_loss on up to T tokens, V, S and the given token chunk.
 template <class P>
-std::size_t linear_workspace_bytes(const shape& s, std::int64_t token_chunk) {
+std::size_t linear_workspace_bytes(const device::shape& s, std::int64_t token_chunk) {
   using Q = typename P::template with_storage<accum_t<P>>;
   const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(s.tokens, 1));
   return workspace_bytes<Q>(s) + detail::align_up(static_cast<std::size_t>(C * s.vocab) * sizeof(accum_t<P>)) +
          detail::align_up(static_cast<std::size_t>(C * s.vocab) * sizeof(storage_t<P>));
 }
 
-namespace detail {
+}  // namespace grpokit::device
+
+namespace grpokit::detail {
 
 // fused_linear_loss with its GEMMs done by `gemm` (cublas_gemm's call operator), which must order
 // them on `stream`.
@@ -109,33 +118,36 @@ loss_result fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_
   static_assert(std::is_same<Acc, float>::value || std::is_same<S, double>::value,
                 "device::fused_linear_loss: cuBLAS needs precision<bf16 | fp16 | float, float> or <double, double>");
   // the host's shape checks; targets and temperatures are in device memory: checked on the device
-  grpokit::detail::require_linear_shapes(in, token_chunk, grads, extra);
-  grpokit::detail::require_scalar_temperature<Acc>(cfg);
+  detail::require_linear_shapes(in, token_chunk, grads, extra);
+  detail::require_scalar_temperature<Acc>(cfg);
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
   GRPOKIT_REQUIRE(batch.seq_offsets.size() >= 1, "seq_offsets: needs at least one element (S + 1 offsets)");
 
   const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(T, 1));
-  const shape sh{T, V, batch.seq_offsets.size() - 1};
-  GRPOKIT_REQUIRE(workspace_bytes >= linear_workspace_bytes<P>(sh, token_chunk), "workspace too small: ",
-                  workspace_bytes, " bytes, needs ", linear_workspace_bytes<P>(sh, token_chunk),
-                  " (use device::linear_workspace_bytes)");
+  const device::shape sh{T, V, batch.seq_offsets.size() - 1};
+  GRPOKIT_REQUIRE(workspace_bytes >= device::linear_workspace_bytes<P>(sh, token_chunk),
+                  "workspace too small: ", workspace_bytes, " bytes, needs ",
+                  device::linear_workspace_bytes<P>(sh, token_chunk), " (use device::linear_workspace_bytes)");
   const layout<Q> ws(workspace, workspace_bytes, sh);
   Acc* logits = reinterpret_cast<Acc*>(static_cast<char*>(workspace) + ws.used);
-  S* dlogits = reinterpret_cast<S*>(reinterpret_cast<char*>(logits) +
-                                    align_up(static_cast<std::size_t>(C * V) * sizeof(Acc)));
-  const span<Acc> logp(ws.logp, T), entropy(ws.entropy, T), lse(ws.lse, T), dlogp(ws.dlogp, T), dentropy(ws.dentropy, T);
+  S* dlogits =
+      reinterpret_cast<S*>(reinterpret_cast<char*>(logits) + align_up(static_cast<std::size_t>(C * V) * sizeof(Acc)));
+  const span<Acc> logp(ws.logp, T), entropy(ws.entropy, T), lse(ws.lse, T), dlogp(ws.dlogp, T),
+      dentropy(ws.dentropy, T);
   const current_policy<Acc> cur{logp, entropy};
   const policy_grads<Acc> pg{dlogp, dentropy};
   check_policy_shapes<Q>(cur, batch, cfg, pg);
   reset_status(ws.st, stream);
 
   auto chunk_input = [&](std::int64_t t0, std::int64_t n) {
-    return logits_input<Acc, Acc>{{logits, n, V, V}, in.targets.subspan(t0, n),
+    return logits_input<Acc, Acc>{{logits, n, V, V},
+                                  in.targets.subspan(t0, n),
                                   in.temperature.empty() ? span<const Acc>{} : in.temperature.subspan(t0, n)};
   };
   auto compute_logits = [&](std::int64_t t0, std::int64_t n) {  // logits[n, V] = H W^T + b (row-major)
     if (!in.bias.empty()) {
-      fill_bias_kernel<S, Acc><<<256, 256, 0, stream>>>(logits, n, V, in.bias);
+      fill_bias_kernel<S, Acc>
+          <<<device::tuning::bias_fill_blocks, device::tuning::bias_threads, 0, stream>>>(logits, n, V, in.bias);
       GRPOKIT_CUDA_CHECK_LAUNCH();
     }
     gemm(true, false, V, n, D, in.weight.data, in.weight.row_stride, in.hidden.row(t0), in.hidden.row_stride,
@@ -166,15 +178,19 @@ loss_result fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_
       gemm(false, true, D, V, n, in.hidden.row(t0), in.hidden.row_stride, dlogits, V, Acc(1), grads.dweight.data,
            grads.dweight.row_stride);
     if (!grads.dbias.empty()) {
-      bias_grad_kernel<S, Acc><<<static_cast<unsigned>((V + 255) / 256), 256, 0, stream>>>(dlogits, n, V, grads.dbias);
+      bias_grad_kernel<S, Acc>
+          <<<device::tuning::blocks_for(V, device::tuning::bias_threads), device::tuning::bias_threads, 0, stream>>>(
+              dlogits, n, V, grads.dbias);
       GRPOKIT_CUDA_CHECK_LAUNCH();
     }
   }
-  copy_extra<Acc>(extra, logp, entropy, stream);
+  copy_extra_async<Acc>(extra, logp, entropy, stream);
   return collect_result<Q>(cfg, ws, stream);
 }
 
-}  // namespace detail
+}  // namespace grpokit::detail
+
+namespace grpokit::device {
 
 // The loss from hidden states, with cuBLAS GEMMs on `stream` (the handle's stream is set to it).
 template <class P>

@@ -10,6 +10,7 @@
 #include "../metrics.hpp"
 #include "../policy.hpp"
 #include "error.cuh"
+#include "detail/fused_outputs.cuh"
 #include "policy_loss.cuh"
 #include "status.cuh"
 #include "token_logprobs.cuh"
@@ -19,18 +20,6 @@ namespace grpokit::device {
 
 using grpokit::fused_outputs;
 
-namespace detail {
-// Copies logp / entropy from the workspace to the caller's optional outputs (device to device).
-template <class Real>
-void copy_extra(const fused_outputs<Real>& extra, span<const Real> logp, span<const Real> entropy, cudaStream_t stream) {
-  if (!extra.logp.empty())
-    GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(extra.logp.data(), logp.data(), logp.size() * sizeof(Real),
-                                       cudaMemcpyDeviceToDevice, stream));
-  if (!extra.entropy.empty())
-    GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(extra.entropy.data(), entropy.data(), entropy.size() * sizeof(Real),
-                                       cudaMemcpyDeviceToDevice, stream));
-}
-}  // namespace detail
 
 template <class P>
 loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
@@ -39,9 +28,9 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const r
                        const fused_outputs<accum_t<P>>& extra = {}, backward_mode mode = backward_mode::separate) {
   using Real = accum_t<P>;
   const std::int64_t T = in.logits.rows, V = in.logits.cols;
-  grpokit::detail::require_logits_shapes(in, cfg);
-  grpokit::detail::require_size_or_empty("logp output", extra.logp, T);
-  grpokit::detail::require_size_or_empty("entropy output", extra.entropy, T);
+  detail::require_logits_shapes(in, cfg);
+  detail::require_size_or_empty("logp output", extra.logp, T);
+  detail::require_size_or_empty("entropy output", extra.entropy, T);
   GRPOKIT_REQUIRE(batch.seq_offsets.size() >= 1, "seq_offsets: needs at least one element (S + 1 offsets)");
   const detail::layout<P> ws(workspace, workspace_bytes, shape{T, V, batch.seq_offsets.size() - 1});
   const span<Real> logp(ws.logp, T), entropy(ws.entropy, T), lse(ws.lse, T), dlogp(ws.dlogp, T),
@@ -50,13 +39,13 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const r
   const policy_grads<Real> grads{dlogp, dentropy};
   detail::check_policy_shapes<P>(cur, batch, cfg, grads);
   const backward_inputs<Real> g{lse, entropy, dlogp, dentropy};
-  grpokit::detail::require_backward_shapes(in, g, dlogits, mode);
+  detail::require_backward_shapes(in, g, dlogits, mode);
 
   detail::reset_status(ws.st, stream);
   detail::launch_forward<P>(in, cfg, token_stats<Real>{logp, entropy, lse}, ws, stream);
   detail::launch_policy_loss<P>(cur, batch, cfg, grads, ws, stream);
   detail::launch_backward<P>(in, g, cfg, dlogits, ws, stream);
-  detail::copy_extra<Real>(extra, logp, entropy, stream);
+  detail::copy_extra_async<Real>(extra, logp, entropy, stream);
   return detail::collect_result<P>(cfg, ws, stream);
 }
 

@@ -17,8 +17,9 @@
 #include "../math/storage.hpp"
 #include "../policy.hpp"
 #include "status.cuh"
+#include "tuning.cuh"
 
-namespace grpokit::device::detail {
+namespace grpokit::detail {
 
 // Loads W consecutive stored values [first, first + W) (only those < end) as Acc.
 template <int W, class Acc, class S>
@@ -81,15 +82,14 @@ __device__ inline void team_tree(math::lse_partial<Acc> (&st)[L / G], int t, tea
   st[0] = p;
 }
 
-
 // The partial of tiles [c0, c1) of one row, merged left to right (thread 0 of the team holds it);
 // with `tile_out` set, each tile's partial is written there instead.
 template <class P, class Ops, int G>
 __device__ inline math::lse_partial<accum_t<P>> tiles_partial(const storage_t<P>* row, std::int64_t vocab,
-                                                             std::int64_t c0, std::int64_t c1, accum_t<P> inv_t,
-                                                             accum_t<P> threshold, int t, bool& finite,
-                                                             team_smem<accum_t<P>, G>* smem,
-                                                             math::lse_partial<accum_t<P>>* tile_out) {
+                                                              std::int64_t c0, std::int64_t c1, accum_t<P> inv_t,
+                                                              accum_t<P> threshold, int t, bool& finite,
+                                                              team_smem<accum_t<P>, G>* smem,
+                                                              math::lse_partial<accum_t<P>>* tile_out) {
   using Acc = accum_t<P>;
   constexpr int W = static_cast<int>(P::vector_width);
   constexpr int L = static_cast<int>(P::chunk_lanes);
@@ -129,15 +129,15 @@ __device__ inline math::lse_partial<accum_t<P>> tiles_partial(const storage_t<P>
 template <class P, class Ops>
 __device__ inline void write_row(const logits_input<storage_t<P>, accum_t<P>>& in, const loss_config& cfg,
                                  std::int64_t r, const math::lse_partial<accum_t<P>>& total,
-                                 const grpokit::detail::row_setup<accum_t<P>>& row, const token_stats<accum_t<P>>& out,
+                                 const detail::row_setup<accum_t<P>>& row, const token_stats<accum_t<P>>& out,
                                  row_status st) {
   using Acc = accum_t<P>;
   const std::int64_t y = in.targets[r];
   const bool bad_target = y < 0 || y >= in.logits.cols;
-  if (bad_target) st.flag(&status::bad_target, r);
+  if (bad_target) st.flag(&device::status::bad_target, r);
   const Acc z_target = bad_target ? Acc(NAN) : Ops::mul(math::load<Acc>(in.logits.row(r)[y]), row.inv_t);
-  const auto res = grpokit::detail::finish_row<Ops>(total, z_target, row.threshold);
-  if (cfg.check_finite && !isfinite(res.lse)) st.flag(&status::non_finite, r);
+  const auto res = detail::finish_row<Ops>(total, z_target, row.threshold);
+  if (cfg.check_finite && !isfinite(res.lse)) st.flag(&device::status::non_finite, r);
   out.logp[r] = bad_target ? Acc(NAN) : res.logp;
   out.lse[r] = res.lse;
   if (!out.entropy.empty()) out.entropy[r] = res.entropy;
@@ -146,30 +146,34 @@ __device__ inline void write_row(const logits_input<storage_t<P>, accum_t<P>>& i
 // Per-token temperature of row r out of its domain (<= 0, non-finite, or no finite inverse in Acc).
 template <class Acc>
 __device__ inline bool bad_temperature(span<const Acc> temperature, std::int64_t r) {
-  return !temperature.empty() && !grpokit::detail::usable_temperature(temperature[r]);
+  return !temperature.empty() && !detail::usable_temperature(temperature[r]);
 }
 
 // Row max of the scaled logits (vocabulary pruning) and the non-finite check; block per row.
 template <class P, class Ops>
-__global__ void row_max_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg, accum_t<P>* row_max,
-                               row_status st) {
+__global__ void __launch_bounds__(device::tuning::row_max_threads)
+    row_max_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg, accum_t<P>* row_max, row_status st) {
   using Acc = accum_t<P>;
-  __shared__ Acc smem[256];
+  constexpr int threads = device::tuning::row_max_threads;  // the launch's block size (token_logprobs.cuh)
+  __shared__ Acc smem[threads];
   const std::int64_t r = blockIdx.x;
-  const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, r);  // the threshold needs m first
+  const Acc inv_t = detail::inverse_temperature<Ops>(cfg, in.temperature, r);  // the threshold needs m first
   Acc m = -INFINITY;
   bool finite = true;
-  for (std::int64_t j = threadIdx.x; j < in.logits.cols; j += blockDim.x) {
+  for (std::int64_t j = threadIdx.x; j < in.logits.cols; j += threads) {
     const Acc v = math::load<Acc>(in.logits.row(r)[j]);
     finite = finite && isfinite(v);
     const Acc z = Ops::mul(v, inv_t);
     m = z > m ? z : m;
   }
-  if (!finite && cfg.check_finite) st.flag(&status::non_finite, r);
+  if (!finite && cfg.check_finite) st.flag(&device::status::non_finite, r);
   smem[threadIdx.x] = m;
   __syncthreads();
-  for (unsigned w = blockDim.x / 2; w >= 1; w /= 2) {
-    if (threadIdx.x < w) smem[threadIdx.x] = smem[threadIdx.x] > smem[threadIdx.x + w] ? smem[threadIdx.x] : smem[threadIdx.x + w];
+  for (int w = threads / 2; w >= 1; w /= 2) {
+    if (static_cast<int>(threadIdx.x) < w) {
+      const Acc other = smem[threadIdx.x + w];
+      smem[threadIdx.x] = smem[threadIdx.x] > other ? smem[threadIdx.x] : other;
+    }
     __syncthreads();
   }
   if (threadIdx.x == 0) row_max[r] = smem[0];
@@ -178,12 +182,14 @@ __global__ void row_max_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_c
 // Forward: teams of G threads, `teams` rows per block (G <= 32) or one row per block.
 // gridDim.y splits a row's tiles across blocks when tile_out is set.
 template <class P, class Ops, int G>
-__global__ void forward_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg, token_stats<accum_t<P>> out,
-                               const accum_t<P>* row_max, math::lse_partial<accum_t<P>>* tile_out,
-                               std::int64_t tiles_per_block, row_status st) {
+__global__ void __launch_bounds__(G > 32 ? G : device::tuning::team_block_threads)
+    forward_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg, token_stats<accum_t<P>> out,
+                   const accum_t<P>* row_max, math::lse_partial<accum_t<P>>* tile_out, std::int64_t tiles_per_block,
+                   row_status st) {
   using Acc = accum_t<P>;
+  static_assert(G > 32 || device::tuning::team_block_threads % G == 0, "forward_kernel: whole teams in a block");
   __shared__ team_smem<Acc, G> smem;
-  const int teams = blockDim.x / G;
+  const int teams = blockDim.x / G;  // G (a block per row, split rows) or team_block_threads
   const int t = threadIdx.x % G;
   const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * teams + threadIdx.x / G;
   // every thread of a block takes part in team_tree's __syncthreads: no early return for G > 32
@@ -193,52 +199,51 @@ __global__ void forward_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_c
   const std::int64_t tiles = (vocab + P::chunk_size - 1) / P::chunk_size;
   const std::int64_t c0 = tile_out ? static_cast<std::int64_t>(blockIdx.y) * tiles_per_block : 0;
   const std::int64_t c1 = tile_out ? (c0 + tiles_per_block < tiles ? c0 + tiles_per_block : tiles) : tiles;
-  const auto row = grpokit::detail::setup_row<Ops>(cfg, in.temperature, rr, P::vocab_prune,
-                                                   P::vocab_prune ? row_max[rr] : Acc(0));
+  const auto row =
+      detail::setup_row<Ops>(cfg, in.temperature, rr, P::vocab_prune, P::vocab_prune ? row_max[rr] : Acc(0));
   bool finite = true;
   const auto total = tiles_partial<P, Ops, G>(in.logits.row(rr), active ? vocab : 0, c0, c1, row.inv_t, row.threshold,
                                               t, finite, &smem, tile_out ? tile_out + rr * tiles : nullptr);
   if (!active) return;
-  if (!finite && cfg.check_finite) st.flag(&status::non_finite, r);
-  if (t == 0 && bad_temperature(in.temperature, r)) st.flag(&status::bad_value, r);
+  if (!finite && cfg.check_finite) st.flag(&device::status::non_finite, r);
+  if (t == 0 && bad_temperature(in.temperature, r)) st.flag(&device::status::bad_value, r);
   if (t == 0 && tile_out == nullptr) write_row<P, Ops>(in, cfg, r, total, row, out, st);
 }
 
 // Split rows: thread per row merges its tile partials left to right and finishes the row.
 template <class P, class Ops>
-__global__ void merge_tiles_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg,
-                                   token_stats<accum_t<P>> out, const accum_t<P>* row_max,
-                                   const math::lse_partial<accum_t<P>>* tiles_in, row_status st) {
+__global__ void __launch_bounds__(device::tuning::merge_threads)
+    merge_tiles_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg, token_stats<accum_t<P>> out,
+                       const accum_t<P>* row_max, const math::lse_partial<accum_t<P>>* tiles_in, row_status st) {
   using Acc = accum_t<P>;
   const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= in.logits.rows) return;
   const std::int64_t tiles = (in.logits.cols + P::chunk_size - 1) / P::chunk_size;
   math::lse_partial<Acc> total;
   for (std::int64_t c = 0; c < tiles; ++c) total = math::merge<Ops>(total, tiles_in[r * tiles + c]);
-  const auto row = grpokit::detail::setup_row<Ops>(cfg, in.temperature, r, P::vocab_prune,
-                                                   P::vocab_prune ? row_max[r] : Acc(0));
+  const auto row = detail::setup_row<Ops>(cfg, in.temperature, r, P::vocab_prune, P::vocab_prune ? row_max[r] : Acc(0));
   write_row<P, Ops>(in, cfg, r, total, row, out, st);
 }
 
 // Backward: block per row, elementwise over 16-byte blocks; dlogits of type Out (the storage type,
 // or another one for fused_linear_loss, whose logits chunk is kept in Accum).
 template <class P, class Ops, class Out>
-__global__ void backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, backward_inputs<accum_t<P>> g,
-                                loss_config cfg, const accum_t<P>* row_max, matrix_view<Out> dlogits, row_status st) {
+__global__ void __launch_bounds__(device::tuning::backward_threads)
+    backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, backward_inputs<accum_t<P>> g, loss_config cfg,
+                    const accum_t<P>* row_max, matrix_view<Out> dlogits, row_status st) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
   constexpr int W = static_cast<int>(P::vector_width);
   const std::int64_t r = blockIdx.x;
   const std::int64_t V = in.logits.cols;
   const std::int64_t y = in.targets[r];
-  if (threadIdx.x == 0 && (y < 0 || y >= V)) st.flag(&status::bad_target, r);
-  if (threadIdx.x == 0 && bad_temperature(in.temperature, r)) st.flag(&status::bad_value, r);
+  if (threadIdx.x == 0 && (y < 0 || y >= V)) st.flag(&device::status::bad_target, r);
+  if (threadIdx.x == 0 && bad_temperature(in.temperature, r)) st.flag(&device::status::bad_value, r);
   const Acc g_logp = g.dlogp[r];
   const Acc g_ent = g.dentropy.empty() ? Acc(0) : g.dentropy[r];
   const Acc h = g.dentropy.empty() ? Acc(0) : g.entropy[r];
   const Acc lse = g.lse[r];
-  const auto row = grpokit::detail::setup_row<Ops>(cfg, in.temperature, r, P::vocab_prune,
-                                                   P::vocab_prune ? row_max[r] : Acc(0));
+  const auto row = detail::setup_row<Ops>(cfg, in.temperature, r, P::vocab_prune, P::vocab_prune ? row_max[r] : Acc(0));
   const Acc inv_t = row.inv_t, threshold = row.threshold;
   const bool zero = g_logp == Acc(0) && g_ent == Acc(0);
   bool finite = true;  // check_finite: a row that receives a gradient must have finite logits
@@ -253,8 +258,8 @@ __global__ void backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, backw
       const std::int64_t j = b * W + e;
       finite = finite && isfinite(v[e]);
       const Acc z = Ops::mul(v[e], inv_t);
-      o[e] = math::store<Out>(zero ? Acc(0)
-                                   : math::dlogit<Ops>(z, j == y, z < threshold, lse, h, g_logp, g_ent, inv_t));
+      o[e] =
+          math::store<Out>(zero ? Acc(0) : math::dlogit<Ops>(z, j == y, z < threshold, lse, h, g_logp, g_ent, inv_t));
     }
     Out* p = dx + b * W;
     if (n == W && (reinterpret_cast<std::uintptr_t>(p) % 16) == 0 && sizeof(Out) * W == 16) {
@@ -265,7 +270,7 @@ __global__ void backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, backw
       for (int e = 0; e < n; ++e) p[e] = o[e];
     }
   }
-  if (!finite && !zero && cfg.check_finite) st.flag(&status::non_finite, r);
+  if (!finite && !zero && cfg.check_finite) st.flag(&device::status::non_finite, r);
 }
 
-}  // namespace grpokit::device::detail
+}  // namespace grpokit::detail

@@ -12,14 +12,16 @@ namespace grpokit::device {
 
 struct status {
   // first offending index (row, token, sequence or group) + 1, or 0
-  unsigned long long bad_target = 0;     // token id outside [0, V)
-  unsigned long long non_finite = 0;     // token / row: NaN/Inf logits (checking on) or log-prob input
+  unsigned long long bad_target = 0;      // token id outside [0, V)
+  unsigned long long non_finite = 0;      // token / row: NaN/Inf logits (checking on) or log-prob input
   unsigned long long non_finite_seq = 0;  // sequence: NaN/Inf reward, advantage or sequence log-ratio
-  unsigned long long bad_offsets = 0;    // decreasing offsets, wrong first/last offset, empty group
-  unsigned long long bad_value = 0;      // row/sequence: temperature <= 0 or non-finite, seq_weight < 0
+  unsigned long long bad_offsets = 0;     // decreasing offsets, wrong first/last offset, empty group
+  unsigned long long bad_value = 0;       // row/sequence: temperature <= 0 or non-finite, seq_weight < 0
 };
 
-namespace detail {
+}  // namespace grpokit::device
+
+namespace grpokit::detail {
 // Records index i (0-based) as the first offender of one category (atomicMin keeps the smallest).
 __device__ inline void flag_error(unsigned long long* field, std::int64_t i) {
   atomicMin(field, static_cast<unsigned long long>(i) + 1ull);
@@ -28,18 +30,20 @@ __device__ inline void flag_error(unsigned long long* field, std::int64_t i) {
 // The status as the row kernels see it: row r of a launch is row first_row + r of the caller's
 // batch (fused_linear_loss launches them a token chunk at a time).
 struct row_status {
-  status* st;
+  device::status* st;
   std::int64_t first_row = 0;
-  __device__ void flag(unsigned long long status::*field, std::int64_t r) const {
+  __device__ void flag(unsigned long long device::status::*field, std::int64_t r) const {
     flag_error(&(st->*field), first_row + r);
   }
 };
 
 // Status fields start as "none": the maximum, so that atomicMin records the smallest index.
-inline void reset_status(status* s, cudaStream_t stream) {
-  GRPOKIT_CUDA_CHECK(cudaMemsetAsync(s, 0xff, sizeof(status), stream));
+inline void reset_status(device::status* s, cudaStream_t stream) {
+  GRPOKIT_CUDA_CHECK(cudaMemsetAsync(s, 0xff, sizeof(device::status), stream));
 }
-}  // namespace detail
+}  // namespace grpokit::detail
+
+namespace grpokit::device {
 
 // Copies the status back (synchronises the stream); fields hold index + 1, 0 = no error.
 inline status read_status(const void* workspace, cudaStream_t stream) {
@@ -61,8 +65,8 @@ inline void throw_if_error(const status& s) {
   GRPOKIT_REQUIRE(s.bad_value == 0, "input out of its domain at row/sequence ", s.bad_value - 1,
                   " (temperature must be > 0 with a finite inverse, seq_weight >= 0; found on the device)");
   GRPOKIT_REQUIRE(s.non_finite == 0, "non-finite input at row/token ", s.non_finite - 1, " (found on the device)");
-  GRPOKIT_REQUIRE(s.non_finite_seq == 0, "non-finite reward / advantage / log-ratio of sequence ",
-                  s.non_finite_seq - 1, " (found on the device)");
+  GRPOKIT_REQUIRE(s.non_finite_seq == 0, "non-finite reward / advantage / log-ratio of sequence ", s.non_finite_seq - 1,
+                  " (found on the device)");
   GRPOKIT_REQUIRE(s.bad_offsets == 0, "offsets are not valid at index ", s.bad_offsets - 1,
                   " (must start at 0, be non-decreasing, end at the total; groups non-empty)");
 }

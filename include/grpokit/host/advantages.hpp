@@ -27,8 +27,8 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   using Real = accum_t<P>;
   using B = typename P::baseline_type;
   const std::int64_t S = in.rewards.size();
-  grpokit::detail::require_advantage_shapes(in, cfg, out, grpokit::detail::needs_log_ratio<B>::value);
-  grpokit::detail::require_advantage_data(in);
+  detail::require_advantage_shapes(in, cfg, out, detail::needs_log_ratio<B>::value);
+  detail::require_advantage_data(in);
 
   std::vector<double> r(in.rewards.begin(), in.rewards.end());
   std::vector<double> lr(in.seq_log_ratio.begin(), in.seq_log_ratio.end());
@@ -40,7 +40,7 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   advantage_stats st;
   st.groups = in.group_offsets.size() - 1;
   double batch_div = 0;
-  grpokit::detail::batch_reward_stats(r.data(), lr.empty() ? nullptr : lr.data(), S, cfg, st, batch_div);
+  detail::batch_reward_stats(r.data(), lr.empty() ? nullptr : lr.data(), S, cfg, st, batch_div);
   for (std::int64_t g = 0; g < st.groups; ++g) {
     const std::int64_t b = in.group_offsets[g], n = in.group_offsets[g + 1] - b;
     group_io io;
@@ -52,18 +52,18 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
     io.keep = keep.data() + b;
     io.scratch = scratch.data() + b;
     io.eps = cfg.eps;
-    st.zero_variance_groups += grpokit::detail::process_group<B>(io, cfg, batch_div, divisor.data() + b);
+    st.zero_variance_groups += detail::process_group<B>(io, cfg, batch_div, divisor.data() + b);
     st.singleton_groups += n == 1;
   }
   const double fold = cfg.fold_lr_factor ? st.lr_factor : 1.0;
   for (std::int64_t i = 0; i < S; ++i) {
-    const double a = grpokit::detail::advantage_value(centered[i], divisor[i], fold);
+    const double a = detail::advantage_value(centered[i], divisor[i], fold);
     GRPOKIT_REQUIRE(std::isfinite(a), "advantage of sequence ", i,
                     " is not finite (spread 0 with eps = 0?); set eps or std_floor > 0");
     out.adv[i] = static_cast<Real>(a);
     out.seq_mask[i] = keep[i];
   }
-  grpokit::detail::advantage_moments(out.adv.data(), out.seq_mask.data(), S, st);
+  detail::advantage_moments(out.adv.data(), out.seq_mask.data(), S, st);
   return st;
 }
 

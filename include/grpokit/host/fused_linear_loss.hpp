@@ -16,6 +16,7 @@
 #include "../detail/validate.hpp"
 #include "../inputs.hpp"
 #include "../math/ops.hpp"
+#include "../detail/ops_for.hpp"
 #include "../math/storage.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
@@ -26,9 +27,7 @@
 #include "rows.hpp"
 #include "token_logprobs.hpp"
 
-namespace grpokit::host {
-
-namespace detail {
+namespace grpokit::detail {
 
 // out[c, v] = sum_d hidden[t0 + c, d] W[v, d] + bias[v], in Acc, for c < rows.
 template <class Acc, class S>
@@ -56,15 +55,17 @@ template <class S, class Acc>
     return std::int64_t{-1};
   };
   const std::int64_t h = first_bad(in.hidden, t0, t0 + n);
-  if (h >= 0) grpokit::detail::fail("hidden row ", h, " (token ", h, ") contains NaN or Inf");
+  if (h >= 0) detail::fail("hidden row ", h, " (token ", h, ") contains NaN or Inf");
   const std::int64_t w = first_bad(in.weight, 0, in.weight.rows);
-  if (w >= 0) grpokit::detail::fail("weight row ", w, " contains NaN or Inf");
+  if (w >= 0) detail::fail("weight row ", w, " contains NaN or Inf");
   for (std::int64_t v = 0; v < in.bias.size(); ++v)
-    if (!std::isfinite(math::load<double>(in.bias[v]))) grpokit::detail::fail("bias[", v, "] is not finite");
-  grpokit::detail::fail("the logits of tokens [", t0, ", ", t0 + n, ") overflow (hidden states or weights too large)");
+    if (!std::isfinite(math::load<double>(in.bias[v]))) detail::fail("bias[", v, "] is not finite");
+  detail::fail("the logits of tokens [", t0, ", ", t0 + n, ") overflow (hidden states or weights too large)");
 }
 
-}  // namespace detail
+}  // namespace grpokit::detail
+
+namespace grpokit::host {
 
 template <class P>
 loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
@@ -74,12 +75,12 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
   using Acc = accum_t<P>;
   using S = storage_t<P>;
   using Q = typename P::template with_storage<Acc>;  // the chunk of logits is kept in Acc
-  using Ops = math::ops_for<P::order>;
-  grpokit::detail::require_linear_shapes(in, token_chunk, grads, extra);
-  grpokit::detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, in.hidden.rows, cfg);
-  grpokit::detail::require_scalar_temperature<Acc>(cfg);
-  grpokit::detail::require_targets(in.targets, in.weight.rows);
-  grpokit::detail::require_temperature(cfg, in.temperature);
+  using Ops = detail::ops_for<P::order>;
+  detail::require_linear_shapes(in, token_chunk, grads, extra);
+  detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, in.hidden.rows, cfg);
+  detail::require_scalar_temperature<Acc>(cfg);
+  detail::require_targets(in.targets, in.weight.rows);
+  detail::require_temperature(cfg, in.temperature);
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
   const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(T, 1));
   GRPOKIT_REQUIRE(C <= std::numeric_limits<std::int64_t>::max() / V, "fused_linear_loss: token_chunk x V overflows");
@@ -98,8 +99,9 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
     const std::int64_t n = std::min(C, T - t0);
     detail::chunk_logits(in, t0, n, logits.data());
     try {
-      token_logprobs<Q>(chunk_input(t0, n), cfg,
-                        {span<Acc>(logp.data() + t0, n), span<Acc>(entropy.data() + t0, n), span<Acc>(lse.data() + t0, n)});
+      token_logprobs<Q>(
+          chunk_input(t0, n), cfg,
+          {span<Acc>(logp.data() + t0, n), span<Acc>(entropy.data() + t0, n), span<Acc>(lse.data() + t0, n)});
     } catch (const error&) {  // the inputs were valid: a chunk row is not finite
       detail::report_non_finite_chunk(in, t0, n);
     }
@@ -107,14 +109,14 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
   const loss_result res =
       policy_loss<P>(current_policy<Acc>{logp, entropy}, batch, cfg, policy_grads<Acc>{dlogp, dentropy});
 
-  const Acc log_rho = grpokit::detail::log_prune_rho<Ops, Acc>(cfg);
+  const Acc log_rho = detail::log_prune_rho<Ops, Acc>(cfg);
   for (std::int64_t t0 = 0; t0 < T; t0 += C) {
     const std::int64_t n = std::min(C, T - t0);
     detail::chunk_logits(in, t0, n, logits.data());
     const auto ci = chunk_input(t0, n);
     detail::parallel_for(n, [&](std::int64_t c) {
       const std::int64_t t = t0 + c;
-      const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, ci.temperature, c);
+      const Acc inv_t = detail::inverse_temperature<Ops>(cfg, ci.temperature, c);
       detail::backward_row<Ops, Acc>(logits.data() + c * V, dlogits.data() + c * V, V, in.targets[t], inv_t,
                                      P::vocab_prune, log_rho, lse[t], entropy[t], dlogp[t], dentropy[t]);
     });

@@ -10,6 +10,7 @@
 #include "../inputs.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
+#include "detail/fused_outputs.hpp"
 #include "detail/scratch.hpp"
 #include "logits_backward.hpp"
 #include "policy_loss.hpp"
@@ -19,14 +20,6 @@ namespace grpokit::host {
 
 using grpokit::fused_outputs;
 
-namespace detail {
-// Copies the computed logp / entropy to the caller's optional outputs.
-template <class Real>
-void copy_extra(const fused_outputs<Real>& extra, const std::vector<Real>& logp, const std::vector<Real>& entropy) {
-  std::copy(logp.begin(), logp.begin() + extra.logp.size(), extra.logp.begin());
-  std::copy(entropy.begin(), entropy.begin() + extra.entropy.size(), extra.entropy.begin());
-}
-}  // namespace detail
 
 template <class P>
 loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in,
@@ -37,11 +30,11 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in,
   using Real = accum_t<P>;
   const std::int64_t T = in.logits.rows;
   // everything that can be checked before the O(T) scratch is allocated
-  grpokit::detail::require_logits_shapes(in, cfg);
-  grpokit::detail::require_dlogits(in, dlogits, mode);
-  grpokit::detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
-  grpokit::detail::require_size_or_empty("logp output", extra.logp, T);
-  grpokit::detail::require_size_or_empty("entropy output", extra.entropy, T);
+  detail::require_logits_shapes(in, cfg);
+  detail::require_dlogits(in, dlogits, mode);
+  detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
+  detail::require_size_or_empty("logp output", extra.logp, T);
+  detail::require_size_or_empty("entropy output", extra.entropy, T);
   auto logp = detail::scratch<Real>(T, "fused_loss"), entropy = detail::scratch<Real>(T, "fused_loss"),
        lse = detail::scratch<Real>(T, "fused_loss"), dlogp = detail::scratch<Real>(T, "fused_loss"),
        dentropy = detail::scratch<Real>(T, "fused_loss");

@@ -8,6 +8,7 @@
 #include "../detail/validate.hpp"
 #include "../inputs.hpp"
 #include "../math/ops.hpp"
+#include "../detail/ops_for.hpp"
 #include "../policy.hpp"
 #include "detail/scratch.hpp"
 #include "parallel.hpp"
@@ -21,16 +22,16 @@ void logits_backward(const logits_input<storage_t<P>, accum_t<P>>& in,
                      const matrix_view<storage_t<P>>& dlogits,
                      backward_mode mode = backward_mode::separate) {
   using Acc = accum_t<P>;
-  using Ops = math::ops_for<P::order>;
-  grpokit::detail::require_logits_shapes(in, cfg);
-  grpokit::detail::require_logits_data(in, cfg);
+  using Ops = detail::ops_for<P::order>;
+  detail::require_logits_shapes(in, cfg);
+  detail::require_logits_data(in, cfg);
   const std::int64_t T = in.logits.rows;
   const std::int64_t V = in.logits.cols;
-  grpokit::detail::require_backward_shapes(in, g, dlogits, mode);
-  const Acc log_rho = grpokit::detail::log_prune_rho<Ops, Acc>(cfg);
+  detail::require_backward_shapes(in, g, dlogits, mode);
+  const Acc log_rho = detail::log_prune_rho<Ops, Acc>(cfg);
   auto bad = detail::scratch<std::uint8_t>(cfg.check_finite ? T : 0, "logits_backward");
   detail::parallel_for(T, [&](std::int64_t t) {
-    const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, t);
+    const Acc inv_t = detail::inverse_temperature<Ops>(cfg, in.temperature, t);
     const Acc g_ent = g.dentropy.empty() ? Acc(0) : g.dentropy[t];
     const Acc h = g.dentropy.empty() ? Acc(0) : g.entropy[t];
     const bool finite = detail::backward_row<Ops, Acc>(in.logits.row(t), dlogits.row(t), V, in.targets[t], inv_t,

@@ -18,7 +18,7 @@ struct packing {
   // Packs a padded [B, L] per-token array (e.g. logp_old, targets) along the mask.
   template <class T>
   std::vector<T> gather(span<const T> padded) const {
-    grpokit::detail::require_size("pack_padded gather: padded", padded, padded_size);
+    detail::require_size("pack_padded gather: padded", padded, padded_size);
     std::vector<T> out(source.size());
     for (std::size_t i = 0; i < source.size(); ++i) out[i] = padded[source[i]];
     return out;
@@ -29,7 +29,7 @@ inline packing pack_padded(span<const std::uint8_t> mask, std::int64_t batch, st
   GRPOKIT_REQUIRE(batch >= 0 && length >= 0, "pack_padded: negative shape [", batch, ", ", length, "]");
   GRPOKIT_REQUIRE(length == 0 || batch <= std::numeric_limits<std::int64_t>::max() / length, "pack_padded: [", batch,
                   ", ", length, "] has more elements than an int64 counts");
-  grpokit::detail::require_size("mask", mask, batch * length);
+  detail::require_size("mask", mask, batch * length);
   packing p;
   p.padded_size = batch * length;
   p.seq_offsets.assign(1, 0);

@@ -3,7 +3,7 @@
 // it, a plain loop otherwise. Bodies must not throw (inputs are validated before).
 #include <cstdint>
 
-namespace grpokit::host::detail {
+namespace grpokit::detail {
 
 template <class F>
 void parallel_for(std::int64_t n, F&& body) {
@@ -15,4 +15,4 @@ void parallel_for(std::int64_t n, F&& body) {
 #endif
 }
 
-}  // namespace grpokit::host::detail
+}  // namespace grpokit::detail

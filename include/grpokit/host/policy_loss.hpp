@@ -18,23 +18,22 @@
 #include "../detail/validate.hpp"
 #include "../inputs.hpp"
 #include "../math/ops.hpp"
+#include "../detail/ops_for.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
 #include "detail/scratch.hpp"
 #include "parallel.hpp"
 
-namespace grpokit::host {
-
-namespace detail {
+namespace grpokit::detail {
 
 template <class P>
 void validate_policy_inputs(const current_policy<accum_t<P>>& cur,
                             const rollout_batch<accum_t<P>>& batch, const loss_config& cfg,
                             const policy_grads<accum_t<P>>& grads) {
-  using grpokit::detail::require_finite;
+  using detail::require_finite;
   const std::int64_t T = cur.logp.size();
-  grpokit::detail::require_policy_shapes<P::trust_region || P::importance_mask>(cur, batch, cfg, grads);
-  grpokit::detail::require_offsets("seq_offsets", batch.seq_offsets, T, /*allow_empty_segments=*/true);
+  detail::require_policy_shapes<P::trust_region || P::importance_mask>(cur, batch, cfg, grads);
+  detail::require_offsets("seq_offsets", batch.seq_offsets, T, /*allow_empty_segments=*/true);
   require_finite("adv", batch.adv);
   if (!cfg.check_finite) return;
   for (std::int64_t t = 0; t < T; ++t) {
@@ -48,14 +47,16 @@ void validate_policy_inputs(const current_policy<accum_t<P>>& cur,
   require_finite("logp_rollout", batch.logp_rollout);
 }
 
-}  // namespace detail
+}  // namespace grpokit::detail
+
+namespace grpokit::host {
 
 template <class P>
 loss_result policy_loss(const current_policy<accum_t<P>>& cur,
                         const rollout_batch<accum_t<P>>& batch, const loss_config& cfg,
                         const policy_grads<accum_t<P>>& grads) {
-  using Ops = math::ops_for<P::order>;
-  using terms_t = grpokit::detail::policy_terms<P, Ops>;
+  using Ops = detail::ops_for<P::order>;
+  using terms_t = detail::policy_terms<P, Ops>;
   detail::validate_policy_inputs<P>(cur, batch, cfg, grads);
   const terms_t terms{cur, batch, cfg};
   const std::int64_t S = batch.seq_offsets.size() - 1;
@@ -69,18 +70,18 @@ loss_result policy_loss(const current_policy<accum_t<P>>& cur,
   }
   const double n_tokens = terms.token_count(local_tokens), n_seqs = terms.seq_count(local_seqs);
 
-  auto parts = detail::scratch<grpokit::detail::loss_partial>(S, "policy_loss");
+  auto parts = detail::scratch<detail::loss_partial>(S, "policy_loss");
   detail::parallel_for(S, [&](std::int64_t s) {
     parts[static_cast<std::size_t>(s)] =
         terms.accumulate_sequence(s, seqs[static_cast<std::size_t>(s)], n_tokens, n_seqs, grads);
   });
 
-  grpokit::detail::loss_partial total;
+  detail::loss_partial total;
   if (!parts.empty()) {
-    grpokit::detail::tree_reduce(parts, grpokit::detail::combine);
+    detail::tree_reduce(parts, detail::combine);
     total = parts[0];
   }
-  return grpokit::detail::finish(total, local_tokens, cfg);
+  return detail::finish(total, local_tokens, cfg);
 }
 
 }  // namespace grpokit::host

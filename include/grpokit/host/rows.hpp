@@ -13,7 +13,7 @@
 #include "../math/ops.hpp"
 #include "../math/storage.hpp"
 
-namespace grpokit::host::detail {
+namespace grpokit::detail {
 
 template <class Acc>
 struct row_forward_result {
@@ -40,7 +40,7 @@ Acc scaled_row_max(const S* x, std::int64_t begin, std::int64_t end, Acc inv_t, 
 template <class Ops, class Acc, class S>
 row_forward_result<Acc> finished(const math::lse_partial<Acc>& total, const S* x, std::int64_t target, Acc inv_t,
                                  Acc threshold, bool finite) {
-  const auto r = grpokit::detail::finish_row<Ops>(total, Ops::mul(math::load<Acc>(x[target]), inv_t), threshold);
+  const auto r = detail::finish_row<Ops>(total, Ops::mul(math::load<Acc>(x[target]), inv_t), threshold);
   return {r.lse, r.entropy, r.logp, finite && std::isfinite(r.lse)};
 }
 
@@ -50,7 +50,7 @@ row_forward_result<Acc> forward_row_online(const S* x, std::int64_t vocab, std::
   bool finite = true;
   Acc row_max = 0;
   if (prune) row_max = scaled_row_max<Acc>(x, 0, vocab, inv_t, finite);
-  const Acc threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
+  const Acc threshold = detail::prune_threshold<Ops>(prune, row_max, log_rho);
   math::lse_partial<Acc> total;
   for (std::int64_t begin = 0; begin < vocab; begin += Tile) {
     const std::int64_t end = begin + Tile < vocab ? begin + Tile : vocab;
@@ -124,7 +124,7 @@ inline float exp_unless_pruned(float z, float arg, std::int32_t keep_from) {
 
 // p * x, or exactly 0 when p == 0 (p >= 0: its bits are 0): a column at -inf gives 0, not 0 * inf.
 inline float times_unless_zero(float p, float x) {
-  return math::select_bits(math::bit_mask(math::detail::bit_cast<std::uint32_t>(p) == 0u), 0.f, p * x);
+  return math::select_bits(math::bit_mask(detail::bit_cast<std::uint32_t>(p) == 0u), 0.f, p * x);
 }
 
 // Columns per lane summed on their own before they join the lane's total: a two-level sum, so that a
@@ -139,7 +139,7 @@ row_forward_result<float> forward_row_vectorised(const S* x, std::int64_t vocab,
   const float row_max = scaled_row_max_vectorised(x, vocab, inv_t, finite);
   if (!finite)  // a NaN / Inf row (an error under check_finite): propagate as the online definition does
     return forward_row_online<Ops, Tile, Lanes, Width, float>(x, vocab, target, inv_t, prune, log_rho);
-  const float threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
+  const float threshold = detail::prune_threshold<Ops>(prune, row_max, log_rho);
   const std::int32_t keep_from = prune_key(prune, threshold);
   float sl[simd_lanes] = {}, ul[simd_lanes] = {};  // lane totals
   float bs[simd_lanes] = {}, bu[simd_lanes] = {};  // lane sums of the current block
@@ -194,7 +194,7 @@ bool backward_row_vectorised(const S* x, Out* dx, std::int64_t vocab, std::int64
   using Ops = math::platform_ops;
   const float row_max = prune ? scaled_row_max_vectorised(x, vocab, inv_t, finite) : 0.f;
   if (!finite) return false;
-  const float threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
+  const float threshold = detail::prune_threshold<Ops>(prune, row_max, log_rho);
   const std::int32_t keep_from = prune_key(prune, threshold);
   const float z_target = Ops::mul(math::load<float>(x[target]), inv_t);  // before dx (maybe x itself) is written
   std::uint32_t bad = 0;
@@ -204,7 +204,7 @@ bool backward_row_vectorised(const S* x, Out* dx, std::int64_t vocab, std::int64
     const float z = Ops::mul(v, inv_t);
     const float log_p = Ops::sub(z, lse);
     const float p = exp_unless_pruned(z, log_p, keep_from);
-    const float part = math::select_bits(math::bit_mask(math::detail::bit_cast<std::uint32_t>(p) == 0u), 0.f,
+    const float part = math::select_bits(math::bit_mask(detail::bit_cast<std::uint32_t>(p) == 0u), 0.f,
                                          math::dlogit_softmax_part<Ops>(p, log_p, entropy, g_logp, g_entropy));
     dx[j] = math::store<Out>(Ops::mul(part, inv_t));
   }
@@ -230,7 +230,7 @@ bool backward_row(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, 
     finite = true;
   }
   const Acc row_max = prune ? scaled_row_max<Acc>(x, 0, vocab, inv_t, finite) : Acc(0);
-  const Acc threshold = grpokit::detail::prune_threshold<Ops>(prune, row_max, log_rho);
+  const Acc threshold = detail::prune_threshold<Ops>(prune, row_max, log_rho);
   for (std::int64_t j = 0; j < vocab; ++j) {
     const Acc v = math::load<Acc>(x[j]);
     finite = finite && std::isfinite(v);
@@ -240,4 +240,4 @@ bool backward_row(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, 
   return finite;
 }
 
-}  // namespace grpokit::host::detail
+}  // namespace grpokit::detail

@@ -10,6 +10,7 @@
 #include "../detail/validate.hpp"
 #include "../inputs.hpp"
 #include "../math/ops.hpp"
+#include "../detail/ops_for.hpp"
 #include "../policy.hpp"
 #include "detail/scratch.hpp"
 #include "parallel.hpp"
@@ -21,19 +22,19 @@ template <class P>
 void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in,
                     const loss_config& cfg, const token_stats<accum_t<P>>& out) {
   using Acc = accum_t<P>;
-  using Ops = math::ops_for<P::order>;
-  grpokit::detail::require_logits_shapes(in, cfg);
-  grpokit::detail::require_logits_data(in, cfg);
+  using Ops = detail::ops_for<P::order>;
+  detail::require_logits_shapes(in, cfg);
+  detail::require_logits_data(in, cfg);
   const std::int64_t T = in.logits.rows;
   const std::int64_t V = in.logits.cols;
-  grpokit::detail::require_size("logp", out.logp, T);
-  grpokit::detail::require_size("lse", out.lse, T);
-  grpokit::detail::require_size_or_empty("entropy", out.entropy, T);
+  detail::require_size("logp", out.logp, T);
+  detail::require_size("lse", out.lse, T);
+  detail::require_size_or_empty("entropy", out.entropy, T);
 
-  const Acc log_rho = grpokit::detail::log_prune_rho<Ops, Acc>(cfg);
+  const Acc log_rho = detail::log_prune_rho<Ops, Acc>(cfg);
   auto bad = detail::scratch<std::uint8_t>(cfg.check_finite ? T : 0, "token_logprobs");
   detail::parallel_for(T, [&](std::int64_t t) {
-    const Acc inv_t = grpokit::detail::inverse_temperature<Ops>(cfg, in.temperature, t);
+    const Acc inv_t = detail::inverse_temperature<Ops>(cfg, in.temperature, t);
     const auto r = detail::forward_row<Ops, P::chunk_size, P::chunk_lanes, P::vector_width, Acc>(
         in.logits.row(t), V, in.targets[t], inv_t, P::vocab_prune, log_rho);
     out.logp[t] = r.logp;

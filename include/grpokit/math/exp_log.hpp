@@ -11,9 +11,7 @@
 #include "rounding.hpp"
 #include "storage.hpp"
 
-namespace grpokit::math {
-
-namespace detail {
+namespace grpokit::detail {
 template <class Real>
 struct exp_log_constants;
 
@@ -57,7 +55,7 @@ GRPOKIT_HD inline Real horner(Real x, std::integer_sequence<int, I...>) {
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
-  for (int i = n - 2; i >= 0; --i) p = add_rn(c[i], mul_rn(x, p));
+  for (int i = n - 2; i >= 0; --i) p = math::add_rn(c[i], math::mul_rn(x, p));
   return p;
 }
 struct exp_coef {  // 1 / i!
@@ -80,7 +78,9 @@ GRPOKIT_HD inline Real pow2_normal(int k) {
   using bits_t = typename C::bits_t;
   return bit_cast<Real>(static_cast<bits_t>(k + C::exponent_bias) << C::mantissa_bits);
 }
-}  // namespace detail
+}  // namespace grpokit::detail
+
+namespace grpokit::math {
 
 // e^x, deterministic across host and device.
 template <class Real>
@@ -90,23 +90,23 @@ GRPOKIT_HD inline Real exp_bi(Real x) {
   if (x > C::overflow) return std::numeric_limits<Real>::infinity();
   if (x < C::underflow) return Real(0);
   // k = round(x / ln2): floor(y + 1/2) is exact and identical everywhere.
-  const Real kf = std::floor(add_rn(mul_rn(x, C::log2e), Real(0.5)));
+  const Real kf = std::floor(math::add_rn(math::mul_rn(x, C::log2e), Real(0.5)));
   const int k = static_cast<int>(kf);
   // r = x - k ln2 (Cody-Waite), |r| <= ~ln2/2
-  const Real r = sub_rn(sub_rn(x, mul_rn(kf, C::ln2_hi)), mul_rn(kf, C::ln2_lo));
+  const Real r = math::sub_rn(math::sub_rn(x, math::mul_rn(kf, C::ln2_hi)), math::mul_rn(kf, C::ln2_lo));
   // Taylor polynomial sum r^i / i!
   const Real p = detail::horner<Real, detail::exp_coef>(
       r, std::make_integer_sequence<int, C::taylor_terms>{});
   // scale by 2^k; split into two factors so that subnormal results are formed correctly
   constexpr int min_normal_exp = 1 - C::exponent_bias;
   if (k < min_normal_exp) {
-    return mul_rn(mul_rn(p, detail::pow2_normal<Real>(k + C::mantissa_bits + 2)),
+    return math::mul_rn(math::mul_rn(p, detail::pow2_normal<Real>(k + C::mantissa_bits + 2)),
                   detail::pow2_normal<Real>(-(C::mantissa_bits + 2)));
   }
   if (k > C::exponent_bias) {
-    return mul_rn(mul_rn(p, detail::pow2_normal<Real>(k - 1)), Real(2));
+    return math::mul_rn(math::mul_rn(p, detail::pow2_normal<Real>(k - 1)), Real(2));
   }
-  return mul_rn(p, detail::pow2_normal<Real>(k));
+  return math::mul_rn(p, detail::pow2_normal<Real>(k));
 }
 
 // Natural logarithm, deterministic across host and device.
@@ -119,7 +119,7 @@ GRPOKIT_HD inline Real log_bi(Real x) {
   if (x == std::numeric_limits<Real>::infinity()) return x;
   int e_adjust = 0;
   if (x < std::numeric_limits<Real>::min()) {  // subnormal: scale into the normal range
-    x = mul_rn(x, detail::pow2_normal<Real>(C::mantissa_bits));
+    x = math::mul_rn(x, detail::pow2_normal<Real>(C::mantissa_bits));
     e_adjust = -C::mantissa_bits;
   }
   const bits_t bits = detail::bit_cast<bits_t>(x);
@@ -129,21 +129,21 @@ GRPOKIT_HD inline Real log_bi(Real x) {
   Real m = detail::bit_cast<Real>((bits & mant_mask) |
                                   (static_cast<bits_t>(C::exponent_bias) << C::mantissa_bits));
   if (m > Real(1.41421356237309504880)) {  // move m into [sqrt(1/2), sqrt(2))
-    m = mul_rn(m, Real(0.5));
+    m = math::mul_rn(m, Real(0.5));
     ++e;
   }
   e += e_adjust;
   // fdlibm's reduction: with f = m - 1 (exact), s = f / (2 + f), z = s^2,
   // log(1 + f) = 2 atanh(s) = f - (hfsq - s (hfsq + R)),  hfsq = f^2 / 2,  R = sum_k 2 z^k / (2k + 1),
   // where the large term f is exact and only small corrections round.
-  const Real f = sub_rn(m, Real(1));
-  const Real s = div_rn(f, add_rn(Real(2), f));
-  const Real z = mul_rn(s, s);
-  const Real R = mul_rn(z, detail::horner<Real, detail::atanh_coef>(z, std::make_integer_sequence<int, C::atanh_terms>{}));
-  const Real hfsq = mul_rn(mul_rn(Real(0.5), f), f);
+  const Real f = math::sub_rn(m, Real(1));
+  const Real s = math::div_rn(f, math::add_rn(Real(2), f));
+  const Real z = math::mul_rn(s, s);
+  const Real R = math::mul_rn(z, detail::horner<Real, detail::atanh_coef>(z, std::make_integer_sequence<int, C::atanh_terms>{}));
+  const Real hfsq = math::mul_rn(math::mul_rn(Real(0.5), f), f);
   const Real ef = static_cast<Real>(e);
-  const Real corr = sub_rn(hfsq, add_rn(mul_rn(s, add_rn(hfsq, R)), mul_rn(ef, C::ln2_lo)));
-  return sub_rn(mul_rn(ef, C::ln2_hi), sub_rn(corr, f));
+  const Real corr = math::sub_rn(hfsq, math::add_rn(math::mul_rn(s, math::add_rn(hfsq, R)), math::mul_rn(ef, C::ln2_lo)));
+  return math::sub_rn(math::mul_rn(ef, C::ln2_hi), math::sub_rn(corr, f));
 }
 
 }  // namespace grpokit::math

@@ -5,7 +5,7 @@
 //   k3 = exp(d) - d - 1,  d = clamp(logp_ref - logp, +-input_clamp), output clamped to +-output_clamp
 #include <cmath>
 
-#include "../config.hpp"
+#include "../choices.hpp"
 #include "../detail/macros.hpp"
 
 namespace grpokit::math {

@@ -4,7 +4,6 @@
 // exp/log and non-contractible operations (batch_invariant: host == device, bit for bit).
 #include <cmath>
 
-#include "../reduction.hpp"
 #include "exp_log.hpp"
 #include "rounding.hpp"
 
@@ -39,8 +38,5 @@ struct invariant_ops {
   template <class R>
   GRPOKIT_HD static R div(R a, R b) { return div_rn(a, b); }
 };
-
-template <reduction_order O>
-using ops_for = std::conditional_t<O == reduction_order::batch_invariant, invariant_ops, platform_ops>;
 
 }  // namespace grpokit::math

@@ -31,7 +31,9 @@ GRPOKIT_RN_OP(sub_rn, -, "sub.rn.f32", __dsub_rn)
 #if defined(GRPOKIT_ON_DEVICE)
 GRPOKIT_RN_OP(mul_rn, *, "mul.rn.f32", __dmul_rn)
 #else
-namespace detail {
+}  // namespace grpokit::math
+
+namespace grpokit::detail {
 template <class R>
 inline R materialize(R x) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -41,7 +43,9 @@ inline R materialize(R x) {
 #endif
   return x;
 }
-}  // namespace detail
+}  // namespace grpokit::detail
+
+namespace grpokit::math {
 GRPOKIT_HD inline float mul_rn(float a, float b) { return detail::materialize(a * b); }
 GRPOKIT_HD inline double mul_rn(double a, double b) { return detail::materialize(a * b); }
 #endif

@@ -46,8 +46,6 @@ struct storage_traits<__nv_bfloat16> {
 };
 #endif
 
-namespace math {
-
 namespace detail {
 template <class To, class From>
 GRPOKIT_HD inline To bit_cast(const From& from) {
@@ -116,6 +114,8 @@ GRPOKIT_HD inline std::uint16_t float_to_bf16_bits(float f) {
   return static_cast<std::uint16_t>(x >> 16);
 }
 }  // namespace detail
+
+namespace math {
 
 // Converts one stored element to the accumulation type `Acc`.
 template <class Acc, class T>

@@ -4,10 +4,18 @@
 // `ratio_grad` its derivative with respect to this token's logp (0 where a clamp is active).
 #include <cmath>
 
-#include "../config.hpp"
+#include "../choices.hpp"
 #include "../detail/macros.hpp"
 
 namespace grpokit::math {
+
+// What the surrogate reads of the configuration (loss_config's objective fields).
+struct surrogate_params {
+  objective obj = objective::ppo_clip;
+  double eps_low = 0.2, eps_high = 0.2;
+  double dual_clip = 3.0, delta = 0.0;
+  double tau_pos = 1.0, tau_neg = 1.05;
+};
 
 struct surrogate_term {
   double value = 0;
@@ -27,7 +35,7 @@ GRPOKIT_HD inline void token_ratio(double logp, double logp_old, double clamp, d
 }
 
 template <class Ops>
-GRPOKIT_HD inline surrogate_term surrogate(const loss_config& cfg, double adv, double logp, double r, double dr) {
+GRPOKIT_HD inline surrogate_term surrogate(const surrogate_params& cfg, double adv, double logp, double r, double dr) {
   surrogate_term t;
   const double lo = 1.0 - cfg.eps_low;
   const double hi = 1.0 + cfg.eps_high;

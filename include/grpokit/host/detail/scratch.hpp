@@ -8,15 +8,15 @@
 
 #include "../../error.hpp"
 
-namespace grpokit::host::detail {
+namespace grpokit::detail {
 
 template <class T>
 std::vector<T> scratch(std::int64_t n, const char* entry_point) {
   try {
     return std::vector<T>(static_cast<std::size_t>(n));
   } catch (const std::exception&) {
-    grpokit::detail::fail(entry_point, ": cannot allocate scratch of ", n, " elements of ", sizeof(T), " bytes");
+    detail::fail(entry_point, ": cannot allocate scratch of ", n, " elements of ", sizeof(T), " bytes");
   }
 }
 
-}  // namespace grpokit::host::detail
+}  // namespace grpokit::detail

@@ -1,0 +1,135 @@
+#pragma once
+// The kernels and launcher of policy_loss (shared by fused_loss and fused_linear_loss): the shared
+// per-sequence math of detail/policy_terms.hpp with a thread per sequence, integer counts, and the
+// per-sequence partials combined by the same fixed pairwise tree as the host (detail::tree_reduce),
+// so the result does not depend on the launch.
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include "../../config.hpp"
+#include "../../detail/loss_partial.hpp"
+#include "../../detail/policy_terms.hpp"
+#include "../../detail/validate.hpp"
+#include "../../inputs.hpp"
+#include "../../math/ops.hpp"
+#include "../../metrics.hpp"
+#include "../../policy.hpp"
+#include "../error.cuh"
+#include "../status.cuh"
+#include "../tuning.cuh"
+#include "../workspace.cuh"
+
+namespace grpokit::detail {
+
+// Offsets of sequence s are usable: 0 <= off[s] <= off[s+1] <= T (and off[0] == 0, off[S] == T).
+template <class Real>
+__device__ inline bool sequence_ok(const rollout_batch<Real>& b, std::int64_t s, std::int64_t T) {
+  const std::int64_t S = b.seq_offsets.size() - 1;
+  const std::int64_t lo = b.seq_offsets[s], hi = b.seq_offsets[s + 1];
+  return lo >= 0 && lo <= hi && hi <= T && (s != 0 || lo == 0) && (s != S - 1 || hi == T);
+}
+
+template <class P>
+__global__ void __launch_bounds__(device::tuning::sequence_threads)
+    summarize_kernel(current_policy<accum_t<P>> cur, rollout_batch<accum_t<P>> batch, loss_config cfg,
+                     typename terms_for<P>::sequence_summary* out, long long* counts, device::status* st) {
+  using Real = accum_t<P>;
+  const std::int64_t s = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t S = batch.seq_offsets.size() - 1;
+  if (s >= S) return;
+  const std::int64_t T = cur.logp.size();
+  typename terms_for<P>::sequence_summary q;
+  if (!sequence_ok(batch, s, T)) {
+    flag_error(&st->bad_offsets, s);
+    out[s] = q;
+    return;
+  }
+  if (cfg.check_finite) {
+    for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t) {
+      const Real v = cur.logp[t];
+      const bool pruned = P::vocab_prune && v == -INFINITY;
+      bool ok = pruned || isfinite(v);
+      if (!cur.entropy.empty()) ok = ok && isfinite(cur.entropy[t]);
+      if (!batch.logp_old.empty()) ok = ok && isfinite(batch.logp_old[t]);
+      if (!batch.logp_ref.empty()) ok = ok && isfinite(batch.logp_ref[t]);
+      if (!batch.logp_rollout.empty()) ok = ok && isfinite(batch.logp_rollout[t]);
+      if (!ok) flag_error(&st->non_finite, t);
+    }
+  }
+  if (!isfinite(batch.adv[s])) flag_error(&st->non_finite_seq, s);
+  const terms_for<P> terms{cur, batch, cfg};
+  q = terms.summarize(s);
+  out[s] = q;
+  atomicAdd(reinterpret_cast<unsigned long long*>(&counts[0]), static_cast<unsigned long long>(q.counted));
+  atomicAdd(reinterpret_cast<unsigned long long*>(&counts[1]), static_cast<unsigned long long>(q.counted > 0));
+}
+
+template <class P>
+__global__ void __launch_bounds__(device::tuning::sequence_threads)
+    accumulate_kernel(current_policy<accum_t<P>> cur, rollout_batch<accum_t<P>> batch, loss_config cfg,
+                      const typename terms_for<P>::sequence_summary* summaries, const long long* counts,
+                      policy_grads<accum_t<P>> grads, detail::loss_partial* partials) {
+  const std::int64_t s = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t S = batch.seq_offsets.size() - 1;
+  if (s >= S) return;
+  partials[s] = detail::loss_partial{};
+  if (!sequence_ok(batch, s, cur.logp.size())) return;
+  const terms_for<P> terms{cur, batch, cfg};
+  partials[s] =
+      terms.accumulate_sequence(s, summaries[s], terms.token_count(counts[0]), terms.seq_count(counts[1]), grads);
+}
+
+// One level of detail::tree_reduce: items[i] = combine(items[i], items[i + stride]), i % (2 stride) == 0.
+template <class Partial>
+__global__ void __launch_bounds__(device::tuning::sequence_threads)
+    tree_level_kernel(Partial* items, std::int64_t n, std::int64_t stride) {
+  const std::int64_t i = (static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 2 * stride;
+  if (i + stride < n) items[i] = detail::combine(items[i], items[i + stride]);
+}
+
+template <class P>
+void check_policy_shapes(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
+                         const loss_config& cfg, const policy_grads<accum_t<P>>& grads) {
+  detail::require_loss_config(cfg);
+  detail::require_policy_shapes<P::trust_region || P::importance_mask>(cur, batch, cfg, grads);
+}
+
+__global__ void __launch_bounds__(1) empty_partial_kernel(detail::loss_partial* out) { *out = detail::loss_partial{}; }
+
+// Launches the loss kernels; the combined partial lands in ws.partials[0], the counts in ws.counts.
+template <class P>
+void launch_policy_loss(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
+                        const loss_config& cfg, const policy_grads<accum_t<P>>& grads, const layout<P>& ws,
+                        cudaStream_t stream) {
+  const std::int64_t S = batch.seq_offsets.size() - 1;
+  GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws.counts, 0, 2 * sizeof(long long), stream));
+  if (S == 0) {  // no sequence: the empty partial, written on the device (nothing read from the host)
+    empty_partial_kernel<<<1, 1, 0, stream>>>(ws.partials);
+    GRPOKIT_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  constexpr int threads = device::tuning::sequence_threads;
+  const unsigned blocks = device::tuning::blocks_for(S, threads);
+  summarize_kernel<P><<<blocks, threads, 0, stream>>>(cur, batch, cfg, ws.summaries, ws.counts, ws.st);
+  GRPOKIT_CUDA_CHECK_LAUNCH();
+  accumulate_kernel<P><<<blocks, threads, 0, stream>>>(cur, batch, cfg, ws.summaries, ws.counts, grads, ws.partials);
+  GRPOKIT_CUDA_CHECK_LAUNCH();
+  for (std::int64_t stride = 1; stride < S; stride *= 2) {
+    const std::int64_t pairs = (S + 2 * stride - 1) / (2 * stride);
+    tree_level_kernel<<<device::tuning::blocks_for(pairs, threads), threads, 0, stream>>>(ws.partials, S, stride);
+    GRPOKIT_CUDA_CHECK_LAUNCH();
+  }
+}
+
+// Copies the combined partial back (synchronises), checks the status, and builds the result.
+template <class P>
+loss_result collect_result(const loss_config& cfg, const layout<P>& ws, cudaStream_t stream) {
+  detail::loss_partial total;
+  long long counts[2] = {0, 0};
+  GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(&total, ws.partials, sizeof(total), cudaMemcpyDeviceToHost, stream));
+  GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(counts, ws.counts, sizeof(counts), cudaMemcpyDeviceToHost, stream));
+  throw_if_error(read_status(ws.st, stream));  // synchronises
+  return detail::finish(total, counts[0], cfg);
+}
+
+}  // namespace grpokit::detail
