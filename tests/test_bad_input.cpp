@@ -169,10 +169,12 @@ TEST_CASE("every loss_config and advantage_config field is checked finite and in
   with([](auto& c) { c.gspo_log_ratio_max = qnan; }, "gspo_log_ratio_max must be > 0");
   with([](auto& c) { c.dual_clip = qnan; }, "dual_clip must be finite");
   with([](auto& c) { c.tau_pos = inf; }, "tau_pos must be finite");
+  with([](auto& c) { c.tau_neg = 5e-324; }, "SAPO temperatures tau_pos, tau_neg must be in [1e-3, 1e3]");
   with([](auto& c) { c.global_tokens = inf; }, "global_tokens must be finite");
   with([](auto& c) { c.global_tokens = 1e-300; }, "global_tokens must be 0 (local count) or >= 1");
   with([](auto& c) { c.global_seqs = 0.5; }, "global_seqs must be 0 (local count) or >= 1");
   with([](auto& c) { c.norm_constant = inf; }, "norm_constant must be finite");
+  with([](auto& c) { c.norm_constant = 5e-324; }, "norm_constant must be 0 (unset) or >= 1");
   with([](auto& c) { c.is_max = qnan; }, "is_min <= is_max");
   with([](auto& c) { c.importance_hi = qnan; }, "importance_lo <= importance_hi");
   with([](auto& c) { c.adv.eps = inf; }, "adv.eps must be finite");

@@ -100,7 +100,7 @@ TEST_CASE("missing inputs a configuration needs", "[errors]") {
   REQUIRE_ERROR(f.fused(c), "needs logp_rollout");
   c = {};
   c.agg = grpokit::aggregation::seq_mean_token_sum_norm;
-  REQUIRE_ERROR(f.fused(c), "needs norm_constant > 0");
+  REQUIRE_ERROR(f.fused(c), "needs norm_constant >= 1");
   c = {};
   c.temperature = 0;
   REQUIRE_ERROR(f.fused(c), "temperature must be > 0");

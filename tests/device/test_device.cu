@@ -485,8 +485,8 @@ TEST_CASE("device fused_linear_loss: its own kernels with a reference GEMM match
     linear_matches_host<P>(
         [](const auto& in, const auto& batch, const auto& cfg, std::int64_t c, const auto& grads, void* ws,
            std::size_t bytes, const auto& extra) {
-          return grpokit::detail::fused_linear_loss_with<P>(reference_gemm{0}, in, batch, cfg, c, grads, ws,
-                                                                    bytes, 0, extra);
+          grpokit::detail::fused_linear_loss_with<P>(reference_gemm{0}, in, batch, cfg, c, grads, ws, bytes, 0, extra);
+          return grpokit::device::read_loss_result(ws, 0);
         },
         T, V, D, chunk, bias, dweight_in_storage);
   });
@@ -645,9 +645,124 @@ TEST_CASE("device fused_linear_loss reports a NaN hidden state at its token, not
   grpokit::linear_grads<float, float> g;
   g.dhidden = {ddh.data(), T, Dm, Dm};
   g.dweight_acc = {ddw.data(), V, Dm, Dm};
-  REQUIRE_ERROR((grpokit::detail::fused_linear_loss_with<P>(
-                    reference_gemm{0}, {{dh.data(), T, Dm, Dm}, {dw.data(), V, Dm, Dm}, {}, d.targets.cspan(), {}},
-                    d.batch(), {}, chunk, g, ws.data(), ws.size(), 0, {})),
-                "non-finite input at row/token 5");
+  std::size_t bytes = ws.size();
+  grpokit::detail::fused_linear_loss_with<P>(reference_gemm{0},
+                                             {{dh.data(), T, Dm, Dm}, {dw.data(), V, Dm, Dm}, {}, d.targets.cspan(), {}},
+                                             d.batch(), {}, chunk, g, ws.data(), bytes, 0, {});
+  REQUIRE_ERROR(grpokit::device::read_loss_result(ws.data(), 0), "non-finite input at row/token 5");
 }
 
+
+TEST_CASE("device asynchronous forms: results stay on the device until read; two-phase sizes; any alignment",
+          "[device][async]") {
+  using P = bi<float, float, grpokit::chunk<64>, grpokit::mask::trust_region>;
+  const ref::problem base = make(51, lengths_for(sized(40, 12)), sized(3001, 1201), false);
+  ref::problem p = base;
+  {
+    std::mt19937_64 rng(3);
+    std::vector<ref::ld> logp(static_cast<std::size_t>(p.T), ref::ld(-2));
+    ref::add_policies(rng, p, logp, 0.3);
+  }
+  grpokit::loss_config cfg = grpokit::presets::grpo::config();
+  cfg.entropy_coef = 0.01;
+  cfg.trm_max_threshold = 1.0;
+  device_problem<P> d(p);
+  // the synchronous form, on its own workspace
+  buffer<float> want_dl(p.logits.size());
+  const auto want = grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {want_dl.data(), p.T, p.V, p.V}, d.ws(),
+                                                   d.ws_bytes());
+  // two-phase: a null workspace asks for the size; then an unaligned pointer into a larger buffer
+  std::size_t bytes = 0;
+  buffer<float> dl(p.logits.size());
+  grpokit::device::fused_loss_async<P>(d.input(), d.batch(), cfg, {dl.data(), p.T, p.V, p.V}, nullptr, bytes);
+  CHECK(bytes == grpokit::device::workspace_bytes<P>({p.T, p.V, p.S}));
+  buffer<unsigned char> raw(bytes + 7);
+  void* ws = raw.data() + 7;  // not 256-byte aligned: the library aligns it
+  cudaStream_t stream;
+  GRPOKIT_CUDA_CHECK(cudaStreamCreate(&stream));
+  grpokit::device::fused_loss_async<P>(d.input(), d.batch(), cfg, {dl.data(), p.T, p.V, p.V}, ws, bytes, stream);
+  // the loss is in device memory, where results_of says
+  const grpokit::device::workspace_results at = grpokit::device::results_of(ws);
+  double loss_on_device = 0;
+  GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(&loss_on_device, &at.loss->loss, sizeof(double), cudaMemcpyDeviceToHost, stream));
+  const auto got = grpokit::device::read_loss_result(ws, stream);
+  CHECK(std::memcmp(&got.loss, &want.loss, sizeof(double)) == 0);
+  CHECK(std::memcmp(&loss_on_device, &want.loss, sizeof(double)) == 0);
+  CHECK(got.metrics.masked_seqs_trust_region == want.metrics.masked_seqs_trust_region);
+  CHECK(got.metrics.tokens_kept == want.metrics.tokens_kept);
+  CHECK(support::same_bits(dl.host(), want_dl.host()));
+  // compute_advantages_async and policy_loss_async the same way
+  REQUIRE(p.S >= 2);
+  std::vector<std::int64_t> groups{0, 1, p.S};  // a singleton and the rest
+  std::vector<float> rewards(static_cast<std::size_t>(p.S));
+  for (std::int64_t i = 0; i < p.S; ++i) rewards[static_cast<std::size_t>(i)] = static_cast<float>((i * 7) % 3) * 0.5f;
+  buffer<float> dr(rewards), da(p.S), db(p.S);
+  buffer<std::int64_t> dg(groups);
+  buffer<std::uint8_t> dk(p.S), dk2(p.S);
+  const auto want_stats = grpokit::device::compute_advantages<P>({dr.cspan(), dg.cspan(), {}, {}}, cfg.adv,
+                                                                 {da.span(), dk.span()}, d.ws(), d.ws_bytes());
+  std::size_t adv_bytes = 0;
+  grpokit::device::compute_advantages_async<P>({dr.cspan(), dg.cspan(), {}, {}}, cfg.adv, {db.span(), dk2.span()},
+                                               nullptr, adv_bytes);
+  CHECK(adv_bytes <= bytes);
+  grpokit::device::compute_advantages_async<P>({dr.cspan(), dg.cspan(), {}, {}}, cfg.adv, {db.span(), dk2.span()}, ws,
+                                               adv_bytes, stream);
+  const auto got_stats = grpokit::device::read_advantage_stats(ws, stream);
+  CHECK(got_stats.zero_variance_groups == want_stats.zero_variance_groups);
+  CHECK(got_stats.singleton_groups == want_stats.singleton_groups);
+  CHECK(std::memcmp(&got_stats.adv_std, &want_stats.adv_std, sizeof(double)) == 0);
+  CHECK(support::same_bits(db.host(), da.host()));
+  GRPOKIT_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+namespace {
+bool on_gpusim() {  // built for the simulated GPU (cmake/gpusim_workarounds.h)
+#if defined(GRPOKIT_ON_GPUSIM)
+  return true;
+#else
+  return false;
+#endif
+}
+}  // namespace
+
+TEST_CASE("device fused_loss_async captured in a CUDA graph replays to the same results", "[device][async][graph]") {
+  if (on_gpusim()) {
+    WARN("the simulated GPU has no CUDA graphs: graph capture skipped (the asynchronous forms are tested above)");
+    return;
+  }
+  using P = bi<float, float, grpokit::chunk<64>>;
+  ref::problem p = make(52, lengths_for(sized(30, 9)), 700, false);
+  {
+    std::mt19937_64 rng(5);
+    ref::add_policies(rng, p, std::vector<ref::ld>(static_cast<std::size_t>(p.T), ref::ld(-2)), 0.3);
+  }
+  grpokit::loss_config cfg = grpokit::presets::grpo::config();
+  device_problem<P> d(p);
+  buffer<float> want_dl(p.logits.size()), dl(p.logits.size());
+  const auto want = grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {want_dl.data(), p.T, p.V, p.V}, d.ws(),
+                                                   d.ws_bytes());
+  cudaStream_t stream;
+  GRPOKIT_CUDA_CHECK(cudaStreamCreate(&stream));
+  cudaGraph_t graph = nullptr;
+  if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+    (void)cudaGetLastError();
+    WARN("stream capture is not supported on this device: skipped");
+    GRPOKIT_CUDA_CHECK(cudaStreamDestroy(stream));
+    return;
+  }
+  std::size_t bytes = d.ws_bytes();
+  grpokit::device::fused_loss_async<P>(d.input(), d.batch(), cfg, {dl.data(), p.T, p.V, p.V}, d.ws(), bytes, stream);
+  GRPOKIT_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  GRPOKIT_CUDA_CHECK(cudaGraphInstantiateWithFlags(&exec, graph, 0));
+  for (int replay = 0; replay < 2; ++replay) {
+    GRPOKIT_CUDA_CHECK(cudaMemsetAsync(dl.data(), 0, dl.size() * sizeof(float), stream));
+    GRPOKIT_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    const auto got = grpokit::device::read_loss_result(d.ws(), stream);
+    CHECK(std::memcmp(&got.loss, &want.loss, sizeof(double)) == 0);
+    CHECK(support::same_bits(dl.host(), want_dl.host()));
+  }
+  GRPOKIT_CUDA_CHECK(cudaGraphExecDestroy(exec));
+  GRPOKIT_CUDA_CHECK(cudaGraphDestroy(graph));
+  GRPOKIT_CUDA_CHECK(cudaStreamDestroy(stream));
+}

@@ -61,7 +61,7 @@ GRPOKIT_HD inline loss_partial combine(const loss_partial& a, const loss_partial
 }
 
 // The loss and the metrics from the combined partial; `tokens` is the local response-token count.
-inline loss_result finish(const loss_partial& total, std::int64_t tokens, const loss_config& cfg) {
+GRPOKIT_HD inline loss_result finish(const loss_partial& total, std::int64_t tokens, const loss_config& cfg) {
   loss_result res;
   loss_metrics& m = res.metrics;
   m.loss_pg = total.pg;

@@ -159,7 +159,9 @@ inline void require_loss_config(const loss_config& c) {
   positive_or_inf("gspo_log_ratio_max", c.gspo_log_ratio_max);
   positive_or_inf("kl_input_clamp", c.kl_input_clamp);
   positive_or_inf("kl_output_clamp", c.kl_output_clamp);
-  GRPOKIT_REQUIRE(c.tau_pos > 0 && c.tau_neg > 0, "SAPO temperatures must be > 0");
+  // SAPO's value is -sigmoid(tau (r - 1)) 4 / tau A: a tau near 0 sends it to infinity
+  GRPOKIT_REQUIRE(c.tau_pos >= 1e-3 && c.tau_pos <= 1e3 && c.tau_neg >= 1e-3 && c.tau_neg <= 1e3,
+                  "SAPO temperatures tau_pos, tau_neg must be in [1e-3, 1e3], got ", c.tau_pos, ", ", c.tau_neg);
   GRPOKIT_REQUIRE(c.is_min >= 0 && c.is_min <= c.is_max, "need 0 <= is_min <= is_max (is_max may be +inf), got [",
                   c.is_min, ", ", c.is_max, "]");
   GRPOKIT_REQUIRE(c.kl_coef >= 0, "kl_coef must be >= 0, got ", c.kl_coef);
@@ -169,9 +171,11 @@ inline void require_loss_config(const loss_config& c) {
   GRPOKIT_REQUIRE(c.global_seqs == 0 || c.global_seqs >= 1, "global_seqs must be 0 (local count) or >= 1, got ",
                   c.global_seqs);
   GRPOKIT_REQUIRE(c.dp_size > 0, "dp_size must be > 0, got ", c.dp_size);
-  GRPOKIT_REQUIRE(c.norm_constant >= 0, "norm_constant must be >= 0, got ", c.norm_constant);
-  GRPOKIT_REQUIRE(c.agg != aggregation::seq_mean_token_sum_norm || c.norm_constant > 0,
-                  "aggregation seq_mean_token_sum_norm needs norm_constant > 0, got ", c.norm_constant);
+  // a length, like the counts: a tiny one would blow the float gradients up past their range
+  GRPOKIT_REQUIRE(c.norm_constant == 0 || c.norm_constant >= 1, "norm_constant must be 0 (unset) or >= 1, got ",
+                  c.norm_constant);
+  GRPOKIT_REQUIRE(c.agg != aggregation::seq_mean_token_sum_norm || c.norm_constant >= 1,
+                  "aggregation seq_mean_token_sum_norm needs norm_constant >= 1, got ", c.norm_constant);
   GRPOKIT_REQUIRE(c.prune_rho > 0 && c.prune_rho <= 1, "prune_rho must be in (0, 1], got ", c.prune_rho);
   GRPOKIT_REQUIRE(c.importance_lo >= 0 && c.importance_lo <= c.importance_hi,
                   "need 0 <= importance_lo <= importance_hi (importance_hi may be +inf), got [", c.importance_lo, ", ",

@@ -12,6 +12,7 @@
 #include "../metrics.hpp"
 #include "../policy.hpp"
 #include "error.cuh"
+#include "results.cuh"
 #include "status.cuh"
 #include "tuning.cuh"
 #include "workspace.cuh"
@@ -117,20 +118,43 @@ __global__ void __launch_bounds__(1)
   stats->excluded_seqs = static_cast<unsigned long long>(st.excluded_seqs);
 }
 
+// The public statistics from the kernels' ones, into the workspace's head (no host sync).
+__global__ void __launch_bounds__(1) advantage_finish_kernel(const advantage_device_stats* d, std::int64_t groups,
+                                                            bool has_log_ratio, advantage_stats* out) {
+  advantage_stats st;
+  st.groups = groups;
+  st.reward_mean = d->reward_mean;
+  st.reward_std = d->reward_std;
+  st.ess = d->ess;
+  st.ess_ratio = d->ess_ratio;
+  st.lr_factor = has_log_ratio ? d->lr_factor : 1.0;
+  st.zero_variance_groups = static_cast<std::int64_t>(d->zero_variance_groups);
+  st.singleton_groups = static_cast<std::int64_t>(d->singleton_groups);
+  st.adv_mean = d->adv_mean;
+  st.adv_std = d->adv_std;
+  st.excluded_seqs = static_cast<std::int64_t>(d->excluded_seqs);
+  *out = st;
+}
+
 }  // namespace grpokit::detail
 
 namespace grpokit::device {
 
+// The advantages and seq_mask (device spans) without blocking the host: the statistics and the
+// status stay in the workspace (read_advantage_stats, results_of). A null workspace only sets
+// workspace_bytes.
 template <class P>
-advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const advantage_config& cfg,
-                                   const advantage_outputs<accum_t<P>>& out, void* workspace,
-                                   std::size_t workspace_bytes, cudaStream_t stream = 0) {
+void compute_advantages_async(const advantage_inputs<accum_t<P>>& in, const advantage_config& cfg,
+                              const advantage_outputs<accum_t<P>>& out, void* workspace, std::size_t& workspace_bytes,
+                              cudaStream_t stream = 0) {
   using Real = accum_t<P>;
   using B = typename P::baseline_type;
   const std::int64_t S = in.rewards.size();
   detail::require_advantage_shapes(in, cfg, out, detail::needs_log_ratio<B>::value);
-  const detail::layout<P> ws(workspace, workspace_bytes, shape{0, 0, S});
-  detail::reset_status(ws.st, stream);
+  const shape sh{0, 0, S};
+  const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh, stream);
+  if (!opened) return;  // the size query
+  const detail::layout<P>& ws = *opened;
   GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws.adv_stats, 0, sizeof(detail::advantage_device_stats), stream));
   const std::int64_t G = in.group_offsets.size() - 1;
   constexpr int threads = tuning::group_threads;
@@ -148,22 +172,18 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   }
   detail::advantage_moments_kernel<Real><<<1, 1, 0, stream>>>(out, ws.adv_stats);
   GRPOKIT_CUDA_CHECK_LAUNCH();
-  detail::advantage_device_stats d;
-  GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(&d, ws.adv_stats, sizeof(d), cudaMemcpyDeviceToHost, stream));
-  throw_if_error(read_status(ws.st, stream));
-  advantage_stats st;
-  st.groups = G;
-  st.reward_mean = d.reward_mean;
-  st.reward_std = d.reward_std;
-  st.ess = d.ess;
-  st.ess_ratio = d.ess_ratio;
-  st.lr_factor = in.seq_log_ratio.empty() ? 1.0 : d.lr_factor;
-  st.zero_variance_groups = static_cast<std::int64_t>(d.zero_variance_groups);
-  st.singleton_groups = static_cast<std::int64_t>(d.singleton_groups);
-  st.adv_mean = d.adv_mean;
-  st.adv_std = d.adv_std;
-  st.excluded_seqs = static_cast<std::int64_t>(d.excluded_seqs);
-  return st;
+  detail::advantage_finish_kernel<<<1, 1, 0, stream>>>(ws.adv_stats, G, !in.seq_log_ratio.empty(), ws.adv_result);
+  GRPOKIT_CUDA_CHECK_LAUNCH();
+}
+
+// compute_advantages_async, then read_advantage_stats: synchronises the stream to return.
+template <class P>
+advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const advantage_config& cfg,
+                                   const advantage_outputs<accum_t<P>>& out, void* workspace,
+                                   std::size_t workspace_bytes, cudaStream_t stream = 0) {
+  GRPOKIT_REQUIRE(workspace != nullptr, "workspace is null (allocate device::workspace_bytes)");
+  compute_advantages_async<P>(in, cfg, out, workspace, workspace_bytes, stream);
+  return read_advantage_stats(workspace, stream);
 }
 
 }  // namespace grpokit::device

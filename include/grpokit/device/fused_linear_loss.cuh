@@ -19,6 +19,7 @@
 #include "error.cuh"
 #include "fused_loss.cuh"
 #include "policy_loss.cuh"
+#include "results.cuh"
 #include "token_logprobs.cuh"
 #include "tuning.cuh"
 #include "workspace.cuh"
@@ -104,14 +105,13 @@ std::size_t linear_workspace_bytes(const device::shape& s, std::int64_t token_ch
 
 namespace grpokit::detail {
 
-// fused_linear_loss with its GEMMs done by `gemm` (cublas_gemm's call operator), which must order
-// them on `stream`.
+// fused_linear_loss_async with its GEMMs done by `gemm` (cublas_gemm's call operator), which must
+// order them on `stream`.
 template <class P, class Gemm>
-loss_result fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_t<P>, accum_t<P>>& in,
-                                   const rollout_batch<accum_t<P>>& batch, const loss_config& cfg,
-                                   std::int64_t token_chunk, const linear_grads<storage_t<P>, accum_t<P>>& grads,
-                                   void* workspace, std::size_t workspace_bytes, cudaStream_t stream,
-                                   const fused_outputs<accum_t<P>>& extra) {
+void fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_t<P>, accum_t<P>>& in,
+                            const rollout_batch<accum_t<P>>& batch, const loss_config& cfg, std::int64_t token_chunk,
+                            const linear_grads<storage_t<P>, accum_t<P>>& grads, void* workspace,
+                            std::size_t& workspace_bytes, cudaStream_t stream, const fused_outputs<accum_t<P>>& extra) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
   using Q = typename P::template with_storage<Acc>;
@@ -119,17 +119,21 @@ loss_result fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_
                 "device::fused_linear_loss: cuBLAS needs precision<bf16 | fp16 | float, float> or <double, double>");
   // the host's shape checks; targets and temperatures are in device memory: checked on the device
   detail::require_linear_shapes(in, token_chunk, grads, extra);
+  detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, in.hidden.rows, cfg);
   detail::require_scalar_temperature<Acc>(cfg);
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
-  GRPOKIT_REQUIRE(batch.seq_offsets.size() >= 1, "seq_offsets: needs at least one element (S + 1 offsets)");
 
   const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(T, 1));
   const device::shape sh{T, V, batch.seq_offsets.size() - 1};
+  if (workspace == nullptr) {
+    workspace_bytes = device::linear_workspace_bytes<P>(sh, token_chunk);
+    return;
+  }
   GRPOKIT_REQUIRE(workspace_bytes >= device::linear_workspace_bytes<P>(sh, token_chunk),
                   "workspace too small: ", workspace_bytes, " bytes, needs ",
                   device::linear_workspace_bytes<P>(sh, token_chunk), " (use device::linear_workspace_bytes)");
   const layout<Q> ws(workspace, workspace_bytes, sh);
-  Acc* logits = reinterpret_cast<Acc*>(static_cast<char*>(workspace) + ws.used);
+  Acc* logits = reinterpret_cast<Acc*>(ws.base + ws.used);
   S* dlogits =
       reinterpret_cast<S*>(reinterpret_cast<char*>(logits) + align_up(static_cast<std::size_t>(C * V) * sizeof(Acc)));
   const span<Acc> logp(ws.logp, T), entropy(ws.entropy, T), lse(ws.lse, T), dlogp(ws.dlogp, T),
@@ -185,24 +189,39 @@ loss_result fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_
     }
   }
   copy_extra_async<Acc>(extra, logp, entropy, stream);
-  return collect_result<Q>(cfg, ws, stream);
+  launch_finish_loss<Q>(cfg, ws, stream);
 }
 
 }  // namespace grpokit::detail
 
 namespace grpokit::device {
 
-// The loss from hidden states, with cuBLAS GEMMs on `stream` (the handle's stream is set to it).
+// The loss from hidden states, with cuBLAS GEMMs on `stream` (the handle's stream is set to it),
+// without blocking the host: the gradients are written on `stream`, the loss, the metrics and the
+// status stay in the workspace (read_loss_result, results_of). A null workspace only sets
+// workspace_bytes.
+template <class P>
+void fused_linear_loss_async(const linear_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
+                             const loss_config& cfg, std::int64_t token_chunk,
+                             const linear_grads<storage_t<P>, accum_t<P>>& grads, cublasHandle_t handle,
+                             void* workspace, std::size_t& workspace_bytes, cudaStream_t stream = 0,
+                             const fused_outputs<accum_t<P>>& extra = {}) {
+  GRPOKIT_REQUIRE(handle != nullptr, "fused_linear_loss: null cuBLAS handle");
+  if (workspace != nullptr) GRPOKIT_CUBLAS_CHECK(cublasSetStream(handle, stream));
+  detail::fused_linear_loss_with<P>(detail::cublas_gemm{handle}, in, batch, cfg, token_chunk, grads, workspace,
+                                    workspace_bytes, stream, extra);
+}
+
+// fused_linear_loss_async, then read_loss_result: synchronises the stream once to return.
 template <class P>
 loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
                               const loss_config& cfg, std::int64_t token_chunk,
                               const linear_grads<storage_t<P>, accum_t<P>>& grads, cublasHandle_t handle,
                               void* workspace, std::size_t workspace_bytes, cudaStream_t stream = 0,
                               const fused_outputs<accum_t<P>>& extra = {}) {
-  GRPOKIT_REQUIRE(handle != nullptr, "fused_linear_loss: null cuBLAS handle");
-  GRPOKIT_CUBLAS_CHECK(cublasSetStream(handle, stream));
-  return detail::fused_linear_loss_with<P>(detail::cublas_gemm{handle}, in, batch, cfg, token_chunk, grads, workspace,
-                                           workspace_bytes, stream, extra);
+  GRPOKIT_REQUIRE(workspace != nullptr, "workspace is null (allocate device::linear_workspace_bytes)");
+  fused_linear_loss_async<P>(in, batch, cfg, token_chunk, grads, handle, workspace, workspace_bytes, stream, extra);
+  return read_loss_result(workspace, stream);
 }
 
 }  // namespace grpokit::device

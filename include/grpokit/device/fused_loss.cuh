@@ -1,7 +1,7 @@
 #pragma once
-// grpokit::device::fused_loss: token_logprobs -> policy_loss -> logits_backward on one stream with
-// the caller's workspace (logp, entropy, lse and their gradients live there: O(T + S), no
-// allocation). Synchronises once at the end to return the loss and the metrics.
+// grpokit::device::fused_loss(_async): token_logprobs -> policy_loss -> logits_backward on one
+// stream with the caller's workspace (logp, entropy, lse and their gradients live there: O(T + S),
+// no allocation). The _async form never blocks the host; fused_loss synchronises once to return.
 #include <cstdint>
 #include <cuda_runtime.h>
 
@@ -12,6 +12,7 @@
 #include "error.cuh"
 #include "detail/fused_outputs.cuh"
 #include "policy_loss.cuh"
+#include "results.cuh"
 #include "status.cuh"
 #include "token_logprobs.cuh"
 #include "workspace.cuh"
@@ -20,19 +21,25 @@ namespace grpokit::device {
 
 using grpokit::fused_outputs;
 
-
+// token_logprobs -> policy_loss -> logits_backward without blocking the host: dlogits and the
+// optional outputs are written on `stream`, the loss, the metrics and the status stay in the
+// workspace (read_loss_result, results_of). A null workspace only sets workspace_bytes.
 template <class P>
-loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
-                       const loss_config& cfg, const matrix_view<storage_t<P>>& dlogits, void* workspace,
-                       std::size_t workspace_bytes, cudaStream_t stream = 0,
-                       const fused_outputs<accum_t<P>>& extra = {}, backward_mode mode = backward_mode::separate) {
+void fused_loss_async(const logits_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
+                      const loss_config& cfg, const matrix_view<storage_t<P>>& dlogits, void* workspace,
+                      std::size_t& workspace_bytes, cudaStream_t stream = 0,
+                      const fused_outputs<accum_t<P>>& extra = {}, backward_mode mode = backward_mode::separate) {
   using Real = accum_t<P>;
   const std::int64_t T = in.logits.rows, V = in.logits.cols;
   detail::require_logits_shapes(in, cfg);
+  detail::require_dlogits(in, dlogits, mode);
+  detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
   detail::require_size_or_empty("logp output", extra.logp, T);
   detail::require_size_or_empty("entropy output", extra.entropy, T);
-  GRPOKIT_REQUIRE(batch.seq_offsets.size() >= 1, "seq_offsets: needs at least one element (S + 1 offsets)");
-  const detail::layout<P> ws(workspace, workspace_bytes, shape{T, V, batch.seq_offsets.size() - 1});
+  const shape sh{T, V, batch.seq_offsets.size() - 1};
+  const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh, stream);
+  if (!opened) return;  // the size query
+  const detail::layout<P>& ws = *opened;
   const span<Real> logp(ws.logp, T), entropy(ws.entropy, T), lse(ws.lse, T), dlogp(ws.dlogp, T),
       dentropy(ws.dentropy, T);
   const current_policy<Real> cur{logp, entropy};
@@ -41,12 +48,22 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const r
   const backward_inputs<Real> g{lse, entropy, dlogp, dentropy};
   detail::require_backward_shapes(in, g, dlogits, mode);
 
-  detail::reset_status(ws.st, stream);
   detail::launch_forward<P>(in, cfg, token_stats<Real>{logp, entropy, lse}, ws, stream);
   detail::launch_policy_loss<P>(cur, batch, cfg, grads, ws, stream);
   detail::launch_backward<P>(in, g, cfg, dlogits, ws, stream);
   detail::copy_extra_async<Real>(extra, logp, entropy, stream);
-  return detail::collect_result<P>(cfg, ws, stream);
+  detail::launch_finish_loss<P>(cfg, ws, stream);
+}
+
+// fused_loss_async, then read_loss_result: synchronises the stream once to return.
+template <class P>
+loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
+                       const loss_config& cfg, const matrix_view<storage_t<P>>& dlogits, void* workspace,
+                       std::size_t workspace_bytes, cudaStream_t stream = 0,
+                       const fused_outputs<accum_t<P>>& extra = {}, backward_mode mode = backward_mode::separate) {
+  GRPOKIT_REQUIRE(workspace != nullptr, "workspace is null (allocate device::workspace_bytes)");
+  fused_loss_async<P>(in, batch, cfg, dlogits, workspace, workspace_bytes, stream, extra, mode);
+  return read_loss_result(workspace, stream);
 }
 
 }  // namespace grpokit::device

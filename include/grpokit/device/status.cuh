@@ -2,6 +2,7 @@
 // Data errors found on the device (never by reading or writing out of bounds): the kernels raise
 // flags in a `status` that lives at the start of the caller's workspace. fused_loss and
 // policy_loss check it before returning; after an asynchronous entry point call read_status().
+#include <cstddef>
 #include <cstdint>
 #include <cuda_runtime.h>
 
@@ -41,15 +42,16 @@ struct row_status {
 inline void reset_status(device::status* s, cudaStream_t stream) {
   GRPOKIT_CUDA_CHECK(cudaMemsetAsync(s, 0xff, sizeof(device::status), stream));
 }
-}  // namespace grpokit::detail
 
-namespace grpokit::device {
-
-// Copies the status back (synchronises the stream); fields hold index + 1, 0 = no error.
-inline status read_status(const void* workspace, cudaStream_t stream) {
-  status s;
-  GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(&s, workspace, sizeof(status), cudaMemcpyDeviceToHost, stream));
-  GRPOKIT_CUDA_CHECK(cudaStreamSynchronize(stream));
+// The workspace is used from its first 256-byte boundary on (the library aligns the caller's
+// pointer); the status is the first thing there.
+constexpr std::size_t workspace_alignment = 256;
+inline char* aligned_workspace(const void* workspace) {
+  const auto p = reinterpret_cast<std::uintptr_t>(workspace);
+  return reinterpret_cast<char*>((p + workspace_alignment - 1) / workspace_alignment * workspace_alignment);
+}
+// Status fields hold index + 1 of the first offender, or the reset value ~0 (none).
+inline device::status status_as_read(device::status s) {
   auto fix = [](unsigned long long v) { return v == ~0ull ? 0ull : v; };
   s.bad_target = fix(s.bad_target);
   s.non_finite = fix(s.non_finite);
@@ -57,6 +59,18 @@ inline status read_status(const void* workspace, cudaStream_t stream) {
   s.non_finite_seq = fix(s.non_finite_seq);
   s.bad_value = fix(s.bad_value);
   return s;
+}
+}  // namespace grpokit::detail
+
+namespace grpokit::device {
+
+// Copies the status back (synchronises the stream); fields hold index + 1, 0 = no error.
+inline status read_status(const void* workspace, cudaStream_t stream) {
+  status s;
+  GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(&s, detail::aligned_workspace(workspace), sizeof(status), cudaMemcpyDeviceToHost,
+                                     stream));
+  GRPOKIT_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return detail::status_as_read(s);
 }
 
 inline void throw_if_error(const status& s) {

@@ -1,11 +1,15 @@
 #pragma once
-// The caller-provided workspace of the device entry points: workspace_bytes<P>(shape) says how
-// much one needs (CUB style); the entry points carve it, never allocate.
+// The caller-provided workspace of the device entry points, CUB style: workspace_bytes<P>(shape),
+// or an asynchronous entry point called with a null workspace, says how many bytes one needs; the
+// entry points carve it from its first 256-byte boundary on (any pointer will do), never allocate.
+// Its head (results.cuh) holds the status and the results that the asynchronous forms leave there.
 #include <cstddef>
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 
 #include "../detail/loss_partial.hpp"
+#include "../metrics.hpp"
 #include "../detail/policy_terms.hpp"
 #include "../math/ops.hpp"
 #include "../detail/ops_for.hpp"
@@ -64,6 +68,20 @@ class carver {
   std::size_t used_ = 0;
 };
 
+// The head of every workspace: where the entry points leave their status and results.
+struct workspace_head {
+  device::status* st = nullptr;
+  loss_result* loss = nullptr;             // fused_loss, policy_loss, fused_linear_loss
+  advantage_stats* advantages = nullptr;   // compute_advantages
+};
+inline workspace_head take_head(carver& c) {
+  workspace_head h;
+  h.st = c.take<device::status>(1);
+  h.loss = c.take<loss_result>(1);
+  h.advantages = c.take<advantage_stats>(1);
+  return h;
+}
+
 // compute_advantages' statistics in the workspace: written by its kernels (zeroed first), read back
 // once.
 struct advantage_device_stats {
@@ -75,11 +93,15 @@ struct advantage_device_stats {
 };
 
 // Every buffer any entry point takes, in one fixed order: an entry point takes the prefix it needs
-// plus its own tail, and workspace_bytes is the size of the whole list.
+// plus its own tail, and workspace_bytes is the size of the whole list. The head (status, loss
+// result, advantage statistics) comes first, at the same place for every policy and shape.
 template <class P>
 struct layout {
   using R = accum_t<P>;
+  char* base = nullptr;  // the workspace from its first 256-byte boundary
   device::status* st = nullptr;
+  loss_result* result = nullptr;
+  advantage_stats* adv_result = nullptr;
   R* row_max = nullptr;                   // [T] vocabulary pruning
   math::lse_partial<R>* tiles = nullptr;  // [T * tiles] split rows
   R *logp = nullptr, *entropy = nullptr, *lse = nullptr, *dlogp = nullptr, *dentropy = nullptr;  // fused
@@ -91,12 +113,19 @@ struct layout {
   advantage_device_stats* adv_stats = nullptr;
 
   // planning: only the size is wanted (workspace_bytes); otherwise `base` is the caller's workspace.
-  layout(void* base, std::size_t bytes, const device::shape& s, bool planning = false) {
-    GRPOKIT_REQUIRE(planning || base != nullptr, "workspace is null (allocate device::workspace_bytes)");
-    GRPOKIT_REQUIRE(reinterpret_cast<std::uintptr_t>(base) % 256 == 0,
-                    "workspace must be 256-byte aligned (cudaMalloc memory is)");
+  layout(void* workspace, std::size_t bytes, const device::shape& s, bool planning = false) {
+    GRPOKIT_REQUIRE(planning || workspace != nullptr, "workspace is null (allocate device::workspace_bytes)");
+    if (!planning) {
+      base = aligned_workspace(workspace);
+      const std::size_t lost = static_cast<std::size_t>(base - static_cast<char*>(workspace));
+      GRPOKIT_REQUIRE(bytes >= lost, "workspace too small: ", bytes, " bytes (use device::workspace_bytes)");
+      bytes -= lost;
+    }
     carver c(base, bytes);
-    st = c.take<device::status>(1);
+    const workspace_head head = take_head(c);
+    st = head.st;
+    result = head.loss;
+    adv_result = head.advantages;
     row_max = c.take<R>(s.tokens);
     const std::int64_t n_tiles = (s.vocab + P::chunk_size - 1) / P::chunk_size;
     // sized for the largest row count that splits, so that a plan for T covers every T' <= T
@@ -122,10 +151,29 @@ struct layout {
 
 namespace grpokit::device {
 
-// Bytes of workspace every device entry point needs for problems up to `s` (CUB style).
+// Bytes of workspace every device entry point needs for problems up to `s` (CUB style), whatever
+// the alignment of the pointer given.
 template <class P>
 std::size_t workspace_bytes(const device::shape& s) {
-  return detail::layout<P>(nullptr, 0, s, /*planning=*/true).used;
+  return detail::layout<P>(nullptr, 0, s, /*planning=*/true).used + detail::workspace_alignment - 1;
 }
 
 }  // namespace grpokit::device
+
+namespace grpokit::detail {
+
+// The start of every asynchronous entry point: with a null workspace only its size (CUB's
+// two-phase call: no layout is returned); otherwise the workspace carved, its status reset.
+template <class P>
+std::optional<layout<P>> open_workspace(void* workspace, std::size_t& workspace_bytes, const device::shape& s,
+                                        cudaStream_t stream) {
+  if (workspace == nullptr) {
+    workspace_bytes = device::workspace_bytes<P>(s);
+    return std::nullopt;
+  }
+  layout<P> ws(workspace, workspace_bytes, s);
+  reset_status(ws.st, stream);
+  return ws;
+}
+
+}  // namespace grpokit::detail

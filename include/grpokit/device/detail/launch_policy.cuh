@@ -121,15 +121,16 @@ void launch_policy_loss(const current_policy<accum_t<P>>& cur, const rollout_bat
   }
 }
 
-// Copies the combined partial back (synchronises), checks the status, and builds the result.
+__global__ void __launch_bounds__(1) finish_loss_kernel(const detail::loss_partial* total, const long long* counts,
+                                                       loss_config cfg, loss_result* out) {
+  *out = detail::finish(*total, counts[0], cfg);
+}
+
+// The loss and the metrics from the combined partial, into the workspace's head (no host sync).
 template <class P>
-loss_result collect_result(const loss_config& cfg, const layout<P>& ws, cudaStream_t stream) {
-  detail::loss_partial total;
-  long long counts[2] = {0, 0};
-  GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(&total, ws.partials, sizeof(total), cudaMemcpyDeviceToHost, stream));
-  GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(counts, ws.counts, sizeof(counts), cudaMemcpyDeviceToHost, stream));
-  throw_if_error(read_status(ws.st, stream));  // synchronises
-  return detail::finish(total, counts[0], cfg);
+void launch_finish_loss(const loss_config& cfg, const layout<P>& ws, cudaStream_t stream) {
+  finish_loss_kernel<<<1, 1, 0, stream>>>(ws.partials, ws.counts, cfg, ws.result);
+  GRPOKIT_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace grpokit::detail

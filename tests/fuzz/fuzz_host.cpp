@@ -1,0 +1,295 @@
+// libFuzzer target over every host entry point: shapes, offsets, token ids, values (NaN, inf,
+// +-FLT_MAX, +-1e300, subnormals) and configurations (every field, enums out of range) from the
+// fuzzer's bytes. Invariants: no crash and no sanitizer report (built with ASan/UBSan); every
+// exception is a grpokit::error; with finite inputs and finite clamps, a call that succeeds returns
+// finite outputs (documented exceptions: logp = -inf for a pruned target or a target whose scaled
+// logit overflows to -inf). Logits and rewards may be any finite value (near FLT_MAX / DBL_MAX);
+// the other inputs and the configuration must also be moderate (|x| <= 1e15), since a result whose
+// true value leaves the floating range (an advantage of 3e38 times a ratio) cannot be finite.
+//   clang++ -fsanitize=fuzzer,address,undefined ... (tests/CMakeLists.txt, GRPOKIT_FUZZ=ON)
+// Without libFuzzer, tests/fuzz/replay.cpp runs the seed corpus through the same function (CTest).
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <vector>
+
+#include <grpokit/grpokit.hpp>
+
+namespace {
+
+// The fuzzer's bytes as a stream of choices; past the end every read is 0.
+class bytes_in {
+ public:
+  bytes_in(const std::uint8_t* p, std::size_t n) : p_(p), n_(n) {}
+  std::uint8_t u8() { return i_ < n_ ? p_[i_++] : 0; }
+  bool flag() { return (u8() & 1) != 0; }
+  std::int64_t range(std::int64_t lo, std::int64_t hi) {  // [lo, hi]
+    const std::uint32_t r = static_cast<std::uint32_t>(u8()) | (static_cast<std::uint32_t>(u8()) << 8);
+    return lo + static_cast<std::int64_t>(r % static_cast<std::uint32_t>(hi - lo + 1));
+  }
+  // Mostly ordinary values; now and then one of the values that break numerical code. `finite` and
+  // `moderate` (|x| <= 1e15) are cleared by a value that is not.
+  double value(bool& finite, bool& moderate) {
+    static const double special[] = {0.0,   -0.0,     1e-39,   -1e-39,   1e-300, FLT_MAX,  -FLT_MAX, 3e38,
+                                     -3e38, 1e30,     -1e30,   1e300,    -1e300, DBL_MAX,  -DBL_MAX, 5e-324,
+                                     -800,  800,      -1e4,    1e4,      std::numeric_limits<double>::infinity(),
+                                     -std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN()};
+    const std::uint8_t k = u8();
+    if (k < 224) return (static_cast<double>(k) - 112.0) / 16.0 + static_cast<double>(u8()) / 4096.0;
+    const double v = special[k % (sizeof(special) / sizeof(special[0]))];
+    finite = finite && std::isfinite(v);
+    moderate = moderate && std::fabs(v) <= 1e15;
+    return v;
+  }
+
+ private:
+  const std::uint8_t* p_;
+  std::size_t n_;
+  std::size_t i_ = 0;
+};
+
+// Shapes and offsets: mostly consistent, sometimes not.
+std::vector<std::int64_t> offsets(bytes_in& in, std::int64_t segments, std::int64_t total) {
+  std::vector<std::int64_t> off{0};
+  for (std::int64_t s = 0; s < segments; ++s) off.push_back(off.back() + in.range(0, 6));
+  if (!off.empty() && in.u8() < 230) {  // rescale to end at `total`
+    const std::int64_t last = off.back();
+    for (auto& o : off) o = last > 0 ? o * total / last : (o == 0 ? 0 : total);
+    off.back() = total;
+    if (segments == 0) off = {0};
+  }
+  if (in.u8() > 250 && off.size() > 1) off[static_cast<std::size_t>(in.range(0, static_cast<std::int64_t>(off.size()) - 1))] -= 3;
+  return off;
+}
+
+// What the values drawn so far are: all finite; all moderate (|x| <= 1e15).
+struct kind {
+  bool finite = true, moderate = true;
+};
+
+template <class T>
+std::vector<T> values(bytes_in& in, std::int64_t n, kind& k) {
+  std::vector<T> v(static_cast<std::size_t>(n > 0 ? n : 0));
+  for (auto& x : v) {
+    const double d = in.value(k.finite, k.moderate);
+    x = static_cast<T>(d);
+    k.finite = k.finite && std::isfinite(static_cast<double>(x));  // 3e38 as float is finite, 1e300 is not
+  }
+  return v;
+}
+
+// A span of the right size, or (rarely) one element short / absent: the validation must say so.
+template <class T>
+grpokit::span<const T> maybe_wrong(bytes_in& in, const std::vector<T>& v) {
+  const std::uint8_t k = in.u8();
+  if (k == 255 && !v.empty()) return {v.data(), static_cast<std::int64_t>(v.size()) - 1};
+  if (k == 254) return {};
+  return v;
+}
+
+grpokit::loss_config config(bytes_in& in, kind& k) {
+  grpokit::loss_config c;
+  auto field = [&](double& f, double typical) {
+    if (in.u8() < 200) return;
+    f = in.u8() < 128 ? typical * static_cast<double>(in.range(0, 4)) : in.value(k.finite, k.moderate);
+  };
+  // an enum: one of its n values, or now and then the value n (not one of them)
+  auto choice = [&](int n) { return in.u8() < 250 ? in.u8() % n : n; };
+  c.obj = static_cast<grpokit::objective>(choice(5));
+  c.agg = static_cast<grpokit::aggregation>(choice(5));
+  c.is = static_cast<grpokit::is_correction>(choice(5));
+  c.kl = static_cast<grpokit::kl_estimator>(choice(4));
+  c.trm_max_estimator = static_cast<grpokit::divergence>(choice(3));
+  field(c.eps_low, 0.1);
+  field(c.eps_high, 0.1);
+  field(c.dual_clip, 1.5);
+  field(c.delta, 1.5);
+  field(c.log_ratio_clamp, 5);
+  field(c.gspo_log_ratio_max, 5);
+  field(c.tau_pos, 0.5);
+  field(c.tau_neg, 0.5);
+  field(c.is_max, 1);
+  field(c.is_log_ratio_clamp, 5);
+  field(c.kl_coef, 0.01);
+  field(c.kl_input_clamp, 5);
+  field(c.kl_output_clamp, 5);
+  field(c.entropy_coef, 0.01);
+  field(c.temperature, 0.5);
+  field(c.global_tokens, 8);
+  field(c.norm_constant, 8);
+  field(c.dp_size, 1);
+  field(c.trm_max_threshold, 0.5);
+  field(c.trm_mean_threshold, 0.5);
+  field(c.prune_rho, 0.1);
+  field(c.importance_hi, 1);
+  field(c.adv.eps, 1e-3);
+  field(c.adv.std_floor, 0.1);
+  field(c.adv.ess_ratio_ref, 0.25);
+  c.adv.scale = static_cast<grpokit::adv_scale>(choice(3));
+  c.adv.mask_zero_variance = in.flag();
+  c.check_finite = in.u8() < 230;
+  return c;
+}
+
+bool finite_config(const grpokit::loss_config& c) {  // +inf clamps are "off" and may overflow
+  return std::isfinite(c.log_ratio_clamp) && std::isfinite(c.is_log_ratio_clamp) && std::isfinite(c.kl_input_clamp) &&
+         std::isfinite(c.kl_output_clamp) && std::isfinite(c.gspo_log_ratio_max) && std::isfinite(c.is_max);
+}
+
+[[noreturn]] void violated(const char* what) {
+  std::fprintf(stderr, "fuzz_host: invariant violated: %s\n", what);
+  std::abort();
+}
+
+template <class V>
+void require_finite(const V& v, const char* what, bool allow_minus_inf = false) {
+  for (const auto& x : v) {
+    const double d = grpokit::math::load<double>(x);
+    if (std::isnan(d) || d == std::numeric_limits<double>::infinity()) violated(what);
+    if (d == -std::numeric_limits<double>::infinity() && !allow_minus_inf) violated(what);
+  }
+}
+
+using pf = grpokit::precision<float, float>;
+using pd = grpokit::precision<double, double>;
+using P0 = grpokit::policy<pf, grpokit::chunk<16>>;  // vectorised host rows
+using P1 = grpokit::policy<pf, grpokit::reduction::batch_invariant, grpokit::chunk<8>,
+                           grpokit::mask::all_of<grpokit::mask::trust_region, grpokit::mask::vocab_prune>>;
+using P2 = grpokit::policy<pd, grpokit::reduction::fast, grpokit::baseline::median, grpokit::mask::importance>;
+using P3 = grpokit::policy<pd, grpokit::baseline::ess_scaled, grpokit::chunk<32>, grpokit::mask::vocab_prune>;
+using P4 = grpokit::policy<pf, grpokit::baseline::leave_one_out, grpokit::reduction::batch_invariant>;
+
+template <class P>
+void run(bytes_in& in, int entry) {
+  using R = grpokit::accum_t<P>;
+  using S = grpokit::storage_t<P>;
+  kind k;  // the configuration and every input but the logits
+  const grpokit::loss_config cfg = config(in, k);
+  kind logits_kind;
+  const std::int64_t T = in.range(0, 24), V = in.range(1, 40), S_ = in.range(0, 6);
+  std::vector<std::int64_t> seq_off = offsets(in, S_, T);
+  std::vector<std::int64_t> targets(static_cast<std::size_t>(T));
+  for (auto& y : targets) y = in.u8() < 250 ? in.range(0, V - 1) : in.range(-2, V + 2);
+  const std::vector<S> logits = values<S>(in, T * V, logits_kind);
+  std::vector<R> temperature;
+  if (in.flag()) temperature = values<R>(in, T, k);
+  std::vector<R> adv = values<R>(in, static_cast<std::int64_t>(seq_off.size()) - 1, k);
+  std::vector<R> logp_old = values<R>(in, in.flag() ? T : 0, k);
+  std::vector<R> logp_ref = values<R>(in, in.flag() ? T : 0, k);
+  std::vector<R> logp_rollout = values<R>(in, in.flag() ? T : 0, k);
+  std::vector<std::uint8_t> token_mask, seq_mask;
+  if (in.flag())
+    for (std::int64_t t = 0; t < T; ++t) token_mask.push_back(in.u8() & 1);
+  grpokit::rollout_batch<R> b;
+  b.seq_offsets = maybe_wrong(in, seq_off);
+  b.adv = maybe_wrong(in, adv);
+  b.logp_old = logp_old;
+  b.logp_ref = logp_ref;
+  b.logp_rollout = logp_rollout;
+  b.token_mask = token_mask;
+  b.seq_mask = seq_mask;
+  const grpokit::logits_input<S, R> li{{logits.data(), T, V, V}, maybe_wrong(in, targets), temperature};
+  // the finiteness promise: finite (and, but for the logits, moderate) inputs, finite clamps
+  const bool promised = cfg.check_finite && finite_config(cfg) && logits_kind.finite && k.finite && k.moderate;
+  switch (entry) {
+    case 0: {  // token_logprobs
+      std::vector<R> logp(static_cast<std::size_t>(T)), ent(logp), lse(logp);
+      grpokit::host::token_logprobs<P>(li, cfg, {logp, ent, lse});
+      if (promised) {
+        require_finite(ent, "token_logprobs entropy");
+        require_finite(lse, "token_logprobs lse");
+        require_finite(logp, "token_logprobs logp", /*allow_minus_inf=*/true);
+      }
+      break;
+    }
+    case 1: {  // fused_loss
+      std::vector<S> dlogits(logits.size());
+      const auto r = grpokit::host::fused_loss<P>(li, b, cfg, {dlogits.data(), T, V, V});
+      if (promised) {
+        if (!std::isfinite(r.loss)) violated("fused_loss loss");
+        require_finite(dlogits, "fused_loss dlogits");
+      }
+      break;
+    }
+    case 2: {  // logits_backward
+      std::vector<R> lse = values<R>(in, T, k), ent = values<R>(in, T, k), g = values<R>(in, T, k),
+                     ge = values<R>(in, in.flag() ? T : 0, k);
+      std::vector<S> dlogits(logits.size());
+      grpokit::host::logits_backward<P>(li, {lse, ent, g, ge}, cfg, {dlogits.data(), T, V, V});
+      break;  // lse / entropy are arbitrary here: no finiteness promise
+    }
+    case 3: {  // policy_loss
+      std::vector<R> logp = values<R>(in, T, k), ent = values<R>(in, T, k), dlogp(static_cast<std::size_t>(T)),
+                     dent(dlogp);
+      const auto r = grpokit::host::policy_loss<P>({logp, ent}, b, cfg, {dlogp, dent});
+      if (promised && k.moderate) {
+        if (!std::isfinite(r.loss)) violated("policy_loss loss");
+        require_finite(dlogp, "policy_loss dlogp");
+      }
+      break;
+    }
+    case 4: {  // compute_advantages
+      const std::int64_t n = in.range(0, 12);
+      kind rk;  // rewards may be any finite value
+      const std::vector<R> rewards = values<R>(in, n, rk), lr = values<R>(in, in.flag() ? n : 0, k),
+                           w = values<R>(in, in.flag() ? n : 0, k);
+      const std::vector<std::int64_t> groups = offsets(in, in.range(0, 4), n);
+      std::vector<R> a(static_cast<std::size_t>(n));
+      std::vector<std::uint8_t> keep(static_cast<std::size_t>(n));
+      grpokit::host::compute_advantages<P>({rewards, groups, lr, w}, cfg.adv, {a, keep});
+      if (rk.finite && k.finite && k.moderate) require_finite(a, "compute_advantages adv");
+      break;
+    }
+    case 5: {  // fused_linear_loss
+      const std::int64_t D = in.range(1, 6), chunk = in.range(1, 9);
+      const std::vector<S> hidden = values<S>(in, T * D, k), weight = values<S>(in, V * D, k);
+      std::vector<S> dhidden(hidden.size());
+      std::vector<R> dweight(weight.size());
+      grpokit::linear_grads<S, R> g;
+      g.dhidden = {dhidden.data(), T, D, D};
+      g.dweight_acc = {dweight.data(), V, D, D};
+      const auto r = grpokit::host::fused_linear_loss<P>(
+          {{hidden.data(), T, D, D}, {weight.data(), V, D, D}, {}, li.targets, li.temperature}, b, cfg, chunk, g);
+      if (promised && k.moderate) {
+        if (!std::isfinite(r.loss)) violated("fused_linear_loss loss");
+        require_finite(dhidden, "fused_linear_loss dhidden");
+      }
+      break;
+    }
+    default: {  // pack_padded and gather
+      const std::int64_t B = in.range(0, 5), L = in.range(0, 7);
+      std::vector<std::uint8_t> mask(static_cast<std::size_t>(B * L));
+      for (auto& m : mask) m = in.u8() & 1;
+      const auto packed = grpokit::host::pack_padded(maybe_wrong(in, mask), B, L);
+      std::vector<float> padded(static_cast<std::size_t>(in.flag() ? B * L : B * L / 2 + 1));
+      (void)packed.gather<float>(padded);
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  bytes_in in(data, size);
+  const int policy = in.u8() % 5, entry = in.u8() % 7;
+  try {
+    switch (policy) {
+      case 0: run<P0>(in, entry); break;
+      case 1: run<P1>(in, entry); break;
+      case 2: run<P2>(in, entry); break;
+      case 3: run<P3>(in, entry); break;
+      default: run<P4>(in, entry); break;
+    }
+  } catch (const grpokit::error&) {
+    // a clear error: the expected outcome for bad input
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fuzz_host: an exception that is not a grpokit::error: %s\n", e.what());
+    std::abort();
+  }
+  return 0;
+}
