@@ -308,8 +308,9 @@ TEST_CASE("rewards of +-1e300: the group spread does not overflow, advantages ar
     const long double mean = 0, sd = std::sqrt((4 * 1e300L * 1e300L) / 3);
     for (int i = 0; i < 4; ++i) CHECK(std::fabs(a[i] - static_cast<double>((r[i] - mean) / sd)) < 1e-12);
   }
-  // and the moments are the unscaled formula's bit for bit for ordinary rewards
-  const std::vector<double> small{0.25, 1.0, 0.0, 0.5, 0.75};
+  // and the moments are the unscaled formula's bit for bit for ordinary rewards (a largest |r| of
+  // 100.3: scaled by 2^-6, which must be exact)
+  const std::vector<double> small{3.5, 12.25, 0.1, 7.0, 100.3};
   double s = 0;
   for (double v : small) s += v;
   const double mu = s / 5;

@@ -691,7 +691,20 @@ TEST_CASE("device asynchronous forms: results stay on the device until read; two
   CHECK(got.metrics.masked_seqs_trust_region == want.metrics.masked_seqs_trust_region);
   CHECK(got.metrics.tokens_kept == want.metrics.tokens_kept);
   CHECK(support::same_bits(dl.host(), want_dl.host()));
-  // compute_advantages_async and policy_loss_async the same way
+  // policy_loss_async: the synchronising form's result, read later
+  {
+    buffer<float> lp(p.T), en(p.T), ls(p.T), g1(p.T), g2(p.T), e1(p.T), e2(p.T);
+    grpokit::device::token_logprobs<P>(d.input(), cfg, {lp.span(), en.span(), ls.span()}, d.ws(), d.ws_bytes());
+    const auto want_pl = grpokit::device::policy_loss<P>({lp.cspan(), en.cspan()}, d.batch(), cfg,
+                                                         {g1.span(), e1.span()}, d.ws(), d.ws_bytes());
+    std::size_t pl_bytes = bytes;
+    grpokit::device::policy_loss_async<P>({lp.cspan(), en.cspan()}, d.batch(), cfg, {g2.span(), e2.span()}, ws,
+                                          pl_bytes, stream);
+    const auto got_pl = grpokit::device::read_loss_result(ws, stream);
+    CHECK(std::memcmp(&got_pl.loss, &want_pl.loss, sizeof(double)) == 0);
+    CHECK(support::same_bits(g2.host(), g1.host()));
+  }
+  // compute_advantages_async the same way
   REQUIRE(p.S >= 2);
   std::vector<std::int64_t> groups{0, 1, p.S};  // a singleton and the rest
   std::vector<float> rewards(static_cast<std::size_t>(p.S));
@@ -762,6 +775,25 @@ TEST_CASE("device fused_loss_async captured in a CUDA graph replays to the same 
     CHECK(std::memcmp(&got.loss, &want.loss, sizeof(double)) == 0);
     CHECK(support::same_bits(dl.host(), want_dl.host()));
   }
+  GRPOKIT_CUDA_CHECK(cudaGraphExecDestroy(exec));
+  GRPOKIT_CUDA_CHECK(cudaGraphDestroy(graph));
+  // compute_advantages_async as well
+  std::vector<float> rewards{1, 0, 0.5f, 1, 1, 0};
+  std::vector<std::int64_t> groups{0, 3, 6};
+  buffer<float> dr(rewards), da(6), db(6);
+  buffer<std::int64_t> dg(groups);
+  buffer<std::uint8_t> dk(6), dk2(6);
+  const auto want_stats = grpokit::device::compute_advantages<P>({dr.cspan(), dg.cspan(), {}, {}}, cfg.adv,
+                                                                 {da.span(), dk.span()}, d.ws(), d.ws_bytes());
+  GRPOKIT_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  grpokit::device::compute_advantages_async<P>({dr.cspan(), dg.cspan(), {}, {}}, cfg.adv, {db.span(), dk2.span()},
+                                               d.ws(), bytes, stream);
+  GRPOKIT_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  GRPOKIT_CUDA_CHECK(cudaGraphInstantiateWithFlags(&exec, graph, 0));
+  GRPOKIT_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  const auto got_stats = grpokit::device::read_advantage_stats(d.ws(), stream);
+  CHECK(std::memcmp(&got_stats.adv_std, &want_stats.adv_std, sizeof(double)) == 0);
+  CHECK(support::same_bits(db.host(), da.host()));
   GRPOKIT_CUDA_CHECK(cudaGraphExecDestroy(exec));
   GRPOKIT_CUDA_CHECK(cudaGraphDestroy(graph));
   GRPOKIT_CUDA_CHECK(cudaStreamDestroy(stream));

@@ -308,6 +308,10 @@ void require_policy_shapes(const current_policy<Real>& cur, const rollout_batch<
                       "logp_rollout); outputs need memory of their own");
   }
   GRPOKIT_REQUIRE(!spans_overlap(grads.dlogp, grads.dentropy), "policy_loss: dlogp and dentropy overlap");
+  for (const auto& out : outputs)
+    GRPOKIT_REQUIRE(!spans_overlap(out, batch.seq_offsets) && !spans_overlap(out, batch.token_mask) &&
+                        !spans_overlap(out, batch.seq_mask),
+                    "policy_loss: dlogp / dentropy overlap seq_offsets, token_mask or seq_mask");
 }
 
 // The shapes of fused_linear_loss (host and device): everything but the data (targets, temperature),
@@ -340,11 +344,17 @@ void require_linear_shapes(const linear_input<S, Acc>& in, std::int64_t token_ch
   require_size_or_empty("logp output", extra.logp, T);
   require_size_or_empty("entropy output", extra.entropy, T);
   // the gradients are written while hidden, weight and bias are still read (chunk by chunk)
-  const bool overlap = matrices_overlap(g.dhidden, in.hidden) || matrices_overlap(g.dhidden, in.weight) ||
-                       matrices_overlap(g.dweight, in.hidden) || matrices_overlap(g.dweight, in.weight) ||
-                       matrices_overlap(g.dweight_acc, in.hidden) || matrices_overlap(g.dweight_acc, in.weight) ||
-                       spans_overlap(g.dbias, in.bias) || matrices_overlap(g.dhidden, g.dweight) ||
-                       matrices_overlap(g.dhidden, g.dweight_acc);
+  auto overlaps_span = [](const auto& m, const auto& s) {  // a matrix and a span (a one-row block)
+    return rows_overlap(m.data, m.rows, m.cols, m.row_stride, s.data(), s.empty() ? 0 : 1, s.size(), s.size());
+  };
+  const bool overlap =
+      matrices_overlap(g.dhidden, in.hidden) || matrices_overlap(g.dhidden, in.weight) ||
+      matrices_overlap(g.dweight, in.hidden) || matrices_overlap(g.dweight, in.weight) ||
+      matrices_overlap(g.dweight_acc, in.hidden) || matrices_overlap(g.dweight_acc, in.weight) ||
+      matrices_overlap(g.dhidden, g.dweight) || matrices_overlap(g.dhidden, g.dweight_acc) ||
+      spans_overlap(g.dbias, in.bias) || overlaps_span(in.hidden, g.dbias) || overlaps_span(in.weight, g.dbias) ||
+      overlaps_span(g.dhidden, g.dbias) || overlaps_span(g.dweight, g.dbias) || overlaps_span(g.dweight_acc, g.dbias) ||
+      overlaps_span(g.dhidden, in.bias) || overlaps_span(g.dweight, in.bias) || overlaps_span(g.dweight_acc, in.bias);
   GRPOKIT_REQUIRE(!overlap,
                   "fused_linear_loss: dhidden / dweight / dbias overlap hidden, weight, bias or each other; "
                   "gradients need memory of their own");

@@ -152,9 +152,10 @@ void compute_advantages_async(const advantage_inputs<accum_t<P>>& in, const adva
   const std::int64_t S = in.rewards.size();
   detail::require_advantage_shapes(in, cfg, out, detail::needs_log_ratio<B>::value);
   const shape sh{0, 0, S};
-  const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh, stream);
+  const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh);
   if (!opened) return;  // the size query
   const detail::layout<P>& ws = *opened;
+  detail::reset_status(ws.st, stream);
   GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws.adv_stats, 0, sizeof(detail::advantage_device_stats), stream));
   const std::int64_t G = in.group_offsets.size() - 1;
   constexpr int threads = tuning::group_threads;

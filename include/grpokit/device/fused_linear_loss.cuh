@@ -57,10 +57,12 @@ constexpr cublasComputeType_t compute_type() {
 // on a simulated GPU).
 struct cublas_gemm {
   cublasHandle_t handle;
+  cudaStream_t stream;
   template <class Acc, class TA, class TB, class TC>
   void operator()(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const TA* A,
                   std::int64_t lda, const TB* B, std::int64_t ldb, Acc beta, TC* C, std::int64_t ldc) const {
     const Acc alpha = 1;
+    GRPOKIT_CUBLAS_CHECK(cublasSetStream(handle, stream));  // host-side: set at the first GEMM, after the checks
     GRPOKIT_CUBLAS_CHECK(cublasGemmEx(handle, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                       static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), &alpha, A,
                                       cuda_type<TA>(), static_cast<int>(lda), B, cuda_type<TB>(), static_cast<int>(ldb),
@@ -207,8 +209,7 @@ void fused_linear_loss_async(const linear_input<storage_t<P>, accum_t<P>>& in, c
                              void* workspace, std::size_t& workspace_bytes, cudaStream_t stream = 0,
                              const fused_outputs<accum_t<P>>& extra = {}) {
   GRPOKIT_REQUIRE(handle != nullptr, "fused_linear_loss: null cuBLAS handle");
-  if (workspace != nullptr) GRPOKIT_CUBLAS_CHECK(cublasSetStream(handle, stream));
-  detail::fused_linear_loss_with<P>(detail::cublas_gemm{handle}, in, batch, cfg, token_chunk, grads, workspace,
+  detail::fused_linear_loss_with<P>(detail::cublas_gemm{handle, stream}, in, batch, cfg, token_chunk, grads, workspace,
                                     workspace_bytes, stream, extra);
 }
 

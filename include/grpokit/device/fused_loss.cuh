@@ -37,7 +37,7 @@ void fused_loss_async(const logits_input<storage_t<P>, accum_t<P>>& in, const ro
   detail::require_size_or_empty("logp output", extra.logp, T);
   detail::require_size_or_empty("entropy output", extra.entropy, T);
   const shape sh{T, V, batch.seq_offsets.size() - 1};
-  const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh, stream);
+  const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh);
   if (!opened) return;  // the size query
   const detail::layout<P>& ws = *opened;
   const span<Real> logp(ws.logp, T), entropy(ws.entropy, T), lse(ws.lse, T), dlogp(ws.dlogp, T),
@@ -48,6 +48,7 @@ void fused_loss_async(const logits_input<storage_t<P>, accum_t<P>>& in, const ro
   const backward_inputs<Real> g{lse, entropy, dlogp, dentropy};
   detail::require_backward_shapes(in, g, dlogits, mode);
 
+  detail::reset_status(ws.st, stream);
   detail::launch_forward<P>(in, cfg, token_stats<Real>{logp, entropy, lse}, ws, stream);
   detail::launch_policy_loss<P>(cur, batch, cfg, grads, ws, stream);
   detail::launch_backward<P>(in, g, cfg, dlogits, ws, stream);

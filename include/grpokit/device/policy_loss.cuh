@@ -26,9 +26,10 @@ void policy_loss_async(const current_policy<accum_t<P>>& cur, const rollout_batc
                        std::size_t& workspace_bytes, cudaStream_t stream = 0) {
   detail::check_policy_shapes<P>(cur, batch, cfg, grads);
   const shape sh{0, 0, batch.seq_offsets.size() - 1};
-  const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh, stream);
+  const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh);
   if (!opened) return;  // the size query
   const detail::layout<P>& ws = *opened;
+  detail::reset_status(ws.st, stream);
   detail::launch_policy_loss<P>(cur, batch, cfg, grads, ws, stream);
   detail::launch_finish_loss<P>(cfg, ws, stream);
 }

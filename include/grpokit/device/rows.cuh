@@ -152,7 +152,8 @@ __device__ inline bool bad_temperature(span<const Acc> temperature, std::int64_t
 // Row max of the scaled logits (vocabulary pruning) and the non-finite check; block per row.
 template <class P, class Ops>
 __global__ void __launch_bounds__(device::tuning::row_max_threads)
-    row_max_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg, accum_t<P>* row_max, row_status st) {
+    row_max_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg, accum_t<P>* row_max, row_status st,
+                   bool flag_non_finite) {
   using Acc = accum_t<P>;
   constexpr int threads = device::tuning::row_max_threads;  // the launch's block size (token_logprobs.cuh)
   __shared__ Acc smem[threads];
@@ -166,7 +167,7 @@ __global__ void __launch_bounds__(device::tuning::row_max_threads)
     const Acc z = Ops::mul(v, inv_t);
     m = z > m ? z : m;
   }
-  if (!finite && cfg.check_finite) st.flag(&device::status::non_finite, r);
+  if (!finite && cfg.check_finite && flag_non_finite) st.flag(&device::status::non_finite, r);
   smem[threadIdx.x] = m;
   __syncthreads();
   for (int w = threads / 2; w >= 1; w /= 2) {

@@ -28,9 +28,10 @@ void token_logprobs_async(const logits_input<storage_t<P>, accum_t<P>>& in, cons
   detail::require_size("lse", out.lse, in.logits.rows);
   detail::require_size_or_empty("entropy", out.entropy, in.logits.rows);
   const shape sh{in.logits.rows, in.logits.cols, 0};
-  const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh, stream);
+  const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh);
   if (!opened) return;  // the size query
   const detail::layout<P>& ws = *opened;
+  detail::reset_status(ws.st, stream);
   detail::launch_forward<P>(in, cfg, out, ws, stream);
 }
 
@@ -44,9 +45,10 @@ void logits_backward_async(const logits_input<storage_t<P>, accum_t<P>>& in, con
   detail::require_logits_shapes(in, cfg);
   detail::require_backward_shapes(in, g, dlogits, mode);
   const shape sh{in.logits.rows, in.logits.cols, 0};
-  const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh, stream);
+  const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh);
   if (!opened) return;  // the size query
   const detail::layout<P>& ws = *opened;
+  detail::reset_status(ws.st, stream);
   detail::launch_backward<P>(in, g, cfg, dlogits, ws, stream);
 }
 

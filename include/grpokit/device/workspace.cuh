@@ -137,7 +137,7 @@ struct layout {
     dlogp = c.take<R>(s.tokens);
     dentropy = c.take<R>(s.tokens);
     summaries = c.take<typename terms_for<P>::sequence_summary>(s.seqs);
-    partials = c.take<detail::loss_partial>(s.seqs);
+    partials = c.take<detail::loss_partial>(std::max<std::int64_t>(s.seqs, 1));  // [0]: the total, also for S = 0
     counts = c.take<long long>(2);
     adv_scratch = c.take<double>(5 * s.seqs);
     adv_keep = c.take<std::uint8_t>(s.seqs);
@@ -163,17 +163,15 @@ std::size_t workspace_bytes(const device::shape& s) {
 namespace grpokit::detail {
 
 // The start of every asynchronous entry point: with a null workspace only its size (CUB's
-// two-phase call: no layout is returned); otherwise the workspace carved, its status reset.
+// two-phase call: no layout is returned); otherwise the workspace carved. Nothing is queued on a
+// stream: the entry point resets the status once every check has passed.
 template <class P>
-std::optional<layout<P>> open_workspace(void* workspace, std::size_t& workspace_bytes, const device::shape& s,
-                                        cudaStream_t stream) {
+std::optional<layout<P>> open_workspace(void* workspace, std::size_t& workspace_bytes, const device::shape& s) {
   if (workspace == nullptr) {
     workspace_bytes = device::workspace_bytes<P>(s);
     return std::nullopt;
   }
-  layout<P> ws(workspace, workspace_bytes, s);
-  reset_status(ws.st, stream);
-  return ws;
+  return layout<P>(workspace, workspace_bytes, s);
 }
 
 }  // namespace grpokit::detail

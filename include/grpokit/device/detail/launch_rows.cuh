@@ -31,7 +31,8 @@ void launch_forward(const logits_input<storage_t<P>, accum_t<P>>& in, const loss
   if (T == 0) return;
   if (P::vocab_prune) {
     row_max_kernel<P, Ops>
-        <<<static_cast<unsigned>(T), device::tuning::row_max_threads, 0, stream>>>(in, cfg, ws.row_max, st);
+        <<<static_cast<unsigned>(T), device::tuning::row_max_threads, 0, stream>>>(in, cfg, ws.row_max, st,
+                                                                                   /*flag_non_finite=*/true);
     GRPOKIT_CUDA_CHECK_LAUNCH();
   }
   const std::int64_t tiles = (V + P::chunk_size - 1) / P::chunk_size;
@@ -66,8 +67,8 @@ void launch_backward(const logits_input<storage_t<P>, accum_t<P>>& in, const bac
   const std::int64_t T = in.logits.rows;
   if (T == 0) return;
   if (P::vocab_prune) {
-    row_max_kernel<P, Ops>
-        <<<static_cast<unsigned>(T), device::tuning::row_max_threads, 0, stream>>>(in, cfg, ws.row_max, st);
+    row_max_kernel<P, Ops><<<static_cast<unsigned>(T), device::tuning::row_max_threads, 0, stream>>>(
+        in, cfg, ws.row_max, st, /*flag_non_finite=*/false);  // backward_kernel flags the rows it reads
     GRPOKIT_CUDA_CHECK_LAUNCH();
   }
   backward_kernel<P, Ops, Out>
