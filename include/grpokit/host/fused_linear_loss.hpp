@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <vector>
 
@@ -65,22 +66,22 @@ template <class S, class Acc>
 
 }  // namespace grpokit::detail
 
-namespace grpokit::host {
+namespace grpokit::detail {
 
-template <class P>
-loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
-                              const loss_config& cfg, std::int64_t token_chunk,
-                              const linear_grads<storage_t<P>, accum_t<P>>& grads,
-                              const fused_outputs<accum_t<P>>& extra = {}) {
+// The chunked schedule of fused_linear_loss with its three steps passed in (vocab_parallel's
+// distributed.hpp passes collective ones):
+//   forward_rows(chunk_input, token_stats)                   lse, entropy, logp of a chunk's rows
+//   agree(exception_ptr)                                     after the forward: throws when it failed
+//                                                            (on any rank)
+//   loss(current_policy, policy_grads) -> loss_result        policy_loss over the whole batch
+//   backward_rows(chunk_input, backward_inputs, dlogits)     a chunk's dlogits
+template <class P, class Forward, class Agree, class Loss, class Backward>
+loss_result fused_linear_loss_with(const linear_input<storage_t<P>, accum_t<P>>& in, std::int64_t token_chunk,
+                                   const linear_grads<storage_t<P>, accum_t<P>>& grads,
+                                   const fused_outputs<accum_t<P>>& extra, Forward&& forward_rows, Agree&& agree,
+                                   Loss&& loss, Backward&& backward_rows) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
-  using Q = typename P::template with_storage<Acc>;  // the chunk of logits is kept in Acc
-  using Ops = detail::ops_for<P::order>;
-  detail::require_linear_shapes(in, token_chunk, grads, extra);
-  detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, in.hidden.rows, cfg);
-  detail::require_scalar_temperature<Acc>(cfg);
-  detail::require_targets(in.targets, in.weight.rows);
-  detail::require_temperature(cfg, in.temperature);
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
   const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(T, 1));
   GRPOKIT_REQUIRE(C <= std::numeric_limits<std::int64_t>::max() / V, "fused_linear_loss: token_chunk x V overflows");
@@ -95,31 +96,32 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
                                   in.targets.subspan(t0, n),
                                   in.temperature.empty() ? span<const Acc>{} : in.temperature.subspan(t0, n)};
   };
-  for (std::int64_t t0 = 0; t0 < T; t0 += C) {
+  auto rows_of = [](std::vector<Acc>& v, std::int64_t t0, std::int64_t n) { return span<Acc>(v.data() + t0, n); };
+  std::exception_ptr failed;
+  for (std::int64_t t0 = 0; t0 < T && !failed; t0 += C) {
     const std::int64_t n = std::min(C, T - t0);
     detail::chunk_logits(in, t0, n, logits.data());
     try {
-      token_logprobs<Q>(
-          chunk_input(t0, n), cfg,
-          {span<Acc>(logp.data() + t0, n), span<Acc>(entropy.data() + t0, n), span<Acc>(lse.data() + t0, n)});
-    } catch (const error&) {  // the inputs were valid: a chunk row is not finite
-      detail::report_non_finite_chunk(in, t0, n);
+      try {
+        forward_rows(chunk_input(t0, n),
+                     token_stats<Acc>{rows_of(logp, t0, n), rows_of(entropy, t0, n), rows_of(lse, t0, n)});
+      } catch (const error&) {  // the inputs were valid: a chunk row is not finite
+        detail::report_non_finite_chunk(in, t0, n);
+      }
+    } catch (const error&) {
+      failed = std::current_exception();
     }
   }
-  const loss_result res =
-      policy_loss<P>(current_policy<Acc>{logp, entropy}, batch, cfg, policy_grads<Acc>{dlogp, dentropy});
+  agree(failed);
+  const loss_result res = loss(current_policy<Acc>{logp, entropy}, policy_grads<Acc>{dlogp, dentropy});
 
-  const Acc log_rho = detail::log_prune_rho<Ops, Acc>(cfg);
   for (std::int64_t t0 = 0; t0 < T; t0 += C) {
     const std::int64_t n = std::min(C, T - t0);
     detail::chunk_logits(in, t0, n, logits.data());
-    const auto ci = chunk_input(t0, n);
-    detail::parallel_for(n, [&](std::int64_t c) {
-      const std::int64_t t = t0 + c;
-      const Acc inv_t = detail::inverse_temperature<Ops>(cfg, ci.temperature, c);
-      detail::backward_row<Ops, Acc>(logits.data() + c * V, dlogits.data() + c * V, V, in.targets[t], inv_t,
-                                     P::vocab_prune, log_rho, lse[t], entropy[t], dlogp[t], dentropy[t]);
-    });
+    backward_rows(chunk_input(t0, n),
+                  backward_inputs<Acc>{rows_of(lse, t0, n), rows_of(entropy, t0, n), rows_of(dlogp, t0, n),
+                                       rows_of(dentropy, t0, n)},
+                  matrix_view<S>{dlogits.data(), n, V, V});
     if (grads.dhidden.data != nullptr) {  // dhidden[t] = sum_v dlogits[c, v] W[v]
       detail::parallel_for(n, [&](std::int64_t c) {
         std::vector<Acc> acc(static_cast<std::size_t>(D), Acc(0));
@@ -156,6 +158,41 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
   }
   detail::copy_extra(extra, logp, entropy);
   return res;
+}
+
+}  // namespace grpokit::detail
+
+namespace grpokit::host {
+
+template <class P>
+loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
+                              const loss_config& cfg, std::int64_t token_chunk,
+                              const linear_grads<storage_t<P>, accum_t<P>>& grads,
+                              const fused_outputs<accum_t<P>>& extra = {}) {
+  using Acc = accum_t<P>;
+  using S = storage_t<P>;
+  using Q = typename P::template with_storage<Acc>;  // the chunk of logits is kept in Acc
+  using Ops = detail::ops_for<P::order>;
+  detail::require_linear_shapes(in, token_chunk, grads, extra);
+  detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, in.hidden.rows, cfg);
+  detail::require_scalar_temperature<Acc>(cfg);
+  detail::require_targets(in.targets, in.weight.rows);
+  detail::require_temperature(cfg, in.temperature);
+  const Acc log_rho = detail::log_prune_rho<Ops, Acc>(cfg);
+  return detail::fused_linear_loss_with<P>(
+      in, token_chunk, grads, extra,
+      [&](const logits_input<Acc, Acc>& ci, const token_stats<Acc>& stats) { token_logprobs<Q>(ci, cfg, stats); },
+      [](std::exception_ptr failed) {
+        if (failed) std::rethrow_exception(failed);
+      },
+      [&](const current_policy<Acc>& cur, const policy_grads<Acc>& g) { return policy_loss<P>(cur, batch, cfg, g); },
+      [&](const logits_input<Acc, Acc>& ci, const backward_inputs<Acc>& g, const matrix_view<S>& dlogits) {
+        detail::parallel_for(ci.logits.rows, [&](std::int64_t c) {
+          const Acc inv_t = detail::inverse_temperature<Ops>(cfg, ci.temperature, c);
+          detail::backward_row<Ops, Acc>(ci.logits.row(c), dlogits.row(c), ci.logits.cols, ci.targets[c], inv_t,
+                                         P::vocab_prune, log_rho, g.lse[c], g.entropy[c], g.dlogp[c], g.dentropy[c]);
+        });
+      });
 }
 
 }  // namespace grpokit::host

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "../config.hpp"
@@ -27,9 +28,8 @@
 namespace grpokit::detail {
 
 template <class P>
-void validate_policy_inputs(const current_policy<accum_t<P>>& cur,
-                            const rollout_batch<accum_t<P>>& batch, const loss_config& cfg,
-                            const policy_grads<accum_t<P>>& grads) {
+void validate_policy_inputs(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
+                            const loss_config& cfg, const policy_grads<accum_t<P>>& grads) {
   using detail::require_finite;
   const std::int64_t T = cur.logp.size();
   detail::require_policy_shapes<P::trust_region || P::importance_mask>(cur, batch, cfg, grads);
@@ -49,15 +49,18 @@ void validate_policy_inputs(const current_policy<accum_t<P>>& cur,
 
 }  // namespace grpokit::detail
 
-namespace grpokit::host {
+namespace grpokit::detail {
 
-template <class P>
-loss_result policy_loss(const current_policy<accum_t<P>>& cur,
-                        const rollout_batch<accum_t<P>>& batch, const loss_config& cfg,
-                        const policy_grads<accum_t<P>>& grads) {
+// The loss over the sequences of this process; `global_counts(tokens, seqs)` gives the token and
+// sequence counts of the whole batch (the local ones in one process), `total(parts)` combines the
+// per-sequence partials of the whole batch (a fixed tree in one process). data_parallel.hpp
+// passes collectives.
+template <class P, class Counts, class Total>
+loss_result policy_loss_with(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
+                             const loss_config& cfg, const policy_grads<accum_t<P>>& grads, Counts&& global_counts,
+                             Total&& total) {
   using Ops = detail::ops_for<P::order>;
   using terms_t = detail::policy_terms<P, Ops>;
-  detail::validate_policy_inputs<P>(cur, batch, cfg, grads);
   const terms_t terms{cur, batch, cfg};
   const std::int64_t S = batch.seq_offsets.size() - 1;
 
@@ -68,20 +71,35 @@ loss_result policy_loss(const current_policy<accum_t<P>>& cur,
     local_tokens += q.counted;
     local_seqs += q.counted > 0;
   }
-  const double n_tokens = terms.token_count(local_tokens), n_seqs = terms.seq_count(local_seqs);
+  const auto counts = global_counts(local_tokens, local_seqs);
+  const double n_tokens = terms.token_count(counts.first), n_seqs = terms.seq_count(counts.second);
 
   auto parts = detail::scratch<detail::loss_partial>(S, "policy_loss");
   detail::parallel_for(S, [&](std::int64_t s) {
     parts[static_cast<std::size_t>(s)] =
         terms.accumulate_sequence(s, seqs[static_cast<std::size_t>(s)], n_tokens, n_seqs, grads);
   });
+  return detail::finish(total(parts), counts.first, cfg);
+}
 
-  detail::loss_partial total;
-  if (!parts.empty()) {
-    detail::tree_reduce(parts, detail::combine);
-    total = parts[0];
-  }
-  return detail::finish(total, local_tokens, cfg);
+// The fixed pairwise tree over the partials (an empty batch gives the empty partial).
+inline loss_partial tree_total(std::vector<loss_partial>& parts) {
+  if (parts.empty()) return {};
+  detail::tree_reduce(parts, detail::combine);
+  return parts[0];
+}
+
+}  // namespace grpokit::detail
+
+namespace grpokit::host {
+
+template <class P>
+loss_result policy_loss(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
+                        const loss_config& cfg, const policy_grads<accum_t<P>>& grads) {
+  detail::validate_policy_inputs<P>(cur, batch, cfg, grads);
+  return detail::policy_loss_with<P>(
+      cur, batch, cfg, grads, [](std::int64_t tokens, std::int64_t seqs) { return std::make_pair(tokens, seqs); },
+      detail::tree_total);
 }
 
 }  // namespace grpokit::host

@@ -44,16 +44,12 @@ row_forward_result<Acc> finished(const math::lse_partial<Acc>& total, const S* x
   return {r.lse, r.entropy, r.logp, finite && std::isfinite(r.lse)};
 }
 
-template <class Ops, std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class Acc, class S>
-row_forward_result<Acc> forward_row_online(const S* x, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune,
-                                           Acc log_rho) {
-  bool finite = true;
-  Acc row_max = 0;
-  if (prune) row_max = scaled_row_max<Acc>(x, 0, vocab, inv_t, finite);
-  const Acc threshold = detail::prune_threshold<Ops>(prune, row_max, log_rho);
-  math::lse_partial<Acc> total;
-  for (std::int64_t begin = 0; begin < vocab; begin += Tile) {
-    const std::int64_t end = begin + Tile < vocab ? begin + Tile : vocab;
+// The tiles of columns [0, n) of a row (or of a vocabulary slice that starts on a tile boundary of
+// the full row, whose tiles are then the row's): each tile's partial goes to `sink` in tile order.
+template <class Ops, std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class Acc, class S, class Sink>
+void for_each_tile(const S* x, std::int64_t n, Acc inv_t, Acc threshold, bool& finite, Sink&& sink) {
+  for (std::int64_t begin = 0; begin < n; begin += Tile) {
+    const std::int64_t end = begin + Tile < n ? begin + Tile : n;
     math::lse_partial<Acc> lanes[Lanes];
     for (std::int64_t block = 0; begin + block * Width < end; ++block) {
       math::lse_partial<Acc>& lane = lanes[block % Lanes];
@@ -67,8 +63,27 @@ row_forward_result<Acc> forward_row_online(const S* x, std::int64_t vocab, std::
       }
     }
     math::lane_tree<Ops>(lanes, Lanes);
-    total = math::merge<Ops>(total, lanes[0]);
+    sink(lanes[0]);
   }
+}
+
+// The tiles of columns [0, n) merged left to right.
+template <class Ops, std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class Acc, class S>
+math::lse_partial<Acc> online_partial(const S* x, std::int64_t n, Acc inv_t, Acc threshold, bool& finite) {
+  math::lse_partial<Acc> total;
+  for_each_tile<Ops, Tile, Lanes, Width>(x, n, inv_t, threshold, finite,
+                                         [&](const math::lse_partial<Acc>& p) { total = math::merge<Ops>(total, p); });
+  return total;
+}
+
+template <class Ops, std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class Acc, class S>
+row_forward_result<Acc> forward_row_online(const S* x, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune,
+                                           Acc log_rho) {
+  bool finite = true;
+  Acc row_max = 0;
+  if (prune) row_max = scaled_row_max<Acc>(x, 0, vocab, inv_t, finite);
+  const Acc threshold = detail::prune_threshold<Ops>(prune, row_max, log_rho);
+  const auto total = online_partial<Ops, Tile, Lanes, Width>(x, vocab, inv_t, threshold, finite);
   return finished<Ops>(total, x, target, inv_t, threshold, finite);
 }
 
@@ -79,7 +94,7 @@ row_forward_result<Acc> forward_row_online(const S* x, std::int64_t vocab, std::
 // to run), with math::exp_branchless. No float comparison or conditional float operation is left
 // in the loops: under -ftrapping-math either would stop the vectorisation.
 template <class Ops, class Acc>
-constexpr bool vectorised_rows = std::is_same<Ops, math::platform_ops>::value && std::is_same<Acc, float>::value;
+constexpr bool vectorised_rows = std::is_same<Ops, math::platform_ops>::value&& std::is_same<Acc, float>::value;
 constexpr std::int64_t simd_lanes = 16;
 
 // Max of the temperature-scaled row (the max of the values times inv_t > 0: rounding is monotone),
@@ -131,21 +146,17 @@ inline float times_unless_zero(float p, float x) {
 // lane of a 150k-column row does not add ~10k terms one after another in float.
 constexpr std::int64_t simd_block = 64;
 
-template <std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class S>
-row_forward_result<float> forward_row_vectorised(const S* x, std::int64_t vocab, std::int64_t target, float inv_t,
-                                                 bool prune, float log_rho) {
+// The partial {offset, s, u} of columns [0, n) with the offset `offset` (>= every kept z: the row
+// max), in the fixed lane order of the vectorised schedule.
+template <class S>
+math::lse_partial<float> vectorised_partial(const S* x, std::int64_t n, float inv_t, float offset,
+                                            std::int32_t keep_from) {
   using Ops = math::platform_ops;
-  bool finite = true;
-  const float row_max = scaled_row_max_vectorised(x, vocab, inv_t, finite);
-  if (!finite)  // a NaN / Inf row (an error under check_finite): propagate as the online definition does
-    return forward_row_online<Ops, Tile, Lanes, Width, float>(x, vocab, target, inv_t, prune, log_rho);
-  const float threshold = detail::prune_threshold<Ops>(prune, row_max, log_rho);
-  const std::int32_t keep_from = prune_key(prune, threshold);
   float sl[simd_lanes] = {}, ul[simd_lanes] = {};  // lane totals
   float bs[simd_lanes] = {}, bu[simd_lanes] = {};  // lane sums of the current block
   auto visit = [&](std::int64_t l, std::int64_t j) {
     const float z = Ops::mul(math::load<float>(x[j]), inv_t);
-    const float t = Ops::sub(z, row_max);
+    const float t = Ops::sub(z, offset);
     const float e = exp_unless_pruned(z, t, keep_from);
     bs[l] = Ops::add(bs[l], e);
     bu[l] = Ops::add(bu[l], times_unless_zero(e, t));
@@ -159,18 +170,31 @@ row_forward_result<float> forward_row_vectorised(const S* x, std::int64_t vocab,
   };
   std::int64_t j = 0;
   do {
-    const std::int64_t block_end = j + simd_block * simd_lanes < vocab ? j + simd_block * simd_lanes : vocab;
+    const std::int64_t block_end = j + simd_block * simd_lanes < n ? j + simd_block * simd_lanes : n;
     for (; j + simd_lanes <= block_end; j += simd_lanes)
       for (std::int64_t l = 0; l < simd_lanes; ++l) visit(l, j + l);
-    if (block_end == vocab)
-      for (; j < vocab; ++j) visit(0, j);  // the columns after the last full lane group, in the last block
+    if (block_end == n)
+      for (; j < n; ++j) visit(0, j);  // the columns after the last full lane group, in the last block
     close_block();
-  } while (j < vocab);
-  math::lse_partial<float> total{row_max, 0.f, 0.f};
+  } while (j < n);
+  math::lse_partial<float> total{offset, 0.f, 0.f};
   for (std::int64_t l = 0; l < simd_lanes; ++l) {
     total.s = Ops::add(total.s, sl[l]);
     total.u = Ops::add(total.u, ul[l]);
   }
+  return total;
+}
+
+template <std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class S>
+row_forward_result<float> forward_row_vectorised(const S* x, std::int64_t vocab, std::int64_t target, float inv_t,
+                                                 bool prune, float log_rho) {
+  using Ops = math::platform_ops;
+  bool finite = true;
+  const float row_max = scaled_row_max_vectorised(x, vocab, inv_t, finite);
+  if (!finite)  // a NaN / Inf row (an error under check_finite): propagate as the online definition does
+    return forward_row_online<Ops, Tile, Lanes, Width, float>(x, vocab, target, inv_t, prune, log_rho);
+  const float threshold = detail::prune_threshold<Ops>(prune, row_max, log_rho);
+  const auto total = vectorised_partial(x, vocab, inv_t, row_max, prune_key(prune, threshold));
   return finished<Ops>(total, x, target, inv_t, threshold, finite);
 }
 
@@ -183,61 +207,82 @@ row_forward_result<Acc> forward_row(const S* x, std::int64_t vocab, std::int64_t
     return forward_row_online<Ops, Tile, Lanes, Width, Acc>(x, vocab, target, inv_t, prune, log_rho);
 }
 
-// The vectorised backward (see vectorised_rows): the loop writes the softmax part of every column
-// with no condition; the target's column is then rewritten with its full math::dlogit. Returns
-// false, writing nothing, for a pruned row with a NaN / Inf (its max, hence its threshold, is not
-// that of the online definition): the caller then runs the online loop. `finite` is cleared by a
-// NaN / Inf logit.
-template <class S, class Out>
-bool backward_row_vectorised(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, float inv_t, bool prune,
-                             float log_rho, float lse, float entropy, float g_logp, float g_entropy, bool& finite) {
-  using Ops = math::platform_ops;
-  const float row_max = prune ? scaled_row_max_vectorised(x, vocab, inv_t, finite) : 0.f;
-  if (!finite) return false;
-  const float threshold = detail::prune_threshold<Ops>(prune, row_max, log_rho);
-  const std::int32_t keep_from = prune_key(prune, threshold);
-  const float z_target = Ops::mul(math::load<float>(x[target]), inv_t);  // before dx (maybe x itself) is written
-  std::uint32_t bad = 0;
-  for (std::int64_t j = 0; j < vocab; ++j) {
-    const float v = math::load<float>(x[j]);
-    bad |= !math::is_finite_bits(v);
-    const float z = Ops::mul(v, inv_t);
-    const float log_p = Ops::sub(z, lse);
-    const float p = exp_unless_pruned(z, log_p, keep_from);
-    const float part = math::select_bits(math::bit_mask(detail::bit_cast<std::uint32_t>(p) == 0u), 0.f,
-                                         math::dlogit_softmax_part<Ops>(p, log_p, entropy, g_logp, g_entropy));
-    dx[j] = math::store<Out>(Ops::mul(part, inv_t));
+// The scaled row max that defines the pruning threshold: the vectorised order-key scan where it
+// applies and the row is finite (the same value), the online scan otherwise. `finite` is cleared by
+// a NaN / Inf logit.
+template <class Ops, class Acc, class S>
+Acc pruning_row_max(const S* x, std::int64_t n, Acc inv_t, bool& finite) {
+  if constexpr (vectorised_rows<Ops, Acc>) {
+    bool ok = true;
+    const float m = scaled_row_max_vectorised(x, n, inv_t, ok);
+    if (ok) return m;
+    finite = false;
   }
-  dx[target] = math::store<Out>(
-      math::dlogit<Ops>(z_target, true, z_target < threshold, lse, entropy, g_logp, g_entropy, inv_t));
-  finite = bad == 0;
-  return true;
+  return scaled_row_max<Acc>(x, 0, n, inv_t, finite);
 }
 
-// dlogits of one row; rows with no gradient are written as +0 without reading the logits. Returns
-// whether the logits it read are finite (true for a row with no gradient).
+// dlogits of columns [0, n) of a row (or of a vocabulary slice) given the row's lse, entropy,
+// gradients and pruning threshold; `target` is the sampled column in [0, n), or -1 when the slice
+// does not hold it. With `vectorise` (see vectorised_rows) the loop writes the softmax part of every
+// column with no condition and the target's column is then rewritten with its full math::dlogit.
+// Returns whether the logits are finite.
 template <class Ops, class Acc, class S, class Out>
-bool backward_row(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune, Acc log_rho,
-                  Acc lse, Acc entropy, Acc g_logp, Acc g_entropy) {
-  if (g_logp == Acc(0) && g_entropy == Acc(0)) {
-    for (std::int64_t j = 0; j < vocab; ++j) dx[j] = math::store<Out>(Acc(0));
-    return true;
+bool backward_columns(const S* x, Out* dx, std::int64_t n, std::int64_t target, Acc inv_t, Acc threshold, Acc lse,
+                      Acc entropy, Acc g_logp, Acc g_entropy, bool vectorise) {
+  if constexpr (vectorised_rows<Ops, Acc>) {
+    if (vectorise) {
+      const bool prune = threshold != -std::numeric_limits<float>::infinity();
+      const std::int32_t keep_from = prune_key(prune, threshold);
+      // read before dx (maybe x itself) is written
+      const float z_target = target >= 0 ? Ops::mul(math::load<float>(x[target]), inv_t) : 0.f;
+      std::uint32_t bad = 0;
+      for (std::int64_t j = 0; j < n; ++j) {
+        const float v = math::load<float>(x[j]);
+        bad |= !math::is_finite_bits(v);
+        const float z = Ops::mul(v, inv_t);
+        const float log_p = Ops::sub(z, lse);
+        const float p = exp_unless_pruned(z, log_p, keep_from);
+        const float part = math::select_bits(math::bit_mask(detail::bit_cast<std::uint32_t>(p) == 0u), 0.f,
+                                             math::dlogit_softmax_part<Ops>(p, log_p, entropy, g_logp, g_entropy));
+        dx[j] = math::store<Out>(Ops::mul(part, inv_t));
+      }
+      if (target >= 0)
+        dx[target] = math::store<Out>(
+            math::dlogit<Ops>(z_target, true, z_target < threshold, lse, entropy, g_logp, g_entropy, inv_t));
+      return bad == 0;
+    }
   }
   bool finite = true;
-  if constexpr (vectorised_rows<Ops, Acc>) {
-    if (backward_row_vectorised(x, dx, vocab, target, inv_t, prune, log_rho, lse, entropy, g_logp, g_entropy, finite))
-      return finite;
-    finite = true;
-  }
-  const Acc row_max = prune ? scaled_row_max<Acc>(x, 0, vocab, inv_t, finite) : Acc(0);
-  const Acc threshold = detail::prune_threshold<Ops>(prune, row_max, log_rho);
-  for (std::int64_t j = 0; j < vocab; ++j) {
+  for (std::int64_t j = 0; j < n; ++j) {
     const Acc v = math::load<Acc>(x[j]);
     finite = finite && std::isfinite(v);
     const Acc z = Ops::mul(v, inv_t);
     dx[j] = math::store<Out>(math::dlogit<Ops>(z, j == target, z < threshold, lse, entropy, g_logp, g_entropy, inv_t));
   }
   return finite;
+}
+
+// A row that receives no gradient is written as +0 without reading the logits.
+template <class Acc, class Out>
+bool zero_gradient_row(Out* dx, std::int64_t n, Acc g_logp, Acc g_entropy) {
+  if (g_logp != Acc(0) || g_entropy != Acc(0)) return false;
+  for (std::int64_t j = 0; j < n; ++j) dx[j] = math::store<Out>(Acc(0));
+  return true;
+}
+
+// dlogits of one row. Returns whether the logits it read are finite (true for a row with no
+// gradient). A pruned row with a NaN / Inf takes the online loop: its vectorised max is not the
+// online definition's.
+template <class Ops, class Acc, class S, class Out>
+bool backward_row(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune, Acc log_rho,
+                  Acc lse, Acc entropy, Acc g_logp, Acc g_entropy) {
+  if (zero_gradient_row(dx, vocab, g_logp, g_entropy)) return true;
+  bool finite = true;
+  const Acc row_max = prune ? pruning_row_max<Ops, Acc>(x, vocab, inv_t, finite) : Acc(0);
+  const Acc threshold = detail::prune_threshold<Ops>(prune, row_max, log_rho);
+  const bool columns_finite = backward_columns<Ops, Acc>(x, dx, vocab, target, inv_t, threshold, lse, entropy, g_logp,
+                                                         g_entropy, finite || !prune);
+  return finite && columns_finite;
 }
 
 }  // namespace grpokit::detail

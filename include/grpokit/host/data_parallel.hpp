@@ -1,0 +1,114 @@
+#pragma once
+// Data parallel on the host: policy_loss and compute_advantages over a batch whose sequences are
+// split across the ranks of layout.dp (docs/distributed.md).
+//   policy_loss: the token and sequence counts are summed once over the ranks (unless the caller
+//     set cfg.global_tokens / global_seqs), every rank writes the gradients of its own tokens, and
+//     the loss and metrics are those of the whole batch on every rank. Under batch_invariant the
+//     per-sequence partials of all ranks are gathered and combined by the single-process tree
+//     (bitwise the one-process result); otherwise each rank's total is gathered and the totals are
+//     combined in rank order (within rounding, the same bits run to run).
+//   compute_advantages: rank r holds the rewards of a contiguous run of the global sequences (ranks
+//     in order, any split, a group may straddle ranks); group_offsets is the global one, the same on
+//     every rank. The rewards are gathered and every rank computes the advantages of the whole batch
+//     (bitwise the one-process result) and keeps its own.
+// Every rank must call with the same configuration; a bad input on any rank throws on every rank.
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "../communicator.hpp"
+#include "../detail/collectives.hpp"
+#include "../detail/loss_partial.hpp"
+#include "../detail/reduce.hpp"
+#include "advantages.hpp"
+#include "detail/scratch.hpp"
+#include "policy_loss.hpp"
+
+namespace grpokit::detail {
+
+// FNV-1a of the group offsets: every rank must pass the same ones.
+inline std::uint64_t offsets_fingerprint(span<const std::int64_t> off) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (std::int64_t i = 0; i < off.size(); ++i) {
+    std::uint64_t v = static_cast<std::uint64_t>(off[i]);
+    for (int b = 0; b < 8; ++b, v >>= 8) h = (h ^ (v & 0xffu)) * 1099511628211ull;
+  }
+  return h ^ static_cast<std::uint64_t>(off.size());
+}
+
+}  // namespace grpokit::detail
+
+namespace grpokit::host {
+
+template <class P, class DP, class TP>
+loss_result policy_loss(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
+                        const loss_config& cfg, const policy_grads<accum_t<P>>& grads,
+                        const parallel_layout<DP, TP>& layout) {
+  const DP& dp = layout.dp;
+  detail::collective_check(layout, "policy_loss", [&] { detail::validate_policy_inputs<P>(cur, batch, cfg, grads); });
+  auto global_counts = [&](std::int64_t tokens, std::int64_t seqs) {
+    const auto all = detail::gather_array(dp, std::vector<std::int64_t>{tokens, seqs}.data(), 2);
+    std::pair<std::int64_t, std::int64_t> sum{0, 0};
+    for (std::size_t r = 0; r < all.size(); r += 2) {
+      sum.first += all[r];
+      sum.second += all[r + 1];
+    }
+    return sum;
+  };
+  auto total = [&](std::vector<detail::loss_partial>& parts) {
+    if constexpr (P::order == reduction_order::batch_invariant) {
+      auto all = detail::gather_varying(dp, parts.data(), static_cast<std::int64_t>(parts.size()));
+      return detail::tree_total(all);
+    } else {
+      const auto totals = detail::gather_value(dp, detail::tree_total(parts));
+      detail::loss_partial sum;
+      for (const auto& t : totals) sum = detail::combine(sum, t);
+      return sum;
+    }
+  };
+  return detail::policy_loss_with<P>(cur, batch, cfg, grads, global_counts, total);
+}
+
+template <class P, class DP, class TP>
+advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const advantage_config& cfg,
+                                   const advantage_outputs<accum_t<P>>& out, const parallel_layout<DP, TP>& layout) {
+  using Real = accum_t<P>;
+  const DP& dp = layout.dp;
+  const std::int64_t S = in.rewards.size();
+  detail::collective_check(layout, "compute_advantages", [&] {
+    detail::require_size("adv", out.adv, S);
+    detail::require_size("seq_mask", out.seq_mask, S);
+    detail::require_size_or_empty("seq_log_ratio", in.seq_log_ratio, S);
+    detail::require_size_or_empty("seq_weight", in.seq_weight, S);
+  });
+  // what must be the same on every rank: which optional inputs are given, and the group offsets
+  struct agreement {
+    std::uint64_t offsets;
+    std::uint8_t log_ratio, weight;
+  };
+  const agreement mine{detail::offsets_fingerprint(in.group_offsets), !in.seq_log_ratio.empty(),
+                       !in.seq_weight.empty()};
+  for (const agreement& a : detail::gather_value(dp, mine))
+    GRPOKIT_REQUIRE(a.offsets == mine.offsets && a.log_ratio == mine.log_ratio && a.weight == mine.weight,
+                    "compute_advantages: every rank must pass the same group_offsets and the same optional inputs "
+                    "(seq_log_ratio, seq_weight)");
+
+  std::vector<std::int64_t> first;
+  const auto rewards = detail::gather_varying(dp, in.rewards.data(), S, &first);
+  const auto log_ratio = detail::gather_varying(dp, in.seq_log_ratio.data(), in.seq_log_ratio.size());
+  const auto weight = detail::gather_varying(dp, in.seq_weight.data(), in.seq_weight.size());
+  const std::int64_t total = first.back();
+  auto adv = detail::scratch<Real>(total, "compute_advantages");
+  auto keep = detail::scratch<std::uint8_t>(total, "compute_advantages");
+  // the same data on every rank: a bad input throws on every rank
+  const advantage_stats st = compute_advantages<P>(advantage_inputs<Real>{rewards, in.group_offsets, log_ratio, weight},
+                                                   cfg, advantage_outputs<Real>{adv, keep});
+  const std::int64_t begin = first[static_cast<std::size_t>(dp.rank())];
+  for (std::int64_t i = 0; i < S; ++i) {
+    out.adv[i] = adv[static_cast<std::size_t>(begin + i)];
+    out.seq_mask[i] = keep[static_cast<std::size_t>(begin + i)];
+  }
+  return st;
+}
+
+}  // namespace grpokit::host

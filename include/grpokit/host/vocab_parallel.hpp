@@ -1,0 +1,276 @@
+#pragma once
+// Vocabulary parallel on the host: token_logprobs and logits_backward over logits whose vocabulary
+// is split across the ranks of layout.tp (Megatron's vocab-parallel layout): every TP rank holds
+// the same token rows and targets (global ids) and a contiguous slice of the columns, rank r the
+// columns after those of ranks 0..r-1. The row partials are merged across ranks (docs/distributed.md):
+//   * online rows (batch_invariant, and any accumulator the vectorised schedule does not take)
+//     whose slices all start on a multiple of the chunk size: every tile's partial is gathered and
+//     the tiles are merged left to right exactly as in one process (bitwise the unsharded result,
+//     for every TP size);
+//   * otherwise (vectorised fast / deterministic float rows, or slices off the chunk grid): each
+//     rank's partial of its slice is gathered and merged in rank order (within rounding of the
+//     unsharded result, the same bits run to run for a given split).
+// With vocabulary pruning the row max is gathered first (exact). The target's scaled logit comes
+// from the rank that holds it. Per row and rank this moves 3 Acc per tile (or per slice) plus the
+// target logit and a flag, never a column.
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "../communicator.hpp"
+#include "../config.hpp"
+#include "../detail/collectives.hpp"
+#include "../detail/ops_for.hpp"
+#include "../detail/row_params.hpp"
+#include "../detail/validate.hpp"
+#include "../inputs.hpp"
+#include "../math/online_lse.hpp"
+#include "../policy.hpp"
+#include "detail/scratch.hpp"
+#include "parallel.hpp"
+#include "rows.hpp"
+
+namespace grpokit::detail {
+
+// This rank's columns [begin, end) of a vocabulary of `vocab` columns split over the TP ranks.
+struct vocab_slice {
+  std::vector<std::int64_t> begins;  // [R + 1]: rank r holds [begins[r], begins[r + 1])
+  std::int64_t begin = 0, end = 0, vocab = 0;
+  bool tile_aligned = true;  // every slice starts on a multiple of the tile (chunk) size
+  int owner(std::int64_t column) const {
+    int r = 0;
+    while (begins[static_cast<std::size_t>(r) + 1] <= column) ++r;
+    return r;
+  }
+  std::int64_t columns(std::size_t r) const { return begins[r + 1] - begins[r]; }
+};
+
+template <class TP>
+vocab_slice slice_of(const TP& tp, std::int64_t local_columns, std::int64_t tile) {
+  vocab_slice s;
+  const auto cols = gather_value(tp, local_columns);
+  s.begins.assign(cols.size() + 1, 0);
+  for (std::size_t r = 0; r < cols.size(); ++r) {
+    s.begins[r + 1] = s.begins[r] + cols[r];
+    s.tile_aligned = s.tile_aligned && s.begins[r] % tile == 0;
+  }
+  s.begin = s.begins[static_cast<std::size_t>(tp.rank())];
+  s.end = s.begin + local_columns;
+  s.vocab = s.begins.back();
+  return s;
+}
+
+// What every TP rank must agree on: the rows, the targets and the per-token temperatures.
+template <class TP, class S, class Real>
+void require_same_rows(const TP& tp, const logits_input<S, Real>& in) {
+  struct rows_key {
+    std::int64_t rows;
+    std::uint64_t targets, temperature;
+  };
+  auto hash = [](const auto& values) {
+    std::uint64_t h = 1469598103934665603ull;
+    for (std::int64_t i = 0; i < values.size(); ++i) {
+      const auto v = values[i];
+      const unsigned char* b = reinterpret_cast<const unsigned char*>(&v);
+      for (std::size_t k = 0; k < sizeof(v); ++k) h = (h ^ b[k]) * 1099511628211ull;
+    }
+    return h ^ static_cast<std::uint64_t>(values.size());
+  };
+  const rows_key mine{in.logits.rows, hash(in.targets), hash(in.temperature)};
+  for (const rows_key& k : gather_value(tp, mine))
+    GRPOKIT_REQUIRE(k.rows == mine.rows && k.targets == mine.targets && k.temperature == mine.temperature,
+                    "vocabulary parallel: every TP rank must pass the same token rows, targets and temperatures");
+}
+
+// The online schedule applies (tiles of the definition) unless the vectorised float one does.
+template <class P>
+constexpr bool online_rows = !vectorised_rows<ops_for<P::order>, accum_t<P>>;
+
+// Per row: the pruning threshold from the max of the whole row (the local maxima gathered), or -inf.
+template <class P, class TP, class S, class Acc>
+std::vector<Acc> sharded_thresholds(const TP& tp, const logits_input<S, Acc>& in, const loss_config& cfg,
+                                    const std::vector<std::uint8_t>* rows_wanted) {
+  using Ops = ops_for<P::order>;
+  const std::int64_t T = in.logits.rows, V = in.logits.cols;
+  std::vector<Acc> threshold(static_cast<std::size_t>(T), -std::numeric_limits<Acc>::infinity());
+  if (!P::vocab_prune) return threshold;
+  std::vector<Acc> local(static_cast<std::size_t>(T), -std::numeric_limits<Acc>::infinity());
+  parallel_for(T, [&](std::int64_t t) {
+    if (rows_wanted != nullptr && !(*rows_wanted)[static_cast<std::size_t>(t)]) return;
+    bool finite = true;
+    local[static_cast<std::size_t>(t)] =
+        pruning_row_max<Ops, Acc>(in.logits.row(t), V, inverse_temperature<Ops>(cfg, in.temperature, t), finite);
+  });
+  const auto all = gather_array(tp, local.data(), T);
+  const Acc log_rho = log_prune_rho<Ops, Acc>(cfg);
+  for (std::int64_t t = 0; t < T; ++t) {
+    Acc m = -std::numeric_limits<Acc>::infinity();
+    for (std::size_t r = 0; r < static_cast<std::size_t>(tp.size()); ++r) {
+      const Acc v = all[r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)];
+      m = v > m ? v : m;
+    }
+    threshold[static_cast<std::size_t>(t)] = prune_threshold<Ops>(true, m, log_rho);
+  }
+  return threshold;
+}
+
+// The target's scaled logit (from the rank that holds it) and whether the whole row is finite.
+template <class Acc>
+struct row_piece {
+  Acc z_target;
+  std::uint8_t finite;
+};
+
+template <class P, class TP>
+void sharded_token_logprobs(const TP& tp, const vocab_slice& slice, const logits_input<storage_t<P>, accum_t<P>>& in,
+                            const loss_config& cfg, const token_stats<accum_t<P>>& out) {
+  using Acc = accum_t<P>;
+  using Ops = ops_for<P::order>;
+  using partial = math::lse_partial<Acc>;
+  constexpr std::int64_t Tile = P::chunk_size, Lanes = P::chunk_lanes, Width = P::vector_width;
+  const std::int64_t T = in.logits.rows, V = in.logits.cols;
+  const std::size_t R = static_cast<std::size_t>(tp.size());
+  const auto threshold = sharded_thresholds<P>(tp, in, cfg, nullptr);
+  const bool by_tile = online_rows<P> && slice.tile_aligned;
+  const std::int64_t tiles = by_tile ? (V + Tile - 1) / Tile : 1;  // partials per row sent by this rank
+
+  auto parts = scratch<partial>(T * tiles, "token_logprobs");
+  auto pieces = scratch<row_piece<Acc>>(T, "token_logprobs");
+  parallel_for(T, [&](std::int64_t t) {
+    const auto* x = in.logits.row(t);
+    const Acc inv_t = inverse_temperature<Ops>(cfg, in.temperature, t);
+    const Acc th = threshold[static_cast<std::size_t>(t)];
+    bool finite = true;
+    partial* mine = parts.data() + t * tiles;
+    if constexpr (online_rows<P>) {
+      if (by_tile) {
+        std::int64_t k = 0;
+        for_each_tile<Ops, Tile, Lanes, Width>(x, V, inv_t, th, finite, [&](const partial& p) { mine[k++] = p; });
+      } else {
+        mine[0] = online_partial<Ops, Tile, Lanes, Width>(x, V, inv_t, th, finite);
+      }
+    } else {
+      const float offset = scaled_row_max_vectorised(x, V, inv_t, finite);
+      mine[0] = finite ? vectorised_partial(x, V, inv_t, offset, prune_key(P::vocab_prune, th))
+                       : online_partial<Ops, Tile, Lanes, Width>(x, V, inv_t, th, finite);
+    }
+    const std::int64_t target = in.targets[t];
+    const bool owns = target >= slice.begin && target < slice.end;
+    pieces[static_cast<std::size_t>(t)] = {owns ? Ops::mul(math::load<Acc>(x[target - slice.begin]), inv_t) : Acc(0),
+                                           static_cast<std::uint8_t>(finite)};
+  });
+
+  // tiles: rank r sent T x columns(r)/Tile partials; slices: T partials each
+  std::vector<std::int64_t> first;
+  const auto all_parts = gather_varying(tp, parts.data(), T * tiles, &first);
+  const auto all_pieces = gather_array(tp, pieces.data(), T);
+  auto bad = scratch<std::uint8_t>(T, "token_logprobs");
+  parallel_for(T, [&](std::int64_t t) {
+    partial total;
+    bool finite = true;
+    for (std::size_t r = 0; r < R; ++r) {
+      const std::int64_t n = by_tile ? (slice.columns(r) + Tile - 1) / Tile : 1;
+      for (std::int64_t k = 0; k < n; ++k)
+        total = math::merge<Ops>(total, all_parts[static_cast<std::size_t>(first[r] + t * n + k)]);
+      finite = finite && all_pieces[r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)].finite;
+    }
+    const int owner = slice.owner(in.targets[t]);
+    const Acc z_target =
+        all_pieces[static_cast<std::size_t>(owner) * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)]
+            .z_target;
+    const auto r = finish_row<Ops>(total, z_target, threshold[static_cast<std::size_t>(t)]);
+    out.logp[t] = r.logp;
+    out.lse[t] = r.lse;
+    if (!out.entropy.empty()) out.entropy[t] = r.entropy;
+    bad[static_cast<std::size_t>(t)] = !(finite && std::isfinite(r.lse));
+  });
+  if (!cfg.check_finite) return;
+  for (std::int64_t t = 0; t < T; ++t)
+    GRPOKIT_REQUIRE(!bad[static_cast<std::size_t>(t)], "logits row ", t,
+                    " contains NaN or Inf, or overflows when scaled by 1 / temperature (on some vocabulary rank)");
+}
+
+// dlogits of this rank's columns (Out: the storage type, or fused_linear_loss's GEMM input type).
+template <class P, class TP, class Out>
+void sharded_logits_backward(const TP& tp, const vocab_slice& slice, const logits_input<storage_t<P>, accum_t<P>>& in,
+                             const backward_inputs<accum_t<P>>& g, const loss_config& cfg,
+                             const matrix_view<Out>& dlogits) {
+  using Acc = accum_t<P>;
+  using Ops = ops_for<P::order>;
+  const std::int64_t T = in.logits.rows, V = in.logits.cols;
+  auto wanted = scratch<std::uint8_t>(T, "logits_backward");
+  for (std::int64_t t = 0; t < T; ++t)
+    wanted[static_cast<std::size_t>(t)] = g.dlogp[t] != Acc(0) || (!g.dentropy.empty() && g.dentropy[t] != Acc(0));
+  const auto threshold = sharded_thresholds<P>(tp, in, cfg, &wanted);
+  auto finite = scratch<std::uint8_t>(T, "logits_backward");
+  parallel_for(T, [&](std::int64_t t) {
+    const Acc g_ent = g.dentropy.empty() ? Acc(0) : g.dentropy[t];
+    const Acc h = g.dentropy.empty() ? Acc(0) : g.entropy[t];
+    auto* dx = dlogits.row(t);
+    if (zero_gradient_row(dx, V, g.dlogp[t], g_ent)) {
+      finite[static_cast<std::size_t>(t)] = 1;
+      return;
+    }
+    const auto* x = in.logits.row(t);
+    const Acc inv_t = inverse_temperature<Ops>(cfg, in.temperature, t);
+    const std::int64_t target = in.targets[t];
+    const std::int64_t local_target = target >= slice.begin && target < slice.end ? target - slice.begin : -1;
+    bool row_finite = true;
+    if constexpr (P::vocab_prune && vectorised_rows<Ops, Acc>) scaled_row_max_vectorised(x, V, inv_t, row_finite);
+    finite[static_cast<std::size_t>(t)] =
+        backward_columns<Ops, Acc>(x, dx, V, local_target, inv_t, threshold[static_cast<std::size_t>(t)], g.lse[t], h,
+                                   g.dlogp[t], g_ent, row_finite || !P::vocab_prune);
+  });
+  const auto all = gather_array(tp, finite.data(), T);
+  if (!cfg.check_finite) return;
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::size_t r = 0; r < static_cast<std::size_t>(tp.size()); ++r)
+      GRPOKIT_REQUIRE(all[r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)], "logits row ", t,
+                      " contains NaN or Inf (vocabulary rank ", r, ")");
+}
+
+}  // namespace grpokit::detail
+
+namespace grpokit::host {
+
+template <class P, class DP, class TP>
+void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in, const loss_config& cfg,
+                    const token_stats<accum_t<P>>& out, const parallel_layout<DP, TP>& layout) {
+  const std::int64_t T = in.logits.rows;
+  detail::vocab_slice slice;
+  detail::collective_check(layout, "token_logprobs", [&] {
+    detail::require_logits_shapes(in, cfg);
+    detail::require_temperature(cfg, in.temperature);
+    detail::require_size("logp", out.logp, T);
+    detail::require_size("lse", out.lse, T);
+    detail::require_size_or_empty("entropy", out.entropy, T);
+  });
+  detail::collective_check(layout, "token_logprobs", [&] {
+    slice = detail::slice_of(layout.tp, in.logits.cols, P::chunk_size);
+    detail::require_same_rows(layout.tp, in);
+    detail::require_targets(in.targets, slice.vocab);
+  });
+  detail::collective_check(layout, "token_logprobs",
+                           [&] { detail::sharded_token_logprobs<P>(layout.tp, slice, in, cfg, out); });
+}
+
+template <class P, class DP, class TP>
+void logits_backward(const logits_input<storage_t<P>, accum_t<P>>& in, const backward_inputs<accum_t<P>>& g,
+                     const loss_config& cfg, const matrix_view<storage_t<P>>& dlogits,
+                     const parallel_layout<DP, TP>& layout, backward_mode mode = backward_mode::separate) {
+  detail::vocab_slice slice;
+  detail::collective_check(layout, "logits_backward", [&] {
+    detail::require_logits_shapes(in, cfg);
+    detail::require_temperature(cfg, in.temperature);
+    detail::require_backward_shapes(in, g, dlogits, mode);
+  });
+  detail::collective_check(layout, "logits_backward", [&] {
+    slice = detail::slice_of(layout.tp, in.logits.cols, P::chunk_size);
+    detail::require_same_rows(layout.tp, in);
+    detail::require_targets(in.targets, slice.vocab);
+  });
+  detail::collective_check(layout, "logits_backward",
+                           [&] { detail::sharded_logits_backward<P>(layout.tp, slice, in, g, cfg, dlogits); });
+}
+
+}  // namespace grpokit::host
