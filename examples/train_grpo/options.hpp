@@ -60,7 +60,8 @@ struct options {
   grpokit::is_correction is = grpokit::is_correction::none;
   grpokit::adv_scale adv_scale = grpokit::adv_scale::group;
   device_kind device = device_kind::cpu;
-  std::string csv;
+  bool data_parallel = false;  // --parallel mpi
+  std::string csv, params_out;
   int group_size = 8;
   int prompts = 64;
   int off_policy_steps = 0;
@@ -101,6 +102,9 @@ inline const char* usage =
     "  --entropy-coef C      entropy bonus (default 0.05)\n"
     "  --hidden H            hidden units (default 128)\n"
     "  --csv PATH            per-step log\n"
+    "  --params-out PATH     the final parameters (raw float32)\n"
+    "  --parallel none|mpi   mpi: data parallel over the ranks of mpirun (a build with MPI), batch_invariant,\n"
+    "                        bitwise the same run for any number of ranks (default none)\n"
     "  --log-every N         a progress line (bar, step, reward, KL, clip, entropy) every N steps,\n"
     "                        0 = summary only (default 10)\n"
     "  --check MIN_GAIN      exit 1 unless the expected reward rose by at least MIN_GAIN\n"
@@ -141,6 +145,13 @@ inline options parse(int argc, char** argv) {
         throw std::invalid_argument(flag + ": not a seed: '" + v + "'");
       return static_cast<std::uint64_t>(x);
     };
+    auto parallel = [&] {
+      if (v != "none" && v != "mpi") throw std::invalid_argument(flag + ": expected none or mpi, got '" + v + "'");
+#if !defined(TRAIN_GRPO_WITH_MPI)
+      if (v == "mpi") throw std::invalid_argument("--parallel mpi: this train_grpo was built without MPI");
+#endif
+      return v == "mpi";
+    };
     auto device = [&] {
       const device_kind d = value_of(devices, v, flag);
 #if !defined(TRAIN_GRPO_WITH_CUDA)
@@ -155,6 +166,8 @@ inline options parse(int argc, char** argv) {
     else if (flag == "--adv-scale") o.adv_scale = value_of(scales, v, flag);
     else if (flag == "--device") o.device = device();
     else if (flag == "--csv") o.csv = v;
+    else if (flag == "--params-out") o.params_out = v;
+    else if (flag == "--parallel") o.data_parallel = parallel();
     else if (flag == "--group-size") o.group_size = integer(1);
     else if (flag == "--prompts") o.prompts = integer(1);
     else if (flag == "--off-policy-steps") o.off_policy_steps = integer(0);
@@ -171,6 +184,8 @@ inline options parse(int argc, char** argv) {
     else throw std::invalid_argument("unknown option " + flag);
   }
   if (!(o.lr > 0)) throw std::invalid_argument("--lr must be > 0");
+  if (o.data_parallel && o.device == device_kind::cuda)
+    throw std::invalid_argument("--parallel mpi runs the loss on the host: drop --device cuda");
   return o;
 }
 

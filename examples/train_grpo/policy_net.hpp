@@ -78,6 +78,7 @@ class mlp_policy {
   }
 
   std::vector<float>& params() { return p_; }
+  const std::vector<float>& params() const { return p_; }
 
   // ctx: [rows, context_len] token ids (pad allowed).
   void forward(const std::vector<std::int32_t>& ctx, activations& a) const {

@@ -4,6 +4,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#if defined(TRAIN_GRPO_WITH_MPI)
+#include <mpi.h>
+
+#include <grpokit/comm/mpi.hpp>
+#endif
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -16,34 +21,54 @@
 namespace {
 
 // The baseline and the mask are compile-time policy axes: map the run-time names onto one
-// grpokit::policy<Baseline, Mask> instantiation of the trainer.
-template <class Baseline>
-int with_mask(const train_grpo::options& o) {
+// grpokit::policy<Baseline, Mask, Extra...> instantiation of the trainer (Extra: the reduction
+// order of a data-parallel run).
+template <class Baseline, class... Extra>
+int with_mask(const train_grpo::options& o, const train_grpo::dp_comm* comm) {
   using train_grpo::mask_kind;
   switch (o.mask) {
     case mask_kind::padding:
-      return train_grpo::train<grpokit::policy<Baseline, grpokit::mask::padding>>(o);
+      return train_grpo::train<grpokit::policy<Baseline, grpokit::mask::padding, Extra...>>(o, comm);
     case mask_kind::trust_region:
-      return train_grpo::train<grpokit::policy<Baseline, grpokit::mask::trust_region>>(o);
+      return train_grpo::train<grpokit::policy<Baseline, grpokit::mask::trust_region, Extra...>>(o, comm);
     case mask_kind::importance:
-      return train_grpo::train<grpokit::policy<Baseline, grpokit::mask::importance>>(o);
+      return train_grpo::train<grpokit::policy<Baseline, grpokit::mask::importance, Extra...>>(o, comm);
   }
   return 2;  // unreachable: parse() accepts only the names of the table
 }
 
-int dispatch(const train_grpo::options& o) {
+template <class... Extra>
+int dispatch(const train_grpo::options& o, const train_grpo::dp_comm* comm) {
   using train_grpo::baseline_kind;
   switch (o.baseline) {
     case baseline_kind::mean:
-      return with_mask<grpokit::baseline::mean>(o);
+      return with_mask<grpokit::baseline::mean, Extra...>(o, comm);
     case baseline_kind::median:
-      return with_mask<grpokit::baseline::median>(o);
+      return with_mask<grpokit::baseline::median, Extra...>(o, comm);
     case baseline_kind::leave_one_out:
-      return with_mask<grpokit::baseline::leave_one_out>(o);
+      return with_mask<grpokit::baseline::leave_one_out, Extra...>(o, comm);
     case baseline_kind::ess_scaled:
-      return with_mask<grpokit::baseline::ess_scaled>(o);
+      return with_mask<grpokit::baseline::ess_scaled, Extra...>(o, comm);
   }
   return 2;
+}
+
+int run(const train_grpo::options& o) {
+#if defined(TRAIN_GRPO_WITH_MPI)
+  if (o.data_parallel) {
+    struct session {  // MPI only for --parallel mpi (a singleton MPI_Init needs an MPI runtime)
+      session() { MPI_Init(nullptr, nullptr); }
+      ~session() { MPI_Finalize(); }
+    } mpi;
+    // grpokit's MPI communicator behind the callable adapter: the trainer does not depend on MPI
+    const grpokit::mpi_communicator world(MPI_COMM_WORLD);
+    const train_grpo::dp_comm comm(
+        world.rank(), world.size(),
+        [world](const void* send, void* recv, std::size_t bytes) { world.all_gather(send, recv, bytes); });
+    return dispatch<grpokit::reduction::batch_invariant>(o, &comm);
+  }
+#endif
+  return dispatch<>(o, nullptr);
 }
 
 }  // namespace
@@ -62,7 +87,7 @@ int main(int argc, char** argv) {
   if (std::getenv("OMP_NUM_THREADS") == nullptr) omp_set_num_threads(1);
 #endif
   try {
-    return dispatch(o);
+    return run(o);
   } catch (const train_grpo::no_gpu& e) {  // the exit code of a skipped test (CTest SKIP_RETURN_CODE)
     std::fprintf(stderr, "train_grpo: %s\n", e.what());
     return 77;

@@ -15,23 +15,14 @@
 
 #include <grpokit/grpokit.hpp>
 
+#include "data_parallel.hpp"
 #include "loss_backend.hpp"
 #include "options.hpp"
 #include "policy_net.hpp"
+#include "rollouts.hpp"
 #include "task.hpp"
 
 namespace train_grpo {
-
-// Packed rollouts of one step: sequence s answers prompt seq_prompt[s]; its tokens are
-// [seq_offsets[s], seq_offsets[s + 1]); group g is the sequences of one prompt.
-struct rollouts {
-  std::vector<int> seq_prompt;
-  std::vector<std::int64_t> group_offsets{0}, seq_offsets{0};
-  std::vector<std::int64_t> tokens;    // [T] sampled ids
-  std::vector<std::int32_t> contexts;  // [T, context_len] what the policy saw for each token
-  std::vector<float> rewards;          // [S]
-  std::vector<float> logp_rollout;     // [T] the engine's log-probs
-};
 
 // The inference engine's deviation from the trainer: on a fraction `rate` of the tokens, Gaussian
 // noise of std `sigma` on every logit. rate 1 with a small sigma stands for different numerics;
@@ -231,8 +222,9 @@ class csv_log {
   std::ofstream out_;
 };
 
+// comm: the data-parallel ranks (--parallel mpi), or null for one process.
 template <class P>
-int train(const options& o) {
+int train(const options& o, const dp_comm* comm = nullptr) {
   static_assert(std::is_same<grpokit::accum_t<P>, float>::value && std::is_same<grpokit::storage_t<P>, float>::value,
                 "the example network is fp32");
   // MC-GRPO samples G + 1 rollouts so that G remain after the pivot is dropped.
@@ -249,7 +241,12 @@ int train(const options& o) {
   std::unique_ptr<loss_backend<P>> loss;
   if (o.device == device_kind::cuda) {
 #if defined(TRAIN_GRPO_WITH_CUDA)
-    loss = make_device_loss<P>();
+    // device_loss.cu instantiates TRAIN_GRPO_POLICIES; data-parallel runs (batch_invariant) stay on the
+    // host (parse() refuses --parallel mpi with --device cuda)
+    if constexpr (P::order != grpokit::reduction_order::batch_invariant)
+      loss = make_device_loss<P>();
+    else
+      throw std::logic_error("--device cuda with --parallel mpi (parse() refuses it)");
 #else
     throw std::logic_error("--device cuda in a build without CUDA (parse() refuses it)");
 #endif
@@ -261,7 +258,8 @@ int train(const options& o) {
   mlp_policy net(o.hidden, gen);
   const mlp_policy ref = net;  // the KL reference: the initial policy
   adam opt(net.params().size());
-  csv_log csv(o.csv);
+  const bool lead = comm == nullptr || comm->rank() == 0;  // prints and writes the files
+  csv_log csv(lead ? o.csv : std::string());
 
   // A fixed held-out set, the same for every seed: the exact expected reward on it is the
   // noise-free learning curve.
@@ -269,13 +267,15 @@ int train(const options& o) {
   rng eval_gen(12345);
   for (int& p : held_out) p = eval_gen.below(num_prompts);
   const double eval0 = mean_of(expected_rewards<P>(net, held_out, cfg, *loss));
-  std::printf(
-      "train_grpo: baseline %s (scale %s), mask %s, is %s, %d prompts x %d rollouts, K = %d, mismatch %.2f on %.0f%% "
-      "of tokens, seed %llu, loss on the %s\n",
-      name_of(baselines, o.baseline), name_of(scales, o.adv_scale), name_of(masks, o.mask), name_of(corrections, o.is),
-      o.prompts, per_prompt, o.off_policy_steps, mismatch.sigma, 100 * mismatch.rate,
-      static_cast<unsigned long long>(o.seed), o.device == device_kind::cuda ? "GPU" : "CPU");
-  std::printf("step 0  expected reward %.3f\n", eval0);
+  if (lead)
+    std::printf(
+        "train_grpo: baseline %s (scale %s), mask %s, is %s, %d prompts x %d rollouts, K = %d, mismatch %.2f on %.0f%% "
+        "of tokens, seed %llu, loss on the %s\n",
+        name_of(baselines, o.baseline), name_of(scales, o.adv_scale), name_of(masks, o.mask),
+        name_of(corrections, o.is), o.prompts, per_prompt, o.off_policy_steps, mismatch.sigma, 100 * mismatch.rate,
+        static_cast<unsigned long long>(o.seed), o.device == device_kind::cuda ? "GPU" : "CPU");
+  if (lead) std::printf("step 0  expected reward %.3f\n", eval0);
+  if (lead && comm != nullptr) std::printf("data parallel over %d ranks\n", comm->size());
 
   const auto start = std::chrono::steady_clock::now();
   mlp_policy::activations act, ref_act;
@@ -288,40 +288,57 @@ int train(const options& o) {
     for (int& p : prompts) p = gen.below(num_prompts);
     const rollouts r = sample(net, prompts, per_prompt, mismatch, gen);
     const auto S = static_cast<std::int64_t>(r.rewards.size());
-    const auto T = static_cast<std::int64_t>(r.tokens.size());
+    // the sequences this process trains on: all of them, or its data-parallel share
+    const rollouts share_r = comm != nullptr ? local_share(r, share_of(S, comm->rank(), comm->size())) : rollouts{};
+    const rollouts& mine = comm != nullptr ? share_r : r;
+    const auto n_mine = static_cast<std::int64_t>(mine.rewards.size());
+    const auto T = static_cast<std::int64_t>(mine.tokens.size());
 
     // The trainer's log-probs at sampling (pi_old) and the reference's.
-    net.forward(r.contexts, act);
-    ref.forward(r.contexts, ref_act);
-    const std::vector<float> logp_old = loss->logprobs(logits_of(act, r.tokens), cfg);
-    const std::vector<float> logp_ref = loss->logprobs(logits_of(ref_act, r.tokens), cfg);
+    net.forward(mine.contexts, act);
+    ref.forward(mine.contexts, ref_act);
+    const std::vector<float> logp_old = loss->logprobs(logits_of(act, mine.tokens), cfg);
+    const std::vector<float> logp_ref = loss->logprobs(logits_of(ref_act, mine.tokens), cfg);
 
     // ess_scaled weighs each rollout by its trainer / engine likelihood ratio.
-    std::vector<float> seq_log_ratio(static_cast<std::size_t>(S), 0.f), adv(static_cast<std::size_t>(S));
-    std::vector<std::uint8_t> seq_mask(static_cast<std::size_t>(S));
+    std::vector<float> seq_log_ratio(static_cast<std::size_t>(n_mine), 0.f), adv(static_cast<std::size_t>(n_mine));
+    std::vector<std::uint8_t> seq_mask(static_cast<std::size_t>(n_mine));
     for (std::size_t s = 0; s < seq_log_ratio.size(); ++s)
-      for (auto t = static_cast<std::size_t>(r.seq_offsets[s]); t < static_cast<std::size_t>(r.seq_offsets[s + 1]); ++t)
-        seq_log_ratio[s] += logp_old[t] - r.logp_rollout[t];
-    loss->compute_advantages({r.rewards, r.group_offsets, seq_log_ratio, {}}, cfg.adv, {adv, seq_mask});
+      for (auto t = static_cast<std::size_t>(mine.seq_offsets[s]);
+           t < static_cast<std::size_t>(mine.seq_offsets[s + 1]); ++t)
+        seq_log_ratio[s] += logp_old[t] - mine.logp_rollout[t];
+    const grpokit::advantage_inputs<float> adv_in{mine.rewards, mine.group_offsets, seq_log_ratio, {}};
+    if (comm != nullptr)
+      grpokit::host::compute_advantages<P>(adv_in, cfg.adv, {adv, seq_mask}, grpokit::data_parallel(*comm));
+    else
+      loss->compute_advantages(adv_in, cfg.adv, {adv, seq_mask});
 
     step_log l;
     l.step = step;
-    score(r, adv, seq_mask, expected_rewards<P>(net, prompts, cfg, *loss), per_prompt, cfg.adv, l);
+    score(r, comm != nullptr ? gather_sequences(*comm, adv, S, 1) : adv,
+          comm != nullptr ? gather_sequences(*comm, seq_mask, S, 1) : seq_mask,
+          expected_rewards<P>(net, prompts, cfg, *loss), per_prompt, cfg.adv, l);
 
     grpokit::rollout_batch<float> batch;
-    batch.seq_offsets = r.seq_offsets;
+    batch.seq_offsets = mine.seq_offsets;
     batch.adv = adv;
     batch.logp_old = logp_old;
     batch.logp_ref = logp_ref;
-    batch.logp_rollout = r.logp_rollout;
+    batch.logp_rollout = mine.logp_rollout;
     batch.seq_mask = seq_mask;
     dlogits.resize(static_cast<std::size_t>(T * vocab));
     const int updates = 1 + o.off_policy_steps;
     for (int u = 0; u < updates; ++u) {
-      if (u > 0) net.forward(r.contexts, act);  // the first update reuses the logits of pi_old
-      l.add(loss->fused_loss(logits_of(act, r.tokens), batch, cfg, {dlogits.data(), T, vocab, vocab}),
-            updates);
-      net.backward(r.contexts, act, dlogits, grad);
+      if (u > 0) net.forward(mine.contexts, act);  // the first update reuses the logits of pi_old
+      const grpokit::matrix_view<float> dz{dlogits.data(), T, vocab, vocab};
+      if (comm != nullptr) {
+        l.add(grpokit::host::fused_loss<P>(logits_of(act, mine.tokens), batch, cfg, dz, grpokit::data_parallel(*comm)),
+              updates);
+        sequence_ordered_gradient(*comm, net, mine, act, dlogits, S, grad);
+      } else {
+        l.add(loss->fused_loss(logits_of(act, mine.tokens), batch, cfg, dz), updates);
+        net.backward(mine.contexts, act, dlogits, grad);
+      }
       opt.step(net.params(), grad, o.lr);
     }
 
@@ -330,19 +347,27 @@ int train(const options& o) {
     if (reached == 0 && eval >= 0.9) reached = step;
     rewards.push_back(l.reward);
     csv.write(l);
-    if (o.log_every > 0 && (step % o.log_every == 0 || step == o.steps))
-      std::printf("%s %4d/%d  reward %.3f  exact %.3f  E[r] %.3f  kl %.4f  clip %.3f  entropy %.3f  flips %.3f  %.1fs\n",
-                  progress_bar(step, o.steps).c_str(), step, o.steps, l.reward, l.exact, l.eval, l.kl_ref, l.clip,
-                  l.entropy, l.flips, l.seconds);
+    if (lead && o.log_every > 0 && (step % o.log_every == 0 || step == o.steps))
+      std::printf(
+          "%s %4d/%d  reward %.3f  exact %.3f  E[r] %.3f  kl %.4f  clip %.3f  entropy %.3f  flips %.3f  %.1fs\n",
+          progress_bar(step, o.steps).c_str(), step, o.steps, l.reward, l.exact, l.eval, l.kl_ref, l.clip, l.entropy,
+          l.flips, l.seconds);
   }
   const std::vector<double> last(rewards.end() - std::min<std::ptrdiff_t>(10, o.steps), rewards.end());
   const std::string first = reached > 0 ? "from step " + std::to_string(reached) : "never";
-  std::printf(
-      "done: %d steps in %.1f s; expected reward %.3f -> %.3f (>= 0.9 %s); batch reward of the last %zu steps %.3f\n",
-      o.steps, seconds, eval0, eval, first.c_str(), last.size(), mean_of(last));
+  if (!o.params_out.empty() && lead) {
+    std::ofstream out(o.params_out, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(net.params().data()),
+              static_cast<std::streamsize>(net.params().size() * sizeof(float)));
+    if (!out) throw std::runtime_error("cannot write " + o.params_out);
+  }
+  if (lead)
+    std::printf(
+        "done: %d steps in %.1f s; expected reward %.3f -> %.3f (>= 0.9 %s); batch reward of the last %zu steps %.3f\n",
+        o.steps, seconds, eval0, eval, first.c_str(), last.size(), mean_of(last));
   if (o.check >= 0) {
     const bool ok = eval - eval0 >= o.check;
-    std::printf("check: gain %.3f %s %.3f\n", eval - eval0, ok ? ">=" : "<", o.check);
+    if (lead) std::printf("check: gain %.3f %s %.3f\n", eval - eval0, ok ? ">=" : "<", o.check);
     return ok ? 0 : 1;
   }
   return 0;
