@@ -1,0 +1,173 @@
+// Communicators without MPI: single_process, the callable adapter's checks, and an in-process job
+// of threads joined by a callable_communicator (the way a runtime grpokit does not know plugs in),
+// running the data- and vocabulary-parallel entry points against one process. tests/mpi covers
+// the full DP x TP grids under MPI.
+#include <condition_variable>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include <grpokit/comm/callable.hpp>
+#include <grpokit/host/distributed.hpp>
+
+#include "catch.hpp"
+#include "support.hpp"
+
+namespace {
+
+// R threads that all_gather through shared memory: each writes its bytes to its slot, waits for
+// the others, copies every slot, waits again (so that a slot is not overwritten while read).
+class thread_job {
+ public:
+  explicit thread_job(int ranks) : ranks_(ranks) {}
+
+  grpokit::callable_communicator communicator(int rank) {
+    return {rank, ranks_, [this, rank](const void* send, void* recv, std::size_t bytes) {
+              if (rank == 0) slots_.assign(static_cast<std::size_t>(ranks_) * bytes, 0);
+              wait();
+              std::memcpy(slots_.data() + static_cast<std::size_t>(rank) * bytes, send, bytes);
+              wait();
+              std::memcpy(recv, slots_.data(), slots_.size());
+              wait();
+            }};
+  }
+
+  // Runs body(rank) on every rank's thread; rethrows nothing (a failed CHECK is recorded by Catch2
+  // only from the main thread, so bodies return what they found).
+  template <class F>
+  void run(F&& body) {
+    std::vector<std::thread> threads;
+    for (int r = 0; r < ranks_; ++r) threads.emplace_back([&, r] { body(r); });
+    for (auto& t : threads) t.join();
+  }
+
+ private:
+  void wait() {
+    std::unique_lock<std::mutex> lock(m_);
+    const long long round = round_;
+    if (++arrived_ == ranks_) {
+      arrived_ = 0;
+      ++round_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return round_ != round; });
+    }
+  }
+  int ranks_;
+  std::vector<unsigned char> slots_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  int arrived_ = 0;
+  long long round_ = 0;
+};
+
+using P = grpokit::policy<grpokit::reduction::batch_invariant, grpokit::precision<float, float>, grpokit::chunk<16>>;
+
+}  // namespace
+
+TEST_CASE("single_process and callable_communicator") {
+  const grpokit::single_process one;
+  const double x = 2.5;
+  double y = 0;
+  one.all_gather(&x, &y, sizeof x);
+  CHECK(y == 2.5);
+  CHECK(one.rank() == 0);
+  CHECK(one.size() == 1);
+  auto copy = [](const void* s, void* r, std::size_t n) { std::memcpy(r, s, n); };
+  REQUIRE_ERROR(grpokit::callable_communicator(2, 2, copy), "rank 2 is not in [0, size = 2)");
+  REQUIRE_ERROR(grpokit::callable_communicator(0, 1, nullptr), "the all_gather callable is empty");
+  static_assert(grpokit::detail::is_communicator<grpokit::callable_communicator>::value);
+  static_assert(!grpokit::detail::is_communicator<int>::value);
+}
+
+TEST_CASE("threads as data-parallel ranks: fused_loss and compute_advantages bitwise one process") {
+  for (const int ranks : {1, 2, 3}) {
+    std::mt19937_64 rng(31 + ranks);
+    auto p = ref::make_problem(rng, {4, 0, 7, 1, 5, 3, 6}, 37);
+    ref::add_policies(rng, p, std::vector<ref::ld>(static_cast<std::size_t>(p.T), -2.0L), 0.3);
+    grpokit::loss_config cfg;
+    cfg.kl = grpokit::kl_estimator::k3;
+    cfg.entropy_coef = 0.01;
+    cfg.agg = grpokit::aggregation::seq_mean_token_mean;
+    const auto whole = support::run_fused<P>(p, cfg);
+    const std::vector<std::int64_t> cut = ranks == 1 ? std::vector<std::int64_t>{0, 7}
+                                          : ranks == 2 ? std::vector<std::int64_t>{0, 3, 7}
+                                                       : std::vector<std::int64_t>{0, 2, 2, 7};  // an empty rank
+    std::vector<grpokit::loss_result> got(static_cast<std::size_t>(ranks));
+    std::vector<std::vector<float>> dlogits(static_cast<std::size_t>(ranks));
+    thread_job job(ranks);
+    job.run([&](int r) {
+      const std::int64_t s0 = cut[r], s1 = cut[r + 1], t0 = p.b.seq_offsets[s0], t1 = p.b.seq_offsets[s1];
+      const std::int64_t T = t1 - t0, V = p.V;
+      std::vector<float> logits(whole.logits.begin() + t0 * V, whole.logits.begin() + t1 * V);
+      std::vector<std::int64_t> targets(p.targets.begin() + t0, p.targets.begin() + t1), off;
+      for (std::int64_t s = s0; s <= s1; ++s) off.push_back(p.b.seq_offsets[s] - t0);
+      auto rows = [&](const std::vector<float>& v) { return std::vector<float>(v.begin() + t0, v.begin() + t1); };
+      const std::vector<float> adv(whole.adv.begin() + s0, whole.adv.begin() + s1), old = rows(whole.logp_old),
+          refp = rows(whole.logp_ref), roll = rows(whole.logp_rollout);
+      const std::vector<std::uint8_t> tm(whole.token_mask.begin() + t0, whole.token_mask.begin() + t1),
+          sm(whole.seq_mask.begin() + s0, whole.seq_mask.begin() + s1);
+      auto& dz = dlogits[static_cast<std::size_t>(r)];
+      dz.resize(logits.size());
+      got[static_cast<std::size_t>(r)] = grpokit::host::fused_loss<P>(
+          {{logits.data(), T, V, V}, targets, {}}, {off, adv, old, refp, roll, tm, sm}, cfg, {dz.data(), T, V, V},
+          grpokit::data_parallel(job.communicator(r)));
+    });
+    for (int r = 0; r < ranks; ++r) {
+      INFO("ranks " << ranks << ", rank " << r);
+      CHECK(std::memcmp(&got[static_cast<std::size_t>(r)], &whole.result, sizeof(grpokit::loss_result)) == 0);
+      const std::int64_t t0 = p.b.seq_offsets[cut[r]];
+      CHECK(std::memcmp(dlogits[static_cast<std::size_t>(r)].data(), whole.dlogits.data() + t0 * p.V,
+                        dlogits[static_cast<std::size_t>(r)].size() * sizeof(float)) == 0);
+    }
+  }
+}
+
+TEST_CASE("threads as vocabulary-parallel ranks: token_logprobs bitwise one process on chunk-aligned slices") {
+  std::mt19937_64 rng(5);
+  auto p = ref::make_problem(rng, {3, 5, 2}, 16 * 4 + 3);
+  const auto whole = support::run_fused<P>(p, grpokit::loss_config{});
+  const std::vector<std::int64_t> cols{0, 16, 48, p.V};  // on multiples of chunk<16>
+  const int ranks = 3;
+  std::vector<std::vector<float>> logp(ranks), ent(ranks), lse(ranks);
+  thread_job job(ranks);
+  job.run([&](int r) {
+    const std::int64_t c0 = cols[r], Vr = cols[r + 1] - c0;
+    std::vector<float> slice(static_cast<std::size_t>(p.T * Vr));
+    for (std::int64_t t = 0; t < p.T; ++t)
+      for (std::int64_t v = 0; v < Vr; ++v)
+        slice[static_cast<std::size_t>(t * Vr + v)] = whole.logits[static_cast<std::size_t>(t * p.V + c0 + v)];
+    logp[r].resize(p.T);
+    ent[r].resize(p.T);
+    lse[r].resize(p.T);
+    grpokit::host::token_logprobs<P>({{slice.data(), p.T, Vr, Vr}, p.targets, {}}, grpokit::loss_config{},
+                                     {logp[r], ent[r], lse[r]}, grpokit::vocab_parallel(job.communicator(r)));
+  });
+  for (int r = 0; r < ranks; ++r) {
+    INFO("rank " << r);
+    CHECK(support::same_bits(logp[r], whole.logp));
+    CHECK(support::same_bits(ent[r], whole.entropy));
+  }
+}
+
+TEST_CASE("threads: a bad input on one rank throws on every rank") {
+  const int ranks = 3;
+  std::vector<int> threw(ranks, 0);
+  thread_job job(ranks);
+  job.run([&](int r) {
+    std::vector<double> rewards{1, 0, 1};
+    const std::vector<std::int64_t> groups{0, 4, 9};
+    std::vector<double> adv(3);
+    std::vector<std::uint8_t> keep(r == 1 ? 2 : 3);  // the wrong size on rank 1 only
+    try {
+      grpokit::host::compute_advantages<grpokit::policy<grpokit::precision<double, double>>>(
+          {rewards, groups, {}, {}}, {}, {adv, keep}, grpokit::data_parallel(job.communicator(r)));
+    } catch (const grpokit::error&) {
+      threw[static_cast<std::size_t>(r)] = 1;
+    }
+  });
+  CHECK(threw == std::vector<int>{1, 1, 1});
+}
