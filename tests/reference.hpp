@@ -68,11 +68,11 @@ inline ld lower_median(std::vector<ld> r) {
   return r[(r.size() - 1) / 2];
 }
 
-enum class base { mean, median, loo, ess };
+enum class base { mean, median, loo, ess, external };
 
 inline adv_out advantages(const std::vector<ld>& rewards, const std::vector<std::int64_t>& groups, base b,
                           const grpokit::advantage_config& cfg, const std::vector<ld>& log_ratio = {},
-                          const std::vector<ld>& weight = {}) {
+                          const std::vector<ld>& weight = {}, const std::vector<ld>& group_base = {}) {
   adv_out out{std::vector<ld>(rewards.size()), std::vector<int>(rewards.size(), 1)};
   const ld batch_std = bessel_std(rewards);
   for (std::size_t g = 0; g + 1 < groups.size(); ++g) {
@@ -122,9 +122,12 @@ inline adv_out advantages(const std::vector<ld>& rewards, const std::vector<std:
         for (std::size_t i = 0; i < n; ++i) c[i] = r[i] - bl;
         break;
       }
+      case base::external:  // ReMax: the caller's baseline; equal rewards keep r - b
+        for (std::size_t i = 0; i < n; ++i) c[i] = r[i] - group_base[g];
+        break;
     }
     for (std::size_t i = 0; i < n; ++i) {
-      if (all_equal) {
+      if (all_equal && b != base::external) {
         c[i] = 0;
         if (cfg.mask_zero_variance) out.keep[lo + i] = 0;
       }

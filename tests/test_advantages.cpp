@@ -1,5 +1,7 @@
 // compute_advantages against the long-double reference for every baseline and scale, with
 // variable group sizes, singletons, zero-variance groups and ties at the median.
+#include <algorithm>
+#include <functional>
 #include <random>
 
 #include "catch.hpp"
@@ -11,6 +13,7 @@ struct groups_case {
   std::vector<double> rewards;
   std::vector<std::int64_t> offsets;
   std::vector<double> log_ratio, weight;
+  std::vector<double> group_base;  // [G] an external baseline: often a reward of the group, sometimes not
 };
 
 groups_case make_groups(std::mt19937_64& rng, const std::vector<std::int64_t>& sizes, bool binary) {
@@ -26,6 +29,8 @@ groups_case make_groups(std::mt19937_64& rng, const std::vector<std::int64_t>& s
     c.log_ratio.push_back(n(rng) * 3);
     c.weight.push_back(std::fabs(n(rng)));
   }
+  for (std::size_t g = 0; g + 1 < c.offsets.size(); ++g)
+    c.group_base.push_back(coin(rng) ? c.rewards[static_cast<std::size_t>(c.offsets[g])] : n(rng));
   return c;
 }
 
@@ -36,11 +41,12 @@ void check(const groups_case& c, ref::base b, const grpokit::advantage_config& c
   const auto r = support::cast<Real>(c.rewards);
   const auto lr = support::cast<Real>(c.log_ratio);
   const auto w = with_weight ? support::cast<Real>(c.weight) : std::vector<Real>{};
+  const auto gb = b == ref::base::external ? support::cast<Real>(c.group_base) : std::vector<Real>{};
   std::vector<Real> adv(S);
   std::vector<std::uint8_t> keep(S);
-  const auto st = grpokit::host::compute_advantages<P>({r, c.offsets, lr, w}, cfg, {adv, keep});
+  const auto st = grpokit::host::compute_advantages<P>({r, c.offsets, lr, w, gb}, cfg, {adv, keep});
   const auto want = ref::advantages(support::cast<ref::ld>(r), c.offsets, b, cfg, support::cast<ref::ld>(lr),
-                                    support::cast<ref::ld>(w));
+                                    support::cast<ref::ld>(w), support::cast<ref::ld>(gb));
   std::int64_t zero_var = 0, singles = 0;
   for (std::size_t g = 0; g + 1 < c.offsets.size(); ++g) {
     const auto lo = c.offsets[g], hi = c.offsets[g + 1];
@@ -74,6 +80,7 @@ void sweep(double tol) {
       check<grpokit::baseline::leave_one_out, Real>(c, ref::base::loo, cfg, false, tol);
       check<grpokit::baseline::ess_scaled, Real>(c, ref::base::ess, cfg, false, tol);
       check<grpokit::baseline::ess_scaled, Real>(c, ref::base::ess, cfg, true, tol);
+      check<grpokit::baseline::external, Real>(c, ref::base::external, cfg, false, tol);
       cfg.fold_lr_factor = true;
       check<grpokit::baseline::ess_scaled, Real>(c, ref::base::ess, cfg, false, tol);
     }
@@ -138,4 +145,60 @@ TEST_CASE("VCPO ESS is computed in log space without overflow", "[advantages][es
   for (double a : adv) CHECK(std::isfinite(a));
   // the first group's baseline is the plain mean (equal weights): A = +-1/(std + eps)
   CHECK(adv[0] == Approx(0.5 / (std::sqrt(0.5) + 1e-6)));
+}
+
+TEST_CASE("external baseline (ReMax): r - b per group, equal rewards keep their advantage", "[advantages]") {
+  using P = grpokit::policy<grpokit::precision<double, double>, grpokit::baseline::external>;
+  // ReMax: one sampled rollout per prompt, the greedy rollout's reward as b, no scaling
+  std::vector<double> r{1, 0, 1, 1, 0.5}, base{0, 0, 1, 0.25}, adv(5);
+  const std::vector<std::int64_t> off{0, 1, 2, 4, 5};
+  std::vector<std::uint8_t> keep(5);
+  grpokit::advantage_config cfg;
+  cfg.scale = grpokit::adv_scale::none;
+  cfg.mask_zero_variance = true;  // does not apply: an equal group still has r - b
+  const auto st = grpokit::host::compute_advantages<P>({r, off, {}, {}, base}, cfg, {adv, keep});
+  CHECK(adv == std::vector<double>{1, 0, 0, 0, 0.25});
+  CHECK(keep == std::vector<std::uint8_t>{1, 1, 1, 1, 1});
+  CHECK(st.zero_variance_groups == 4);  // every group here has equal rewards (singletons and {1, 1})
+  REQUIRE_ERROR((grpokit::host::compute_advantages<P>({r, off, {}, {}, {}}, cfg, {adv, keep})),
+                "group_baseline: the external baseline needs 4 per-group baselines, got 0");
+  std::vector<double> short_base{0, 0, 1};
+  REQUIRE_ERROR((grpokit::host::compute_advantages<P>({r, off, {}, {}, short_base}, cfg, {adv, keep})),
+                "group_baseline: the external baseline needs 4");
+  base[2] = std::nan("");
+  REQUIRE_ERROR((grpokit::host::compute_advantages<P>({r, off, {}, {}, base}, cfg, {adv, keep})),
+                "group_baseline[2] is not finite");
+}
+
+TEST_CASE("very large groups (BroRL): n = 512 and 4096, and tiny and huge groups mixed", "[advantages]") {
+  std::mt19937_64 rng(2026);
+  for (const auto& sizes : std::vector<std::vector<std::int64_t>>{{512}, {4096}, {1, 2, 4096, 3, 512, 1, 7}}) {
+    for (const bool binary : {true, false}) {
+      const auto c = make_groups(rng, sizes, binary);
+      grpokit::advantage_config cfg;
+      check<grpokit::baseline::mean, double>(c, ref::base::mean, cfg, false, 1e-10);
+      check<grpokit::baseline::median, double>(c, ref::base::median, cfg, false, 1e-10);
+      check<grpokit::baseline::leave_one_out, double>(c, ref::base::loo, cfg, false, 1e-10);
+      check<grpokit::baseline::ess_scaled, double>(c, ref::base::ess, cfg, false, 1e-10);
+      check<grpokit::baseline::external, double>(c, ref::base::external, cfg, false, 1e-10);
+      cfg.scale = grpokit::adv_scale::batch;
+      check<grpokit::baseline::median, float>(c, ref::base::median, cfg, false, 1e-5);
+    }
+  }
+}
+
+TEST_CASE("lower_median: the ((n-1)/2)-th smallest for every n up to 64 and orders with ties", "[advantages]") {
+  std::mt19937_64 rng(8);
+  std::uniform_int_distribution<int> small(0, 5);
+  for (std::int64_t n = 1; n <= 64; ++n) {
+    for (int rep = 0; rep < 5; ++rep) {
+      std::vector<double> x(static_cast<std::size_t>(n)), scratch(x.size());
+      for (auto& v : x) v = rep % 2 == 0 ? small(rng) : std::ldexp(static_cast<double>(rng() % 1000), -3);
+      if (rep == 4) std::sort(x.begin(), x.end(), std::greater<double>());  // reversed: a heap's worst order
+      std::vector<double> sorted = x;
+      std::sort(sorted.begin(), sorted.end());
+      INFO("n " << n << " rep " << rep);
+      CHECK(grpokit::detail::lower_median(x.data(), n, scratch.data()) == sorted[static_cast<std::size_t>((n - 1) / 2)]);
+    }
+  }
 }

@@ -8,7 +8,10 @@
 // `center` writes g.centered[i] = r_i - b_i for the n rollouts of the group, may clear g.keep[i]
 // (a rollout excluded from the loss, e.g. the MC-GRPO pivot), may change g.eps, and returns the
 // group's spread (used when cfg.scale == adv_scale::group). Optionally
-//   static constexpr bool needs_log_ratio = true;   // requires per-sequence log-ratios
+//   static constexpr bool needs_log_ratio = true;       // requires per-sequence log-ratios
+//   static constexpr bool needs_group_baseline = true;  // requires advantage_inputs::group_baseline
+//   static constexpr bool zero_equal_groups = false;    // a group of equal rewards keeps r - b (default:
+//                                                       // A = 0, and masked with mask_zero_variance)
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -24,10 +27,11 @@ struct group_io {
   const double* log_ratio = nullptr;  // [n] sum_t (logp - logp_rollout), or null
   const double* weight = nullptr;     // [n] caller's baseline weights (ess_scaled), or null
   std::int64_t n = 0;
-  double* centered = nullptr;  // [n] out
+  double* centered = nullptr;    // [n] out
   std::uint8_t* keep = nullptr;  // [n] in/out, preset to 1
-  double* scratch = nullptr;   // [n] free scratch
-  double eps = 0;              // the divisor is max(spread, std_floor) + eps; preset to cfg.eps
+  double* scratch = nullptr;     // [n] free scratch
+  double eps = 0;                // the divisor is max(spread, std_floor) + eps; preset to cfg.eps
+  double external = 0;           // the caller's baseline of this group (baseline::external), else 0
 };
 
 namespace detail {
@@ -57,16 +61,35 @@ GRPOKIT_HD inline double group_std(const double* r, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) ss += (std::ldexp(r[i], -e) - mu) * (std::ldexp(r[i], -e) - mu);
   return std::ldexp(std::sqrt(ss / static_cast<double>(n - 1)), e);
 }
-// Lower median (torch.median semantics): the ((n-1)/2)-th smallest. Sorts `scratch` (insertion sort;
-// groups are small).
-GRPOKIT_HD inline double lower_median(const double* x, std::int64_t n, double* scratch) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    const double v = x[i];
-    std::int64_t j = i;
-    for (; j > 0 && scratch[j - 1] > v; --j) scratch[j] = scratch[j - 1];
-    scratch[j] = v;
+// Moves a[root] down the max-heap a[0..n).
+GRPOKIT_HD inline void sift_down(double* a, std::int64_t root, std::int64_t n) {
+  for (;;) {
+    std::int64_t child = 2 * root + 1;
+    if (child >= n) return;
+    if (child + 1 < n && a[child] < a[child + 1]) ++child;
+    if (!(a[root] < a[child])) return;
+    const double t = a[root];
+    a[root] = a[child];
+    a[child] = t;
+    root = child;
   }
-  return scratch[(n - 1) / 2];
+}
+// Lower median (torch.median semantics): the ((n-1)/2)-th smallest, by heap selection in
+// `scratch`: build a max-heap of the n values, pop the n - 1 - k largest, and the heap's top is the
+// k-th smallest. O(n log n) in the worst case, no recursion, no allocation (device threads use it
+// too): groups of thousands of rollouts (BroRL) cost milliseconds, not the O(n^2) of a sort by
+// insertion. The value is the order statistic itself, independent of how it is found.
+GRPOKIT_HD inline double lower_median(const double* x, std::int64_t n, double* scratch) {
+  for (std::int64_t i = 0; i < n; ++i) scratch[i] = x[i];
+  const std::int64_t k = (n - 1) / 2;
+  for (std::int64_t i = n / 2 - 1; i >= 0; --i) sift_down(scratch, i, n);
+  for (std::int64_t end = n - 1; end > k; --end) {
+    const double t = scratch[0];
+    scratch[0] = scratch[end];
+    scratch[end] = t;
+    sift_down(scratch, 0, end);
+  }
+  return scratch[0];
 }
 }  // namespace detail
 
@@ -148,21 +171,46 @@ struct ess_scaled {
   }
 };
 
+// ReMax (Li et al. 2023): b = the caller's baseline of the group, advantage_inputs::group_baseline
+// (ReMax: the reward of the greedy rollout; equally a value estimate); spread = Bessel std of the
+// group's rewards. A group of equal rewards keeps r - b (one sampled rollout per prompt is ReMax's
+// usual case). ReMax itself is adv_scale::none: A = r - b.
+struct external {
+  using policy_axis = axis::baseline;
+  static constexpr bool needs_group_baseline = true;
+  static constexpr bool zero_equal_groups = false;
+  GRPOKIT_HD static double center(group_io& g, const advantage_config&) {
+    for (std::int64_t i = 0; i < g.n; ++i) g.centered[i] = g.rewards[i] - g.external;
+    return detail::group_std(g.rewards, g.n);
+  }
+};
+
 }  // namespace baseline
 
 namespace detail {
 template <class B, class = void>
 struct has_center : std::false_type {};
 template <class B>
-struct has_center<B, std::void_t<decltype(static_cast<double>(
-                         B::center(std::declval<group_io&>(), std::declval<const advantage_config&>())))>>
-    : std::true_type {};
+struct has_center<B, std::void_t<decltype(static_cast<double>(B::center(
+                         std::declval<group_io&>(), std::declval<const advantage_config&>())))>> : std::true_type {};
 
 template <class B, class = void>
 struct needs_log_ratio : std::false_type {};
 template <class B>
 struct needs_log_ratio<B, std::void_t<decltype(B::needs_log_ratio)>>
     : std::integral_constant<bool, B::needs_log_ratio> {};
+
+template <class B, class = void>
+struct needs_group_baseline : std::false_type {};
+template <class B>
+struct needs_group_baseline<B, std::void_t<decltype(B::needs_group_baseline)>>
+    : std::integral_constant<bool, B::needs_group_baseline> {};
+
+template <class B, class = void>
+struct zero_equal_groups : std::true_type {};
+template <class B>
+struct zero_equal_groups<B, std::void_t<decltype(B::zero_equal_groups)>>
+    : std::integral_constant<bool, B::zero_equal_groups> {};
 
 template <class B>
 constexpr bool check_baseline() {

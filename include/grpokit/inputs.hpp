@@ -66,6 +66,8 @@ struct advantage_inputs {
   span<const std::int64_t> group_offsets;  // [G + 1]: group g owns sequences [off[g], off[g+1])
   span<const Real> seq_log_ratio;         // [S] sum_t (logp - logp_rollout): ess_scaled (VCPO)
   span<const Real> seq_weight;            // [S] optional baseline weights W_i (ess_scaled)
+  span<const Real> group_baseline = {};   // [G] the caller's baseline per group (baseline::external);
+                                          // defaulted: the older four-field initialisers still compile
 };
 
 template <class Real>

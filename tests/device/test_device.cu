@@ -263,19 +263,20 @@ TEST_CASE("device compute_advantages matches the host for every baseline", "[dev
   std::vector<std::int64_t> offsets{0};
   for (std::int64_t s : {1, 3, 8, 5, 64, 2, 7}) offsets.push_back(offsets.back() + s);
   const std::int64_t S = offsets.back();
-  std::vector<double> r(S), lr(S);
+  std::vector<double> r(S), lr(S), gb(offsets.size() - 1);
   for (auto& v : r) v = coin(rng) * 0.5;
   for (auto& v : lr) v = n(rng);
+  for (auto& v : gb) v = coin(rng) * 0.25;
   auto check = [&](auto policy_tag, grpokit::advantage_config cfg) {
     using P = decltype(policy_tag);
     std::vector<double> ha(S), da_host;
     std::vector<std::uint8_t> hk(S);
-    const auto hs = grpokit::host::compute_advantages<P>({r, offsets, lr, {}}, cfg, {ha, hk});
-    buffer<double> dr(r), dlr(lr), da(S);
+    const auto hs = grpokit::host::compute_advantages<P>({r, offsets, lr, {}, gb}, cfg, {ha, hk});
+    buffer<double> dr(r), dlr(lr), dgb(gb), da(S);
     buffer<std::int64_t> doff(offsets);
     buffer<std::uint8_t> dk(S);
     buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>({0, 0, S}));
-    const auto ds = grpokit::device::compute_advantages<P>({dr.cspan(), doff.cspan(), dlr.cspan(), {}}, cfg,
+    const auto ds = grpokit::device::compute_advantages<P>({dr.cspan(), doff.cspan(), dlr.cspan(), {}, dgb.cspan()}, cfg,
                                                            {da.span(), dk.span()}, ws.data(), ws.size());
     da_host = da.host();
     for (std::int64_t i = 0; i < S; ++i) CHECK(support::close(da_host[i], ha[i], 1e-12, 1e-12));
@@ -295,6 +296,7 @@ TEST_CASE("device compute_advantages matches the host for every baseline", "[dev
     check(grpokit::policy<D, grpokit::baseline::median>{}, cfg);
     check(grpokit::policy<D, grpokit::baseline::leave_one_out>{}, cfg);
     check(grpokit::policy<D, grpokit::baseline::ess_scaled>{}, cfg);
+    check(grpokit::policy<D, grpokit::baseline::external>{}, cfg);
   }
 }
 

@@ -38,7 +38,9 @@ GRPOKIT_HD inline void batch_reward_stats(const double* r, const double* log_rat
 }
 
 // One group: the baseline's centring, zero-variance handling and the divisor of each rollout.
-// Returns whether the group has zero variance (every reward equal, singletons included).
+// Returns whether the group has zero variance (every reward equal, singletons included); its
+// advantages are 0 (and masked with mask_zero_variance) unless the baseline keeps r - b
+// (zero_equal_groups = false: an external baseline).
 template <class B>
 GRPOKIT_HD inline bool process_group(group_io& io, const advantage_config& cfg, double batch_div, double* divisor) {
   const double spread = B::center(io, cfg);
@@ -46,7 +48,7 @@ GRPOKIT_HD inline bool process_group(group_io& io, const advantage_config& cfg, 
   for (std::int64_t i = 1; i < io.n; ++i) zero_variance = zero_variance && io.rewards[i] == io.rewards[0];
   const double group_div = (spread > cfg.std_floor ? spread : cfg.std_floor) + io.eps;
   for (std::int64_t i = 0; i < io.n; ++i) {
-    if (zero_variance) {
+    if (zero_variance && zero_equal_groups<B>::value) {
       io.centered[i] = 0;
       if (cfg.mask_zero_variance) io.keep[i] = 0;
     }

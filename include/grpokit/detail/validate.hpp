@@ -205,7 +205,8 @@ void require_logits_data(const logits_input<S, Real>& in, const loss_config& cfg
 // compute_advantages' shapes and config (host and device); the host also checks the data.
 template <class Real>
 void require_advantage_shapes(const advantage_inputs<Real>& in, const advantage_config& cfg,
-                              const advantage_outputs<Real>& out, bool needs_log_ratio) {
+                              const advantage_outputs<Real>& out, bool needs_log_ratio,
+                              bool needs_group_baseline = false) {
   require_advantage_config(cfg);
   const std::int64_t S = in.rewards.size();
   GRPOKIT_REQUIRE(in.group_offsets.size() >= 1, "group_offsets: needs at least one element (G + 1 offsets)");
@@ -216,6 +217,11 @@ void require_advantage_shapes(const advantage_inputs<Real>& in, const advantage_
                     " per-sequence log-ratios, got ", in.seq_log_ratio.size());
   require_size_or_empty("seq_log_ratio", in.seq_log_ratio, S);
   require_size_or_empty("seq_weight", in.seq_weight, S);
+  const std::int64_t G = in.group_offsets.size() - 1;
+  if (needs_group_baseline)
+    GRPOKIT_REQUIRE(in.group_baseline.size() == G, "group_baseline: the external baseline needs ", G,
+                    " per-group baselines, got ", in.group_baseline.size());
+  require_size_or_empty("group_baseline", in.group_baseline, G);
 }
 template <class Real>
 void require_advantage_data(const advantage_inputs<Real>& in) {
@@ -223,6 +229,7 @@ void require_advantage_data(const advantage_inputs<Real>& in) {
   require_finite("rewards", in.rewards);
   require_finite("seq_log_ratio", in.seq_log_ratio);
   require_finite("seq_weight", in.seq_weight);
+  require_finite("group_baseline", in.group_baseline);
   for (std::int64_t i = 0; i < in.seq_weight.size(); ++i)
     GRPOKIT_REQUIRE(in.seq_weight[i] >= 0, "seq_weight[", i, "] must be >= 0, got ", in.seq_weight[i]);
 }

@@ -1,6 +1,6 @@
 #pragma once
 // grpokit::device::compute_advantages: the shared math of detail/advantage_terms.hpp with a thread
-// per group (the median's in-register insertion sort suits the small groups of GRPO), the batch
+// per group (the median by heap selection in the group's scratch, O(n log n)), the batch
 // statistics in one thread (fixed order, log-space ESS), synchronising to return the stats.
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -41,6 +41,8 @@ __global__ void __launch_bounds__(1)
       if (!(w[i] >= 0) || !isfinite(w[i])) flag_error(&st->bad_value, i);
     }
   }
+  for (std::int64_t g = 0; g < in.group_baseline.size(); ++g)
+    if (!isfinite(static_cast<double>(in.group_baseline[g]))) flag_error(&st->bad_value, g);
   bool ok = in.group_offsets[0] == 0 && in.group_offsets[G] == S;
   for (std::int64_t g = 0; g < G; ++g) {
     if (!(in.group_offsets[g + 1] > in.group_offsets[g])) {
@@ -81,6 +83,7 @@ __global__ void __launch_bounds__(device::tuning::group_threads)
   io.keep = keep + b;
   io.scratch = divisor + b;  // free until process_group writes the divisors after center()
   io.eps = cfg.eps;
+  io.external = in.group_baseline.empty() ? 0.0 : static_cast<double>(in.group_baseline[g]);
   for (std::int64_t i = 0; i < n; ++i) io.keep[i] = 1;
   const bool zero_variance = detail::process_group<B>(io, cfg, stats->batch_divisor, divisor + b);
   atomicAdd(&stats->zero_variance_groups, zero_variance ? 1ull : 0ull);
@@ -150,7 +153,8 @@ void compute_advantages_async(const advantage_inputs<accum_t<P>>& in, const adva
   using Real = accum_t<P>;
   using B = typename P::baseline_type;
   const std::int64_t S = in.rewards.size();
-  detail::require_advantage_shapes(in, cfg, out, detail::needs_log_ratio<B>::value);
+  detail::require_advantage_shapes(in, cfg, out, detail::needs_log_ratio<B>::value,
+                                   detail::needs_group_baseline<B>::value);
   const shape sh{0, 0, S};
   const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh);
   if (!opened) return;  // the size query

@@ -27,7 +27,8 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   using Real = accum_t<P>;
   using B = typename P::baseline_type;
   const std::int64_t S = in.rewards.size();
-  detail::require_advantage_shapes(in, cfg, out, detail::needs_log_ratio<B>::value);
+  detail::require_advantage_shapes(in, cfg, out, detail::needs_log_ratio<B>::value,
+                                   detail::needs_group_baseline<B>::value);
   detail::require_advantage_data(in);
 
   std::vector<double> r(in.rewards.begin(), in.rewards.end());
@@ -52,6 +53,7 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
     io.keep = keep.data() + b;
     io.scratch = scratch.data() + b;
     io.eps = cfg.eps;
+    io.external = in.group_baseline.empty() ? 0.0 : static_cast<double>(in.group_baseline[g]);
     st.zero_variance_groups += detail::process_group<B>(io, cfg, batch_div, divisor.data() + b);
     st.singleton_groups += n == 1;
   }
