@@ -2,9 +2,12 @@
 // of threads joined by a callable_communicator (the way a runtime grpokit does not know plugs in),
 // running the data- and vocabulary-parallel entry points against one process. tests/mpi covers
 // the full DP x TP grids under MPI.
+#include <cmath>
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -28,9 +31,9 @@ class thread_job {
     return {rank, ranks_, [this, rank](const void* send, void* recv, std::size_t bytes) {
               if (rank == 0) slots_.assign(static_cast<std::size_t>(ranks_) * bytes, 0);
               wait();
-              std::memcpy(slots_.data() + static_cast<std::size_t>(rank) * bytes, send, bytes);
+              if (bytes > 0) std::memcpy(slots_.data() + static_cast<std::size_t>(rank) * bytes, send, bytes);
               wait();
-              std::memcpy(recv, slots_.data(), slots_.size());
+              if (bytes > 0) std::memcpy(recv, slots_.data(), slots_.size());
               wait();
             }};
   }
@@ -93,7 +96,7 @@ TEST_CASE("threads as data-parallel ranks: fused_loss and compute_advantages bit
     cfg.entropy_coef = 0.01;
     cfg.agg = grpokit::aggregation::seq_mean_token_mean;
     const auto whole = support::run_fused<P>(p, cfg);
-    const std::vector<std::int64_t> cut = ranks == 1 ? std::vector<std::int64_t>{0, 7}
+    const std::vector<std::int64_t> cut = ranks == 1   ? std::vector<std::int64_t>{0, 7}
                                           : ranks == 2 ? std::vector<std::int64_t>{0, 3, 7}
                                                        : std::vector<std::int64_t>{0, 2, 2, 7};  // an empty rank
     std::vector<grpokit::loss_result> got(static_cast<std::size_t>(ranks));
@@ -106,22 +109,23 @@ TEST_CASE("threads as data-parallel ranks: fused_loss and compute_advantages bit
       std::vector<std::int64_t> targets(p.targets.begin() + t0, p.targets.begin() + t1), off;
       for (std::int64_t s = s0; s <= s1; ++s) off.push_back(p.b.seq_offsets[s] - t0);
       auto rows = [&](const std::vector<float>& v) { return std::vector<float>(v.begin() + t0, v.begin() + t1); };
-      const std::vector<float> adv(whole.adv.begin() + s0, whole.adv.begin() + s1), old = rows(whole.logp_old),
-          refp = rows(whole.logp_ref), roll = rows(whole.logp_rollout);
+      const std::vector<float> adv(whole.adv.begin() + s0, whole.adv.begin() + s1),
+          old = rows(whole.logp_old), refp = rows(whole.logp_ref), roll = rows(whole.logp_rollout);
       const std::vector<std::uint8_t> tm(whole.token_mask.begin() + t0, whole.token_mask.begin() + t1),
           sm(whole.seq_mask.begin() + s0, whole.seq_mask.begin() + s1);
       auto& dz = dlogits[static_cast<std::size_t>(r)];
       dz.resize(logits.size());
-      got[static_cast<std::size_t>(r)] = grpokit::host::fused_loss<P>(
-          {{logits.data(), T, V, V}, targets, {}}, {off, adv, old, refp, roll, tm, sm}, cfg, {dz.data(), T, V, V},
-          grpokit::data_parallel(job.communicator(r)));
+      got[static_cast<std::size_t>(r)] =
+          grpokit::host::fused_loss<P>({{logits.data(), T, V, V}, targets, {}}, {off, adv, old, refp, roll, tm, sm},
+                                       cfg, {dz.data(), T, V, V}, grpokit::data_parallel(job.communicator(r)));
     });
     for (int r = 0; r < ranks; ++r) {
       INFO("ranks " << ranks << ", rank " << r);
       CHECK(std::memcmp(&got[static_cast<std::size_t>(r)], &whole.result, sizeof(grpokit::loss_result)) == 0);
       const std::int64_t t0 = p.b.seq_offsets[cut[r]];
-      CHECK(std::memcmp(dlogits[static_cast<std::size_t>(r)].data(), whole.dlogits.data() + t0 * p.V,
-                        dlogits[static_cast<std::size_t>(r)].size() * sizeof(float)) == 0);
+      const auto& mine = dlogits[static_cast<std::size_t>(r)];
+      CHECK(std::equal(mine.begin(), mine.end(), whole.dlogits.begin() + t0 * p.V,
+                       [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }));
     }
   }
 }
@@ -170,4 +174,89 @@ TEST_CASE("threads: a bad input on one rank throws on every rank") {
     }
   });
   CHECK(threw == std::vector<int>{1, 1, 1});
+}
+
+TEST_CASE("threads: a data-parallel rank with no sequences, and per-sequence inputs (ess_scaled)") {
+  using E = grpokit::policy<grpokit::precision<double, double>, grpokit::baseline::ess_scaled>;
+  const std::vector<double> rewards{1, 0, 0.5, 1, 0, 0, 1, 0.25, 1}, lr{0.1, -0.2, 0.3, 0, 0.5, -1, 0.2, 0.1, 0};
+  const std::vector<std::int64_t> groups{0, 4, 9}, cut{0, 0, 4, 9};  // rank 0 holds nothing
+  std::vector<double> want(9);
+  std::vector<std::uint8_t> want_keep(9);
+  const auto want_st = grpokit::host::compute_advantages<E>({rewards, groups, lr, {}}, {}, {want, want_keep});
+  const int ranks = 3;
+  std::vector<std::vector<double>> adv(ranks);
+  std::vector<grpokit::advantage_stats> st(ranks);
+  std::vector<int> threw(ranks, 0);
+  thread_job job(ranks);
+  job.run([&](int r) {
+    const std::vector<double> my_r(rewards.begin() + cut[r], rewards.begin() + cut[r + 1]),
+        my_lr(lr.begin() + cut[r], lr.begin() + cut[r + 1]);
+    adv[r].resize(my_r.size());
+    std::vector<std::uint8_t> keep(my_r.size());
+    try {
+      st[r] = grpokit::host::compute_advantages<E>({my_r, groups, my_lr, {}}, {}, {adv[r], keep},
+                                                   grpokit::data_parallel(job.communicator(r)));
+    } catch (const grpokit::error&) {
+      threw[r] = 1;
+    }
+  });
+  CHECK(threw == std::vector<int>{0, 0, 0});
+  for (int r = 0; r < ranks; ++r) {
+    INFO("rank " << r);
+    CHECK(std::memcmp(&st[r], &want_st, sizeof want_st) == 0);
+    CHECK(adv[r] == std::vector<double>(want.begin() + cut[r], want.begin() + cut[r + 1]));
+  }
+}
+
+TEST_CASE("threads: ranks that disagree about group_baseline all throw") {
+  using X = grpokit::policy<grpokit::precision<double, double>, grpokit::baseline::external>;
+  const int ranks = 2;
+  std::vector<int> threw(ranks, 0);
+  thread_job job(ranks);
+  job.run([&](int r) {
+    const std::vector<double> rewards{1, 0};
+    const std::vector<std::int64_t> groups{0, 2, 4};
+    const std::vector<double> base{0.5, r == 1 ? std::nan("") : 0.5};  // NaN on rank 1 only
+    std::vector<double> adv(2);
+    std::vector<std::uint8_t> keep(2);
+    try {
+      grpokit::host::compute_advantages<X>({rewards, groups, {}, {}, base}, {}, {adv, keep},
+                                           grpokit::data_parallel(job.communicator(r)));
+    } catch (const grpokit::error&) {
+      threw[r] = 1;
+    }
+  });
+  CHECK(threw == std::vector<int>{1, 1});
+}
+
+TEST_CASE("threads: a vectorised vocabulary slice whose scaled columns are all -inf") {
+  // fast float rows: the slice's own max is -inf (finite logits near -FLT_MAX at temperature 0.5);
+  // its partial must be empty, not NaN, as the whole row in one process
+  using F = grpokit::policy<grpokit::reduction::fast, grpokit::precision<float, float>, grpokit::chunk<16>>;
+  const std::int64_t T = 3, V = 32;
+  std::vector<float> logits(T * V);
+  std::mt19937_64 rng(4);
+  std::normal_distribution<float> n(0, 1);
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t v = 0; v < V; ++v) logits[t * V + v] = v < 16 ? n(rng) : -std::numeric_limits<float>::max();
+  const std::vector<std::int64_t> targets{3, 7, 15};
+  grpokit::loss_config cfg;
+  cfg.temperature = 0.5;
+  std::vector<float> logp(T), ent(T), lse(T);
+  grpokit::host::token_logprobs<F>({{logits.data(), T, V, V}, targets, {}}, cfg, {logp, ent, lse});
+  const int ranks = 2;
+  std::vector<std::vector<float>> got(ranks, std::vector<float>(T)), got_ent(ranks, std::vector<float>(T));
+  thread_job job(ranks);
+  job.run([&](int r) {
+    std::vector<float> slice(T * 16), l(T);
+    for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t v = 0; v < 16; ++v) slice[t * 16 + v] = logits[t * V + r * 16 + v];
+    grpokit::host::token_logprobs<F>({{slice.data(), T, 16, 16}, targets, {}}, cfg, {got[r], got_ent[r], l},
+                                     grpokit::vocab_parallel(job.communicator(r)));
+  });
+  for (int r = 0; r < ranks; ++r)
+    for (std::int64_t t = 0; t < T; ++t) {
+      CHECK(got[r][t] == Approx(logp[t]).epsilon(1e-6));
+      CHECK(got_ent[r][t] == Approx(ent[t]).epsilon(1e-5).margin(1e-6));
+    }
 }

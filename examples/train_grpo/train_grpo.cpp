@@ -65,7 +65,15 @@ int run(const train_grpo::options& o) {
     const train_grpo::dp_comm comm(
         world.rank(), world.size(),
         [world](const void* send, void* recv, std::size_t bytes) { world.all_gather(send, recv, bytes); });
-    return dispatch<grpokit::reduction::batch_invariant>(o, &comm);
+    try {
+      return dispatch<grpokit::reduction::batch_invariant>(o, &comm);
+    } catch (const std::exception& e) {
+      // an error on one rank (an unwritable --csv on rank 0) must not leave the others waiting in a
+      // collective: stop the whole job
+      std::fprintf(stderr, "train_grpo: rank %d: %s\n", world.rank(), e.what());
+      MPI_Abort(MPI_COMM_WORLD, 1);
+      return 1;
+    }
   }
 #endif
   return dispatch<>(o, nullptr);

@@ -5,13 +5,15 @@
 //   int size() const;
 //   void all_gather(const void* send, void* recv, std::size_t bytes) const;
 //       every rank sends `bytes` bytes of host memory; `recv` (size() * bytes) receives them in
-//       rank order. Called by every rank of the communicator in the same order (a collective).
+//       rank order. Called by every rank of the communicator in the same order (a collective);
+//       `bytes` may be 0 (then the pointers may be null).
 // That is all grpokit asks: every sum it needs is gathered and added in rank order, never in a
 // collective's own reduction order, so the results do not depend on the transport or its algorithm.
 //
 // Models: single_process (below), callable_communicator (comm/callable.hpp: torch.distributed or
 // any runtime), mpi_communicator (comm/mpi.hpp), and for device buffers nccl_communicator
-// (comm/nccl.cuh). MPI and NCCL are needed only when their header is included.
+// (comm/nccl.cuh; its buffers are device memory: it is for the device path, not the host entry
+// points). MPI and NCCL are needed only when their header is included.
 #include <cstddef>
 #include <cstring>
 #include <type_traits>

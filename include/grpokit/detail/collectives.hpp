@@ -10,6 +10,7 @@
 
 #include "../communicator.hpp"
 #include "../error.hpp"
+#include "../span.hpp"
 
 namespace grpokit::detail {
 
@@ -51,6 +52,18 @@ std::vector<T> gather_varying(const C& comm, const T* mine, std::int64_t n,
   return out;
 }
 
+// FNV-1a of the bytes of a span's values and of its length: what every rank must agree on.
+template <class T>
+std::uint64_t values_fingerprint(span<const T> values) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (std::int64_t i = 0; i < values.size(); ++i) {
+    const T v = values[i];
+    const unsigned char* b = reinterpret_cast<const unsigned char*>(&v);
+    for (std::size_t k = 0; k < sizeof(T); ++k) h = (h ^ b[k]) * 1099511628211ull;
+  }
+  return h ^ static_cast<std::uint64_t>(values.size());
+}
+
 // Sum of one integer per rank (exact).
 template <class C>
 std::int64_t sum_over_ranks(const C& comm, std::int64_t mine) {
@@ -71,6 +84,8 @@ void collective_check(const parallel_layout<DP, TP>& layout, const char* entry_p
     step();
   } catch (const error&) {
     mine = std::current_exception();
+  } catch (const std::exception& e) {  // e.g. std::bad_alloc: still agreed on, as a grpokit::error
+    mine = std::make_exception_ptr(error(std::string(entry_point) + ": " + e.what()));
   }
   auto any_of = [](const std::vector<std::uint8_t>& flags) {
     std::int64_t first = -1;

@@ -24,20 +24,6 @@
 #include "detail/scratch.hpp"
 #include "policy_loss.hpp"
 
-namespace grpokit::detail {
-
-// FNV-1a of the group offsets: every rank must pass the same ones.
-inline std::uint64_t offsets_fingerprint(span<const std::int64_t> off) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (std::int64_t i = 0; i < off.size(); ++i) {
-    std::uint64_t v = static_cast<std::uint64_t>(off[i]);
-    for (int b = 0; b < 8; ++b, v >>= 8) h = (h ^ (v & 0xffu)) * 1099511628211ull;
-  }
-  return h ^ static_cast<std::uint64_t>(off.size());
-}
-
-}  // namespace grpokit::detail
-
 namespace grpokit::host {
 
 template <class P, class DP, class TP>
@@ -61,8 +47,8 @@ loss_result policy_loss(const current_policy<accum_t<P>>& cur, const rollout_bat
       return detail::tree_total(all);
     } else {
       const auto totals = detail::gather_value(dp, detail::tree_total(parts));
-      detail::loss_partial sum;
-      for (const auto& t : totals) sum = detail::combine(sum, t);
+      detail::loss_partial sum = totals[0];  // not combine({}, .): -0 stays -0 as in one process
+      for (std::size_t r = 1; r < totals.size(); ++r) sum = detail::combine(sum, totals[r]);
       return sum;
     }
   };
@@ -81,28 +67,33 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
     detail::require_size_or_empty("seq_log_ratio", in.seq_log_ratio, S);
     detail::require_size_or_empty("seq_weight", in.seq_weight, S);
   });
-  // what must be the same on every rank: which optional inputs are given, and the group offsets
-  struct agreement {
-    std::uint64_t offsets;
-    std::uint8_t log_ratio, weight;
-  };
-  const agreement mine{detail::offsets_fingerprint(in.group_offsets), !in.seq_log_ratio.empty(),
-                       !in.seq_weight.empty()};
-  for (const agreement& a : detail::gather_value(dp, mine))
-    GRPOKIT_REQUIRE(a.offsets == mine.offsets && a.log_ratio == mine.log_ratio && a.weight == mine.weight,
-                    "compute_advantages: every rank must pass the same group_offsets and the same optional inputs "
-                    "(seq_log_ratio, seq_weight)");
-
+  // what must be the same on every rank: the group offsets and the per-group baselines
+  const std::uint64_t mine[2] = {detail::values_fingerprint(in.group_offsets),
+                                 detail::values_fingerprint(in.group_baseline)};
+  const auto all = detail::gather_array(dp, mine, 2);
   std::vector<std::int64_t> first;
   const auto rewards = detail::gather_varying(dp, in.rewards.data(), S, &first);
   const auto log_ratio = detail::gather_varying(dp, in.seq_log_ratio.data(), in.seq_log_ratio.size());
   const auto weight = detail::gather_varying(dp, in.seq_weight.data(), in.seq_weight.size());
   const std::int64_t total = first.back();
-  auto adv = detail::scratch<Real>(total, "compute_advantages");
-  auto keep = detail::scratch<std::uint8_t>(total, "compute_advantages");
-  // the same data on every rank: a bad input throws on every rank
-  const advantage_stats st = compute_advantages<P>(advantage_inputs<Real>{rewards, in.group_offsets, log_ratio, weight},
-                                                   cfg, advantage_outputs<Real>{adv, keep});
+  advantage_stats st;
+  std::vector<Real> adv;
+  std::vector<std::uint8_t> keep;
+  // the same data on every rank from here: a bad input throws on every rank
+  detail::collective_check(layout, "compute_advantages", [&] {
+    for (std::size_t r = 0; r < all.size(); r += 2)
+      GRPOKIT_REQUIRE(all[r] == mine[0] && all[r + 1] == mine[1],
+                      "compute_advantages: every rank must pass the same group_offsets and group_baseline");
+    // an optional per-sequence input is given by every rank that has sequences, or by none
+    GRPOKIT_REQUIRE(log_ratio.empty() || static_cast<std::int64_t>(log_ratio.size()) == total,
+                    "compute_advantages: seq_log_ratio given by some ranks and not by others");
+    GRPOKIT_REQUIRE(weight.empty() || static_cast<std::int64_t>(weight.size()) == total,
+                    "compute_advantages: seq_weight given by some ranks and not by others");
+    adv = detail::scratch<Real>(total, "compute_advantages");
+    keep = detail::scratch<std::uint8_t>(total, "compute_advantages");
+    st = compute_advantages<P>(advantage_inputs<Real>{rewards, in.group_offsets, log_ratio, weight, in.group_baseline},
+                               cfg, advantage_outputs<Real>{adv, keep});
+  });
   const std::int64_t begin = first[static_cast<std::size_t>(dp.rank())];
   for (std::int64_t i = 0; i < S; ++i) {
     out.adv[i] = adv[static_cast<std::size_t>(begin + i)];

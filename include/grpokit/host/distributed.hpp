@@ -43,9 +43,10 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const r
     detail::require_same_rows(layout.tp, in);
     detail::require_targets(in.targets, slice.vocab);
   });
-  auto logp = detail::scratch<Real>(T, "fused_loss"), entropy = detail::scratch<Real>(T, "fused_loss"),
-       lse = detail::scratch<Real>(T, "fused_loss"), dlogp = detail::scratch<Real>(T, "fused_loss"),
-       dentropy = detail::scratch<Real>(T, "fused_loss");
+  std::vector<Real> logp, entropy, lse, dlogp, dentropy;
+  detail::collective_check(layout, "fused_loss", [&] {
+    for (auto* v : {&logp, &entropy, &lse, &dlogp, &dentropy}) *v = detail::scratch<Real>(T, "fused_loss");
+  });
   detail::collective_check(layout, "fused_loss", [&] {
     detail::sharded_token_logprobs<P>(layout.tp, slice, in, cfg, token_stats<Real>{logp, entropy, lse});
   });
@@ -76,6 +77,8 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
   });
   detail::collective_check(layout, "fused_linear_loss", [&] {
     slice = detail::slice_of(layout.tp, in.weight.rows, Q::chunk_size);
+    for (const std::int64_t c : detail::gather_value(layout.tp, token_chunk))  // the same chunks on every TP rank
+      GRPOKIT_REQUIRE(c == token_chunk, "fused_linear_loss: every TP rank must pass the same token_chunk");
     detail::require_same_rows(layout.tp,
                               logits_input<S, Acc>{{in.hidden.data, in.hidden.rows, 1, 1}, in.targets, in.temperature});
     detail::require_targets(in.targets, slice.vocab);
@@ -90,7 +93,7 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
         detail::collective_check(tp_group, "fused_linear_loss",
                                  [&] { detail::sharded_token_logprobs<Q>(layout.tp, slice, ci, cfg, stats); });
       },
-      [&](std::exception_ptr failed) {
+      [&](std::exception_ptr failed) {  // after the allocation, then after the forward
         detail::collective_check(layout, "fused_linear_loss", [&] {
           if (failed) std::rethrow_exception(failed);
         });

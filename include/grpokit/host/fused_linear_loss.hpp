@@ -71,8 +71,9 @@ namespace grpokit::detail {
 // The chunked schedule of fused_linear_loss with its three steps passed in (vocab_parallel's
 // distributed.hpp passes collective ones):
 //   forward_rows(chunk_input, token_stats)                   lse, entropy, logp of a chunk's rows
-//   agree(exception_ptr)                                     after the forward: throws when it failed
-//                                                            (on any rank)
+//   agree(exception_ptr)                                     after the allocation and after the
+//                                                            forward: throws when it failed (on
+//                                                            any rank)
 //   loss(current_policy, policy_grads) -> loss_result        policy_loss over the whole batch
 //   backward_rows(chunk_input, backward_inputs, dlogits)     a chunk's dlogits
 template <class P, class Forward, class Agree, class Loss, class Backward>
@@ -84,12 +85,18 @@ loss_result fused_linear_loss_with(const linear_input<storage_t<P>, accum_t<P>>&
   using S = storage_t<P>;
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
   const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(T, 1));
-  GRPOKIT_REQUIRE(C <= std::numeric_limits<std::int64_t>::max() / V, "fused_linear_loss: token_chunk x V overflows");
-  auto logits = detail::scratch<Acc>(C * V, "fused_linear_loss");
-  auto dlogits = detail::scratch<S>(C * V, "fused_linear_loss");
-  auto logp = detail::scratch<Acc>(T, "fused_linear_loss"), entropy = detail::scratch<Acc>(T, "fused_linear_loss"),
-       lse = detail::scratch<Acc>(T, "fused_linear_loss"), dlogp = detail::scratch<Acc>(T, "fused_linear_loss"),
-       dentropy = detail::scratch<Acc>(T, "fused_linear_loss");
+  std::vector<Acc> logits, logp, entropy, lse, dlogp, dentropy;
+  std::vector<S> dlogits;
+  std::exception_ptr failed;
+  try {
+    GRPOKIT_REQUIRE(C <= std::numeric_limits<std::int64_t>::max() / V, "fused_linear_loss: token_chunk x V overflows");
+    logits = detail::scratch<Acc>(C * V, "fused_linear_loss");
+    dlogits = detail::scratch<S>(C * V, "fused_linear_loss");
+    for (auto* v : {&logp, &entropy, &lse, &dlogp, &dentropy}) *v = detail::scratch<Acc>(T, "fused_linear_loss");
+  } catch (const error&) {
+    failed = std::current_exception();
+  }
+  agree(failed);
 
   auto chunk_input = [&](std::int64_t t0, std::int64_t n) {
     return logits_input<Acc, Acc>{{logits.data(), n, V, V},
@@ -97,7 +104,6 @@ loss_result fused_linear_loss_with(const linear_input<storage_t<P>, accum_t<P>>&
                                   in.temperature.empty() ? span<const Acc>{} : in.temperature.subspan(t0, n)};
   };
   auto rows_of = [](std::vector<Acc>& v, std::int64_t t0, std::int64_t n) { return span<Acc>(v.data() + t0, n); };
-  std::exception_ptr failed;
   for (std::int64_t t0 = 0; t0 < T && !failed; t0 += C) {
     const std::int64_t n = std::min(C, T - t0);
     detail::chunk_logits(in, t0, n, logits.data());

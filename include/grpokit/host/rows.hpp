@@ -94,7 +94,7 @@ row_forward_result<Acc> forward_row_online(const S* x, std::int64_t vocab, std::
 // to run), with math::exp_branchless. No float comparison or conditional float operation is left
 // in the loops: under -ftrapping-math either would stop the vectorisation.
 template <class Ops, class Acc>
-constexpr bool vectorised_rows = std::is_same<Ops, math::platform_ops>::value&& std::is_same<Acc, float>::value;
+constexpr bool vectorised_rows = (std::is_same<Ops, math::platform_ops>::value) && (std::is_same<Acc, float>::value);
 constexpr std::int64_t simd_lanes = 16;
 
 // Max of the temperature-scaled row (the max of the values times inv_t > 0: rounding is monotone),

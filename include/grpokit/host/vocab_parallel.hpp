@@ -67,16 +67,7 @@ void require_same_rows(const TP& tp, const logits_input<S, Real>& in) {
     std::int64_t rows;
     std::uint64_t targets, temperature;
   };
-  auto hash = [](const auto& values) {
-    std::uint64_t h = 1469598103934665603ull;
-    for (std::int64_t i = 0; i < values.size(); ++i) {
-      const auto v = values[i];
-      const unsigned char* b = reinterpret_cast<const unsigned char*>(&v);
-      for (std::size_t k = 0; k < sizeof(v); ++k) h = (h ^ b[k]) * 1099511628211ull;
-    }
-    return h ^ static_cast<std::uint64_t>(values.size());
-  };
-  const rows_key mine{in.logits.rows, hash(in.targets), hash(in.temperature)};
+  const rows_key mine{in.logits.rows, values_fingerprint(in.targets), values_fingerprint(in.temperature)};
   for (const rows_key& k : gather_value(tp, mine))
     GRPOKIT_REQUIRE(k.rows == mine.rows && k.targets == mine.targets && k.temperature == mine.temperature,
                     "vocabulary parallel: every TP rank must pass the same token rows, targets and temperatures");
@@ -114,11 +105,12 @@ std::vector<Acc> sharded_thresholds(const TP& tp, const logits_input<S, Acc>& in
   return threshold;
 }
 
-// The target's scaled logit (from the rank that holds it) and whether the whole row is finite.
+// The target's scaled logit (from the rank that holds it) and whether the whole row is finite (1 or
+// 0; an Acc so that the gathered struct has no padding bytes).
 template <class Acc>
 struct row_piece {
   Acc z_target;
-  std::uint8_t finite;
+  Acc finite;
 };
 
 template <class P, class TP>
@@ -130,12 +122,13 @@ void sharded_token_logprobs(const TP& tp, const vocab_slice& slice, const logits
   constexpr std::int64_t Tile = P::chunk_size, Lanes = P::chunk_lanes, Width = P::vector_width;
   const std::int64_t T = in.logits.rows, V = in.logits.cols;
   const std::size_t R = static_cast<std::size_t>(tp.size());
-  const auto threshold = sharded_thresholds<P>(tp, in, cfg, nullptr);
   const bool by_tile = online_rows<P> && slice.tile_aligned;
   const std::int64_t tiles = by_tile ? (V + Tile - 1) / Tile : 1;  // partials per row sent by this rank
-
+  // every allocation before the first collective: a rank that cannot allocate fails before it
   auto parts = scratch<partial>(T * tiles, "token_logprobs");
   auto pieces = scratch<row_piece<Acc>>(T, "token_logprobs");
+  auto bad = scratch<std::uint8_t>(T, "token_logprobs");
+  const auto threshold = sharded_thresholds<P>(tp, in, cfg, nullptr);
   parallel_for(T, [&](std::int64_t t) {
     const auto* x = in.logits.row(t);
     const Acc inv_t = inverse_temperature<Ops>(cfg, in.temperature, t);
@@ -151,20 +144,23 @@ void sharded_token_logprobs(const TP& tp, const vocab_slice& slice, const logits
       }
     } else {
       const float offset = scaled_row_max_vectorised(x, V, inv_t, finite);
-      mine[0] = finite ? vectorised_partial(x, V, inv_t, offset, prune_key(P::vocab_prune, th))
-                       : online_partial<Ops, Tile, Lanes, Width>(x, V, inv_t, th, finite);
+      if (!finite)
+        mine[0] = online_partial<Ops, Tile, Lanes, Width>(x, V, inv_t, th, finite);
+      else if (offset == -std::numeric_limits<float>::infinity())
+        mine[0] = partial{};  // every scaled column at -inf (p = 0): nothing, not -inf - -inf = NaN
+      else
+        mine[0] = vectorised_partial(x, V, inv_t, offset, prune_key(P::vocab_prune, th));
     }
     const std::int64_t target = in.targets[t];
     const bool owns = target >= slice.begin && target < slice.end;
     pieces[static_cast<std::size_t>(t)] = {owns ? Ops::mul(math::load<Acc>(x[target - slice.begin]), inv_t) : Acc(0),
-                                           static_cast<std::uint8_t>(finite)};
+                                           finite ? Acc(1) : Acc(0)};
   });
 
   // tiles: rank r sent T x columns(r)/Tile partials; slices: T partials each
   std::vector<std::int64_t> first;
   const auto all_parts = gather_varying(tp, parts.data(), T * tiles, &first);
   const auto all_pieces = gather_array(tp, pieces.data(), T);
-  auto bad = scratch<std::uint8_t>(T, "token_logprobs");
   parallel_for(T, [&](std::int64_t t) {
     partial total;
     bool finite = true;
@@ -172,7 +168,7 @@ void sharded_token_logprobs(const TP& tp, const vocab_slice& slice, const logits
       const std::int64_t n = by_tile ? (slice.columns(r) + Tile - 1) / Tile : 1;
       for (std::int64_t k = 0; k < n; ++k)
         total = math::merge<Ops>(total, all_parts[static_cast<std::size_t>(first[r] + t * n + k)]);
-      finite = finite && all_pieces[r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)].finite;
+      finite = finite && all_pieces[r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)].finite != Acc(0);
     }
     const int owner = slice.owner(in.targets[t]);
     const Acc z_target =
@@ -199,10 +195,10 @@ void sharded_logits_backward(const TP& tp, const vocab_slice& slice, const logit
   using Ops = ops_for<P::order>;
   const std::int64_t T = in.logits.rows, V = in.logits.cols;
   auto wanted = scratch<std::uint8_t>(T, "logits_backward");
+  auto finite = scratch<std::uint8_t>(T, "logits_backward");  // before the first collective
   for (std::int64_t t = 0; t < T; ++t)
     wanted[static_cast<std::size_t>(t)] = g.dlogp[t] != Acc(0) || (!g.dentropy.empty() && g.dentropy[t] != Acc(0));
   const auto threshold = sharded_thresholds<P>(tp, in, cfg, &wanted);
-  auto finite = scratch<std::uint8_t>(T, "logits_backward");
   parallel_for(T, [&](std::int64_t t) {
     const Acc g_ent = g.dentropy.empty() ? Acc(0) : g.dentropy[t];
     const Acc h = g.dentropy.empty() ? Acc(0) : g.entropy[t];
