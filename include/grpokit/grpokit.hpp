@@ -12,6 +12,7 @@
 #include "host/advantages.hpp"
 #include "host/fused_linear_loss.hpp"
 #include "host/fused_loss.hpp"
+#include "host/grpo_lambda.hpp"
 #include "host/logits_backward.hpp"
 #include "host/packing.hpp"
 #include "host/policy_loss.hpp"

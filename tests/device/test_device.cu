@@ -300,6 +300,61 @@ TEST_CASE("device compute_advantages matches the host for every baseline", "[dev
   }
 }
 
+TEST_CASE("device grpo_lambda_rewards: bitwise the host pass; ties, fractions, bad input", "[device]") {
+  std::mt19937_64 rng(91);
+  for (int rep = 0; rep < 12; ++rep) {
+    std::uniform_int_distribution<int> gsize(1, rep % 3 == 0 ? 40 : 9), len(0, 50), coin(0, 3);
+    std::vector<std::int64_t> groups{0}, seq_off{0};
+    std::vector<std::uint8_t> correct;
+    const int G = 1 + (rep * 37) % (device_support::sized(300, 60));
+    for (int g = 0; g < G; ++g) {
+      const int n = gsize(rng);
+      groups.push_back(groups.back() + n);
+      const bool equal_lengths = coin(rng) == 0;
+      const int l0 = len(rng);
+      for (int i = 0; i < n; ++i) {
+        seq_off.push_back(seq_off.back() + (equal_lengths ? l0 : len(rng)));
+        correct.push_back(coin(rng) != 0);
+      }
+    }
+    grpokit::grpo_lambda_config cfg;
+    cfg.top_fraction = (rep % 6) / 5.0;
+    cfg.length_weight = 0.7;
+    std::vector<double> want(correct.size());
+    const auto hs = grpokit::host::grpo_lambda_rewards<double>(correct, seq_off, groups, cfg, want);
+    buffer<std::uint8_t> dc(correct);
+    buffer<std::int64_t> doff(seq_off), dg(groups);
+    buffer<double> dr(correct.size());
+    std::size_t bytes = 0;
+    grpokit::device::grpo_lambda_rewards_async<double>(dc.cspan(), doff.cspan(), dg.cspan(), cfg, dr.span(), nullptr,
+                                                       bytes);
+    CHECK(bytes == grpokit::device::grpo_lambda_workspace_bytes(G));
+    buffer<unsigned char> ws(bytes);
+    const auto ds =
+        grpokit::device::grpo_lambda_rewards<double>(dc.cspan(), doff.cspan(), dg.cspan(), cfg, dr.span(), ws.data(), bytes);
+    INFO("rep " << rep << ", G " << G);
+    CHECK(dr.host() == want);
+    CHECK(ds.groups == hs.groups);
+    CHECK(ds.penalised_groups == hs.penalised_groups);
+    CHECK(ds.lowest_penalised_ratio == hs.lowest_penalised_ratio);
+  }
+  // a correct value of 2 and an empty group come back through the status
+  const std::vector<std::uint8_t> correct{1, 2, 0};
+  const std::vector<std::int64_t> seq_off{0, 4, 9, 12}, groups{0, 2, 3}, empty_group{0, 2, 2, 3};
+  buffer<std::uint8_t> dc(correct);
+  buffer<std::int64_t> doff(seq_off), dg(groups), de(empty_group);
+  buffer<double> dr(3);
+  buffer<unsigned char> ws(grpokit::device::grpo_lambda_workspace_bytes(3));
+  REQUIRE_ERROR(grpokit::device::grpo_lambda_rewards<double>(dc.cspan(), doff.cspan(), dg.cspan(), {}, dr.span(),
+                                                             ws.data(), ws.size()),
+                "input out of its domain at row/sequence/group 1");
+  const std::vector<std::uint8_t> fine{1, 0, 0};
+  buffer<std::uint8_t> df(fine);
+  REQUIRE_ERROR(grpokit::device::grpo_lambda_rewards<double>(df.cspan(), doff.cspan(), de.cspan(), {}, dr.span(),
+                                                             ws.data(), ws.size()),
+                "offsets");
+}
+
 TEST_CASE("device data errors come back through the status, never out of bounds", "[device][errors]") {
   using P = grpokit::policy<grpokit::chunk<64>>;
   const ref::problem good = make(9, {4, 3}, 100, false);

@@ -7,6 +7,7 @@
 #include "error.cuh"
 #include "fused_linear_loss.cuh"
 #include "fused_loss.cuh"
+#include "grpo_lambda.cuh"
 #include "policy_loss.cuh"
 #include "results.cuh"
 #include "status.cuh"
