@@ -134,6 +134,8 @@ inline adv_out advantages(const std::vector<ld>& rewards, const std::vector<std:
       ld div = 1;
       if (cfg.scale == grpokit::adv_scale::group) div = std::max<ld>(spread, cfg.std_floor) + eps;
       if (cfg.scale == grpokit::adv_scale::batch) div = std::max<ld>(batch_std, cfg.std_floor) + cfg.eps;
+      if (cfg.equal_group_weight)  // every group weighs as a group of the mean size
+        div *= static_cast<ld>(n) * static_cast<ld>(groups.size() - 1) / static_cast<ld>(rewards.size());
       out.adv[lo + i] = c[i] / div;
     }
   }

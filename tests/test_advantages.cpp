@@ -75,6 +75,7 @@ void sweep(double tol) {
       cfg.scale = scale;
       cfg.mask_zero_variance = rep % 3 == 0;
       cfg.std_floor = rep % 4 == 0 ? 0.1 : 0.0;
+      cfg.equal_group_weight = rep % 5 == 1;
       check<grpokit::baseline::mean, Real>(c, ref::base::mean, cfg, false, tol);
       check<grpokit::baseline::median, Real>(c, ref::base::median, cfg, false, tol);
       check<grpokit::baseline::leave_one_out, Real>(c, ref::base::loo, cfg, false, tol);
@@ -201,4 +202,19 @@ TEST_CASE("lower_median: the ((n-1)/2)-th smallest for every n up to 64 and orde
       CHECK(grpokit::detail::lower_median(x.data(), n, scratch.data()) == sorted[static_cast<std::size_t>((n - 1) / 2)]);
     }
   }
+}
+
+TEST_CASE("equal_group_weight: every group's advantages weigh as a group of the mean size", "[advantages]") {
+  // groups of 2 and 6 (mean 4): the small group's advantages are doubled, the large one's scaled by 2/3
+  using P = grpokit::policy<grpokit::precision<double, double>>;
+  const std::vector<double> r{1, 0, 1, 1, 0, 0, 0, 0};
+  const std::vector<std::int64_t> off{0, 2, 8};
+  std::vector<double> plain(8), equal(8);
+  std::vector<std::uint8_t> keep(8);
+  grpokit::advantage_config cfg;
+  grpokit::host::compute_advantages<P>({r, off, {}, {}}, cfg, {plain, keep});
+  cfg.equal_group_weight = true;
+  grpokit::host::compute_advantages<P>({r, off, {}, {}}, cfg, {equal, keep});
+  for (int i = 0; i < 2; ++i) CHECK(equal[i] == Approx(plain[i] * 2.0));
+  for (int i = 2; i < 8; ++i) CHECK(equal[i] == Approx(plain[i] * 4.0 / 6.0));
 }

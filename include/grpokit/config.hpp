@@ -20,6 +20,10 @@ struct advantage_config {
   // Equivalent to VCPO's learning-rate scaling only for plain SGD, not Adam.
   bool fold_lr_factor = false;
   double ess_ratio_ref = 1.0;  // VCPO base_ess_ratio (rho0)
+  // A_i *= mean_group_size / n_g: every group (prompt) weighs the same in the policy gradient,
+  // whatever its size (difficulty-sized groups, docs/group_plan.md); off: a group of n rollouts
+  // weighs n times one rollout, as in GRPO
+  bool equal_group_weight = false;
 };
 
 // ---- policy loss -------------------------------------------------------------------------

@@ -292,6 +292,7 @@ TEST_CASE("device compute_advantages matches the host for every baseline", "[dev
     grpokit::advantage_config cfg;
     cfg.scale = scale;
     cfg.mask_zero_variance = scale == grpokit::adv_scale::batch;
+    cfg.equal_group_weight = scale != grpokit::adv_scale::none;
     check(grpokit::policy<D, grpokit::baseline::mean>{}, cfg);
     check(grpokit::policy<D, grpokit::baseline::median>{}, cfg);
     check(grpokit::policy<D, grpokit::baseline::leave_one_out>{}, cfg);

@@ -40,19 +40,24 @@ GRPOKIT_HD inline void batch_reward_stats(const double* r, const double* log_rat
 // One group: the baseline's centring, zero-variance handling and the divisor of each rollout.
 // Returns whether the group has zero variance (every reward equal, singletons included); its
 // advantages are 0 (and masked with mask_zero_variance) unless the baseline keeps r - b
-// (zero_equal_groups = false: an external baseline).
+// (zero_equal_groups = false: an external baseline). With cfg.equal_group_weight the divisor is
+// also multiplied by n / mean_group_size, so that every group's advantages sum to the same weight
+// whatever its size (difficulty-sized groups, docs/group_plan.md).
 template <class B>
-GRPOKIT_HD inline bool process_group(group_io& io, const advantage_config& cfg, double batch_div, double* divisor) {
+GRPOKIT_HD inline bool process_group(group_io& io, const advantage_config& cfg, double batch_div,
+                                     double mean_group_size, double* divisor) {
   const double spread = B::center(io, cfg);
   bool zero_variance = true;
   for (std::int64_t i = 1; i < io.n; ++i) zero_variance = zero_variance && io.rewards[i] == io.rewards[0];
   const double group_div = (spread > cfg.std_floor ? spread : cfg.std_floor) + io.eps;
+  const double size_factor = cfg.equal_group_weight ? static_cast<double>(io.n) / mean_group_size : 1.0;
   for (std::int64_t i = 0; i < io.n; ++i) {
     if (zero_variance && zero_equal_groups<B>::value) {
       io.centered[i] = 0;
       if (cfg.mask_zero_variance) io.keep[i] = 0;
     }
-    divisor[i] = cfg.scale == adv_scale::group ? group_div : cfg.scale == adv_scale::batch ? batch_div : 1.0;
+    divisor[i] = (cfg.scale == adv_scale::group ? group_div : cfg.scale == adv_scale::batch ? batch_div : 1.0) *
+                 size_factor;
   }
   return zero_variance;
 }

@@ -85,7 +85,8 @@ __global__ void __launch_bounds__(device::tuning::group_threads)
   io.eps = cfg.eps;
   io.external = in.group_baseline.empty() ? 0.0 : static_cast<double>(in.group_baseline[g]);
   for (std::int64_t i = 0; i < n; ++i) io.keep[i] = 1;
-  const bool zero_variance = detail::process_group<B>(io, cfg, stats->batch_divisor, divisor + b);
+  const bool zero_variance = detail::process_group<B>(io, cfg, stats->batch_divisor,
+                                                      static_cast<double>(S) / static_cast<double>(G), divisor + b);
   atomicAdd(&stats->zero_variance_groups, zero_variance ? 1ull : 0ull);
   atomicAdd(&stats->singleton_groups, n == 1 ? 1ull : 0ull);
 }

@@ -54,7 +54,8 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
     io.scratch = scratch.data() + b;
     io.eps = cfg.eps;
     io.external = in.group_baseline.empty() ? 0.0 : static_cast<double>(in.group_baseline[g]);
-    st.zero_variance_groups += detail::process_group<B>(io, cfg, batch_div, divisor.data() + b);
+    st.zero_variance_groups += detail::process_group<B>(
+        io, cfg, batch_div, static_cast<double>(S) / static_cast<double>(st.groups), divisor.data() + b);
     st.singleton_groups += n == 1;
   }
   const double fold = cfg.fold_lr_factor ? st.lr_factor : 1.0;
