@@ -675,7 +675,7 @@ TEST_CASE("device bad input: scaled overflow, tiny temperatures, NaN in a backwa
     buffer<float> dlogp(p.T), dlse(p.T);
     grpokit::device::token_logprobs<P>(d.input(), {}, {dlogp.span(), {}, dlse.span()}, d.ws(), d.ws_bytes());
     REQUIRE_ERROR(grpokit::device::throw_if_error(grpokit::device::read_status(d.ws(), 0)),
-                  "input out of its domain at row/sequence 4");
+                  "input out of its domain at row/sequence/group 4");
   }
   {  // logits_backward on its own, NaN logits, check_finite on
     ref::problem p = good;
