@@ -3,7 +3,8 @@
 // fuzzer's bytes. Invariants: no crash and no sanitizer report (built with ASan/UBSan); every
 // exception is a grpokit::error; with finite inputs and finite clamps, a call that succeeds returns
 // finite outputs (documented exceptions: logp = -inf for a pruned target or a target whose scaled
-// logit overflows to -inf). Logits and rewards may be any finite value (near FLT_MAX / DBL_MAX);
+// logit overflows to -inf; the loss terms that grow with logp, when the scaled logits are not
+// moderate: moderate_scaled_logits). Logits and rewards may be any finite value (near FLT_MAX / DBL_MAX);
 // the other inputs and the configuration must also be moderate (|x| <= 1e15), since a result whose
 // true value leaves the floating range (an advantage of 3e38 times a ratio) cannot be finite.
 //   clang++ -fsanitize=fuzzer,address,undefined ... (tests/CMakeLists.txt, GRPOKIT_FUZZ=ON)
@@ -155,6 +156,27 @@ void require_finite(const V& v, const char* what, bool allow_minus_inf = false) 
   }
 }
 
+// The largest |logit / temperature| the inputs allow, whichever temperatures apply. The loss terms
+// linear in logp (cispo, reinforce, k1) and k2 (quadratic, and its gradient linear) grow with it:
+// their true value leaves the floating range with scaled logits near DBL_MAX (logits of 1e308, or
+// a temperature of 1e-300), so they are promised finite only for moderate scaled logits.
+template <class T>
+double max_abs(const std::vector<T>& v) {
+  double m = 0;
+  for (const auto& x : v) m = std::fmax(m, std::fabs(grpokit::math::load<double>(x)));
+  return m;
+}
+template <class R>
+bool moderate_scaled_logits(double max_logit, const std::vector<R>& temperature, double cfg_temperature) {
+  double t = cfg_temperature;
+  for (const auto& x : temperature) t = std::fmin(t, std::fmin(static_cast<double>(x), static_cast<double>(x) * cfg_temperature));
+  return t > 0 && max_logit / t <= 1e12;
+}
+bool grows_with_logp(const grpokit::loss_config& c) {
+  return c.obj == grpokit::objective::cispo || c.obj == grpokit::objective::reinforce ||
+         c.kl == grpokit::kl_estimator::k1 || c.kl == grpokit::kl_estimator::k2;
+}
+
 using pf = grpokit::precision<float, float>;
 using pd = grpokit::precision<double, double>;
 using P0 = grpokit::policy<pf, grpokit::chunk<16>>;  // vectorised host rows
@@ -210,9 +232,10 @@ void run(bytes_in& in, int entry) {
     case 1: {  // fused_loss
       std::vector<S> dlogits(logits.size());
       const auto r = grpokit::host::fused_loss<P>(li, b, cfg, {dlogits.data(), T, V, V});
-      if (promised) {
+      const bool moderate = moderate_scaled_logits(max_abs(logits), temperature, cfg.temperature);
+      if (promised && (moderate || !grows_with_logp(cfg))) {
         if (!std::isfinite(r.loss)) violated("fused_loss loss");
-        require_finite(dlogits, "fused_loss dlogits");
+        if (moderate || cfg.kl != grpokit::kl_estimator::k2) require_finite(dlogits, "fused_loss dlogits");
       }
       break;
     }
@@ -255,9 +278,12 @@ void run(bytes_in& in, int entry) {
       g.dweight_acc = {dweight.data(), V, D, D};
       const auto r = grpokit::host::fused_linear_loss<P>(
           {{hidden.data(), T, D, D}, {weight.data(), V, D, D}, {}, li.targets, li.temperature}, b, cfg, chunk, g);
-      if (promised && k.moderate) {
+      const bool moderate =
+          moderate_scaled_logits(max_abs(hidden) * max_abs(weight) * static_cast<double>(D), temperature, cfg.temperature);
+      // k now also holds the hidden states and the weight
+      if (promised && k.finite && k.moderate && (moderate || !grows_with_logp(cfg))) {
         if (!std::isfinite(r.loss)) violated("fused_linear_loss loss");
-        require_finite(dhidden, "fused_linear_loss dhidden");
+        if (moderate || cfg.kl != grpokit::kl_estimator::k2) require_finite(dhidden, "fused_linear_loss dhidden");
       }
       break;
     }
