@@ -25,6 +25,20 @@ struct grpokit_bench_args {
   void* stream;                  // device only (cudaStream_t)
 };
 
+// compute_advantages: fp32 rewards of G groups (offsets [G + 1]), baseline 0 = mean (GRPO), 1 =
+// median (MC-GRPO); the default advantage_config (scale by the group's spread, eps 1e-6).
+struct grpokit_bench_advantages_args {
+  const float* rewards;           // [S]
+  const std::int64_t* offsets;    // [G + 1]
+  std::int64_t S, G;
+  int baseline;
+  float* adv;                     // [S]
+  std::uint8_t* keep;             // [S]
+  void* workspace;                // device only
+  std::size_t workspace_bytes;    // device only
+  void* stream;                   // device only; the device call does not synchronise
+};
+
 // fused_linear_loss: logits = hidden W^T; the other fields as above (logits/dlogits unused).
 struct grpokit_bench_linear_args {
   grpokit_bench_args base;
@@ -38,6 +52,16 @@ struct grpokit_bench_linear_args {
 }
 
 namespace grpokit_bench {
+
+template <class B>
+using advantages_policy = grpokit::policy<grpokit::precision<float, float>, B>;
+
+inline grpokit::advantage_inputs<float> advantage_inputs(const grpokit_bench_advantages_args& a) {
+  return {{a.rewards, a.S}, {a.offsets, a.G + 1}, {}, {}, {}};
+}
+inline grpokit::advantage_outputs<float> advantage_outputs(const grpokit_bench_advantages_args& a) {
+  return {{a.adv, a.S}, {a.keep, a.S}};
+}
 
 inline grpokit::loss_config config(const grpokit_bench_args& a) {
   grpokit::loss_config c;

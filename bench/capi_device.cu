@@ -73,3 +73,26 @@ extern "C" int grpokit_device_fused_loss(const grpokit_bench_args* a, double* lo
     return 1;
   }
 }
+
+extern "C" std::size_t grpokit_device_advantages_workspace_bytes(std::int64_t S) {
+  using P = grpokit_bench::advantages_policy<grpokit::baseline::mean>;  // the same for every baseline
+  return grpokit::device::workspace_bytes<P>({0, 0, S});
+}
+
+extern "C" int grpokit_device_compute_advantages(const grpokit_bench_advantages_args* a) {
+  try {
+    using namespace grpokit_bench;
+    std::size_t bytes = a->workspace_bytes;
+    const auto stream = static_cast<cudaStream_t>(a->stream);
+    if (a->baseline == 1)
+      grpokit::device::compute_advantages_async<advantages_policy<grpokit::baseline::median>>(
+          advantage_inputs(*a), {}, advantage_outputs(*a), a->workspace, bytes, stream);
+    else
+      grpokit::device::compute_advantages_async<advantages_policy<grpokit::baseline::mean>>(
+          advantage_inputs(*a), {}, advantage_outputs(*a), a->workspace, bytes, stream);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
+}

@@ -30,3 +30,19 @@ extern "C" int grpokit_host_fused_loss(const grpokit_bench_args* a, double* loss
     return 1;
   }
 }
+
+extern "C" int grpokit_host_compute_advantages(const grpokit_bench_advantages_args* a) {
+  try {
+    using namespace grpokit_bench;
+    if (a->baseline == 1)
+      grpokit::host::compute_advantages<advantages_policy<grpokit::baseline::median>>(
+          advantage_inputs(*a), {}, advantage_outputs(*a));
+    else
+      grpokit::host::compute_advantages<advantages_policy<grpokit::baseline::mean>>(
+          advantage_inputs(*a), {}, advantage_outputs(*a));
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
+}

@@ -12,12 +12,18 @@
 //   static constexpr bool needs_group_baseline = true;  // requires advantage_inputs::group_baseline
 //   static constexpr bool zero_equal_groups = false;    // a group of equal rewards keeps r - b (default:
 //                                                       // A = 0, and masked with mask_zero_variance)
+// and, so that the device can give a large group a block of threads,
+//   template <class Ops> GRPOKIT_HD static double center_with(const Ops& ops, group_io&, const advantage_config&);
+// the same math in Ops' reductions (detail/group_ops.hpp: sum, max, first, for_each, kth_smallest),
+// as the built-in baselines are written (their `center` is center_with(serial_ops{}, ...)). A
+// baseline without center_with runs a thread per group on the device, whatever the group's size.
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
 
 #include "axis.hpp"
 #include "config.hpp"
+#include "detail/group_ops.hpp"
 #include "detail/macros.hpp"
 
 namespace grpokit {
@@ -38,136 +44,129 @@ namespace detail {
 // The moments are computed on the rewards times 2^-e, e the exponent of the largest |r|: they never
 // overflow (rewards of +-1e300), and away from overflow and subnormals the powers of two are exact,
 // so the result is the unscaled formula's bit for bit.
-GRPOKIT_HD inline int moment_exponent(const double* r, std::int64_t n) {
-  double m = 0;
-  for (std::int64_t i = 0; i < n; ++i) m = std::fabs(r[i]) > m ? std::fabs(r[i]) : m;
+template <class Ops = serial_ops>
+GRPOKIT_HD int moment_exponent(const double* r, std::int64_t n, const Ops& ops = {}) {
+  const double m = ops.max(n, 0.0, [=](std::int64_t i) { return std::fabs(r[i]); });
   return m > 0 && std::isfinite(m) ? std::ilogb(m) : 0;
 }
-GRPOKIT_HD inline double scaled_mean(const double* r, std::int64_t n, int e) {
-  double s = 0;
-  for (std::int64_t i = 0; i < n; ++i) s += std::ldexp(r[i], -e);
-  return s / static_cast<double>(n);
-}
-GRPOKIT_HD inline double group_mean(const double* r, std::int64_t n) {
-  const int e = moment_exponent(r, n);
-  return std::ldexp(scaled_mean(r, n, e), e);
-}
-// Bessel-corrected standard deviation, two-pass; 0 for n < 2.
-GRPOKIT_HD inline double group_std(const double* r, std::int64_t n) {
-  if (n < 2) return 0.0;
-  const int e = moment_exponent(r, n);
-  const double mu = scaled_mean(r, n, e);
-  double ss = 0;
-  for (std::int64_t i = 0; i < n; ++i) ss += (std::ldexp(r[i], -e) - mu) * (std::ldexp(r[i], -e) - mu);
-  return std::ldexp(std::sqrt(ss / static_cast<double>(n - 1)), e);
-}
-// Moves a[root] down the max-heap a[0..n).
-GRPOKIT_HD inline void sift_down(double* a, std::int64_t root, std::int64_t n) {
-  for (;;) {
-    std::int64_t child = 2 * root + 1;
-    if (child >= n) return;
-    if (child + 1 < n && a[child] < a[child + 1]) ++child;
-    if (!(a[root] < a[child])) return;
-    const double t = a[root];
-    a[root] = a[child];
-    a[child] = t;
-    root = child;
+// x -> x 2^k, bit for bit ldexp(x, k), as one multiplication where 2^k is a normal double (a libm
+// call per reward cost more than the rest of compute_advantages)
+struct pow2_scale {
+  int k;
+  double factor;
+  GRPOKIT_HD explicit pow2_scale(int k_) : k(k_), factor(k_ >= -1022 && k_ <= 1023 ? std::ldexp(1.0, k_) : 0.0) {}
+  GRPOKIT_HD double operator()(double x) const { return factor != 0 ? x * factor : std::ldexp(x, k); }
+};
+struct moments {
+  double mean = 0, std = 0;  // std: Bessel-corrected, 0 for n < 2
+};
+// Mean and Bessel std, two-pass, on the scaled rewards; {0, 0} for n = 0.
+template <class Ops = serial_ops>
+GRPOKIT_HD moments group_moments(const double* r, std::int64_t n, const Ops& ops = {}) {
+  if (n == 0) return {};
+  const int e = moment_exponent(r, n, ops);
+  const pow2_scale down(-e);
+  const double mu = ops.sum(n, [=](std::int64_t i) { return down(r[i]); }) / static_cast<double>(n);
+  moments m;
+  m.mean = std::ldexp(mu, e);
+  if (n >= 2) {
+    const double ss = ops.sum(n, [=](std::int64_t i) {
+      const double d = down(r[i]) - mu;
+      return d * d;
+    });
+    m.std = std::ldexp(std::sqrt(ss / static_cast<double>(n - 1)), e);
   }
+  return m;
 }
-// Lower median (torch.median semantics): the ((n-1)/2)-th smallest, by heap selection in
-// `scratch`: build a max-heap of the n values, pop the n - 1 - k largest, and the heap's top is the
-// k-th smallest. O(n log n) in the worst case, no recursion, no allocation (device threads use it
-// too): groups of thousands of rollouts (BroRL) cost milliseconds, not the O(n^2) of a sort by
-// insertion. The value is the order statistic itself, independent of how it is found.
-GRPOKIT_HD inline double lower_median(const double* x, std::int64_t n, double* scratch) {
-  for (std::int64_t i = 0; i < n; ++i) scratch[i] = x[i];
-  const std::int64_t k = (n - 1) / 2;
-  for (std::int64_t i = n / 2 - 1; i >= 0; --i) sift_down(scratch, i, n);
-  for (std::int64_t end = n - 1; end > k; --end) {
-    const double t = scratch[0];
-    scratch[0] = scratch[end];
-    scratch[end] = t;
-    sift_down(scratch, 0, end);
+template <class Ops = serial_ops>
+GRPOKIT_HD double group_mean(const double* r, std::int64_t n, const Ops& ops = {}) {
+  return group_moments(r, n, ops).mean;
+}
+template <class Ops = serial_ops>
+GRPOKIT_HD double group_std(const double* r, std::int64_t n, const Ops& ops = {}) {
+  return group_moments(r, n, ops).std;
+}
+
+// A built-in baseline's `center`: its center_with on one thread.
+template <class B>
+struct serial_center {
+  GRPOKIT_HD static double center(group_io& g, const advantage_config& cfg) {
+    return B::center_with(serial_ops{}, g, cfg);
   }
-  return scratch[0];
-}
+};
 }  // namespace detail
 
 namespace baseline {
 
 // GRPO: b = mean of the group; spread = Bessel std.
-struct mean {
+struct mean : detail::serial_center<mean> {
   using policy_axis = axis::baseline;
-  GRPOKIT_HD static double center(group_io& g, const advantage_config&) {
-    const double mu = detail::group_mean(g.rewards, g.n);
-    for (std::int64_t i = 0; i < g.n; ++i) g.centered[i] = g.rewards[i] - mu;
-    return detail::group_std(g.rewards, g.n);
+  template <class Ops>
+  GRPOKIT_HD static double center_with(const Ops& ops, group_io& g, const advantage_config&) {
+    const detail::moments m = detail::group_moments(g.rewards, g.n, ops);
+    ops.for_each(g.n, [=](std::int64_t i) { g.centered[i] = g.rewards[i] - m.mean; });
+    return m.std;
   }
 };
 
-// MC-GRPO: b = lower median; spread = MAD (lower median of |r - med| over the whole group, pivot
-// included) with eps = mad_eps; in an odd group the pivot (lowest index with r == med) is excluded.
-struct median {
+// MC-GRPO: b = lower median (torch.median semantics: the ((n-1)/2)-th smallest, an order statistic
+// whatever finds it: heap selection on a thread, radix selection on a block); spread = MAD (lower
+// median of |r - med| over the whole group, pivot included) with eps = mad_eps; in an odd group
+// the pivot (lowest index with r == med) is excluded.
+struct median : detail::serial_center<median> {
   using policy_axis = axis::baseline;
-  GRPOKIT_HD static double center(group_io& g, const advantage_config& cfg) {
-    const double med = detail::lower_median(g.rewards, g.n, g.scratch);
-    for (std::int64_t i = 0; i < g.n; ++i) g.centered[i] = g.rewards[i] - med;
+  template <class Ops>
+  GRPOKIT_HD static double center_with(const Ops& ops, group_io& g, const advantage_config& cfg) {
+    const std::int64_t k = (g.n - 1) / 2;
+    const double med = ops.kth_smallest(g.rewards, g.n, k, g.scratch);
     if (g.n % 2 == 1) {
-      for (std::int64_t i = 0; i < g.n; ++i) {
-        if (g.rewards[i] == med) {
-          g.keep[i] = 0;
-          break;
-        }
-      }
+      const std::int64_t pivot = ops.first(g.n, [=](std::int64_t i) { return g.rewards[i] == med; });
+      if (pivot < g.n) ops.for_each(1, [=](std::int64_t) { g.keep[pivot] = 0; });
     }
-    for (std::int64_t i = 0; i < g.n; ++i) g.centered[i] = std::fabs(g.centered[i]);
-    const double mad = detail::lower_median(g.centered, g.n, g.scratch);
-    for (std::int64_t i = 0; i < g.n; ++i) g.centered[i] = g.rewards[i] - med;
+    ops.for_each(g.n, [=](std::int64_t i) { g.centered[i] = std::fabs(g.rewards[i] - med); });
+    const double mad = ops.kth_smallest(g.centered, g.n, k, g.scratch);
+    ops.for_each(g.n, [=](std::int64_t i) { g.centered[i] = g.rewards[i] - med; });
     g.eps = cfg.mad_eps;
     return mad;
   }
 };
 
 // RLOO: b_i = mean of the other rollouts; spread = Bessel std. A singleton group has A = 0.
-struct leave_one_out {
+struct leave_one_out : detail::serial_center<leave_one_out> {
   using policy_axis = axis::baseline;
-  GRPOKIT_HD static double center(group_io& g, const advantage_config&) {
+  template <class Ops>
+  GRPOKIT_HD static double center_with(const Ops& ops, group_io& g, const advantage_config&) {
     if (g.n < 2) {
-      g.centered[0] = 0;
+      ops.for_each(g.n, [=](std::int64_t i) { g.centered[i] = 0; });
       return 0;
     }
-    double total = 0;
-    for (std::int64_t i = 0; i < g.n; ++i) total += g.rewards[i];
-    for (std::int64_t i = 0; i < g.n; ++i)
+    const double total = ops.sum(g.n, [=](std::int64_t i) { return g.rewards[i]; });
+    ops.for_each(g.n, [=](std::int64_t i) {
       g.centered[i] = g.rewards[i] - (total - g.rewards[i]) / static_cast<double>(g.n - 1);
-    return detail::group_std(g.rewards, g.n);
+    });
+    return detail::group_std(g.rewards, g.n, ops);
   }
 };
 
 // VCPO: min-variance baseline b = sum W r / sum W, with W the caller's weights or w^2 where
 // w = exp(log_ratio) is the sequence importance weight (computed in log space); spread = Bessel std.
-struct ess_scaled {
+struct ess_scaled : detail::serial_center<ess_scaled> {
   using policy_axis = axis::baseline;
   static constexpr bool needs_log_ratio = true;
-  GRPOKIT_HD static double center(group_io& g, const advantage_config&) {
+  template <class Ops>
+  GRPOKIT_HD static double center_with(const Ops& ops, group_io& g, const advantage_config&) {
     double wsum = 0, wr = 0;
     if (g.weight != nullptr) {
-      for (std::int64_t i = 0; i < g.n; ++i) {
-        wsum += g.weight[i];
-        wr += g.weight[i] * g.rewards[i];
-      }
+      wsum = ops.sum(g.n, [=](std::int64_t i) { return g.weight[i]; });
+      wr = ops.sum(g.n, [=](std::int64_t i) { return g.weight[i] * g.rewards[i]; });
     } else {
-      double top = -INFINITY;
-      for (std::int64_t i = 0; i < g.n; ++i) top = std::fmax(top, 2.0 * g.log_ratio[i]);
-      for (std::int64_t i = 0; i < g.n; ++i) {
-        const double w = std::exp(2.0 * g.log_ratio[i] - top);
-        wsum += w;
-        wr += w * g.rewards[i];
-      }
+      const double top = ops.max(g.n, -INFINITY, [=](std::int64_t i) { return 2.0 * g.log_ratio[i]; });
+      wsum = ops.sum(g.n, [=](std::int64_t i) { return std::exp(2.0 * g.log_ratio[i] - top); });
+      wr = ops.sum(g.n, [=](std::int64_t i) { return std::exp(2.0 * g.log_ratio[i] - top) * g.rewards[i]; });
     }
-    const double b = wsum > 0 && std::isfinite(wr / wsum) ? wr / wsum : detail::group_mean(g.rewards, g.n);
-    for (std::int64_t i = 0; i < g.n; ++i) g.centered[i] = g.rewards[i] - b;
-    return detail::group_std(g.rewards, g.n);
+    const double b = wsum > 0 && std::isfinite(wr / wsum) ? wr / wsum : detail::group_mean(g.rewards, g.n, ops);
+    ops.for_each(g.n, [=](std::int64_t i) { g.centered[i] = g.rewards[i] - b; });
+    return detail::group_std(g.rewards, g.n, ops);
   }
 };
 
@@ -175,13 +174,14 @@ struct ess_scaled {
 // (ReMax: the reward of the greedy rollout; equally a value estimate); spread = Bessel std of the
 // group's rewards. A group of equal rewards keeps r - b (one sampled rollout per prompt is ReMax's
 // usual case). ReMax itself is adv_scale::none: A = r - b.
-struct external {
+struct external : detail::serial_center<external> {
   using policy_axis = axis::baseline;
   static constexpr bool needs_group_baseline = true;
   static constexpr bool zero_equal_groups = false;
-  GRPOKIT_HD static double center(group_io& g, const advantage_config&) {
-    for (std::int64_t i = 0; i < g.n; ++i) g.centered[i] = g.rewards[i] - g.external;
-    return detail::group_std(g.rewards, g.n);
+  template <class Ops>
+  GRPOKIT_HD static double center_with(const Ops& ops, group_io& g, const advantage_config&) {
+    ops.for_each(g.n, [=](std::int64_t i) { g.centered[i] = g.rewards[i] - g.external; });
+    return detail::group_std(g.rewards, g.n, ops);
   }
 };
 
@@ -193,6 +193,15 @@ struct has_center : std::false_type {};
 template <class B>
 struct has_center<B, std::void_t<decltype(static_cast<double>(B::center(
                          std::declval<group_io&>(), std::declval<const advantage_config&>())))>> : std::true_type {};
+
+// whether B has center_with for these Ops (the built-ins do, for any Ops)
+template <class B, class Ops, class = void>
+struct has_center_with : std::false_type {};
+template <class B, class Ops>
+struct has_center_with<B, Ops,
+                       std::void_t<decltype(static_cast<double>(B::center_with(
+                           std::declval<const Ops&>(), std::declval<group_io&>(), std::declval<const advantage_config&>())))>>
+    : std::true_type {};
 
 template <class B, class = void>
 struct needs_log_ratio : std::false_type {};

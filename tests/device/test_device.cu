@@ -256,6 +256,36 @@ TEST_CASE("device fused_loss matches the host: reinforce, every aggregation and 
   fused_matches_host_for(grpokit::objective::reinforce, 500);
 }
 
+// device compute_advantages against the host on the same inputs: advantages within 1e-12 (bitwise
+// when asked), masks and counts equal, statistics within 1e-12.
+template <class P>
+void advantages_match_host(const std::vector<double>& r, const std::vector<std::int64_t>& offsets,
+                           const std::vector<double>& lr, const std::vector<double>& gb,
+                           const grpokit::advantage_config& cfg, bool bitwise) {
+  const auto S = static_cast<std::int64_t>(r.size());
+  std::vector<double> ha(S);
+  std::vector<std::uint8_t> hk(S);
+  const auto hs = grpokit::host::compute_advantages<P>({r, offsets, lr, {}, gb}, cfg, {ha, hk});
+  buffer<double> dr(r), dlr(lr), dgb(gb), da(S);
+  buffer<std::int64_t> doff(offsets);
+  buffer<std::uint8_t> dk(S);
+  buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>({0, 0, S}));
+  const auto ds = grpokit::device::compute_advantages<P>({dr.cspan(), doff.cspan(), dlr.cspan(), {}, dgb.cspan()}, cfg,
+                                                         {da.span(), dk.span()}, ws.data(), ws.size());
+  const auto got = da.host();
+  if (bitwise) CHECK(support::same_bits(got, ha));
+  for (std::int64_t i = 0; i < S; ++i) CHECK(support::close(got[i], ha[i], 1e-12, 1e-12));
+  CHECK(dk.host() == hk);
+  CHECK(ds.zero_variance_groups == hs.zero_variance_groups);
+  CHECK(ds.singleton_groups == hs.singleton_groups);
+  CHECK(ds.excluded_seqs == hs.excluded_seqs);
+  CHECK(support::close(ds.reward_mean, hs.reward_mean, 1e-12, 1e-12));
+  CHECK(support::close(ds.reward_std, hs.reward_std, 1e-12, 1e-12));
+  CHECK(support::close(ds.adv_mean, hs.adv_mean, 1e-12, 1e-12));
+  CHECK(support::close(ds.adv_std, hs.adv_std, 1e-12, 1e-12));
+  CHECK(support::close(ds.ess, hs.ess, 1e-12, 1e-12));
+}
+
 TEST_CASE("device compute_advantages matches the host for every baseline", "[device]") {
   std::mt19937_64 rng(5);
   std::uniform_int_distribution<int> coin(0, 3);
@@ -268,24 +298,7 @@ TEST_CASE("device compute_advantages matches the host for every baseline", "[dev
   for (auto& v : lr) v = n(rng);
   for (auto& v : gb) v = coin(rng) * 0.25;
   auto check = [&](auto policy_tag, grpokit::advantage_config cfg) {
-    using P = decltype(policy_tag);
-    std::vector<double> ha(S), da_host;
-    std::vector<std::uint8_t> hk(S);
-    const auto hs = grpokit::host::compute_advantages<P>({r, offsets, lr, {}, gb}, cfg, {ha, hk});
-    buffer<double> dr(r), dlr(lr), dgb(gb), da(S);
-    buffer<std::int64_t> doff(offsets);
-    buffer<std::uint8_t> dk(S);
-    buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>({0, 0, S}));
-    const auto ds = grpokit::device::compute_advantages<P>({dr.cspan(), doff.cspan(), dlr.cspan(), {}, dgb.cspan()}, cfg,
-                                                           {da.span(), dk.span()}, ws.data(), ws.size());
-    da_host = da.host();
-    for (std::int64_t i = 0; i < S; ++i) CHECK(support::close(da_host[i], ha[i], 1e-12, 1e-12));
-    CHECK(dk.host() == hk);
-    CHECK(ds.zero_variance_groups == hs.zero_variance_groups);
-    CHECK(ds.singleton_groups == hs.singleton_groups);
-    CHECK(ds.excluded_seqs == hs.excluded_seqs);
-    CHECK(support::close(ds.adv_std, hs.adv_std, 1e-12, 1e-12));
-    CHECK(support::close(ds.ess, hs.ess, 1e-12, 1e-12));
+    advantages_match_host<decltype(policy_tag)>(r, offsets, lr, gb, cfg, false);
   };
   using D = grpokit::precision<double, double>;
   for (auto scale : {grpokit::adv_scale::group, grpokit::adv_scale::batch, grpokit::adv_scale::none}) {
@@ -298,6 +311,45 @@ TEST_CASE("device compute_advantages matches the host for every baseline", "[dev
     check(grpokit::policy<D, grpokit::baseline::leave_one_out>{}, cfg);
     check(grpokit::policy<D, grpokit::baseline::ess_scaled>{}, cfg);
     check(grpokit::policy<D, grpokit::baseline::external>{}, cfg);
+  }
+}
+
+TEST_CASE("device compute_advantages: a block per large group (n = 512, 4096; tiny and huge mixed)", "[device]") {
+  // groups of more than tuning::small_group_max rollouts run on a block (block_ops: radix-selected
+  // medians, fixed-order block sums), the others on a thread; both against the host
+  std::mt19937_64 rng(17);
+  std::normal_distribution<double> n(0, 2);
+  std::uniform_int_distribution<int> coin(0, 3);
+  const std::int64_t big = device_support::sized(4096, 300), mid = device_support::sized(512, 130);
+  for (const auto& sizes : std::vector<std::vector<std::int64_t>>{
+           {mid}, {big}, {1, 2, big, 3, mid, 1, 65, 64, 7}, {grpokit::device::tuning::small_group_max + 1, 1}}) {
+    for (const int values : {0, 1, 2}) {  // binary with ties; continuous; signed zeros and a few levels
+      std::vector<std::int64_t> offsets{0};
+      for (auto size : sizes) offsets.push_back(offsets.back() + size);
+      const std::int64_t S = offsets.back();
+      std::vector<double> r(S), lr(S), gb(sizes.size());
+      for (auto& v : r) {
+        const int c = coin(rng);
+        v = values == 0 ? c % 2 : values == 1 ? n(rng) : c == 0 ? -0.0 : c == 1 ? 0.0 : c == 2 ? 0.25 : -0.25;
+      }
+      for (auto& v : lr) v = n(rng) * 0.1;
+      for (auto& v : gb) v = n(rng);
+      using D = grpokit::precision<double, double>;
+      auto check = [&](auto policy_tag, grpokit::advantage_config cfg, bool bitwise) {
+        advantages_match_host<decltype(policy_tag)>(r, offsets, lr, gb, cfg, bitwise);
+      };
+      for (auto scale : {grpokit::adv_scale::group, grpokit::adv_scale::batch}) {
+        grpokit::advantage_config cfg;
+        cfg.scale = scale;
+        cfg.mask_zero_variance = true;
+        // the median and the MAD are order statistics: with the group's own scale, bitwise the host
+        check(grpokit::policy<D, grpokit::baseline::median>{}, cfg, scale == grpokit::adv_scale::group);
+        check(grpokit::policy<D, grpokit::baseline::mean>{}, cfg, false);
+        check(grpokit::policy<D, grpokit::baseline::leave_one_out>{}, cfg, false);
+        check(grpokit::policy<D, grpokit::baseline::ess_scaled>{}, cfg, false);
+        check(grpokit::policy<D, grpokit::baseline::external>{}, cfg, false);
+      }
+    }
   }
 }
 
@@ -698,7 +750,7 @@ TEST_CASE("device fused_linear_loss reports a NaN hidden state at its token, not
   std::vector<float> hid(static_cast<std::size_t>(T * Dm), 0.1f), w(static_cast<std::size_t>(V * Dm), 0.05f);
   hid[static_cast<std::size_t>(5 * Dm + 2)] = std::numeric_limits<float>::quiet_NaN();  // token 5: chunk 1, row 2
   device_problem<P> d(p);
-  buffer<float> dh(hid), dw(w), ddh(hid.size()), ddw(w.size());
+  buffer<float> dh(hid), dw(w), ddh(hid.size()), ddw(std::vector<float>(w.size(), 0.f));  // dweight_acc adds
   buffer<unsigned char> ws(grpokit::device::linear_workspace_bytes<P>({T, V, p.S}, chunk));
   grpokit::linear_grads<float, float> g;
   g.dhidden = {ddh.data(), T, Dm, Dm};

@@ -1,7 +1,10 @@
 #pragma once
-// grpokit::device::compute_advantages: the shared math of detail/advantage_terms.hpp with a thread
-// per group (the median by heap selection in the group's scratch, O(n log n)), the batch
-// statistics in one thread (fixed order, log-space ESS), synchronising to return the stats.
+// grpokit::device::compute_advantages: the shared math of detail/advantage_terms.hpp and the
+// baselines' center_with, scheduled as: a thread per rollout to load and check the inputs; one
+// block for the batch statistics; a thread per group of at most tuning::small_group_max rollouts
+// (serial_ops: the host's order, bit for bit) and a block per larger group (block_ops: fixed-order
+// block reductions, radix selection for the median); a thread per rollout for the advantages; one
+// block for their moments. Nothing synchronises the host but compute_advantages' return.
 #include <cstdint>
 #include <cuda_runtime.h>
 
@@ -11,6 +14,7 @@
 #include "../inputs.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
+#include "detail/block_ops.cuh"
 #include "error.cuh"
 #include "results.cuh"
 #include "status.cuh"
@@ -19,104 +23,169 @@
 
 namespace grpokit::detail {
 
-// Scratch: r, log_ratio, weight, centered, divisor (double [S] each) in ws.adv_scratch.
+// Scratch (double [S] each, in ws.adv_scratch): r, log_ratio, weight, centered, divisor.
+struct advantage_scratch {
+  double* base;
+  std::int64_t S;
+  __device__ double* rewards() const { return base; }
+  __device__ double* log_ratio() const { return base + S; }
+  __device__ double* weight() const { return base + 2 * S; }
+  __device__ double* centered() const { return base + 3 * S; }
+  __device__ double* divisor() const { return base + 4 * S; }
+};
+
+// A thread per rollout (and per group): the inputs into the scratch in double, every bad value
+// and offset flagged.
 template <class Real>
-__global__ void __launch_bounds__(1)
-    advantage_batch_kernel(advantage_inputs<Real> in, advantage_config cfg, double* scratch,
-                           advantage_device_stats* stats_out, device::status* st) {
-  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+__global__ void __launch_bounds__(device::tuning::group_threads)
+    advantage_check_kernel(advantage_inputs<Real> in, advantage_scratch sc, advantage_device_stats* stats,
+                           device::status* st) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t S = in.rewards.size(), G = in.group_offsets.size() - 1;
-  double* r = scratch;
-  double* lr = scratch + S;
-  double* w = scratch + 2 * S;
-  for (std::int64_t i = 0; i < S; ++i) {
-    r[i] = in.rewards[i];
-    if (!isfinite(r[i])) flag_error(&st->non_finite_seq, i);
+  if (i < S) {
+    const double r = sc.rewards()[i] = in.rewards[i];
+    if (!isfinite(r)) flag_error(&st->non_finite_seq, i);
     if (!in.seq_log_ratio.empty()) {
-      lr[i] = in.seq_log_ratio[i];
-      if (!isfinite(lr[i])) flag_error(&st->non_finite_seq, i);
+      const double lr = sc.log_ratio()[i] = in.seq_log_ratio[i];
+      if (!isfinite(lr)) flag_error(&st->non_finite_seq, i);
     }
     if (!in.seq_weight.empty()) {
-      w[i] = in.seq_weight[i];
-      if (!(w[i] >= 0) || !isfinite(w[i])) flag_error(&st->bad_value, i);
+      const double w = sc.weight()[i] = in.seq_weight[i];
+      if (!(w >= 0) || !isfinite(w)) flag_error(&st->bad_value, i);
     }
   }
-  for (std::int64_t g = 0; g < in.group_baseline.size(); ++g)
-    if (!isfinite(static_cast<double>(in.group_baseline[g]))) flag_error(&st->bad_value, g);
-  bool ok = in.group_offsets[0] == 0 && in.group_offsets[G] == S;
-  for (std::int64_t g = 0; g < G; ++g) {
-    if (!(in.group_offsets[g + 1] > in.group_offsets[g])) {
-      ok = false;
-      flag_error(&st->bad_offsets, g);
+  if (i == 0 && G == 0 && (in.group_offsets[0] != 0 || S != 0)) {  // no groups: no rollouts either
+    flag_error(&st->bad_offsets, 0);
+    atomicExch(&stats->offsets_bad, 1ull);
+  }
+  if (i < G) {
+    if (i < in.group_baseline.size() && !isfinite(static_cast<double>(in.group_baseline[i])))
+      flag_error(&st->bad_value, i);
+    const bool bad = !(in.group_offsets[i + 1] > in.group_offsets[i]) || (i == 0 && in.group_offsets[0] != 0) ||
+                     (i == G - 1 && in.group_offsets[G] != S);
+    if (bad) {
+      flag_error(&st->bad_offsets, i);
+      atomicExch(&stats->offsets_bad, 1ull);
     }
   }
-  if (!ok) flag_error(&st->bad_offsets, 0);
+}
+
+// One block: reward moments, the batch divisor, VCPO's ESS.
+template <class Real>
+__global__ void __launch_bounds__(device::tuning::batch_threads)
+    advantage_batch_kernel(advantage_inputs<Real> in, advantage_config cfg, advantage_scratch sc,
+                           advantage_device_stats* stats_out) {
+  __shared__ typename block_ops<device::tuning::batch_threads>::storage shared;
+  const block_ops<device::tuning::batch_threads> ops{&shared};
   advantage_stats stats;
   double batch_div = 0;
-  detail::batch_reward_stats(r, in.seq_log_ratio.empty() ? nullptr : lr, S, cfg, stats, batch_div);
+  batch_reward_stats(sc.rewards(), in.seq_log_ratio.empty() ? nullptr : sc.log_ratio(), in.rewards.size(), cfg,
+                     stats, batch_div, ops);
+  if (threadIdx.x != 0) return;
   stats_out->reward_mean = stats.reward_mean;
   stats_out->reward_std = stats.reward_std;
   stats_out->batch_divisor = batch_div;
   stats_out->ess = stats.ess;
   stats_out->ess_ratio = stats.ess_ratio;
   stats_out->lr_factor = stats.lr_factor;
-  stats_out->offsets_ok = ok;
 }
 
-template <class B, class Real>
-__global__ void __launch_bounds__(device::tuning::group_threads)
-    advantage_group_kernel(advantage_inputs<Real> in, advantage_config cfg, double* scratch, std::uint8_t* keep,
-                           advantage_device_stats* stats) {
-  const std::int64_t g = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const std::int64_t S = in.rewards.size(), G = in.group_offsets.size() - 1;
-  if (g >= G || !stats->offsets_ok) return;  // bad offsets: reported, nothing read out of bounds
-  const std::int64_t b = in.group_offsets[g], n = in.group_offsets[g + 1] - b;
-  double* r = scratch;
-  double* centered = scratch + 3 * S;
-  double* divisor = scratch + 4 * S;
+// Group g's view of the scratch.
+template <class Real>
+__device__ group_io group_view(const advantage_inputs<Real>& in, const advantage_config& cfg,
+                               const advantage_scratch& sc, std::uint8_t* keep, std::int64_t g) {
+  const std::int64_t b = in.group_offsets[g];
   group_io io;
-  io.rewards = r + b;
-  io.log_ratio = in.seq_log_ratio.empty() ? nullptr : scratch + S + b;
-  io.weight = in.seq_weight.empty() ? nullptr : scratch + 2 * S + b;
-  io.n = n;
-  io.centered = centered + b;
+  io.rewards = sc.rewards() + b;
+  io.log_ratio = in.seq_log_ratio.empty() ? nullptr : sc.log_ratio() + b;
+  io.weight = in.seq_weight.empty() ? nullptr : sc.weight() + b;
+  io.n = in.group_offsets[g + 1] - b;
+  io.centered = sc.centered() + b;
   io.keep = keep + b;
-  io.scratch = divisor + b;  // free until process_group writes the divisors after center()
+  io.scratch = sc.divisor() + b;  // free until process_group writes the divisors after center()
   io.eps = cfg.eps;
   io.external = in.group_baseline.empty() ? 0.0 : static_cast<double>(in.group_baseline[g]);
-  for (std::int64_t i = 0; i < n; ++i) io.keep[i] = 1;
-  const bool zero_variance = detail::process_group<B>(io, cfg, stats->batch_divisor,
-                                                      static_cast<double>(S) / static_cast<double>(G), divisor + b);
+  return io;
+}
+
+// The groups that a block takes: more than small_group_max rollouts, where the baseline can run on
+// a block (center_with for block_ops).
+template <class B>
+constexpr std::int64_t small_group_limit =
+    has_center_with<B, block_ops<device::tuning::large_group_threads>>::value ? device::tuning::small_group_max
+                                                                             : INT64_MAX;
+
+// A thread per group: the small ones here, the large ones listed for the block kernel.
+template <class B, class Real>
+__global__ void __launch_bounds__(device::tuning::group_threads)
+    advantage_group_kernel(advantage_inputs<Real> in, advantage_config cfg, advantage_scratch sc, std::uint8_t* keep,
+                           std::int64_t* large, advantage_device_stats* stats) {
+  const std::int64_t g = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t S = in.rewards.size(), G = in.group_offsets.size() - 1;
+  if (g >= G || stats->offsets_bad) return;  // bad offsets: reported, nothing read out of bounds
+  group_io io = group_view(in, cfg, sc, keep, g);
+  if (io.n > small_group_limit<B>) {
+    large[atomicAdd(&stats->large_groups, 1ull)] = g;  // any order: each group's result is its own
+    return;
+  }
+  for (std::int64_t i = 0; i < io.n; ++i) io.keep[i] = 1;
+  const bool zero_variance = process_group<B>(io, cfg, stats->batch_divisor,
+                                              static_cast<double>(S) / static_cast<double>(G),
+                                              sc.divisor() + in.group_offsets[g]);
   atomicAdd(&stats->zero_variance_groups, zero_variance ? 1ull : 0ull);
-  atomicAdd(&stats->singleton_groups, n == 1 ? 1ull : 0ull);
+  atomicAdd(&stats->singleton_groups, io.n == 1 ? 1ull : 0ull);
+}
+
+// A block per large group, the blocks taking the listed groups in turn.
+template <class B, class Real>
+__global__ void __launch_bounds__(device::tuning::large_group_threads)
+    advantage_large_group_kernel(advantage_inputs<Real> in, advantage_config cfg, advantage_scratch sc,
+                                 std::uint8_t* keep, const std::int64_t* large, advantage_device_stats* stats) {
+  constexpr int threads = device::tuning::large_group_threads;
+  __shared__ typename block_ops<threads>::storage shared;
+  const block_ops<threads> ops{&shared};
+  const std::int64_t S = in.rewards.size(), G = in.group_offsets.size() - 1;
+  if (stats->offsets_bad) return;
+  const auto count = static_cast<std::int64_t>(stats->large_groups);
+  for (std::int64_t j = blockIdx.x; j < count; j += gridDim.x) {
+    const std::int64_t g = large[j];
+    group_io io = group_view(in, cfg, sc, keep, g);
+    ops.for_each(io.n, [=](std::int64_t i) { io.keep[i] = 1; });
+    const bool zero_variance =
+        process_group<B>(io, cfg, stats->batch_divisor, static_cast<double>(S) / static_cast<double>(G),
+                         sc.divisor() + in.group_offsets[g], ops);
+    if (threadIdx.x == 0 && zero_variance) atomicAdd(&stats->zero_variance_groups, 1ull);
+  }
 }
 
 template <class Real>
 __global__ void __launch_bounds__(device::tuning::group_threads)
-    advantage_output_kernel(advantage_inputs<Real> in, advantage_config cfg, const double* scratch,
+    advantage_output_kernel(advantage_inputs<Real> in, advantage_config cfg, advantage_scratch sc,
                             const std::uint8_t* keep, const advantage_device_stats* stats, advantage_outputs<Real> out,
                             device::status* st) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const std::int64_t S = in.rewards.size();
-  if (i >= S) return;
-  if (!stats->offsets_ok) {
+  if (i >= in.rewards.size()) return;
+  if (stats->offsets_bad) {
     out.adv[i] = Real(0);
     out.seq_mask[i] = 0;
     return;
   }
   const double fold = cfg.fold_lr_factor ? stats->lr_factor : 1.0;
-  const double a = detail::advantage_value(scratch[3 * S + i], scratch[4 * S + i], fold);
+  const double a = detail::advantage_value(sc.centered()[i], sc.divisor()[i], fold);
   if (!isfinite(a)) flag_error(&st->non_finite_seq, i);
   out.adv[i] = static_cast<Real>(a);
   out.seq_mask[i] = keep[i];
 }
 
+// One block: mean and std of the kept advantages.
 template <class Real>
-__global__ void __launch_bounds__(1)
+__global__ void __launch_bounds__(device::tuning::batch_threads)
     advantage_moments_kernel(advantage_outputs<Real> out, advantage_device_stats* stats) {
-  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  __shared__ typename block_ops<device::tuning::batch_threads>::storage shared;
   advantage_stats st;
-  detail::advantage_moments(out.adv.data(), out.seq_mask.data(), out.adv.size(), st);
+  detail::advantage_moments(out.adv.data(), out.seq_mask.data(), out.adv.size(), st,
+                            block_ops<device::tuning::batch_threads>{&shared});
+  if (threadIdx.x != 0) return;
   stats->adv_mean = st.adv_mean;
   stats->adv_std = st.adv_std;
   stats->excluded_seqs = static_cast<unsigned long long>(st.excluded_seqs);
@@ -163,20 +232,30 @@ void compute_advantages_async(const advantage_inputs<accum_t<P>>& in, const adva
   detail::reset_status(ws.st, stream);
   GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws.adv_stats, 0, sizeof(detail::advantage_device_stats), stream));
   const std::int64_t G = in.group_offsets.size() - 1;
+  const detail::advantage_scratch sc{ws.adv_scratch, S};
   constexpr int threads = tuning::group_threads;
-  detail::advantage_batch_kernel<Real><<<1, 1, 0, stream>>>(in, cfg, ws.adv_scratch, ws.adv_stats, ws.st);
+  detail::advantage_check_kernel<Real>
+      <<<tuning::blocks_for(S > G ? S : (G > 0 ? G : 1), threads), threads, 0, stream>>>(in, sc, ws.adv_stats, ws.st);
+  GRPOKIT_CUDA_CHECK_LAUNCH();
+  detail::advantage_batch_kernel<Real><<<1, tuning::batch_threads, 0, stream>>>(in, cfg, sc, ws.adv_stats);
   GRPOKIT_CUDA_CHECK_LAUNCH();
   if (G > 0) {
-    detail::advantage_group_kernel<B, Real>
-        <<<tuning::blocks_for(G, threads), threads, 0, stream>>>(in, cfg, ws.adv_scratch, ws.adv_keep, ws.adv_stats);
+    detail::advantage_group_kernel<B, Real><<<tuning::blocks_for(G, threads), threads, 0, stream>>>(
+        in, cfg, sc, ws.adv_keep, ws.adv_large, ws.adv_stats);
     GRPOKIT_CUDA_CHECK_LAUNCH();
+    if constexpr (detail::small_group_limit<B> != INT64_MAX) {
+      const unsigned blocks = static_cast<unsigned>(G < tuning::large_group_blocks ? G : tuning::large_group_blocks);
+      detail::advantage_large_group_kernel<B, Real><<<blocks, tuning::large_group_threads, 0, stream>>>(
+          in, cfg, sc, ws.adv_keep, ws.adv_large, ws.adv_stats);
+      GRPOKIT_CUDA_CHECK_LAUNCH();
+    }
   }
   if (S > 0) {
     detail::advantage_output_kernel<Real><<<tuning::blocks_for(S, threads), threads, 0, stream>>>(
-        in, cfg, ws.adv_scratch, ws.adv_keep, ws.adv_stats, out, ws.st);
+        in, cfg, sc, ws.adv_keep, ws.adv_stats, out, ws.st);
     GRPOKIT_CUDA_CHECK_LAUNCH();
   }
-  detail::advantage_moments_kernel<Real><<<1, 1, 0, stream>>>(out, ws.adv_stats);
+  detail::advantage_moments_kernel<Real><<<1, tuning::batch_threads, 0, stream>>>(out, ws.adv_stats);
   GRPOKIT_CUDA_CHECK_LAUNCH();
   detail::advantage_finish_kernel<<<1, 1, 0, stream>>>(ws.adv_stats, G, !in.seq_log_ratio.empty(), ws.adv_result);
   GRPOKIT_CUDA_CHECK_LAUNCH();

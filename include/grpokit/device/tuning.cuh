@@ -19,7 +19,14 @@ constexpr std::int64_t split_blocks_per_row = 16;
 
 // Sequences, groups and the linear head.
 constexpr int sequence_threads = 128;  // policy_loss: a thread per sequence, and the partials' tree
-constexpr int group_threads = 128;     // compute_advantages: a thread per group / per sequence
+constexpr int group_threads = 128;     // compute_advantages: a thread per small group / per sequence
+// compute_advantages: a group of more rollouts than this gets a block of large_group_threads (at most
+// large_group_blocks blocks, each taking the large groups in turn); the batch statistics and the
+// advantages' moments run on one block of batch_threads.
+constexpr std::int64_t small_group_max = 64;
+constexpr int large_group_threads = 256;
+constexpr int large_group_blocks = 1024;
+constexpr int batch_threads = 1024;
 constexpr int bias_threads = 256;      // fused_linear_loss: bias fill and dbias, a thread per column
 constexpr int bias_fill_blocks = 256;
 

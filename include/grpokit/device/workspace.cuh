@@ -86,8 +86,9 @@ inline workspace_head take_head(carver& c) {
 // once.
 struct advantage_device_stats {
   double reward_mean, reward_std, batch_divisor, ess, ess_ratio, lr_factor;
-  unsigned long long offsets_ok;                              // 0: nothing past the batch kernel reads
-  unsigned long long zero_variance_groups, singleton_groups;  // atomicAdd by the group kernel
+  unsigned long long offsets_bad;                             // 1: nothing past the check kernel reads
+  unsigned long long zero_variance_groups, singleton_groups;  // atomicAdd by the group kernels
+  unsigned long long large_groups;                            // how many of adv_large the block kernel takes
   double adv_mean, adv_std;
   unsigned long long excluded_seqs;
 };
@@ -110,6 +111,7 @@ struct layout {
   long long* counts = nullptr;                                                                   // [2]
   double* adv_scratch = nullptr;                                                                 // [5 S] advantages
   std::uint8_t* adv_keep = nullptr;                                                              // [S]
+  std::int64_t* adv_large = nullptr;  // [S] the groups of more than tuning::small_group_max rollouts
   advantage_device_stats* adv_stats = nullptr;
 
   // planning: only the size is wanted (workspace_bytes); otherwise `base` is the caller's workspace.
@@ -141,6 +143,7 @@ struct layout {
     counts = c.take<long long>(2);
     adv_scratch = c.take<double>(5 * s.seqs);
     adv_keep = c.take<std::uint8_t>(s.seqs);
+    adv_large = c.take<std::int64_t>(s.seqs);
     adv_stats = c.take<advantage_device_stats>(1);
     used = c.used();
   }

@@ -18,6 +18,7 @@
 #include "../inputs.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
+#include "parallel.hpp"
 
 namespace grpokit::host {
 
@@ -42,7 +43,10 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   st.groups = in.group_offsets.size() - 1;
   double batch_div = 0;
   detail::batch_reward_stats(r.data(), lr.empty() ? nullptr : lr.data(), S, cfg, st, batch_div);
-  for (std::int64_t g = 0; g < st.groups; ++g) {
+  // groups in parallel: each writes only its own rollouts, so the result is the serial one
+  std::vector<std::uint8_t> zero_variance(static_cast<std::size_t>(st.groups));
+  const double mean_group_size = static_cast<double>(S) / static_cast<double>(st.groups);
+  detail::parallel_for(st.groups, [&](std::int64_t g) {
     const std::int64_t b = in.group_offsets[g], n = in.group_offsets[g + 1] - b;
     group_io io;
     io.rewards = r.data() + b;
@@ -54,9 +58,12 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
     io.scratch = scratch.data() + b;
     io.eps = cfg.eps;
     io.external = in.group_baseline.empty() ? 0.0 : static_cast<double>(in.group_baseline[g]);
-    st.zero_variance_groups += detail::process_group<B>(
-        io, cfg, batch_div, static_cast<double>(S) / static_cast<double>(st.groups), divisor.data() + b);
-    st.singleton_groups += n == 1;
+    zero_variance[static_cast<std::size_t>(g)] =
+        detail::process_group<B>(io, cfg, batch_div, mean_group_size, divisor.data() + b);
+  });
+  for (std::int64_t g = 0; g < st.groups; ++g) {
+    st.zero_variance_groups += zero_variance[static_cast<std::size_t>(g)];
+    st.singleton_groups += in.group_offsets[g + 1] - in.group_offsets[g] == 1;
   }
   const double fold = cfg.fold_lr_factor ? st.lr_factor : 1.0;
   for (std::int64_t i = 0; i < S; ++i) {
