@@ -13,6 +13,7 @@
 #include "host/fused_linear_loss.hpp"
 #include "host/fused_loss.hpp"
 #include "host/grpo_lambda.hpp"
+#include "host/gradient_noise.hpp"
 #include "host/group_plan.hpp"
 #include "host/logits_backward.hpp"
 #include "host/packing.hpp"
