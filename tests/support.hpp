@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -174,6 +175,29 @@ struct reference_loss {
 
 inline bool close(double got, double want, double rel, double abs) {
   return std::fabs(got - want) <= abs + rel * std::fabs(want);
+}
+
+// A random GRPO-lambda batch: G groups of 1..max_group rollouts, lengths 0..max_len (a quarter of
+// the groups with equal lengths), three in four rollouts correct.
+struct grpo_lambda_batch {
+  std::vector<std::int64_t> groups{0}, seq_off{0};
+  std::vector<std::uint8_t> correct;
+};
+template <class Rng>
+grpo_lambda_batch random_grpo_lambda_batch(Rng& rng, int G, int max_group, int max_len) {
+  std::uniform_int_distribution<int> gsize(1, max_group), len(0, max_len), coin(0, 3);
+  grpo_lambda_batch b;
+  for (int g = 0; g < G; ++g) {
+    const int n = gsize(rng);
+    b.groups.push_back(b.groups.back() + n);
+    const bool equal_lengths = coin(rng) == 0;
+    const int l0 = len(rng);
+    for (int i = 0; i < n; ++i) {
+      b.seq_off.push_back(b.seq_off.back() + (equal_lengths ? l0 : len(rng)));
+      b.correct.push_back(coin(rng) != 0);
+    }
+  }
+  return b;
 }
 
 }  // namespace support

@@ -9,6 +9,7 @@
 #include <grpokit/host/grpo_lambda.hpp>
 
 #include "catch.hpp"
+#include "support.hpp"
 
 namespace {
 
@@ -53,20 +54,8 @@ std::vector<ld> reference(const std::vector<std::uint8_t>& correct, const std::v
 TEST_CASE("grpo_lambda_rewards matches the reference", "[rewards]") {
   std::mt19937_64 rng(12);
   for (int rep = 0; rep < 200; ++rep) {
-    std::uniform_int_distribution<int> gsize(1, 9), len(0, 30), coin(0, 3);
-    std::vector<std::int64_t> groups{0}, seq_off{0};
-    std::vector<std::uint8_t> correct;
     const int G = 1 + rep % 13;
-    for (int g = 0; g < G; ++g) {
-      const int n = gsize(rng);
-      groups.push_back(groups.back() + n);
-      const bool equal_lengths = coin(rng) == 0;
-      const int l0 = len(rng);
-      for (int i = 0; i < n; ++i) {
-        seq_off.push_back(seq_off.back() + (equal_lengths ? l0 : len(rng)));
-        correct.push_back(coin(rng) != 0);
-      }
-    }
+    const auto [groups, seq_off, correct] = support::random_grpo_lambda_batch(rng, G, 9, 30);
     grpokit::grpo_lambda_config cfg;
     cfg.top_fraction = (rep % 11) / 10.0;
     cfg.length_weight = rep % 3 == 0 ? 1.0 : 0.4;

@@ -356,20 +356,8 @@ TEST_CASE("device compute_advantages: a block per large group (n = 512, 4096; ti
 TEST_CASE("device grpo_lambda_rewards: bitwise the host pass; ties, fractions, bad input", "[device]") {
   std::mt19937_64 rng(91);
   for (int rep = 0; rep < 12; ++rep) {
-    std::uniform_int_distribution<int> gsize(1, rep % 3 == 0 ? 40 : 9), len(0, 50), coin(0, 3);
-    std::vector<std::int64_t> groups{0}, seq_off{0};
-    std::vector<std::uint8_t> correct;
     const int G = 1 + (rep * 37) % (device_support::sized(300, 60));
-    for (int g = 0; g < G; ++g) {
-      const int n = gsize(rng);
-      groups.push_back(groups.back() + n);
-      const bool equal_lengths = coin(rng) == 0;
-      const int l0 = len(rng);
-      for (int i = 0; i < n; ++i) {
-        seq_off.push_back(seq_off.back() + (equal_lengths ? l0 : len(rng)));
-        correct.push_back(coin(rng) != 0);
-      }
-    }
+    const auto [groups, seq_off, correct] = support::random_grpo_lambda_batch(rng, G, rep % 3 == 0 ? 40 : 9, 50);
     grpokit::grpo_lambda_config cfg;
     cfg.top_fraction = (rep % 6) / 5.0;
     cfg.length_weight = 0.7;

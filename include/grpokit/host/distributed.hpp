@@ -39,9 +39,7 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const r
     detail::require_size_or_empty("entropy output", extra.entropy, T);
   });
   detail::collective_check(layout, "fused_loss", [&] {
-    slice = detail::slice_of(layout.tp, in.logits.cols, P::chunk_size);
-    detail::require_same_rows(layout.tp, in);
-    detail::require_targets(in.targets, slice.vocab);
+    slice = detail::checked_vocab_slice(layout.tp, in.logits.cols, P::chunk_size, T, in.targets, in.temperature);
   });
   std::vector<Real> logp, entropy, lse, dlogp, dentropy;
   detail::collective_check(layout, "fused_loss", [&] {
@@ -76,12 +74,10 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
     detail::require_temperature(cfg, in.temperature);
   });
   detail::collective_check(layout, "fused_linear_loss", [&] {
-    slice = detail::slice_of(layout.tp, in.weight.rows, Q::chunk_size);
+    slice = detail::checked_vocab_slice(layout.tp, in.weight.rows, Q::chunk_size, in.hidden.rows, in.targets,
+                                        in.temperature);
     for (const std::int64_t c : detail::gather_value(layout.tp, token_chunk))  // the same chunks on every TP rank
       GRPOKIT_REQUIRE(c == token_chunk, "fused_linear_loss: every TP rank must pass the same token_chunk");
-    detail::require_same_rows(layout.tp,
-                              logits_input<S, Acc>{{in.hidden.data, in.hidden.rows, 1, 1}, in.targets, in.temperature});
-    detail::require_targets(in.targets, slice.vocab);
   });
   // The chunk count differs between DP ranks: a chunk's step agrees over its TP group only (which
   // has the same chunks), and the whole forward agrees over the layout before policy_loss's

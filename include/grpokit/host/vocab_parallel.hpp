@@ -61,16 +61,28 @@ vocab_slice slice_of(const TP& tp, std::int64_t local_columns, std::int64_t tile
 }
 
 // What every TP rank must agree on: the rows, the targets and the per-token temperatures.
-template <class TP, class S, class Real>
-void require_same_rows(const TP& tp, const logits_input<S, Real>& in) {
+template <class TP, class Real>
+void require_same_rows(const TP& tp, std::int64_t rows, span<const std::int64_t> targets,
+                       span<const Real> temperature) {
   struct rows_key {
     std::int64_t rows;
     std::uint64_t targets, temperature;
   };
-  const rows_key mine{in.logits.rows, values_fingerprint(in.targets), values_fingerprint(in.temperature)};
+  const rows_key mine{rows, values_fingerprint(targets), values_fingerprint(temperature)};
   for (const rows_key& k : gather_value(tp, mine))
     GRPOKIT_REQUIRE(k.rows == mine.rows && k.targets == mine.targets && k.temperature == mine.temperature,
                     "vocabulary parallel: every TP rank must pass the same token rows, targets and temperatures");
+}
+
+// The vocabulary slice of this TP rank (local_columns of the whole vocabulary), once every TP rank
+// agrees on the rows and the targets are checked against the whole vocabulary. Collective.
+template <class TP, class Real>
+vocab_slice checked_vocab_slice(const TP& tp, std::int64_t local_columns, std::int64_t tile, std::int64_t rows,
+                                span<const std::int64_t> targets, span<const Real> temperature) {
+  vocab_slice slice = slice_of(tp, local_columns, tile);
+  require_same_rows(tp, rows, targets, temperature);
+  require_targets(targets, slice.vocab);
+  return slice;
 }
 
 // The online schedule applies (tiles of the definition) unless the vectorised float one does.
@@ -242,9 +254,8 @@ void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in, const loss
     detail::require_size_or_empty("entropy", out.entropy, T);
   });
   detail::collective_check(layout, "token_logprobs", [&] {
-    slice = detail::slice_of(layout.tp, in.logits.cols, P::chunk_size);
-    detail::require_same_rows(layout.tp, in);
-    detail::require_targets(in.targets, slice.vocab);
+    slice = detail::checked_vocab_slice(layout.tp, in.logits.cols, P::chunk_size, in.logits.rows, in.targets,
+                                        in.temperature);
   });
   detail::collective_check(layout, "token_logprobs",
                            [&] { detail::sharded_token_logprobs<P>(layout.tp, slice, in, cfg, out); });
@@ -261,9 +272,8 @@ void logits_backward(const logits_input<storage_t<P>, accum_t<P>>& in, const bac
     detail::require_backward_shapes(in, g, dlogits, mode);
   });
   detail::collective_check(layout, "logits_backward", [&] {
-    slice = detail::slice_of(layout.tp, in.logits.cols, P::chunk_size);
-    detail::require_same_rows(layout.tp, in);
-    detail::require_targets(in.targets, slice.vocab);
+    slice = detail::checked_vocab_slice(layout.tp, in.logits.cols, P::chunk_size, in.logits.rows, in.targets,
+                                        in.temperature);
   });
   detail::collective_check(layout, "logits_backward",
                            [&] { detail::sharded_logits_backward<P>(layout.tp, slice, in, g, cfg, dlogits); });
