@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <functional>
 #include <random>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #include "catch.hpp"
 #include "support.hpp"
@@ -217,4 +220,49 @@ TEST_CASE("equal_group_weight: every group's advantages weigh as a group of the 
   grpokit::host::compute_advantages<P>({r, off, {}, {}}, cfg, {equal, keep});
   for (int i = 0; i < 2; ++i) CHECK(equal[i] == Approx(plain[i] * 2.0));
   for (int i = 2; i < 8; ++i) CHECK(equal[i] == Approx(plain[i] * 4.0 / 6.0));
+}
+
+TEST_CASE("a batch of more than 16384 rollouts: blocked batch sums on the host's threads", "[advantages]") {
+  // host::compute_advantages sums a batch past parallel_ops::block in fixed blocks: the batch std
+  // (scale = batch), ESS and the moments against the reference, and the same bits for any thread count
+  std::mt19937_64 rng(4242);
+  std::vector<std::int64_t> sizes;
+  for (std::int64_t total = 0; total < 3 * grpokit::detail::parallel_ops::block + 77;) {
+    sizes.push_back(total % 5 == 0 ? 700 : 1 + static_cast<std::int64_t>(rng() % 9));
+    total += sizes.back();
+  }
+  const auto c = make_groups(rng, sizes, false);
+  grpokit::advantage_config cfg;
+  cfg.scale = grpokit::adv_scale::batch;
+  check<grpokit::baseline::mean, double>(c, ref::base::mean, cfg, false, 1e-10);
+  check<grpokit::baseline::ess_scaled, double>(c, ref::base::ess, cfg, false, 1e-10);
+  check<grpokit::baseline::median, float>(c, ref::base::median, cfg, false, 1e-5);
+  using P = grpokit::policy<grpokit::precision<double, double>, grpokit::baseline::ess_scaled>;
+  const auto S = static_cast<std::int64_t>(c.rewards.size());
+  auto run = [&](int threads) {
+#if defined(_OPENMP)
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+    std::vector<double> adv(S);
+    std::vector<std::uint8_t> keep(S);
+    const auto st = grpokit::host::compute_advantages<P>({c.rewards, c.offsets, c.log_ratio, {}}, cfg, {adv, keep});
+    adv.push_back(st.reward_std);
+    adv.push_back(st.ess);
+    adv.push_back(st.adv_mean);
+    adv.push_back(st.adv_std);
+    return adv;
+  };
+#if defined(_OPENMP)
+  const int threads_before = omp_get_max_threads();
+#endif
+  const auto one = run(1), three = run(3);
+#if defined(_OPENMP)
+  omp_set_num_threads(threads_before);
+#endif
+  CHECK(support::same_bits(one, three));
+  // the batch moments against long double
+  const std::vector<ref::ld> r(c.rewards.begin(), c.rewards.end());
+  CHECK(support::close(one[static_cast<std::size_t>(S)], static_cast<double>(ref::bessel_std(r)), 1e-12, 1e-12));
 }

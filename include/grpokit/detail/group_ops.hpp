@@ -23,7 +23,8 @@ GRPOKIT_HD inline void sift_down(double* a, std::int64_t root, std::int64_t n) {
   }
 }
 
-// The k-th smallest of x[0, n) (0-based) by heap selection in `scratch` [n]: O(n + (n - k) log n).
+// The k-th smallest of x[0, n) (0-based, 0 <= k < n) by heap selection in `scratch` [n]:
+// O(n + (n - k) log n).
 GRPOKIT_HD inline double kth_smallest_by_heap(const double* x, std::int64_t n, std::int64_t k, double* scratch) {
   for (std::int64_t i = 0; i < n; ++i) scratch[i] = x[i];
   for (std::int64_t i = n / 2 - 1; i >= 0; --i) sift_down(scratch, i, n);
@@ -41,7 +42,8 @@ GRPOKIT_HD inline double lower_median(const double* x, std::int64_t n, double* s
   return kth_smallest_by_heap(x, n, (n - 1) / 2, scratch);
 }
 
-// One thread in a fixed order: the host's results, and bit for bit a device thread's.
+// One thread in a fixed order, on the host and on a device thread. The two agree bit for bit where
+// no multiply-add (nvcc contracts it into an FMA) and no libm function (exp, log) is involved.
 struct serial_ops {
   // four running sums (item i into sum i mod 4), then (s0 + s1) + (s2 + s3): four independent
   // chains of additions instead of one, about four times the speed of a single running sum

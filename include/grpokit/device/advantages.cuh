@@ -2,7 +2,7 @@
 // grpokit::device::compute_advantages: the shared math of detail/advantage_terms.hpp and the
 // baselines' center_with, scheduled as: a thread per rollout to load and check the inputs; one
 // block for the batch statistics; a thread per group of at most tuning::small_group_max rollouts
-// (serial_ops: the host's order, bit for bit) and a block per larger group (block_ops: fixed-order
+// (serial_ops: the host's order) and a block per larger group (block_ops: fixed-order
 // block reductions, radix selection for the median); a thread per rollout for the advantages; one
 // block for their moments. Nothing synchronises the host but compute_advantages' return.
 #include <cstdint>

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <exception>
+#include <memory>
 #include <vector>
 
 #include "../baseline.hpp"
@@ -18,7 +20,9 @@
 #include "../inputs.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
+#include "detail/scratch.hpp"
 #include "parallel.hpp"
+#include "parallel_ops.hpp"
 
 namespace grpokit::host {
 
@@ -32,17 +36,29 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
                                    detail::needs_group_baseline<B>::value);
   detail::require_advantage_data(in);
 
-  std::vector<double> r(in.rewards.begin(), in.rewards.end());
-  std::vector<double> lr(in.seq_log_ratio.begin(), in.seq_log_ratio.end());
-  std::vector<double> w(in.seq_weight.begin(), in.seq_weight.end());
-  std::vector<double> centered(static_cast<std::size_t>(S)), scratch(static_cast<std::size_t>(S));
-  std::vector<double> divisor(static_cast<std::size_t>(S), 1.0);
-  std::vector<std::uint8_t> keep(static_cast<std::size_t>(S), 1);
+  // the rollouts in double; scratch without initialisation (every group writes all of its own)
+  const auto doubles = [&](span<const Real> x) {
+    std::vector<double> d = detail::scratch<double>(x.size(), "compute_advantages");
+    detail::parallel_for(x.size(), [&](std::int64_t i) { d[static_cast<std::size_t>(i)] = x[i]; });
+    return d;
+  };
+  const std::vector<double> r = doubles(in.rewards), lr = doubles(in.seq_log_ratio), w = doubles(in.seq_weight);
+  const auto uninitialised = [&](auto zero) {
+    using T = decltype(zero);
+    try {
+      return std::unique_ptr<T[]>(new T[static_cast<std::size_t>(S)]);
+    } catch (const std::exception&) {
+      detail::fail("compute_advantages: cannot allocate scratch of ", S, " elements");
+    }
+  };
+  const auto centered = uninitialised(0.0), scratch = uninitialised(0.0), divisor = uninitialised(0.0);
+  const auto keep = uninitialised(std::uint8_t{0});
+  const detail::parallel_ops batch_ops;
 
   advantage_stats st;
   st.groups = in.group_offsets.size() - 1;
   double batch_div = 0;
-  detail::batch_reward_stats(r.data(), lr.empty() ? nullptr : lr.data(), S, cfg, st, batch_div);
+  detail::batch_reward_stats(r.data(), lr.empty() ? nullptr : lr.data(), S, cfg, st, batch_div, batch_ops);
   // groups in parallel: each writes only its own rollouts, so the result is the serial one
   std::vector<std::uint8_t> zero_variance(static_cast<std::size_t>(st.groups));
   const double mean_group_size = static_cast<double>(S) / static_cast<double>(st.groups);
@@ -53,27 +69,29 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
     io.log_ratio = lr.empty() ? nullptr : lr.data() + b;
     io.weight = w.empty() ? nullptr : w.data() + b;
     io.n = n;
-    io.centered = centered.data() + b;
-    io.keep = keep.data() + b;
-    io.scratch = scratch.data() + b;
+    io.centered = centered.get() + b;
+    io.keep = keep.get() + b;
+    io.scratch = scratch.get() + b;
     io.eps = cfg.eps;
     io.external = in.group_baseline.empty() ? 0.0 : static_cast<double>(in.group_baseline[g]);
+    std::fill(io.keep, io.keep + n, std::uint8_t{1});
     zero_variance[static_cast<std::size_t>(g)] =
-        detail::process_group<B>(io, cfg, batch_div, mean_group_size, divisor.data() + b);
+        detail::process_group<B>(io, cfg, batch_div, mean_group_size, divisor.get() + b);
   });
   for (std::int64_t g = 0; g < st.groups; ++g) {
     st.zero_variance_groups += zero_variance[static_cast<std::size_t>(g)];
     st.singleton_groups += in.group_offsets[g + 1] - in.group_offsets[g] == 1;
   }
   const double fold = cfg.fold_lr_factor ? st.lr_factor : 1.0;
-  for (std::int64_t i = 0; i < S; ++i) {
-    const double a = detail::advantage_value(centered[i], divisor[i], fold);
-    GRPOKIT_REQUIRE(std::isfinite(a), "advantage of sequence ", i,
-                    " is not finite (spread 0 with eps = 0?); set eps or std_floor > 0");
-    out.adv[i] = static_cast<Real>(a);
+  const auto advantage = [&](std::int64_t i) { return detail::advantage_value(centered[i], divisor[i], fold); };
+  const std::int64_t bad = batch_ops.first(S, [&](std::int64_t i) { return !std::isfinite(advantage(i)); });
+  GRPOKIT_REQUIRE(bad == S, "advantage of sequence ", bad,
+                  " is not finite (spread 0 with eps = 0?); set eps or std_floor > 0");
+  detail::parallel_for(S, [&](std::int64_t i) {
+    out.adv[i] = static_cast<Real>(advantage(i));
     out.seq_mask[i] = keep[i];
-  }
-  detail::advantage_moments(out.adv.data(), out.seq_mask.data(), S, st);
+  });
+  detail::advantage_moments(out.adv.data(), out.seq_mask.data(), S, st, batch_ops);
   return st;
 }
 

@@ -87,8 +87,9 @@ struct block_ops {
     (void)n, (void)f;
 #endif
   }
-  // Radix selection, most significant byte first: each pass counts the candidates' next byte and
-  // keeps the bucket that holds the k-th. 8 passes over x; no scratch.
+  // The k-th smallest (0 <= k < n) by radix selection, most significant byte first: each pass
+  // counts the candidates' next byte and keeps the bucket that holds the k-th. 8 passes over x; no
+  // scratch.
   GRPOKIT_HD double kth_smallest(const double* x, std::int64_t n, std::int64_t k, double*) const {
 #ifdef __CUDA_ARCH__
     if (threadIdx.x == 0) s->prefix = 0;
