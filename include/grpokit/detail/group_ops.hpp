@@ -4,6 +4,7 @@
 // `serial_ops` (the host loop, and a device thread per small group). A device block runs the same
 // math with device/detail/block_ops.cuh (a block per large group, the batch statistics). The
 // baselines (baseline.hpp) and advantage_terms.hpp take either.
+#include <algorithm>
 #include <cstdint>
 
 #include "macros.hpp"
@@ -89,8 +90,16 @@ struct serial_ops {
   GRPOKIT_HD void for_each(std::int64_t n, F f) const {
     for (std::int64_t i = 0; i < n; ++i) f(i);
   }
+  // heap selection on a device thread; introselect (std::nth_element, O(n) on average) on the
+  // host: the same order statistic
   GRPOKIT_HD double kth_smallest(const double* x, std::int64_t n, std::int64_t k, double* scratch) const {
+#ifdef __CUDA_ARCH__
     return kth_smallest_by_heap(x, n, k, scratch);
+#else
+    std::copy(x, x + n, scratch);
+    std::nth_element(scratch, scratch + k, scratch + n);
+    return scratch[k];
+#endif
   }
 
  private:

@@ -84,13 +84,15 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   }
   const double fold = cfg.fold_lr_factor ? st.lr_factor : 1.0;
   const auto advantage = [&](std::int64_t i) { return detail::advantage_value(centered[i], divisor[i], fold); };
-  const std::int64_t bad = batch_ops.first(S, [&](std::int64_t i) { return !std::isfinite(advantage(i)); });
+  // the outputs, and the first rollout whose advantage is not finite (the outputs are then partial)
+  const std::int64_t bad = batch_ops.first(S, [&](std::int64_t i) {
+    const double a = advantage(i);
+    out.adv[i] = static_cast<Real>(a);
+    out.seq_mask[i] = keep[i];
+    return !std::isfinite(a);
+  });
   GRPOKIT_REQUIRE(bad == S, "advantage of sequence ", bad,
                   " is not finite (spread 0 with eps = 0?); set eps or std_floor > 0");
-  detail::parallel_for(S, [&](std::int64_t i) {
-    out.adv[i] = static_cast<Real>(advantage(i));
-    out.seq_mask[i] = keep[i];
-  });
   detail::advantage_moments(out.adv.data(), out.seq_mask.data(), S, st, batch_ops);
   return st;
 }
