@@ -266,3 +266,27 @@ TEST_CASE("a batch of more than 16384 rollouts: blocked batch sums on the host's
   const std::vector<ref::ld> r(c.rewards.begin(), c.rewards.end());
   CHECK(support::close(one[static_cast<std::size_t>(S)], static_cast<double>(ref::bessel_std(r)), 1e-12, 1e-12));
 }
+
+TEST_CASE("a non-finite advantage past the first block names the first such sequence", "[advantages]") {
+  // median groups {0, 1, 2, 3} (MAD 1) everywhere but two {0, 0, 1} (MAD 0): with mad_eps = 0 the
+  // last rollout of each of those has A = 1 / 0; the host finds it in its blocked pass
+  const std::int64_t block = grpokit::detail::parallel_ops::block;
+  std::vector<double> r;
+  std::vector<std::int64_t> off{0};
+  std::int64_t first_bad = -1;
+  while (static_cast<std::int64_t>(r.size()) < 3 * block) {
+    const auto at = static_cast<std::int64_t>(r.size());
+    const bool zero_mad = at >= 2 * block + 100 && (first_bad < 0 || at >= 2 * block + 900) && at < 2 * block + 904;
+    for (double v : zero_mad ? std::vector<double>{0, 0, 1} : std::vector<double>{0, 1, 2, 3}) r.push_back(v);
+    if (zero_mad && first_bad < 0) first_bad = at + 2;
+    off.push_back(static_cast<std::int64_t>(r.size()));
+  }
+  grpokit::advantage_config cfg;
+  cfg.mad_eps = 0;
+  std::vector<double> adv(r.size());
+  std::vector<std::uint8_t> keep(r.size());
+  using P = grpokit::policy<grpokit::precision<double, double>, grpokit::baseline::median>;
+  std::ostringstream want;
+  want << "advantage of sequence " << first_bad << " is not finite";
+  REQUIRE_ERROR(grpokit::host::compute_advantages<P>({r, off, {}, {}}, cfg, {adv, keep}), want.str());
+}

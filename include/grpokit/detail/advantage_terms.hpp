@@ -5,6 +5,7 @@
 
 #include "../baseline.hpp"
 #include "../config.hpp"
+#include "../inputs.hpp"
 #include "../metrics.hpp"
 #include "group_ops.hpp"
 #include "macros.hpp"
@@ -38,6 +39,36 @@ GRPOKIT_HD void batch_reward_stats(const double* r, const double* log_ratio, std
   }
 }
 
+// Where a batch's per-rollout values live, in double [S] each (the host's vectors, the device's
+// workspace): the rewards and the optional log-ratios and weights, and what compute_advantages writes.
+struct advantage_arrays {
+  const double* rewards;
+  const double* log_ratio;
+  const double* weight;
+  double* centered;
+  std::uint8_t* keep;
+  double* divisor;
+  double* scratch;  // may be `divisor`: center() is done with it before the divisors are written
+};
+
+// Group g's view of the arrays.
+template <class Real>
+GRPOKIT_HD group_io group_view(const advantage_arrays& a, const advantage_inputs<Real>& in, const advantage_config& cfg,
+                               std::int64_t g) {
+  const std::int64_t b = in.group_offsets[g];
+  group_io io;
+  io.rewards = a.rewards + b;
+  io.log_ratio = in.seq_log_ratio.empty() ? nullptr : a.log_ratio + b;
+  io.weight = in.seq_weight.empty() ? nullptr : a.weight + b;
+  io.n = in.group_offsets[g + 1] - b;
+  io.centered = a.centered + b;
+  io.keep = a.keep + b;
+  io.scratch = a.scratch + b;
+  io.eps = cfg.eps;
+  io.external = in.group_baseline.empty() ? 0.0 : static_cast<double>(in.group_baseline[g]);
+  return io;
+}
+
 // One group: the baseline's centring, zero-variance handling and the divisor of each rollout.
 // Returns whether the group has zero variance (every reward equal, singletons included); its
 // advantages are 0 (and masked with mask_zero_variance) unless the baseline keeps r - b
@@ -45,10 +76,11 @@ GRPOKIT_HD void batch_reward_stats(const double* r, const double* log_ratio, std
 // also multiplied by n / mean_group_size, so that every group's advantages sum to the same weight
 // whatever its size (difficulty-sized groups, docs/group_plan.md).
 // `ops` runs the baseline's center_with where it has one (a device block per large group), else its
-// center on one thread.
+// center on one thread. io.keep is preset to 1 here, before center.
 template <class B, class Ops = serial_ops>
 GRPOKIT_HD bool process_group(group_io& io, const advantage_config& cfg, double batch_div, double mean_group_size,
                               double* divisor, const Ops& ops = {}) {
+  ops.for_each(io.n, [=](std::int64_t i) { io.keep[i] = 1; });
   double spread = 0;
   if constexpr (has_center_with<B, Ops>::value)
     spread = B::center_with(ops, io, cfg);

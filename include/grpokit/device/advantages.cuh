@@ -32,6 +32,10 @@ struct advantage_scratch {
   __device__ double* weight() const { return base + 2 * S; }
   __device__ double* centered() const { return base + 3 * S; }
   __device__ double* divisor() const { return base + 4 * S; }
+  // the divisors' space is a group's scratch until process_group writes them
+  __device__ advantage_arrays arrays(std::uint8_t* keep) const {
+    return {rewards(), log_ratio(), weight(), centered(), keep, divisor(), divisor()};
+  }
 };
 
 // A thread per rollout (and per group): the inputs into the scratch in double, every bad value
@@ -90,24 +94,6 @@ __global__ void __launch_bounds__(device::tuning::batch_threads)
   stats_out->lr_factor = stats.lr_factor;
 }
 
-// Group g's view of the scratch.
-template <class Real>
-__device__ group_io group_view(const advantage_inputs<Real>& in, const advantage_config& cfg,
-                               const advantage_scratch& sc, std::uint8_t* keep, std::int64_t g) {
-  const std::int64_t b = in.group_offsets[g];
-  group_io io;
-  io.rewards = sc.rewards() + b;
-  io.log_ratio = in.seq_log_ratio.empty() ? nullptr : sc.log_ratio() + b;
-  io.weight = in.seq_weight.empty() ? nullptr : sc.weight() + b;
-  io.n = in.group_offsets[g + 1] - b;
-  io.centered = sc.centered() + b;
-  io.keep = keep + b;
-  io.scratch = sc.divisor() + b;  // free until process_group writes the divisors after center()
-  io.eps = cfg.eps;
-  io.external = in.group_baseline.empty() ? 0.0 : static_cast<double>(in.group_baseline[g]);
-  return io;
-}
-
 // The groups that a block takes: more than small_group_max rollouts, where the baseline can run on
 // a block (center_with for block_ops).
 template <class B>
@@ -123,12 +109,11 @@ __global__ void __launch_bounds__(device::tuning::group_threads)
   const std::int64_t g = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t S = in.rewards.size(), G = in.group_offsets.size() - 1;
   if (g >= G || stats->offsets_bad) return;  // bad offsets: reported, nothing read out of bounds
-  group_io io = group_view(in, cfg, sc, keep, g);
+  group_io io = group_view(sc.arrays(keep), in, cfg, g);
   if (io.n > small_group_limit<B>) {
     large[atomicAdd(&stats->large_groups, 1ull)] = g;  // any order: each group's result is its own
     return;
   }
-  for (std::int64_t i = 0; i < io.n; ++i) io.keep[i] = 1;
   const bool zero_variance = process_group<B>(io, cfg, stats->batch_divisor,
                                               static_cast<double>(S) / static_cast<double>(G),
                                               sc.divisor() + in.group_offsets[g]);
@@ -149,8 +134,7 @@ __global__ void __launch_bounds__(device::tuning::large_group_threads)
   const auto count = static_cast<std::int64_t>(stats->large_groups);
   for (std::int64_t j = blockIdx.x; j < count; j += gridDim.x) {
     const std::int64_t g = large[j];
-    group_io io = group_view(in, cfg, sc, keep, g);
-    ops.for_each(io.n, [=](std::int64_t i) { io.keep[i] = 1; });
+    group_io io = group_view(sc.arrays(keep), in, cfg, g);
     const bool zero_variance =
         process_group<B>(io, cfg, stats->batch_divisor, static_cast<double>(S) / static_cast<double>(G),
                          sc.divisor() + in.group_offsets[g], ops);

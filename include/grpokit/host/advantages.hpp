@@ -62,21 +62,12 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   // groups in parallel: each writes only its own rollouts, so the result is the serial one
   std::vector<std::uint8_t> zero_variance(static_cast<std::size_t>(st.groups));
   const double mean_group_size = static_cast<double>(S) / static_cast<double>(st.groups);
+  const detail::advantage_arrays arrays{r.data(), lr.data(),      w.data(),     centered.get(),
+                                       keep.get(), divisor.get(), scratch.get()};
   detail::parallel_for(st.groups, [&](std::int64_t g) {
-    const std::int64_t b = in.group_offsets[g], n = in.group_offsets[g + 1] - b;
-    group_io io;
-    io.rewards = r.data() + b;
-    io.log_ratio = lr.empty() ? nullptr : lr.data() + b;
-    io.weight = w.empty() ? nullptr : w.data() + b;
-    io.n = n;
-    io.centered = centered.get() + b;
-    io.keep = keep.get() + b;
-    io.scratch = scratch.get() + b;
-    io.eps = cfg.eps;
-    io.external = in.group_baseline.empty() ? 0.0 : static_cast<double>(in.group_baseline[g]);
-    std::fill(io.keep, io.keep + n, std::uint8_t{1});
+    group_io io = detail::group_view(arrays, in, cfg, g);
     zero_variance[static_cast<std::size_t>(g)] =
-        detail::process_group<B>(io, cfg, batch_div, mean_group_size, divisor.get() + b);
+        detail::process_group<B>(io, cfg, batch_div, mean_group_size, divisor.get() + in.group_offsets[g]);
   });
   for (std::int64_t g = 0; g < st.groups; ++g) {
     st.zero_variance_groups += zero_variance[static_cast<std::size_t>(g)];

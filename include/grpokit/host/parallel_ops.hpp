@@ -24,7 +24,7 @@ struct parallel_ops {
     return serial_ops{}.sum(n, f);
 #else
     if (n <= block) return serial_ops{}.sum(n, f);
-    const std::vector<double> part = per_block(n, [&](std::int64_t lo, std::int64_t m) {
+    const std::vector<double> part = per_block<double>(n, [&](std::int64_t lo, std::int64_t m) {
       return serial_ops{}.sum(m, [&](std::int64_t i) { return f(lo + i); });
     });
     return serial_ops{}.sum(static_cast<std::int64_t>(part.size()), [&](std::int64_t b) { return part[b]; });
@@ -36,7 +36,7 @@ struct parallel_ops {
     return serial_ops{}.max(n, init, f);
 #else
     if (n <= block) return serial_ops{}.max(n, init, f);
-    const std::vector<double> part = per_block(n, [&](std::int64_t lo, std::int64_t m) {
+    const std::vector<double> part = per_block<double>(n, [&](std::int64_t lo, std::int64_t m) {
       return serial_ops{}.max(m, init, [&](std::int64_t i) { return f(lo + i); });
     });
     return serial_ops{}.max(static_cast<std::int64_t>(part.size()), init, [&](std::int64_t b) { return part[b]; });
@@ -48,13 +48,13 @@ struct parallel_ops {
     return serial_ops{}.first(n, pred);
 #else
     if (n <= block) return serial_ops{}.first(n, pred);
-    const std::vector<double> part = per_block(n, [&](std::int64_t lo, std::int64_t m) {
-      return static_cast<double>(lo + serial_ops{}.first(m, [&](std::int64_t i) { return pred(lo + i); }));
+    // each block's first hit, or n; the first block with a hit holds the answer
+    const std::vector<std::int64_t> hit = per_block<std::int64_t>(n, [&](std::int64_t lo, std::int64_t m) {
+      const std::int64_t i = serial_ops{}.first(m, [&](std::int64_t j) { return pred(lo + j); });
+      return i < m ? lo + i : n;
     });
-    for (std::size_t b = 0; b < part.size(); ++b) {  // a block without a hit reports its end
-      const auto i = static_cast<std::int64_t>(part[b]);
-      if (i < std::min(n, static_cast<std::int64_t>(b + 1) * block)) return i;
-    }
+    for (const std::int64_t i : hit)
+      if (i < n) return i;
     return n;
 #endif
   }
@@ -72,9 +72,9 @@ struct parallel_ops {
 
  private:
   // f(lo, m) of each block [lo, lo + m), in parallel, in block order
-  template <class F>
-  static std::vector<double> per_block(std::int64_t n, F f) {
-    std::vector<double> part(static_cast<std::size_t>((n + block - 1) / block));
+  template <class T, class F>
+  static std::vector<T> per_block(std::int64_t n, F f) {
+    std::vector<T> part(static_cast<std::size_t>((n + block - 1) / block));
     parallel_for(static_cast<std::int64_t>(part.size()), [&](std::int64_t b) {
       const std::int64_t lo = b * block;
       part[static_cast<std::size_t>(b)] = f(lo, std::min(block, n - lo));
