@@ -22,6 +22,7 @@ const ld inf = std::numeric_limits<ld>::infinity();
 
 struct row_out {
   ld lse, entropy, logp;
+  ld sum_p2;  // sum_v p_v^2 over the kept columns
 };
 
 // One row: z = x / T; with pruning the distribution is renormalised over {v : p_v >= rho max p}.
@@ -37,14 +38,15 @@ inline row_out row(const std::vector<ld>& x, std::int64_t target, ld temperature
   for (std::size_t v = 0; v < V; ++v)
     if (safe[v]) sum += std::exp(z[v] - m);
   const ld lse = m + std::log(sum);
-  ld h = 0;
+  ld h = 0, sum_p2 = 0;
   for (std::size_t v = 0; v < V; ++v) {
     if (!safe[v]) continue;
     const ld p = std::exp(z[v] - lse);
     h -= p * (z[v] - lse);
+    sum_p2 += p * p;
   }
   const ld logp = safe[static_cast<std::size_t>(target)] ? z[static_cast<std::size_t>(target)] - lse : -inf;
-  return {lse, h, logp};
+  return {lse, h, logp, sum_p2};
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -260,3 +260,50 @@ TEST_CASE("threads: a vectorised vocabulary slice whose scaled columns are all -
       CHECK(got_ent[r][t] == Approx(ent[t]).epsilon(1e-5).margin(1e-6));
     }
 }
+
+TEST_CASE("threads as vocabulary-parallel ranks: fused_loss's sum_p2 is the sum of the slices") {
+  using Q = grpokit::policy<grpokit::reduction::batch_invariant, grpokit::precision<double, double>,
+                            grpokit::chunk<16>, grpokit::mask::vocab_prune>;
+  std::mt19937_64 rng(9);
+  auto p = ref::make_problem(rng, {3, 5, 2}, 16 * 4 + 3);
+  ref::add_policies(rng, p, std::vector<ref::ld>(static_cast<std::size_t>(p.T), -2.0L), 0.3);
+  grpokit::loss_config cfg;
+  cfg.prune_rho = 0.05;  // the threshold comes from the whole row's max
+  support::host_run<Q> h;
+  h.logits = support::to_storage<double>(p.logits);
+  support::load_batch(h, p);
+  std::vector<double> dz(h.logits.size()), whole(static_cast<std::size_t>(p.T));
+  grpokit::host::fused_loss<Q>(h.input(p), h.batch(p), cfg, {dz.data(), p.T, p.V, p.V}, {{}, {}, whole});
+  for (const int ranks : {1, 3}) {
+    const std::vector<std::int64_t> cols = ranks == 1 ? std::vector<std::int64_t>{0, p.V}
+                                                      : std::vector<std::int64_t>{0, 16, 48, p.V};
+    std::vector<std::vector<double>> got(static_cast<std::size_t>(ranks));
+    std::vector<int> threw(static_cast<std::size_t>(ranks), 0);
+    thread_job job(ranks);
+    job.run([&](int r) {
+      const std::int64_t c0 = cols[r], Vr = cols[r + 1] - c0;
+      std::vector<double> slice(static_cast<std::size_t>(p.T * Vr)), d(slice.size());
+      for (std::int64_t t = 0; t < p.T; ++t)
+        for (std::int64_t v = 0; v < Vr; ++v) slice[t * Vr + v] = h.logits[t * p.V + c0 + v];
+      auto& mine = got[static_cast<std::size_t>(r)];
+      mine.assign(static_cast<std::size_t>(p.T), -1);
+      const auto layout = grpokit::vocab_parallel(job.communicator(r));
+      grpokit::host::fused_loss<Q>({{slice.data(), p.T, Vr, Vr}, p.targets, {}}, h.batch(p), cfg,
+                                   {d.data(), p.T, Vr, Vr}, layout, {{}, {}, mine});
+      try {  // rank 0 alone asks for it: every rank throws, none waits forever
+        std::vector<double> only(static_cast<std::size_t>(r == 0 ? p.T : 0));
+        grpokit::host::fused_loss<Q>({{slice.data(), p.T, Vr, Vr}, p.targets, {}}, h.batch(p), cfg,
+                                     {d.data(), p.T, Vr, Vr}, layout, {{}, {}, only});
+      } catch (const grpokit::error&) {
+        threw[static_cast<std::size_t>(r)] = 1;
+      }
+    });
+    for (int r = 0; r < ranks; ++r) {
+      INFO("ranks " << ranks << ", rank " << r);
+      if (ranks == 1) CHECK(support::same_bits(got[0], whole));  // one slice: the single-process order
+      for (std::int64_t t = 0; t < p.T; ++t)
+        CHECK(support::close(got[static_cast<std::size_t>(r)][t], whole[t], 1e-14, 1e-16));
+      CHECK(threw[static_cast<std::size_t>(r)] == (ranks > 1 ? 1 : 0));
+    }
+  }
+}

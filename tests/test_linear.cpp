@@ -185,3 +185,97 @@ TEST_CASE("dweight accumulates (tied embeddings), and bad shapes are named", "[l
   g.dweight = {dw2.data(), 13, 6, 6};
   REQUIRE_ERROR((grpokit::host::fused_linear_loss<P>(in, h.batch(lp.p), cfg, 3, g)), "set exactly one of dweight");
 }
+
+TEST_CASE("fused_linear_loss lm_head_norms: per-rollout, per-group and batch norms of the LM-head gradient",
+          "[linear][noise]") {
+  using P = grpokit::policy<grpokit::precision<double, double>, grpokit::chunk<16>>;
+  const auto cfg = linear_config();
+  // an empty sequence first, in the middle and last; groups of 2, 3 and 1 sequences
+  const linear_problem lp = make_linear<double>(5, {0, 5, 1, 7, 0, 4, 0}, 23, 6, false, cfg);
+  const auto& p = lp.p;
+  const std::vector<std::int64_t> groups{0, 2, 5, 7};
+  const auto unfused = support::run_fused<P>(p, cfg);  // dlogits of the same loss (checked elsewhere)
+  // the reference: M_s = sum over s's tokens of dlogits_t hidden_t^T, in long double
+  using M = std::vector<ref::ld>;
+  auto sq = [](const M& m) {
+    ref::ld s = 0;
+    for (ref::ld x : m) s += x * x;
+    return s;
+  };
+  const std::int64_t S = p.S, B = 3, D = lp.D;
+  std::vector<M> Ms(static_cast<std::size_t>(S), M(static_cast<std::size_t>(p.V * D), 0));
+  for (std::int64_t s = 0; s < S; ++s)
+    for (std::int64_t t = p.b.seq_offsets[s]; t < p.b.seq_offsets[s + 1]; ++t)
+      for (std::int64_t v = 0; v < p.V; ++v)
+        for (std::int64_t d = 0; d < D; ++d)
+          Ms[s][v * D + d] += ref::ld(unfused.dlogits[t * p.V + v]) * lp.hidden[t * D + d];
+  std::vector<ref::ld> want_rollout(S), want_group(B);
+  M batch_mean(static_cast<std::size_t>(p.V * D), 0);
+  for (std::int64_t g = 0; g < B; ++g) {
+    const ref::ld n = static_cast<ref::ld>(groups[g + 1] - groups[g]);
+    M mean(static_cast<std::size_t>(p.V * D), 0);
+    for (std::int64_t s = groups[g]; s < groups[g + 1]; ++s) {
+      M gs = Ms[s];
+      for (auto& x : gs) x *= S;  // g_s = S M_s
+      want_rollout[s] = sq(gs);
+      for (std::size_t i = 0; i < mean.size(); ++i) mean[i] += gs[i] / n;
+    }
+    want_group[g] = sq(mean);
+    for (std::size_t i = 0; i < mean.size(); ++i) batch_mean[i] += mean[i] / B;
+  }
+  const ref::ld want_batch = sq(batch_mean);
+  const auto plain = run_linear<P>(lp, cfg, 4);
+  for (const std::int64_t chunk : {1, 3, 4, 17, 1000}) {
+    linear_run<P> r;
+    r.hidden = lp.hidden;
+    r.weight = lp.weight;
+    r.dhidden.resize(r.hidden.size());
+    r.dweight.assign(r.weight.size(), 0.0);
+    support::host_run<P> h;
+    support::load_batch(h, p);
+    grpokit::linear_grads<double, double> g;
+    g.dhidden = {r.dhidden.data(), p.T, D, D};
+    g.dweight_acc = {r.dweight.data(), p.V, D, D};
+    std::vector<double> rollout(static_cast<std::size_t>(S), -1), group(static_cast<std::size_t>(B), -1);
+    double batch = -1;
+    r.result = grpokit::host::fused_linear_loss<P>(
+        {{r.hidden.data(), p.T, D, D}, {r.weight.data(), p.V, D, D}, {}, p.targets, h.temperature}, h.batch(p), cfg,
+        chunk, g, {}, {groups, rollout, group, &batch});
+    INFO("token chunk " << chunk);
+    for (std::int64_t s = 0; s < S; ++s) CHECK(support::close(rollout[s], static_cast<double>(want_rollout[s]), 1e-10, 1e-14));
+    CHECK(rollout[0] == 0.0);  // the empty sequences
+    CHECK(rollout[4] == 0.0);
+    for (std::int64_t k = 0; k < B; ++k) CHECK(support::close(group[k], static_cast<double>(want_group[k]), 1e-10, 1e-14));
+    CHECK(support::close(batch, static_cast<double>(want_batch), 1e-10, 1e-14));
+    // the gradient itself is untouched by the measurement
+    if (chunk == 4) CHECK(support::same_bits(r.dweight, plain.dweight));
+  }
+  // with equal groups the batch mean is the batch gradient: |dweight|^2
+  {
+    const std::vector<std::int64_t> pairs{0, 2, 4, 6, 7};  // 4 groups
+    const std::vector<std::int64_t> equal{0, 7};                    // one group of all
+    std::vector<double> rollout(static_cast<std::size_t>(S)), group(1), dweight(lp.weight.size()),
+        dhidden(lp.hidden.size());
+    double batch = 0;
+    support::host_run<P> h;
+    support::load_batch(h, p);
+    grpokit::linear_grads<double, double> g;
+    g.dweight_acc = {dweight.data(), p.V, D, D};
+    grpokit::host::fused_linear_loss<P>({{lp.hidden.data(), p.T, D, D}, {lp.weight.data(), p.V, D, D}, {}, p.targets,
+                                         h.temperature},
+                                        h.batch(p), cfg, 5, g, {}, {equal, rollout, group, &batch});
+    double w2 = 0;
+    for (double x : dweight) w2 += x * x;
+    CHECK(support::close(batch, w2, 1e-12, 1e-16));
+    CHECK(support::close(group[0], w2, 1e-12, 1e-16));
+    std::vector<double> short_group(2);
+    REQUIRE_ERROR((grpokit::host::fused_linear_loss<P>({{lp.hidden.data(), p.T, D, D}, {lp.weight.data(), p.V, D, D},
+                                                        {}, p.targets, h.temperature},
+                                                       h.batch(p), cfg, 5, g, {}, {pairs, rollout, short_group, &batch})),
+                  "lm_head_norms.group_mean_sq: expected 4 elements, got 2");
+    REQUIRE_ERROR((grpokit::host::fused_linear_loss<P>({{lp.hidden.data(), p.T, D, D}, {lp.weight.data(), p.V, D, D},
+                                                        {}, p.targets, h.temperature},
+                                                       h.batch(p), cfg, 5, g, {}, {equal, rollout, group, nullptr})),
+                  "set rollout_sq, group_mean_sq and batch_mean_sq together");
+  }
+}

@@ -106,11 +106,33 @@ struct linear_grads {
   span<Real> dbias;               // [V] or empty
 };
 
+// Optional measurements of fused_linear_loss (host): squared norms of the LM-head weight gradient
+// per rollout, per group and for the batch, in the scale of host::estimate_noise (a rollout's
+// gradient g_s = S x its part of the batch gradient, so that mean_s g_s is the batch gradient):
+//   rollout_sq[s]    = |S M_s|^2                      M_s = sum over s's tokens of dlogits_t hidden_t^T
+//   group_mean_sq[g] = |(S / n_g) sum_{s in g} M_s|^2  the mean of the group's g_s
+//   batch_mean_sq    = |mean over groups of the group means|^2
+// Empty (the default): not computed, at no cost. docs/gradient_noise.md.
+struct lm_head_norms {
+  span<const std::int64_t> group_offsets;  // [B + 1] over the sequences (groups of rollouts)
+  span<double> rollout_sq;                 // [S]
+  span<double> group_mean_sq;              // [B]
+  double* batch_mean_sq = nullptr;
+
+  bool wanted() const { return !rollout_sq.empty(); }
+};
+
 // Optional per-token outputs of fused_loss / fused_linear_loss (empty spans: not wanted).
 template <class Real>
 struct fused_outputs {
   span<Real> logp;     // [T]
   span<Real> entropy;  // [T]
+  span<Real> sum_p2;   // [T] sum_v p_v^2, the collision probability (docs/fused_outputs.md)
+
+  // {logp, entropy} as before sum_p2 existed, without -Wmissing-field-initializers
+  fused_outputs() = default;
+  fused_outputs(span<Real> logp_, span<Real> entropy_ = {}, span<Real> sum_p2_ = {})
+      : logp(logp_), entropy(entropy_), sum_p2(sum_p2_) {}
 };
 
 // Whether logits_backward may write dlogits over the logits.

@@ -195,11 +195,17 @@ void fused_matches_host(std::uint64_t seed, grpokit::loss_config cfg, std::int64
     ref::add_policies(rng, p, logp, 0.2);
   }
   const auto host = support::run_fused<P>(p, cfg);
+  std::vector<R> host_sum_p2(static_cast<std::size_t>(p.T));
+  {
+    std::vector<S> scratch(host.dlogits.size());
+    grpokit::host::fused_loss<P>(host.input(p), host.batch(p), cfg, {scratch.data(), p.T, p.V, p.V},
+                                 {{}, {}, host_sum_p2});
+  }
   device_problem<P> d(p);
   buffer<S> dlogits(host.dlogits.size());
-  buffer<R> logp(p.T), ent(p.T);
+  buffer<R> logp(p.T), ent(p.T), sum_p2(p.T);
   const auto res = grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {dlogits.data(), p.T, p.V, p.V}, d.ws(),
-                                                  d.ws_bytes(), 0, {logp.span(), ent.span()});
+                                                  d.ws_bytes(), 0, {logp.span(), ent.span(), sum_p2.span()});
   INFO("seed " << seed << " obj " << int(cfg.obj) << " agg " << int(cfg.agg));
   CHECK(support::close(res.loss, host.result.loss, 1e-5, 1e-7));
   CHECK(res.metrics.tokens == host.result.metrics.tokens);
@@ -216,6 +222,9 @@ void fused_matches_host(std::uint64_t seed, grpokit::loss_config cfg, std::int64
   const auto lp = logp.host();
   for (std::int64_t t = 0; t < p.T; ++t)
     if (std::isfinite(host.logp[t])) CHECK(support::close(lp[t], host.logp[t], 1e-5, 1e-5));
+  const auto q = sum_p2.host();  // the same lanes and tree: bitwise where the exp is (batch_invariant)
+  if (P::order == grpokit::reduction_order::batch_invariant) CHECK(support::same_bits(q, host_sum_p2));
+  for (std::int64_t t = 0; t < p.T; ++t) CHECK(support::close(q[t], host_sum_p2[t], 1e-5, 1e-7));
 }
 
 // Every aggregation and three policies (deterministic fp32, batch-invariant bf16 with a user mask,
@@ -519,13 +528,13 @@ void linear_matches_host(const Call& call, std::int64_t T, std::int64_t V, std::
   else
     hg.dweight_acc = {dw.data(), V, D, D};
   hg.dbias = db;
-  std::vector<R> hlogp(static_cast<std::size_t>(T)), hent(static_cast<std::size_t>(T));
+  std::vector<R> hlogp(static_cast<std::size_t>(T)), hent(static_cast<std::size_t>(T)), hp2(static_cast<std::size_t>(T));
   const auto want = grpokit::host::fused_linear_loss<P>({{hs.data(), T, D, D}, {ws_.data(), V, D, D}, bs, p.targets, {}},
-                                                        hr.batch(p), cfg, chunk, hg, {hlogp, hent});
+                                                        hr.batch(p), cfg, chunk, hg, {hlogp, hent, hp2});
   device_problem<P> d(p);
   buffer<S> dhs(hs), dws(ws_), dbs(bs), ddh(hs.size());
   buffer<S> ddws(std::vector<S>(dws_host.size(), grpokit::math::store<S>(0.0)));  // dweight starts at 0, as on the host
-  buffer<R> ddw(dw.size()), ddb(db.size()), dlogp(T), dent(T);
+  buffer<R> ddw(dw.size()), ddb(db.size()), dlogp(T), dent(T), dp2(T);
   GRPOKIT_CUDA_CHECK(cudaMemset(ddw.data(), 0, dw.size() * sizeof(R)));
   GRPOKIT_CUDA_CHECK(cudaMemset(ddb.data(), 0, db.size() * sizeof(R)));
   buffer<unsigned char> ws(grpokit::device::linear_workspace_bytes<P>({T, V, p.S}, chunk));
@@ -539,15 +548,16 @@ void linear_matches_host(const Call& call, std::int64_t T, std::int64_t V, std::
   const auto got = call(grpokit::linear_input<S, R>{{dhs.data(), T, D, D}, {dws.data(), V, D, D}, dbs.cspan(),
                                                     d.targets.cspan(), {}},
                         d.batch(), cfg, chunk, dg, ws.data(), ws.size(),
-                        grpokit::fused_outputs<R>{dlogp.span(), dent.span()});
+                        grpokit::fused_outputs<R>{dlogp.span(), dent.span(), dp2.span()});
   INFO("T " << T << " V " << V << " D " << D << " chunk " << chunk);
   CHECK(support::close(got.loss, want.loss, 1e-4, 1e-6));
   CHECK(got.metrics.tokens == want.metrics.tokens);
   CHECK(support::close(got.metrics.entropy_mean, want.metrics.entropy_mean, 1e-4, 1e-6));
-  const auto gl = dlogp.host(), ge = dent.host();
+  const auto gl = dlogp.host(), ge = dent.host(), gp2 = dp2.host();
   for (std::int64_t t = 0; t < T; ++t) {
     CHECK(support::close(gl[t], hlogp[t], 1e-3, 1e-4));
     CHECK(support::close(ge[t], hent[t], 1e-3, 1e-4));
+    CHECK(support::close(gp2[t], hp2[t], 1e-3, 1e-5));
   }
   // dweight in the storage type (bf16/fp64 as given) or accumulated in R: compared as R
   const std::vector<R> gw = dweight_in_storage ? support::cast<R>(support::to_double(ddws.host())) : ddw.host();

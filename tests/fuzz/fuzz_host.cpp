@@ -231,12 +231,20 @@ void run(bytes_in& in, int entry) {
     }
     case 1: {  // fused_loss
       std::vector<S> dlogits(logits.size());
-      const auto r = grpokit::host::fused_loss<P>(li, b, cfg, {dlogits.data(), T, V, V});
+      std::vector<R> sum_p2(static_cast<std::size_t>(in.flag() ? T : 0));  // drawn last: older inputs keep their meaning
+      const grpokit::span<R> q(sum_p2.data(), maybe_wrong(in, sum_p2).size());
+      const auto r = grpokit::host::fused_loss<P>(li, b, cfg, {dlogits.data(), T, V, V}, {{}, {}, q});
       const bool moderate = moderate_scaled_logits(max_abs(logits), temperature, cfg.temperature);
       if (promised && (moderate || !grows_with_logp(cfg))) {
         if (!std::isfinite(r.loss)) violated("fused_loss loss");
         if (moderate || cfg.kl != grpokit::kl_estimator::k2) require_finite(dlogits, "fused_loss dlogits");
       }
+      // a sum of squared probabilities, each p_v = exp(z_v - lse) <= 1: in [0, V]; in [0, 1] up to
+      // rounding unless the scaled logits are so large that lse = max + log(sum) absorbs the log
+      // (a float row of 14 ties at FLT_MAX gives 14, as its logp gives 0, not -log 14)
+      if (promised)
+        for (const R x : q)
+          if (!(x >= R(0) && x <= static_cast<R>(V) * R(1.001))) violated("fused_loss sum_p2 in [0, V]");
       break;
     }
     case 2: {  // logits_backward
@@ -276,14 +284,30 @@ void run(bytes_in& in, int entry) {
       grpokit::linear_grads<S, R> g;
       g.dhidden = {dhidden.data(), T, D, D};
       g.dweight_acc = {dweight.data(), V, D, D};
+      // the LM-head norms (drawn last: older inputs keep their meaning)
+      const std::int64_t S = static_cast<std::int64_t>(seq_off.size()) - 1;
+      const bool norms_wanted = in.flag();
+      const std::vector<std::int64_t> groups = norms_wanted ? offsets(in, in.range(0, 3), S) : std::vector<std::int64_t>{};
+      std::vector<double> rollout_sq(static_cast<std::size_t>(norms_wanted ? S : 0)),
+          group_sq(static_cast<std::size_t>(groups.empty() ? 0 : groups.size() - 1));
+      double batch_sq = 0;
+      const grpokit::lm_head_norms norms =
+          norms_wanted ? grpokit::lm_head_norms{maybe_wrong(in, groups), rollout_sq, group_sq, &batch_sq}
+                       : grpokit::lm_head_norms{};
       const auto r = grpokit::host::fused_linear_loss<P>(
-          {{hidden.data(), T, D, D}, {weight.data(), V, D, D}, {}, li.targets, li.temperature}, b, cfg, chunk, g);
+          {{hidden.data(), T, D, D}, {weight.data(), V, D, D}, {}, li.targets, li.temperature}, b, cfg, chunk, g, {},
+          norms);
       const bool moderate =
           moderate_scaled_logits(max_abs(hidden) * max_abs(weight) * static_cast<double>(D), temperature, cfg.temperature);
       // k now also holds the hidden states and the weight
       if (promised && k.finite && k.moderate && (moderate || !grows_with_logp(cfg))) {
         if (!std::isfinite(r.loss)) violated("fused_linear_loss loss");
-        if (moderate || cfg.kl != grpokit::kl_estimator::k2) require_finite(dhidden, "fused_linear_loss dhidden");
+        if (moderate || cfg.kl != grpokit::kl_estimator::k2) {
+          require_finite(dhidden, "fused_linear_loss dhidden");
+          require_finite(rollout_sq, "fused_linear_loss rollout_sq");
+          require_finite(group_sq, "fused_linear_loss group_mean_sq");
+          if (!std::isfinite(batch_sq)) violated("fused_linear_loss batch_mean_sq");
+        }
       }
       break;
     }

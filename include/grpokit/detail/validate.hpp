@@ -20,6 +20,14 @@ void require_size_or_empty(const char* name, span<T> s, std::int64_t n) {
   GRPOKIT_REQUIRE(s.empty() || s.size() == n, name, ": expected ", n, " elements (or none), got ", s.size());
 }
 
+// The optional per-token outputs of fused_loss / fused_linear_loss: each T values or none.
+template <class Real>
+void require_fused_outputs(const fused_outputs<Real>& extra, std::int64_t T) {
+  require_size_or_empty("logp output", extra.logp, T);
+  require_size_or_empty("entropy output", extra.entropy, T);
+  require_size_or_empty("sum_p2 output", extra.sum_p2, T);
+}
+
 // off[0] == 0, non-decreasing, off.back() == total (when total >= 0).
 inline void require_offsets(const char* name, span<const std::int64_t> off, std::int64_t total,
                             bool allow_empty_segments) {
@@ -348,8 +356,7 @@ void require_linear_shapes(const linear_input<S, Acc>& in, std::int64_t token_ch
   if (g.dweight.data) require_matrix("dweight", g.dweight);
   if (g.dweight_acc.data) require_matrix("dweight_acc", g.dweight_acc);
   require_size_or_empty("dbias", g.dbias, V);
-  require_size_or_empty("logp output", extra.logp, T);
-  require_size_or_empty("entropy output", extra.entropy, T);
+  require_fused_outputs(extra, T);
   // the gradients are written while hidden, weight and bias are still read (chunk by chunk)
   auto overlaps_span = [](const auto& m, const auto& s) {  // a matrix and a span (a one-row block)
     return rows_overlap(m.data, m.rows, m.cols, m.row_stride, s.data(), s.empty() ? 0 : 1, s.size(), s.size());

@@ -16,6 +16,7 @@
 #include "../inputs.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
+#include "detail/fused_outputs.cuh"
 #include "error.cuh"
 #include "fused_loss.cuh"
 #include "policy_loss.cuh"
@@ -173,6 +174,8 @@ void fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_t<P>, a
     const backward_inputs<Acc> g{lse.subspan(t0, n), entropy.subspan(t0, n), dlogp.subspan(t0, n),
                                  dentropy.subspan(t0, n)};
     launch_backward<Q, S>(chunk_input(t0, n), g, cfg, matrix_view<S>{dlogits, n, V, V}, ws, stream, t0);
+    if (!extra.sum_p2.empty())  // the chunk's row max is in the workspace after the backward
+      launch_sum_p2<Q>(chunk_input(t0, n), cfg, lse.subspan(t0, n), extra.sum_p2.subspan(t0, n), ws, stream);
     if (grads.dhidden.data != nullptr)  // dhidden^T [D, n] = W^T [D, V] dlogits^T [V, n]
       gemm(false, false, D, n, V, in.weight.data, in.weight.row_stride, dlogits, V, Acc(0), grads.dhidden.row(t0),
            grads.dhidden.row_stride);

@@ -34,8 +34,7 @@ void fused_loss_async(const logits_input<storage_t<P>, accum_t<P>>& in, const ro
   detail::require_logits_shapes(in, cfg);
   detail::require_dlogits(in, dlogits, mode);
   detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
-  detail::require_size_or_empty("logp output", extra.logp, T);
-  detail::require_size_or_empty("entropy output", extra.entropy, T);
+  detail::require_fused_outputs(extra, T);
   const shape sh{T, V, batch.seq_offsets.size() - 1};
   const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh);
   if (!opened) return;  // the size query
@@ -50,6 +49,7 @@ void fused_loss_async(const logits_input<storage_t<P>, accum_t<P>>& in, const ro
 
   detail::reset_status(ws.st, stream);
   detail::launch_forward<P>(in, cfg, token_stats<Real>{logp, entropy, lse}, ws, stream);
+  detail::launch_sum_p2<P>(in, cfg, lse, extra.sum_p2, ws, stream);  // before an in-place backward
   detail::launch_policy_loss<P>(cur, batch, cfg, grads, ws, stream);
   detail::launch_backward<P>(in, g, cfg, dlogits, ws, stream);
   detail::copy_extra_async<Real>(extra, logp, entropy, stream);

@@ -35,11 +35,11 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const r
     detail::require_temperature(cfg, in.temperature);
     detail::require_dlogits(in, dlogits, mode);
     detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
-    detail::require_size_or_empty("logp output", extra.logp, T);
-    detail::require_size_or_empty("entropy output", extra.entropy, T);
+    detail::require_fused_outputs(extra, T);
   });
   detail::collective_check(layout, "fused_loss", [&] {
     slice = detail::checked_vocab_slice(layout.tp, in.logits.cols, P::chunk_size, T, in.targets, in.temperature);
+    detail::require_same_sum_p2(layout.tp, extra);
   });
   std::vector<Real> logp, entropy, lse, dlogp, dentropy;
   detail::collective_check(layout, "fused_loss", [&] {
@@ -48,6 +48,11 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const r
   detail::collective_check(layout, "fused_loss", [&] {
     detail::sharded_token_logprobs<P>(layout.tp, slice, in, cfg, token_stats<Real>{logp, entropy, lse});
   });
+  if (!extra.sum_p2.empty()) {  // before an in-place backward; a TP group's ranks all ask (checked above)
+    const parallel_layout<single_process, TP> tp_group{single_process{}, layout.tp};
+    detail::collective_check(tp_group, "fused_loss",
+                             [&] { detail::sharded_sum_p2<P>(layout.tp, in, cfg, lse, extra.sum_p2); });
+  }
   const loss_result res =
       policy_loss<P>(current_policy<Real>{logp, entropy}, batch, cfg, policy_grads<Real>{dlogp, dentropy}, layout);
   detail::collective_check(layout, "fused_loss", [&] {
@@ -78,6 +83,7 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
                                         in.temperature);
     for (const std::int64_t c : detail::gather_value(layout.tp, token_chunk))  // the same chunks on every TP rank
       GRPOKIT_REQUIRE(c == token_chunk, "fused_linear_loss: every TP rank must pass the same token_chunk");
+    detail::require_same_sum_p2(layout.tp, extra);
   });
   // The chunk count differs between DP ranks: a chunk's step agrees over its TP group only (which
   // has the same chunks), and the whole forward agrees over the layout before policy_loss's
@@ -100,7 +106,12 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
       [&](const logits_input<Acc, Acc>& ci, const backward_inputs<Acc>& g, const matrix_view<S>& dlogits) {
         detail::collective_check(tp_group, "fused_linear_loss",
                                  [&] { detail::sharded_logits_backward<Q>(layout.tp, slice, ci, g, cfg, dlogits); });
-      });
+      },
+      [&](const logits_input<Acc, Acc>& ci, span<const Acc> lse, span<Acc> out) {
+        detail::collective_check(tp_group, "fused_linear_loss",
+                                 [&] { detail::sharded_sum_p2<Q>(layout.tp, ci, cfg, lse, out); });
+      },
+      [](std::int64_t, std::int64_t, const S*) {});  // lm_head_norms: one process only
 }
 
 }  // namespace grpokit::host

@@ -21,6 +21,7 @@
 #include "../math/storage.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
+#include "detail/lm_head_norms.hpp"
 #include "detail/scratch.hpp"
 #include "fused_loss.hpp"
 #include "parallel.hpp"
@@ -76,11 +77,14 @@ namespace grpokit::detail {
 //                                                            any rank)
 //   loss(current_policy, policy_grads) -> loss_result        policy_loss over the whole batch
 //   backward_rows(chunk_input, backward_inputs, dlogits)     a chunk's dlogits
-template <class P, class Forward, class Agree, class Loss, class Backward>
+//   sum_p2_rows(chunk_input, lse, out)                       a chunk's sum_v p_v^2 (when wanted)
+//   chunk_dlogits(t0, n, dlogits)                            sees a chunk's dlogits (the norms)
+template <class P, class Forward, class Agree, class Loss, class Backward, class SumP2, class ChunkDlogits>
 loss_result fused_linear_loss_with(const linear_input<storage_t<P>, accum_t<P>>& in, std::int64_t token_chunk,
                                    const linear_grads<storage_t<P>, accum_t<P>>& grads,
                                    const fused_outputs<accum_t<P>>& extra, Forward&& forward_rows, Agree&& agree,
-                                   Loss&& loss, Backward&& backward_rows) {
+                                   Loss&& loss, Backward&& backward_rows, SumP2&& sum_p2_rows,
+                                   ChunkDlogits&& chunk_dlogits) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
@@ -128,6 +132,8 @@ loss_result fused_linear_loss_with(const linear_input<storage_t<P>, accum_t<P>>&
                   backward_inputs<Acc>{rows_of(lse, t0, n), rows_of(entropy, t0, n), rows_of(dlogp, t0, n),
                                        rows_of(dentropy, t0, n)},
                   matrix_view<S>{dlogits.data(), n, V, V});
+    if (!extra.sum_p2.empty()) sum_p2_rows(chunk_input(t0, n), rows_of(lse, t0, n), extra.sum_p2.subspan(t0, n));
+    chunk_dlogits(t0, n, static_cast<const S*>(dlogits.data()));
     if (grads.dhidden.data != nullptr) {  // dhidden[t] = sum_v dlogits[c, v] W[v]
       detail::parallel_for(n, [&](std::int64_t c) {
         std::vector<Acc> acc(static_cast<std::size_t>(D), Acc(0));
@@ -174,18 +180,20 @@ template <class P>
 loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
                               const loss_config& cfg, std::int64_t token_chunk,
                               const linear_grads<storage_t<P>, accum_t<P>>& grads,
-                              const fused_outputs<accum_t<P>>& extra = {}) {
+                              const fused_outputs<accum_t<P>>& extra = {}, const lm_head_norms& norms = {}) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
   using Q = typename P::template with_storage<Acc>;  // the chunk of logits is kept in Acc
   using Ops = detail::ops_for<P::order>;
   detail::require_linear_shapes(in, token_chunk, grads, extra);
   detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, in.hidden.rows, cfg);
+  detail::require_lm_head_norms(norms, batch.seq_offsets.size() - 1);
   detail::require_scalar_temperature<Acc>(cfg);
   detail::require_targets(in.targets, in.weight.rows);
   detail::require_temperature(cfg, in.temperature);
   const Acc log_rho = detail::log_prune_rho<Ops, Acc>(cfg);
-  return detail::fused_linear_loss_with<P>(
+  detail::lm_head_norm_accumulator head_norms(norms, batch.seq_offsets, in.weight.rows, in.hidden.cols);
+  const loss_result res = detail::fused_linear_loss_with<P>(
       in, token_chunk, grads, extra,
       [&](const logits_input<Acc, Acc>& ci, const token_stats<Acc>& stats) { token_logprobs<Q>(ci, cfg, stats); },
       [](std::exception_ptr failed) {
@@ -198,7 +206,13 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
           detail::backward_row<Ops, Acc>(ci.logits.row(c), dlogits.row(c), ci.logits.cols, ci.targets[c], inv_t,
                                          P::vocab_prune, log_rho, g.lse[c], g.entropy[c], g.dlogp[c], g.dentropy[c]);
         });
-      });
+      },
+      [&](const logits_input<Acc, Acc>& ci, span<const Acc> lse, span<Acc> out) {
+        detail::sum_p2_rows<Q>(ci, cfg, lse, out);
+      },
+      [&](std::int64_t t0, std::int64_t n, const S* dlogits) { head_norms.add_chunk(t0, n, dlogits, in.hidden); });
+  head_norms.finish();
+  return res;
 }
 
 }  // namespace grpokit::host

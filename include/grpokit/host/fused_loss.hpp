@@ -33,12 +33,12 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in,
   detail::require_logits_shapes(in, cfg);
   detail::require_dlogits(in, dlogits, mode);
   detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
-  detail::require_size_or_empty("logp output", extra.logp, T);
-  detail::require_size_or_empty("entropy output", extra.entropy, T);
+  detail::require_fused_outputs(extra, T);
   auto logp = detail::scratch<Real>(T, "fused_loss"), entropy = detail::scratch<Real>(T, "fused_loss"),
        lse = detail::scratch<Real>(T, "fused_loss"), dlogp = detail::scratch<Real>(T, "fused_loss"),
        dentropy = detail::scratch<Real>(T, "fused_loss");
   token_logprobs<P>(in, cfg, token_stats<Real>{logp, entropy, lse});
+  if (!extra.sum_p2.empty()) detail::sum_p2_rows<P>(in, cfg, lse, extra.sum_p2);  // before an in-place backward
   const loss_result res = policy_loss<P>(current_policy<Real>{logp, entropy}, batch, cfg,
                                          policy_grads<Real>{dlogp, dentropy});
   logits_backward<P>(in, backward_inputs<Real>{lse, entropy, dlogp, dentropy}, cfg, dlogits, mode);

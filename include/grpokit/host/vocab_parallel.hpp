@@ -28,6 +28,7 @@
 #include "../policy.hpp"
 #include "detail/scratch.hpp"
 #include "parallel.hpp"
+#include "detail/fused_outputs.hpp"
 #include "rows.hpp"
 
 namespace grpokit::detail {
@@ -235,6 +236,39 @@ void sharded_logits_backward(const TP& tp, const vocab_slice& slice, const logit
     for (std::size_t r = 0; r < static_cast<std::size_t>(tp.size()); ++r)
       GRPOKIT_REQUIRE(all[r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)], "logits row ", t,
                       " contains NaN or Inf (vocabulary rank ", r, ")");
+}
+
+// sum_v p_v^2 of every row over the whole vocabulary: each rank's slice in the lane order of
+// detail/sum_p2.hpp, the slices added in rank order (one rank: the single-process value). Every TP
+// rank calls it or none (require_same_sum_p2).
+template <class P, class TP>
+void sharded_sum_p2(const TP& tp, const logits_input<storage_t<P>, accum_t<P>>& in, const loss_config& cfg,
+                    span<const accum_t<P>> lse, span<accum_t<P>> out) {
+  using Acc = accum_t<P>;
+  using Ops = ops_for<P::order>;
+  const std::int64_t T = in.logits.rows;
+  const auto threshold = sharded_thresholds<P>(tp, in, cfg, nullptr);
+  auto local = scratch<Acc>(T, "sum_p2");
+  parallel_for(T, [&](std::int64_t t) {
+    local[static_cast<std::size_t>(t)] =
+        row_sum_p2<Ops>(in.logits.row(t), in.logits.cols, inverse_temperature<Ops>(cfg, in.temperature, t),
+                        threshold[static_cast<std::size_t>(t)], lse[t]);
+  });
+  const auto all = gather_array(tp, local.data(), T);
+  for (std::int64_t t = 0; t < T; ++t) {
+    Acc sum = 0;
+    for (std::size_t r = 0; r < static_cast<std::size_t>(tp.size()); ++r)
+      sum = Ops::add(sum, all[r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)]);
+    out[t] = sum;
+  }
+}
+
+// The sum_p2 output is a collective under vocabulary parallelism: every TP rank asks for it or none.
+template <class TP, class Real>
+void require_same_sum_p2(const TP& tp, const fused_outputs<Real>& extra) {
+  const auto wanted = gather_value(tp, static_cast<std::uint8_t>(!extra.sum_p2.empty()));
+  for (const std::uint8_t w : wanted)
+    GRPOKIT_REQUIRE(w == wanted[0], "sum_p2 output: every TP rank must ask for it, or none");
 }
 
 }  // namespace grpokit::detail
