@@ -39,6 +39,7 @@ inline constexpr choice<grpokit::is_correction> corrections[] = {
 inline constexpr choice<grpokit::adv_scale> scales[] = {
     {"group", grpokit::adv_scale::group}, {"batch", grpokit::adv_scale::batch}, {"none", grpokit::adv_scale::none}};
 inline constexpr choice<device_kind> devices[] = {{"cpu", device_kind::cpu}, {"cuda", device_kind::cuda}};
+inline constexpr choice<bool> switches[] = {{"off", false}, {"on", true}};
 
 template <class T, std::size_t N>
 T value_of(const choice<T> (&table)[N], const std::string& name, const std::string& flag) {
@@ -75,6 +76,7 @@ struct options {
   double trm_max = std::log(2.0);  // |log ratio| bound of trust_region: ratios in [1/2, 2], as is_max
   int log_every = 10;
   double check = -1;  // >= 0: exit 1 unless the expected reward gained at least this much
+  bool noise = false;  // --noise on: the LM head's gradient noise at every update (lm_head_norms)
 
   // Stale rollouts come from an "inference engine" that differs from the trainer; on-policy runs
   // sample exactly unless --mismatch says otherwise.
@@ -108,6 +110,8 @@ inline const char* usage =
     "  --log-every N         a progress line (bar, step, reward, KL, clip, entropy) every N steps,\n"
     "                        0 = summary only (default 10)\n"
     "  --check MIN_GAIN      exit 1 unless the expected reward rose by at least MIN_GAIN\n"
+    "  --noise on|off        measure the LM head's gradient noise (|G|^2, tr Sigma_inter, tr Sigma_intra) at\n"
+    "                        every update with fused_linear_loss's lm_head_norms, into the CSV (default off)\n"
     "  --device cpu|cuda     where grpokit's loss side runs (default cpu; cuda needs a build with nvcc and a GPU,\n"
     "                        exit 77 without a GPU)\n";
 
@@ -181,9 +185,12 @@ inline options parse(int argc, char** argv) {
     else if (flag == "--hidden") o.hidden = integer(1);
     else if (flag == "--log-every") o.log_every = integer(0);
     else if (flag == "--check") o.check = non_negative();
+    else if (flag == "--noise") o.noise = value_of(switches, v, flag);
     else throw std::invalid_argument("unknown option " + flag);
   }
   if (!(o.lr > 0)) throw std::invalid_argument("--lr must be > 0");
+  if (o.noise && (o.data_parallel || o.device == device_kind::cuda))
+    throw std::invalid_argument("--noise on measures with the host's fused_linear_loss in one process");
   if (o.data_parallel && o.device == device_kind::cuda)
     throw std::invalid_argument("--parallel mpi runs the loss on the host: drop --device cuda");
   return o;

@@ -77,6 +77,11 @@ class mlp_policy {
     fill(w2_, vocab * H_, 0.1 / std::sqrt(static_cast<double>(H_)));
   }
 
+  // The LM head: logits = hidden W2^T + b2, W2 [vocab, H] (what fused_linear_loss takes).
+  int hidden_units() const { return H_; }
+  const float* head_weight() const { return at(w2_); }
+  const float* head_bias() const { return at(b2_); }
+
   std::vector<float>& params() { return p_; }
   const std::vector<float>& params() const { return p_; }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The measurements of docs/reproductions.md: several seeds per configuration, 95% t-intervals.
-#   examples/train_grpo/reproduce.sh [a|b|all] [train_grpo options...]
+#   examples/train_grpo/reproduce.sh [a|b|c|all] [train_grpo options...]
 # a: MC-GRPO, median vs mean baseline at G = 2..4 (about 7 min on 2 cores).
 # b: off-policy reuse with an engine mismatch (about 13 min).
+# c: the critical batch size, on-policy at G = 4, 8, 16 and with reuse (about 4 min).
 # The options are added to every run, e.g. --entropy-coef 0.02. Env: BUILD (default build/default),
 # OUT (default $BUILD/reproduce, plus the options), SEEDS (default 1..6), JOBS (default nproc).
 # Finished runs are kept: a second call only prints the tables.
@@ -88,5 +89,20 @@ if [ "$what" = b ] || [ "$what" = all ]; then
         if [ -d "$out/b/K$K-${m%%:*}/${a%%:*}" ]; then row "b/K$K-${m%%:*}/${a%%:*}" "$keys" "$K" "${m%%:*}" "${a%%:*}"; fi
       done
     done
+  done
+fi
+
+if [ "$what" = c ] || [ "$what" = all ]; then
+  # the critical batch size: the LM head's gradient noise at every update (--noise on), on-policy at
+  # G = 4, 8, 16 and with off-policy reuse (K = 3) at G = 8, no engine mismatch
+  {
+    for G in 4 8 16; do queue "c/G$G-K0" --steps 400 --group-size $G --mismatch 0 --noise on; done
+    queue "c/G8-K3" --steps 400 --group-size 8 --off-policy-steps 3 --mismatch 0 --noise on
+  } | execute
+  echo "| G | K | \|G\|² | tr Σ_inter | tr Σ_intra | intra share | B_crit (prompts) | N_crit (rollouts) | B_crit, 2nd half | B_crit, reuse updates | final E[r] |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  for arm in "4 0" "8 0" "16 0" "8 3"; do
+    set -- $arm
+    row "c/G$1-K$2" "grad inter intra_trace intra bcrit ncrit bcrit_late bcrit_reuse final" "$1" "$2"
   done
 fi

@@ -7,6 +7,10 @@
 # rollouts / rollouts with r != E[r] (the paired comparison); auc = mean expected reward over all steps; final = mean of the last 20;
 # t50 = first step with expected reward >= 0.5 (steps + 1 if never); drawdown = largest fall of the
 # expected reward below its running maximum; trm = sequences dropped by the trust region per update.
+# With --noise on (docs/reproductions.md (c)), ratios of the step averages over the run (or its
+# second half: _late; or the reuse updates: _reuse), K rollouts per prompt:
+# bcrit = (tr_inter + tr_intra / K) / |G|^2 prompts, ncrit = K bcrit rollouts,
+# intra = (tr_intra / K) / (tr_inter + tr_intra / K), the intra-prompt share of a prompt's noise.
 BEGIN { FS = mode == "ci" ? " " : "," }
 mode == "run" && FNR == 1 { for (i = 1; i <= NF; ++i) col[$i] = i; next }
 mode == "run" {
@@ -18,6 +22,11 @@ mode == "run" {
   if (peak - e > drawdown) drawdown = peak - e
   if (!t50 && e >= 0.5) t50 = $col["step"]
   trm += $col["trm_masked_seqs"]
+  if ("noise_grad_sq" in col) {
+    K = $col["rollouts_per_prompt"]
+    g[steps] = $col["noise_grad_sq"]; ie[steps] = $col["noise_tr_inter"]; ia[steps] = $col["noise_tr_intra"]
+    rg += $col["reuse_grad_sq"]; rie += $col["reuse_tr_inter"]; ria += $col["reuse_tr_intra"]
+  }
 }
 mode == "ci" {
   runs++
@@ -26,10 +35,20 @@ mode == "ci" {
 END {
   if (mode == "run") {
     for (i in last) final += last[i]
-    printf "flip %.5f flip_nz %.5f zero %.4f pmean %.5f pmedian %.5f auc %.4f final %.4f t50 %d drawdown %.4f trm %.2f\n",
+    printf "flip %.5f flip_nz %.5f zero %.4f pmean %.5f pmedian %.5f auc %.4f final %.4f t50 %d drawdown %.4f trm %.2f",
            flips / compared, (compared > zeroed ? flips / (compared - zeroed) : 0), zeroed / compared,
            (paired ? pmean / paired : 0), (paired ? pmedian / paired : 0),
            auc / steps, final / length(last), t50 ? t50 : steps + 1, drawdown, trm / steps
+    if (K) {  # on the same line: mode=ci reads a line per run
+      for (i = 1; i <= steps; ++i) {
+        sg += g[i]; se += ie[i]; sa += ia[i]
+        if (i > steps / 2) { lg += g[i]; le += ie[i]; la += ia[i] }
+      }
+      printf " grad %.6g inter %.6g intra_trace %.6g bcrit %.6g ncrit %.6g intra %.5f bcrit_late %.6g bcrit_reuse %.6g",
+             sg / steps, se / steps, sa / steps, (se + sa / K) / sg, K * (se + sa / K) / sg, (sa / K) / (se + sa / K),
+             (le + la / K) / lg, (rg != 0 ? (rie + ria / K) / rg : 0)
+    }
+    printf "\n"
     exit
   }
   split("12.706 4.303 3.182 2.776 2.571 2.447 2.365 2.306 2.262 2.228 2.201 2.179", t, " ")  # t(0.975, df)

@@ -136,6 +136,10 @@ struct step_log {
   int compared = 0;
   int paired = 0, paired_flips_mean = 0, paired_flips_median = 0;  // counts, see score()
   double trm_seqs = 0, is_mean = 0, mismatch = 0;
+  // --noise: the LM head's gradient noise of the first update (fresh rollouts) and the mean over
+  // the K reuse updates (0 without reuse); rollouts per prompt for the critical batch sizes
+  grpokit::noise_components fresh, reused;
+  int rollouts_per_prompt = 0;
 
   void add(const grpokit::loss_result& res, int updates) {
     const grpokit::loss_metrics& m = res.metrics;
@@ -152,6 +156,25 @@ struct step_log {
 
 // Rollouts whose advantage has the sign opposite to that of r - E[r | prompt], with E[r] exact under
 // the trainer's policy at sampling (the sampling distribution itself when there is no mismatch).
+// The gradient noise of the LM head at the policy of `act` (its hidden states): fused_linear_loss
+// with lm_head_norms over the prompts' groups, into estimate_noise (docs/gradient_noise.md). The
+// network's own gradient is not touched: this is a second, measuring pass.
+template <class P>
+grpokit::noise_components lm_head_noise(const mlp_policy& net, const mlp_policy::activations& act,
+                                        const rollouts& r, const grpokit::rollout_batch<float>& batch,
+                                        const grpokit::loss_config& cfg) {
+  const std::int64_t T = act.rows, H = net.hidden_units(), S = static_cast<std::int64_t>(r.rewards.size());
+  std::vector<float> dweight(static_cast<std::size_t>(vocab * H));
+  grpokit::linear_grads<float, float> g;
+  g.dweight_acc = {dweight.data(), vocab, H, H};
+  std::vector<double> rollout_sq(static_cast<std::size_t>(S)), group_sq(r.group_offsets.size() - 1);
+  double batch_sq = 0;
+  grpokit::host::fused_linear_loss<P>(
+      {{act.hidden.data(), T, H, H}, {net.head_weight(), vocab, H, H}, {net.head_bias(), vocab}, r.tokens, {}}, batch,
+      cfg, std::max<std::int64_t>(T, 1), g, {}, {r.group_offsets, rollout_sq, group_sq, &batch_sq});
+  return grpokit::host::estimate_noise(rollout_sq, r.group_offsets, group_sq, batch_sq);
+}
+
 inline int count_flips(const rollouts& r, const std::vector<float>& adv, const std::vector<double>& value,
                        int per_prompt) {
   int flips = 0;
@@ -206,15 +229,19 @@ class csv_log {
     if (out_)
       out_ << "step,time_s,reward,exact,eval_reward,kl_ref,approx_kl_old,clip_frac,entropy,loss,flip_frac,"
               "zero_adv_frac,compared,paired,paired_flips_mean,paired_flips_median,trm_masked_seqs,is_weight_mean,"
-              "mismatch_abs_mean\n";
+              "mismatch_abs_mean,rollouts_per_prompt,noise_grad_sq,noise_tr_inter,noise_tr_intra,reuse_grad_sq,"
+              "reuse_tr_inter,reuse_tr_intra\n";
   }
   void write(const step_log& l) {
     if (!out_) return;
-    char line[512];
-    std::snprintf(
-        line, sizeof line, "%d,%.3f,%.5f,%.5f,%.5f,%.6g,%.6g,%.5f,%.5f,%.6g,%.5f,%.5f,%d,%d,%d,%d,%.3f,%.5f,%.5f\n",
-        l.step, l.seconds, l.reward, l.exact, l.eval, l.kl_ref, l.kl_old, l.clip, l.entropy, l.loss, l.flips, l.zeroed,
-        l.compared, l.paired, l.paired_flips_mean, l.paired_flips_median, l.trm_seqs, l.is_mean, l.mismatch);
+    char line[768];
+    std::snprintf(line, sizeof line,
+                  "%d,%.3f,%.5f,%.5f,%.5f,%.6g,%.6g,%.5f,%.5f,%.6g,%.5f,%.5f,%d,%d,%d,%d,%.3f,%.5f,%.5f,%d,%.6g,%.6g,%.6g,"
+                  "%.6g,%.6g,%.6g\n",
+                  l.step, l.seconds, l.reward, l.exact, l.eval, l.kl_ref, l.kl_old, l.clip, l.entropy, l.loss, l.flips,
+                  l.zeroed, l.compared, l.paired, l.paired_flips_mean, l.paired_flips_median, l.trm_seqs, l.is_mean,
+                  l.mismatch, l.rollouts_per_prompt, l.fresh.grad_sq, l.fresh.tr_inter, l.fresh.tr_intra,
+                  l.reused.grad_sq, l.reused.tr_inter, l.reused.tr_intra);
     out_ << line;
   }
 
@@ -330,6 +357,15 @@ int train(const options& o, const dp_comm* comm = nullptr) {
     const int updates = 1 + o.off_policy_steps;
     for (int u = 0; u < updates; ++u) {
       if (u > 0) net.forward(mine.contexts, act);  // the first update reuses the logits of pi_old
+      if (o.noise) {
+        const grpokit::noise_components c = lm_head_noise<P>(net, act, mine, batch, cfg);
+        auto& into = u == 0 ? l.fresh : l.reused;
+        const double w = u == 0 ? 1.0 : 1.0 / o.off_policy_steps;
+        into.grad_sq += w * c.grad_sq;
+        into.tr_inter += w * c.tr_inter;
+        into.tr_intra += w * c.tr_intra;
+        l.rollouts_per_prompt = per_prompt;
+      }
       const grpokit::matrix_view<float> dz{dlogits.data(), T, vocab, vocab};
       if (comm != nullptr) {
         l.add(grpokit::host::fused_loss<P>(logits_of(act, mine.tokens), batch, cfg, dz, grpokit::data_parallel(*comm)),

@@ -112,13 +112,24 @@ struct linear_grads {
 //   rollout_sq[s]    = |S M_s|^2                      M_s = sum over s's tokens of dlogits_t hidden_t^T
 //   group_mean_sq[g] = |(S / n_g) sum_{s in g} M_s|^2  the mean of the group's g_s
 //   batch_mean_sq    = |mean over groups of the group means|^2
-// Empty (the default): not computed, at no cost. docs/gradient_noise.md.
+// Empty (the default): not computed, at no cost. docs/gradient_noise.md. The offsets are read on
+// the host (the GEMMs are split there): device::fused_linear_loss takes host copies of them and
+// writes the outputs to device memory.
 struct lm_head_norms {
-  span<const std::int64_t> group_offsets;  // [B + 1] over the sequences (groups of rollouts)
-  span<double> rollout_sq;                 // [S]
-  span<double> group_mean_sq;              // [B]
+  span<const std::int64_t> group_offsets;     // [B + 1] over the sequences (groups of rollouts), host
+  span<double> rollout_sq;                    // [S]
+  span<double> group_mean_sq;                 // [B]
   double* batch_mean_sq = nullptr;
+  span<const std::int64_t> host_seq_offsets;  // device only: batch.seq_offsets in host memory
 
+  lm_head_norms() = default;
+  lm_head_norms(span<const std::int64_t> group_offsets_, span<double> rollout_sq_, span<double> group_mean_sq_,
+                double* batch_mean_sq_, span<const std::int64_t> host_seq_offsets_ = {})
+      : group_offsets(group_offsets_),
+        rollout_sq(rollout_sq_),
+        group_mean_sq(group_mean_sq_),
+        batch_mean_sq(batch_mean_sq_),
+        host_seq_offsets(host_seq_offsets_) {}
   bool wanted() const { return !rollout_sq.empty(); }
 };
 

@@ -529,15 +529,24 @@ void linear_matches_host(const Call& call, std::int64_t T, std::int64_t V, std::
     hg.dweight_acc = {dw.data(), V, D, D};
   hg.dbias = db;
   std::vector<R> hlogp(static_cast<std::size_t>(T)), hent(static_cast<std::size_t>(T)), hp2(static_cast<std::size_t>(T));
+  // lm_head_norms over groups of two sequences (the last may have one)
+  std::vector<std::int64_t> groups{0};
+  while (groups.back() < p.S) groups.push_back(std::min<std::int64_t>(groups.back() + 2, p.S));
+  const std::size_t B = groups.size() - 1;
+  std::vector<double> h_rollout(static_cast<std::size_t>(p.S)), h_group(B);
+  double h_batch = 0;
   const auto want = grpokit::host::fused_linear_loss<P>({{hs.data(), T, D, D}, {ws_.data(), V, D, D}, bs, p.targets, {}},
-                                                        hr.batch(p), cfg, chunk, hg, {hlogp, hent, hp2});
+                                                        hr.batch(p), cfg, chunk, hg, {hlogp, hent, hp2},
+                                                        {groups, h_rollout, h_group, &h_batch});
   device_problem<P> d(p);
   buffer<S> dhs(hs), dws(ws_), dbs(bs), ddh(hs.size());
   buffer<S> ddws(std::vector<S>(dws_host.size(), grpokit::math::store<S>(0.0)));  // dweight starts at 0, as on the host
   buffer<R> ddw(dw.size()), ddb(db.size()), dlogp(T), dent(T), dp2(T);
   GRPOKIT_CUDA_CHECK(cudaMemset(ddw.data(), 0, dw.size() * sizeof(R)));
   GRPOKIT_CUDA_CHECK(cudaMemset(ddb.data(), 0, db.size() * sizeof(R)));
-  buffer<unsigned char> ws(grpokit::device::linear_workspace_bytes<P>({T, V, p.S}, chunk));
+  buffer<unsigned char> ws(grpokit::device::linear_workspace_bytes<P>({T, V, p.S}, chunk, D));
+  buffer<double> d_rollout(static_cast<std::size_t>(p.S)), d_group(B), d_batch(1);
+  const grpokit::lm_head_norms norms{groups, d_rollout.span(), d_group.span(), d_batch.data(), p.b.seq_offsets};
   grpokit::linear_grads<S, R> dg;
   dg.dhidden = {ddh.data(), T, D, D};
   if (dweight_in_storage)
@@ -548,7 +557,7 @@ void linear_matches_host(const Call& call, std::int64_t T, std::int64_t V, std::
   const auto got = call(grpokit::linear_input<S, R>{{dhs.data(), T, D, D}, {dws.data(), V, D, D}, dbs.cspan(),
                                                     d.targets.cspan(), {}},
                         d.batch(), cfg, chunk, dg, ws.data(), ws.size(),
-                        grpokit::fused_outputs<R>{dlogp.span(), dent.span(), dp2.span()});
+                        grpokit::fused_outputs<R>{dlogp.span(), dent.span(), dp2.span()}, norms);
   INFO("T " << T << " V " << V << " D " << D << " chunk " << chunk);
   CHECK(support::close(got.loss, want.loss, 1e-4, 1e-6));
   CHECK(got.metrics.tokens == want.metrics.tokens);
@@ -559,6 +568,14 @@ void linear_matches_host(const Call& call, std::int64_t T, std::int64_t V, std::
     CHECK(support::close(ge[t], hent[t], 1e-3, 1e-4));
     CHECK(support::close(gp2[t], hp2[t], 1e-3, 1e-5));
   }
+  // the norms: the device's sums of the rounded dlogits in Accum against the host's in double
+  const auto dr = d_rollout.host(), dgr = d_group.host(), db1 = d_batch.host();
+  double norm_scale = h_batch;
+  for (double x : h_rollout) norm_scale = std::max(norm_scale, x);
+  for (std::int64_t s = 0; s < p.S; ++s) CHECK(std::fabs(dr[s] - h_rollout[s]) <= 1e-3 * norm_scale);
+  for (std::size_t k = 0; k < B; ++k) CHECK(std::fabs(dgr[k] - h_group[k]) <= 1e-3 * norm_scale);
+  CHECK(std::fabs(db1[0] - h_batch) <= 1e-3 * norm_scale);
+  CHECK(norm_scale > 0);
   // dweight in the storage type (bf16/fp64 as given) or accumulated in R: compared as R
   const std::vector<R> gw = dweight_in_storage ? support::cast<R>(support::to_double(ddws.host())) : ddw.host();
   if (dweight_in_storage) dw = support::cast<R>(support::to_double(dws_host));
@@ -592,8 +609,9 @@ TEST_CASE("device fused_linear_loss: its own kernels with a reference GEMM match
     using P = decltype(policy_tag);
     linear_matches_host<P>(
         [](const auto& in, const auto& batch, const auto& cfg, std::int64_t c, const auto& grads, void* ws,
-           std::size_t bytes, const auto& extra) {
-          grpokit::detail::fused_linear_loss_with<P>(reference_gemm{0}, in, batch, cfg, c, grads, ws, bytes, 0, extra);
+           std::size_t bytes, const auto& extra, const auto& norms) {
+          grpokit::detail::fused_linear_loss_with<P>(reference_gemm{0}, in, batch, cfg, c, grads, ws, bytes, 0, extra,
+                                                     norms);
           return grpokit::device::read_loss_result(ws, 0);
         },
         T, V, D, chunk, bias, dweight_in_storage);
@@ -608,8 +626,8 @@ TEST_CASE("device fused_linear_loss matches the host fused_linear_loss", "[devic
     using P = decltype(policy_tag);
     linear_matches_host<P>(
         [&](const auto& in, const auto& batch, const auto& cfg, std::int64_t c, const auto& grads, void* ws,
-            std::size_t bytes, const auto& extra) {
-          return grpokit::device::fused_linear_loss<P>(in, batch, cfg, c, grads, handle, ws, bytes, 0, extra);
+            std::size_t bytes, const auto& extra, const auto& norms) {
+          return grpokit::device::fused_linear_loss<P>(in, batch, cfg, c, grads, handle, ws, bytes, 0, extra, norms);
         },
         T, V, D, chunk, bias, dweight_in_storage);
   });

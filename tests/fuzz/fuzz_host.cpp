@@ -148,6 +148,17 @@ bool finite_config(const grpokit::loss_config& c) {  // +inf clamps are "off" an
 }
 
 template <class V>
+bool all_finite(const V& v) {
+  for (const auto& x : v)
+    if (!std::isfinite(grpokit::math::load<double>(x))) return false;
+  return true;
+}
+template <class V>
+void require_not_nan(const V& v, const char* what) {
+  for (const auto& x : v)
+    if (std::isnan(grpokit::math::load<double>(x))) violated(what);
+}
+template <class V>
 void require_finite(const V& v, const char* what, bool allow_minus_inf = false) {
   for (const auto& x : v) {
     const double d = grpokit::math::load<double>(x);
@@ -304,9 +315,13 @@ void run(bytes_in& in, int entry) {
         if (!std::isfinite(r.loss)) violated("fused_linear_loss loss");
         if (moderate || cfg.kl != grpokit::kl_estimator::k2) {
           require_finite(dhidden, "fused_linear_loss dhidden");
-          require_finite(rollout_sq, "fused_linear_loss rollout_sq");
-          require_finite(group_sq, "fused_linear_loss group_mean_sq");
-          if (!std::isfinite(batch_sq)) violated("fused_linear_loss batch_mean_sq");
+          // the norms square the gradient: a finite gradient of 1e222 has a squared norm past DBL_MAX
+          // (+inf, rightly), but never NaN while the gradient itself is finite
+          if (all_finite(dweight)) {
+            require_not_nan(rollout_sq, "fused_linear_loss rollout_sq");
+            require_not_nan(group_sq, "fused_linear_loss group_mean_sq");
+            if (std::isnan(batch_sq)) violated("fused_linear_loss batch_mean_sq");
+          }
         }
       }
       break;

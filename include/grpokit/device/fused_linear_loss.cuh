@@ -17,6 +17,7 @@
 #include "../metrics.hpp"
 #include "../policy.hpp"
 #include "detail/fused_outputs.cuh"
+#include "detail/lm_head_norms.cuh"
 #include "error.cuh"
 #include "fused_loss.cuh"
 #include "policy_loss.cuh"
@@ -95,13 +96,15 @@ __global__ void __launch_bounds__(device::tuning::bias_threads)
 
 namespace grpokit::device {
 
-// Bytes of workspace for fused_linear_loss on up to T tokens, V, S and the given token chunk.
+// Bytes of workspace for fused_linear_loss on up to T tokens, V, S and the given token chunk; with
+// lm_head_norms, hidden_size = D adds the norms' three V x D sums (0: not wanted).
 template <class P>
-std::size_t linear_workspace_bytes(const device::shape& s, std::int64_t token_chunk) {
+std::size_t linear_workspace_bytes(const device::shape& s, std::int64_t token_chunk, std::int64_t hidden_size = 0) {
   using Q = typename P::template with_storage<accum_t<P>>;
   const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(s.tokens, 1));
   return workspace_bytes<Q>(s) + detail::align_up(static_cast<std::size_t>(C * s.vocab) * sizeof(accum_t<P>)) +
-         detail::align_up(static_cast<std::size_t>(C * s.vocab) * sizeof(storage_t<P>));
+         detail::align_up(static_cast<std::size_t>(C * s.vocab) * sizeof(storage_t<P>)) +
+         (hidden_size > 0 ? detail::lm_head_sums_bytes<accum_t<P>>(s.vocab, hidden_size) : 0);
 }
 
 }  // namespace grpokit::device
@@ -114,7 +117,8 @@ template <class P, class Gemm>
 void fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_t<P>, accum_t<P>>& in,
                             const rollout_batch<accum_t<P>>& batch, const loss_config& cfg, std::int64_t token_chunk,
                             const linear_grads<storage_t<P>, accum_t<P>>& grads, void* workspace,
-                            std::size_t& workspace_bytes, cudaStream_t stream, const fused_outputs<accum_t<P>>& extra) {
+                            std::size_t& workspace_bytes, cudaStream_t stream, const fused_outputs<accum_t<P>>& extra,
+                            const lm_head_norms& norms = {}) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
   using Q = typename P::template with_storage<Acc>;
@@ -125,26 +129,37 @@ void fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_t<P>, a
   detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, in.hidden.rows, cfg);
   detail::require_scalar_temperature<Acc>(cfg);
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
+  require_lm_head_norms(norms, batch.seq_offsets.size() - 1);
+  if (norms.wanted()) {
+    GRPOKIT_REQUIRE(norms.host_seq_offsets.size() == batch.seq_offsets.size(),
+                    "lm_head_norms.host_seq_offsets: the device needs a host copy of batch.seq_offsets (",
+                    batch.seq_offsets.size(), " values), got ", norms.host_seq_offsets.size());
+    require_offsets("lm_head_norms.host_seq_offsets", norms.host_seq_offsets, T, /*allow_empty_segments=*/true);
+  }
 
   const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(T, 1));
   const device::shape sh{T, V, batch.seq_offsets.size() - 1};
+  const std::size_t need = device::linear_workspace_bytes<P>(sh, token_chunk, norms.wanted() ? D : 0);
   if (workspace == nullptr) {
-    workspace_bytes = device::linear_workspace_bytes<P>(sh, token_chunk);
+    workspace_bytes = need;
     return;
   }
-  GRPOKIT_REQUIRE(workspace_bytes >= device::linear_workspace_bytes<P>(sh, token_chunk),
-                  "workspace too small: ", workspace_bytes, " bytes, needs ",
-                  device::linear_workspace_bytes<P>(sh, token_chunk), " (use device::linear_workspace_bytes)");
+  GRPOKIT_REQUIRE(workspace_bytes >= need, "workspace too small: ", workspace_bytes, " bytes, needs ", need,
+                  " (use device::linear_workspace_bytes", norms.wanted() ? ", with the hidden size for the norms)" : ")");
   const layout<Q> ws(workspace, workspace_bytes, sh);
   Acc* logits = reinterpret_cast<Acc*>(ws.base + ws.used);
   S* dlogits =
       reinterpret_cast<S*>(reinterpret_cast<char*>(logits) + align_up(static_cast<std::size_t>(C * V) * sizeof(Acc)));
+  unsigned char* norm_sums =
+      reinterpret_cast<unsigned char*>(dlogits) + align_up(static_cast<std::size_t>(C * V) * sizeof(S));
   const span<Acc> logp(ws.logp, T), entropy(ws.entropy, T), lse(ws.lse, T), dlogp(ws.dlogp, T),
       dentropy(ws.dentropy, T);
   const current_policy<Acc> cur{logp, entropy};
   const policy_grads<Acc> pg{dlogp, dentropy};
   check_policy_shapes<Q>(cur, batch, cfg, pg);
   reset_status(ws.st, stream);
+  device_lm_head_sums<S, Acc, Gemm> head_sums(gemm, norms, in.hidden, V, norm_sums, stream);
+  lm_head_norm_walk<device_lm_head_sums<S, Acc, Gemm>> head_norms(norms, norms.host_seq_offsets, head_sums);
 
   auto chunk_input = [&](std::int64_t t0, std::int64_t n) {
     return logits_input<Acc, Acc>{{logits, n, V, V},
@@ -192,7 +207,10 @@ void fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_t<P>, a
               dlogits, n, V, grads.dbias);
       GRPOKIT_CUDA_CHECK_LAUNCH();
     }
+    head_sums.set_chunk(t0, dlogits);
+    head_norms.add_chunk(t0, n);
   }
+  head_norms.finish();
   copy_extra_async<Acc>(extra, logp, entropy, stream);
   launch_finish_loss<Q>(cfg, ws, stream);
 }
@@ -210,10 +228,10 @@ void fused_linear_loss_async(const linear_input<storage_t<P>, accum_t<P>>& in, c
                              const loss_config& cfg, std::int64_t token_chunk,
                              const linear_grads<storage_t<P>, accum_t<P>>& grads, cublasHandle_t handle,
                              void* workspace, std::size_t& workspace_bytes, cudaStream_t stream = 0,
-                             const fused_outputs<accum_t<P>>& extra = {}) {
+                             const fused_outputs<accum_t<P>>& extra = {}, const lm_head_norms& norms = {}) {
   GRPOKIT_REQUIRE(handle != nullptr, "fused_linear_loss: null cuBLAS handle");
   detail::fused_linear_loss_with<P>(detail::cublas_gemm{handle, stream}, in, batch, cfg, token_chunk, grads, workspace,
-                                    workspace_bytes, stream, extra);
+                                    workspace_bytes, stream, extra, norms);
 }
 
 // fused_linear_loss_async, then read_loss_result: synchronises the stream once to return.
@@ -222,9 +240,10 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
                               const loss_config& cfg, std::int64_t token_chunk,
                               const linear_grads<storage_t<P>, accum_t<P>>& grads, cublasHandle_t handle,
                               void* workspace, std::size_t workspace_bytes, cudaStream_t stream = 0,
-                              const fused_outputs<accum_t<P>>& extra = {}) {
+                              const fused_outputs<accum_t<P>>& extra = {}, const lm_head_norms& norms = {}) {
   GRPOKIT_REQUIRE(workspace != nullptr, "workspace is null (allocate device::linear_workspace_bytes)");
-  fused_linear_loss_async<P>(in, batch, cfg, token_chunk, grads, handle, workspace, workspace_bytes, stream, extra);
+  fused_linear_loss_async<P>(in, batch, cfg, token_chunk, grads, handle, workspace, workspace_bytes, stream, extra,
+                             norms);
   return read_loss_result(workspace, stream);
 }
 

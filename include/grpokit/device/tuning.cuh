@@ -29,6 +29,8 @@ constexpr int large_group_blocks = 1024;
 constexpr int batch_threads = 1024;
 constexpr int bias_threads = 256;      // fused_linear_loss: bias fill and dbias, a thread per column
 constexpr int bias_fill_blocks = 256;
+constexpr int norm_threads = 256;      // fused_linear_loss's lm_head_norms: |m|^2 in norm_blocks partials,
+constexpr int norm_blocks = 256;       // then one block adds them in order
 
 // Blocks of `threads` for n items (a thread each).
 constexpr unsigned blocks_for(std::int64_t n, int threads) {
@@ -37,5 +39,7 @@ constexpr unsigned blocks_for(std::int64_t n, int threads) {
 
 static_assert((row_max_threads & (row_max_threads - 1)) == 0, "row_max_threads: the max tree needs a power of two");
 static_assert(team_block_threads % 32 == 0, "team_block_threads: whole warps");
+static_assert((norm_threads & (norm_threads - 1)) == 0 && norm_blocks <= norm_threads,
+              "norm_threads: a power of two that holds the norm_blocks partials");
 
 }  // namespace grpokit::device::tuning

@@ -192,7 +192,8 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
   detail::require_targets(in.targets, in.weight.rows);
   detail::require_temperature(cfg, in.temperature);
   const Acc log_rho = detail::log_prune_rho<Ops, Acc>(cfg);
-  detail::lm_head_norm_accumulator head_norms(norms, batch.seq_offsets, in.weight.rows, in.hidden.cols);
+  detail::host_lm_head_sums<S> head_sums(norms, in.hidden, in.weight.rows);
+  detail::lm_head_norm_walk<detail::host_lm_head_sums<S>> head_norms(norms, batch.seq_offsets, head_sums);
   const loss_result res = detail::fused_linear_loss_with<P>(
       in, token_chunk, grads, extra,
       [&](const logits_input<Acc, Acc>& ci, const token_stats<Acc>& stats) { token_logprobs<Q>(ci, cfg, stats); },
@@ -210,7 +211,10 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
       [&](const logits_input<Acc, Acc>& ci, span<const Acc> lse, span<Acc> out) {
         detail::sum_p2_rows<Q>(ci, cfg, lse, out);
       },
-      [&](std::int64_t t0, std::int64_t n, const S* dlogits) { head_norms.add_chunk(t0, n, dlogits, in.hidden); });
+      [&](std::int64_t t0, std::int64_t n, const S* dlogits) {
+        head_sums.set_chunk(t0, dlogits);
+        head_norms.add_chunk(t0, n);
+      });
   head_norms.finish();
   return res;
 }
