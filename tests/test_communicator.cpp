@@ -307,3 +307,62 @@ TEST_CASE("threads as vocabulary-parallel ranks: fused_loss's sum_p2 is the sum 
     }
   }
 }
+
+TEST_CASE("threads as vocabulary-parallel ranks: fused_linear_loss's lm_head_norms add over the slices") {
+  using Q = grpokit::policy<grpokit::precision<double, double>, grpokit::chunk<16>>;
+  const std::int64_t T = 11, V = 16 * 3 + 5, D = 4;
+  std::mt19937_64 rng(13);
+  std::normal_distribution<double> n(0, 1);
+  std::vector<double> hidden(T * D), weight(V * D);
+  for (auto& x : hidden) x = n(rng);
+  for (auto& x : weight) x = n(rng);
+  std::vector<std::int64_t> targets(T), offsets{0, 3, 3, 7, 11}, groups{0, 2, 4};
+  for (std::int64_t t = 0; t < T; ++t) targets[t] = (t * 7) % V;
+  std::vector<double> adv{1, -0.5, 0.25, -1};
+  grpokit::rollout_batch<double> batch;
+  batch.seq_offsets = offsets;
+  batch.adv = adv;
+  const grpokit::loss_config cfg;
+  auto run = [&](const auto& layout, std::int64_t c0, std::int64_t c1, std::vector<double>& rollout,
+                 std::vector<double>& group, double& b) {
+    std::vector<double> w(weight.begin() + c0 * D, weight.begin() + c1 * D), dw(w.size());
+    grpokit::linear_grads<double, double> g;
+    g.dweight_acc = {dw.data(), c1 - c0, D, D};
+    rollout.assign(4, -1);
+    group.assign(2, -1);
+    grpokit::host::fused_linear_loss<Q>({{hidden.data(), T, D, D}, {w.data(), c1 - c0, D, D}, {}, targets, {}}, batch,
+                                        cfg, 5, g, layout, {}, {groups, rollout, group, &b});
+  };
+  std::vector<double> want_r, want_g;
+  double want_b = 0;
+  run(grpokit::parallel_layout<grpokit::single_process, grpokit::single_process>{}, 0, V, want_r, want_g, want_b);
+  const std::vector<std::int64_t> cols{0, 16, 48, V};
+  const int ranks = 3;
+  std::vector<std::vector<double>> got_r(ranks), got_g(ranks);
+  std::vector<double> got_b(ranks);
+  thread_job job(ranks);
+  job.run([&](int r) {
+    run(grpokit::vocab_parallel(job.communicator(r)), cols[r], cols[r + 1], got_r[r], got_g[r], got_b[r]);
+  });
+  for (int r = 0; r < ranks; ++r) {
+    INFO("rank " << r);
+    for (std::size_t s = 0; s < 4; ++s) CHECK(support::close(got_r[r][s], want_r[s], 1e-12, 1e-300));
+    for (std::size_t k = 0; k < 2; ++k) CHECK(support::close(got_g[r][k], want_g[k], 1e-12, 1e-300));
+    CHECK(support::close(got_b[r], want_b, 1e-12, 1e-300));
+    CHECK(got_r[r][1] == 0.0);  // the empty sequence
+  }
+  CHECK(want_b > 0);
+  // data parallel: a group's and the batch's sums would span ranks; refused on every rank
+  std::vector<int> threw(2, 0);
+  thread_job dp(2);
+  dp.run([&](int r) {
+    std::vector<double> ro, gr;
+    double b = 0;
+    try {
+      run(grpokit::data_parallel(dp.communicator(r)), 0, V, ro, gr, b);
+    } catch (const grpokit::error&) {
+      threw[static_cast<std::size_t>(r)] = 1;
+    }
+  });
+  CHECK(threw == std::vector<int>{1, 1});
+}

@@ -17,6 +17,7 @@
 #include "data_parallel.hpp"
 #include "detail/fused_outputs.hpp"
 #include "detail/scratch.hpp"
+#include "detail/lm_head_norms.hpp"
 #include "fused_linear_loss.hpp"
 #include "vocab_parallel.hpp"
 
@@ -67,7 +68,8 @@ template <class P, class DP, class TP>
 loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
                               const loss_config& cfg, std::int64_t token_chunk,
                               const linear_grads<storage_t<P>, accum_t<P>>& grads,
-                              const parallel_layout<DP, TP>& layout, const fused_outputs<accum_t<P>>& extra = {}) {
+                              const parallel_layout<DP, TP>& layout, const fused_outputs<accum_t<P>>& extra = {},
+                              const lm_head_norms& norms = {}) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
   using Q = typename P::template with_storage<Acc>;  // the chunk of logits is kept in Acc
@@ -77,6 +79,10 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
     detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, in.hidden.rows, cfg);
     detail::require_scalar_temperature<Acc>(cfg);
     detail::require_temperature(cfg, in.temperature);
+    detail::require_lm_head_norms(norms, batch.seq_offsets.size() - 1);
+    // a group's and the batch's sums would span the DP ranks (V x D matrices): not communicated
+    GRPOKIT_REQUIRE(!norms.wanted() || layout.dp.size() == 1,
+                    "fused_linear_loss: lm_head_norms under data parallelism is not supported (one DP rank)");
   });
   detail::collective_check(layout, "fused_linear_loss", [&] {
     slice = detail::checked_vocab_slice(layout.tp, in.weight.rows, Q::chunk_size, in.hidden.rows, in.targets,
@@ -84,12 +90,17 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
     for (const std::int64_t c : detail::gather_value(layout.tp, token_chunk))  // the same chunks on every TP rank
       GRPOKIT_REQUIRE(c == token_chunk, "fused_linear_loss: every TP rank must pass the same token_chunk");
     detail::require_same_sum_p2(layout.tp, extra);
+    for (const std::uint8_t w : detail::gather_value(layout.tp, static_cast<std::uint8_t>(norms.wanted())))
+      GRPOKIT_REQUIRE(w == norms.wanted(), "lm_head_norms: every TP rank must ask for them, or none");
   });
+  // lm_head_norms: each TP rank's vocabulary slice of every sum; the squared norms of the slices add
+  detail::host_lm_head_sums<S> head_sums(norms, in.hidden, in.weight.rows);
+  detail::lm_head_norm_walk<detail::host_lm_head_sums<S>> head_norms(norms, batch.seq_offsets, head_sums);
   // The chunk count differs between DP ranks: a chunk's step agrees over its TP group only (which
   // has the same chunks), and the whole forward agrees over the layout before policy_loss's
   // collectives. Nothing after policy_loss talks to the DP ranks.
   const parallel_layout<single_process, TP> tp_group{single_process{}, layout.tp};
-  return detail::fused_linear_loss_with<P>(
+  const loss_result res = detail::fused_linear_loss_with<P>(
       in, token_chunk, grads, extra,
       [&](const logits_input<Acc, Acc>& ci, const token_stats<Acc>& stats) {
         detail::collective_check(tp_group, "fused_linear_loss",
@@ -111,7 +122,13 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
         detail::collective_check(tp_group, "fused_linear_loss",
                                  [&] { detail::sharded_sum_p2<Q>(layout.tp, ci, cfg, lse, out); });
       },
-      [](std::int64_t, std::int64_t, const S*) {});  // lm_head_norms: one process only
+      [&](std::int64_t t0, std::int64_t n, const S* dlogits) {
+        head_sums.set_chunk(t0, dlogits);
+        head_norms.add_chunk(t0, n);
+      });
+  head_norms.finish();
+  if (norms.wanted()) detail::collective_check(tp_group, "fused_linear_loss", [&] { detail::add_over_ranks(layout.tp, norms); });
+  return res;
 }
 
 }  // namespace grpokit::host

@@ -13,6 +13,7 @@
 // With vocabulary pruning the row max is gathered first (exact). The target's scaled logit comes
 // from the rank that holds it. Per row and rank this moves 3 Acc per tile (or per slice) plus the
 // target logit and a flag, never a column.
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -26,9 +27,9 @@
 #include "../inputs.hpp"
 #include "../math/online_lse.hpp"
 #include "../policy.hpp"
+#include "detail/fused_outputs.hpp"
 #include "detail/scratch.hpp"
 #include "parallel.hpp"
-#include "detail/fused_outputs.hpp"
 #include "rows.hpp"
 
 namespace grpokit::detail {
@@ -260,6 +261,29 @@ void sharded_sum_p2(const TP& tp, const logits_input<storage_t<P>, accum_t<P>>& 
     for (std::size_t r = 0; r < static_cast<std::size_t>(tp.size()); ++r)
       sum = Ops::add(sum, all[r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)]);
     out[t] = sum;
+  }
+}
+
+// lm_head_norms under vocabulary parallelism: each rank measured its slice of the LM head, and the
+// squared norms of the slices add (in rank order: the same bits on every rank).
+template <class TP>
+void add_over_ranks(const TP& tp, const lm_head_norms& norms) {
+  const std::int64_t S = norms.rollout_sq.size(), B = norms.group_mean_sq.size(), n = S + B + 1;
+  std::vector<double> mine(static_cast<std::size_t>(n));
+  std::copy(norms.rollout_sq.begin(), norms.rollout_sq.end(), mine.begin());
+  std::copy(norms.group_mean_sq.begin(), norms.group_mean_sq.end(), mine.begin() + S);
+  mine[static_cast<std::size_t>(S + B)] = *norms.batch_mean_sq;
+  const auto all = gather_array(tp, mine.data(), n);
+  for (std::int64_t i = 0; i < n; ++i) {
+    double sum = 0;
+    for (std::size_t r = 0; r < static_cast<std::size_t>(tp.size()); ++r)
+      sum += all[r * static_cast<std::size_t>(n) + static_cast<std::size_t>(i)];
+    if (i < S)
+      norms.rollout_sq[i] = sum;
+    else if (i < S + B)
+      norms.group_mean_sq[i - S] = sum;
+    else
+      *norms.batch_mean_sq = sum;
   }
 }
 
