@@ -323,29 +323,33 @@ TEST_CASE("threads as vocabulary-parallel ranks: fused_linear_loss's lm_head_nor
   batch.seq_offsets = offsets;
   batch.adv = adv;
   const grpokit::loss_config cfg;
+  // sum_p2 as well: fused_linear_loss's vocabulary-parallel path of it
   auto run = [&](const auto& layout, std::int64_t c0, std::int64_t c1, std::vector<double>& rollout,
-                 std::vector<double>& group, double& b) {
+                 std::vector<double>& group, double& b, std::vector<double>& sum_p2) {
     std::vector<double> w(weight.begin() + c0 * D, weight.begin() + c1 * D), dw(w.size());
     grpokit::linear_grads<double, double> g;
     g.dweight_acc = {dw.data(), c1 - c0, D, D};
     rollout.assign(4, -1);
     group.assign(2, -1);
+    sum_p2.assign(T, -1);
     grpokit::host::fused_linear_loss<Q>({{hidden.data(), T, D, D}, {w.data(), c1 - c0, D, D}, {}, targets, {}}, batch,
-                                        cfg, 5, g, layout, {}, {groups, rollout, group, &b});
+                                        cfg, 5, g, layout, {{}, {}, sum_p2}, {groups, rollout, group, &b});
   };
-  std::vector<double> want_r, want_g;
+  std::vector<double> want_r, want_g, want_p2;
   double want_b = 0;
-  run(grpokit::parallel_layout<grpokit::single_process, grpokit::single_process>{}, 0, V, want_r, want_g, want_b);
+  run(grpokit::parallel_layout<grpokit::single_process, grpokit::single_process>{}, 0, V, want_r, want_g, want_b,
+      want_p2);
   const std::vector<std::int64_t> cols{0, 16, 48, V};
   const int ranks = 3;
-  std::vector<std::vector<double>> got_r(ranks), got_g(ranks);
+  std::vector<std::vector<double>> got_r(ranks), got_g(ranks), got_p2(ranks);
   std::vector<double> got_b(ranks);
   thread_job job(ranks);
   job.run([&](int r) {
-    run(grpokit::vocab_parallel(job.communicator(r)), cols[r], cols[r + 1], got_r[r], got_g[r], got_b[r]);
+    run(grpokit::vocab_parallel(job.communicator(r)), cols[r], cols[r + 1], got_r[r], got_g[r], got_b[r], got_p2[r]);
   });
   for (int r = 0; r < ranks; ++r) {
     INFO("rank " << r);
+    for (std::int64_t t = 0; t < T; ++t) CHECK(support::close(got_p2[r][t], want_p2[t], 1e-13, 1e-300));
     for (std::size_t s = 0; s < 4; ++s) CHECK(support::close(got_r[r][s], want_r[s], 1e-12, 1e-300));
     for (std::size_t k = 0; k < 2; ++k) CHECK(support::close(got_g[r][k], want_g[k], 1e-12, 1e-300));
     CHECK(support::close(got_b[r], want_b, 1e-12, 1e-300));
@@ -356,10 +360,10 @@ TEST_CASE("threads as vocabulary-parallel ranks: fused_linear_loss's lm_head_nor
   std::vector<int> threw(2, 0);
   thread_job dp(2);
   dp.run([&](int r) {
-    std::vector<double> ro, gr;
+    std::vector<double> ro, gr, q;
     double b = 0;
     try {
-      run(grpokit::data_parallel(dp.communicator(r)), 0, V, ro, gr, b);
+      run(grpokit::data_parallel(dp.communicator(r)), 0, V, ro, gr, b, q);
     } catch (const grpokit::error&) {
       threw[static_cast<std::size_t>(r)] = 1;
     }

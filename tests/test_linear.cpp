@@ -190,10 +190,10 @@ TEST_CASE("fused_linear_loss lm_head_norms: per-rollout, per-group and batch nor
           "[linear][noise]") {
   using P = grpokit::policy<grpokit::precision<double, double>, grpokit::chunk<16>>;
   const auto cfg = linear_config();
-  // an empty sequence first, in the middle and last; groups of 2, 3 and 1 sequences
+  // an empty sequence first, in the middle and last; groups of 2, 3, 1 and 1 sequences
   const linear_problem lp = make_linear<double>(5, {0, 5, 1, 7, 0, 4, 0}, 23, 6, false, cfg);
   const auto& p = lp.p;
-  const std::vector<std::int64_t> groups{0, 2, 5, 7};
+  const std::vector<std::int64_t> groups{0, 2, 5, 6, 7};
   const auto unfused = support::run_fused<P>(p, cfg);  // dlogits of the same loss (checked elsewhere)
   // the reference: M_s = sum over s's tokens of dlogits_t hidden_t^T, in long double
   using M = std::vector<ref::ld>;
@@ -202,7 +202,7 @@ TEST_CASE("fused_linear_loss lm_head_norms: per-rollout, per-group and batch nor
     for (ref::ld x : m) s += x * x;
     return s;
   };
-  const std::int64_t S = p.S, B = 3, D = lp.D;
+  const std::int64_t S = p.S, B = 4, D = lp.D;
   std::vector<M> Ms(static_cast<std::size_t>(S), M(static_cast<std::size_t>(p.V * D), 0));
   for (std::int64_t s = 0; s < S; ++s)
     for (std::int64_t t = p.b.seq_offsets[s]; t < p.b.seq_offsets[s + 1]; ++t)
@@ -278,4 +278,21 @@ TEST_CASE("fused_linear_loss lm_head_norms: per-rollout, per-group and batch nor
                                                        h.batch(p), cfg, 5, g, {}, {equal, rollout, group, nullptr})),
                   "set rollout_sq, group_mean_sq and batch_mean_sq together");
   }
+}
+
+TEST_CASE("fused_linear_loss lm_head_norms of an empty batch are 0", "[linear][noise]") {
+  using P = grpokit::policy<grpokit::precision<double, double>, grpokit::chunk<16>>;
+  const std::int64_t V = 5, D = 3;
+  std::vector<double> weight(V * D, 0.5), dweight(V * D);
+  const std::vector<std::int64_t> offsets{0}, groups{0};
+  grpokit::rollout_batch<double> batch;
+  batch.seq_offsets = offsets;
+  grpokit::linear_grads<double, double> g;
+  g.dweight = {dweight.data(), V, D, D};
+  double b = -1;
+  grpokit::loss_config cfg;
+  cfg.kl = grpokit::kl_estimator::none;
+  grpokit::host::fused_linear_loss<P>({{nullptr, 0, D, D}, {weight.data(), V, D, D}, {}, {}, {}}, batch, cfg, 4, g, {},
+                                      {groups, {}, {}, &b});
+  CHECK(b == 0.0);
 }

@@ -189,6 +189,8 @@ inline options parse(int argc, char** argv) {
     else throw std::invalid_argument("unknown option " + flag);
   }
   if (!(o.lr > 0)) throw std::invalid_argument("--lr must be > 0");
+  if (o.noise && (o.prompts < 2 || o.group_size < 2))
+    throw std::invalid_argument("--noise on needs --prompts >= 2 and --group-size >= 2 (the inter- and intra-prompt noise)");
   if (o.noise && (o.data_parallel || o.device == device_kind::cuda))
     throw std::invalid_argument("--noise on measures with the host's fused_linear_loss in one process");
   if (o.data_parallel && o.device == device_kind::cuda)

@@ -3,7 +3,7 @@
 #   examples/train_grpo/reproduce.sh [a|b|c|all] [train_grpo options...]
 # a: MC-GRPO, median vs mean baseline at G = 2..4 (about 7 min on 2 cores).
 # b: off-policy reuse with an engine mismatch (about 13 min).
-# c: the critical batch size, on-policy at G = 4, 8, 16 and with reuse (about 4 min).
+# c: the critical batch size, on-policy at G = 4, 8, 16 and with reuse (about 5 min).
 # The options are added to every run, e.g. --entropy-coef 0.02. Env: BUILD (default build/default),
 # OUT (default $BUILD/reproduce, plus the options), SEEDS (default 1..6), JOBS (default nproc).
 # Finished runs are kept: a second call only prints the tables.

@@ -154,8 +154,6 @@ struct step_log {
   }
 };
 
-// Rollouts whose advantage has the sign opposite to that of r - E[r | prompt], with E[r] exact under
-// the trainer's policy at sampling (the sampling distribution itself when there is no mismatch).
 // The gradient noise of the LM head at the policy of `act` (its hidden states): fused_linear_loss
 // with lm_head_norms over the prompts' groups, into estimate_noise (docs/gradient_noise.md). The
 // network's own gradient is not touched: this is a second, measuring pass.
@@ -175,6 +173,8 @@ grpokit::noise_components lm_head_noise(const mlp_policy& net, const mlp_policy:
   return grpokit::host::estimate_noise(rollout_sq, r.group_offsets, group_sq, batch_sq);
 }
 
+// Rollouts whose advantage has the sign opposite to that of r - E[r | prompt], with E[r] exact under
+// the trainer's policy at sampling (the sampling distribution itself when there is no mismatch).
 inline int count_flips(const rollouts& r, const std::vector<float>& adv, const std::vector<double>& value,
                        int per_prompt) {
   int flips = 0;

@@ -130,7 +130,7 @@ struct lm_head_norms {
         group_mean_sq(group_mean_sq_),
         batch_mean_sq(batch_mean_sq_),
         host_seq_offsets(host_seq_offsets_) {}
-  bool wanted() const { return !rollout_sq.empty(); }
+  bool wanted() const { return batch_mean_sq != nullptr; }
 };
 
 // Optional per-token outputs of fused_loss / fused_linear_loss (empty spans: not wanted).

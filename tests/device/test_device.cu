@@ -568,14 +568,21 @@ void linear_matches_host(const Call& call, std::int64_t T, std::int64_t V, std::
     CHECK(support::close(ge[t], hent[t], 1e-3, 1e-4));
     CHECK(support::close(gp2[t], hp2[t], 1e-3, 1e-5));
   }
-  // the norms: the device's sums of the rounded dlogits in Accum against the host's in double
+  // the norms: the device's sums of the same stored dlogits in Accum against the host's in double,
+  // each value to 1e-3 of itself
   const auto dr = d_rollout.host(), dgr = d_group.host(), db1 = d_batch.host();
   double norm_scale = h_batch;
   for (double x : h_rollout) norm_scale = std::max(norm_scale, x);
-  for (std::int64_t s = 0; s < p.S; ++s) CHECK(std::fabs(dr[s] - h_rollout[s]) <= 1e-3 * norm_scale);
-  for (std::size_t k = 0; k < B; ++k) CHECK(std::fabs(dgr[k] - h_group[k]) <= 1e-3 * norm_scale);
-  CHECK(std::fabs(db1[0] - h_batch) <= 1e-3 * norm_scale);
+  for (std::int64_t s = 0; s < p.S; ++s) CHECK(support::close(dr[s], h_rollout[s], 1e-3, 1e-9 * norm_scale));
+  for (std::size_t k = 0; k < B; ++k) CHECK(support::close(dgr[k], h_group[k], 1e-3, 1e-9 * norm_scale));
+  CHECK(support::close(db1[0], h_batch, 1e-3, 1e-9 * norm_scale));
   CHECK(norm_scale > 0);
+  // a workspace sized without the norms' sums is refused
+  const std::size_t without_norms = grpokit::device::linear_workspace_bytes<P>({T, V, p.S}, chunk);
+  REQUIRE_ERROR(call(grpokit::linear_input<S, R>{{dhs.data(), T, D, D}, {dws.data(), V, D, D}, dbs.cspan(),
+                                                 d.targets.cspan(), {}},
+                     d.batch(), cfg, chunk, dg, ws.data(), without_norms, grpokit::fused_outputs<R>{}, norms),
+                "workspace too small");
   // dweight in the storage type (bf16/fp64 as given) or accumulated in R: compared as R
   const std::vector<R> gw = dweight_in_storage ? support::cast<R>(support::to_double(ddws.host())) : ddw.host();
   if (dweight_in_storage) dw = support::cast<R>(support::to_double(dws_host));

@@ -14,11 +14,11 @@
 
 namespace grpokit::detail {
 
-// Either all three outputs (rollout_sq, group_mean_sq, batch_mean_sq) or none.
+// Either all three outputs (rollout_sq, group_mean_sq, batch_mean_sq) or none; an empty batch (S = 0,
+// group_offsets {0}) is measured too: every norm 0.
 inline void require_lm_head_norms(const lm_head_norms& n, std::int64_t S) {
-  if (!n.wanted() && n.group_mean_sq.empty() && n.batch_mean_sq == nullptr && n.group_offsets.empty()) return;
-  GRPOKIT_REQUIRE(n.wanted() && n.batch_mean_sq != nullptr,
-                  "lm_head_norms: set rollout_sq, group_mean_sq and batch_mean_sq together (or none)");
+  if (!n.wanted() && n.rollout_sq.empty() && n.group_mean_sq.empty() && n.group_offsets.empty()) return;
+  GRPOKIT_REQUIRE(n.wanted(), "lm_head_norms: set rollout_sq, group_mean_sq and batch_mean_sq together (or none)");
   require_offsets("lm_head_norms.group_offsets", n.group_offsets, S, /*allow_empty_segments=*/false);
   require_size("lm_head_norms.rollout_sq", n.rollout_sq, S);
   require_size("lm_head_norms.group_mean_sq", n.group_mean_sq, n.group_offsets.size() - 1);

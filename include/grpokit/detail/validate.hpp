@@ -329,6 +329,22 @@ void require_policy_shapes(const current_policy<Real>& cur, const rollout_batch<
                     "policy_loss: dlogp / dentropy overlap seq_offsets, token_mask or seq_mask");
 }
 
+// fused_loss / fused_linear_loss write sum_p2 while the batch, the temperatures and `rows` (the
+// logits, or the hidden states and the LM head) are still read: it needs memory of its own.
+template <class Real, class... Rows>
+void require_sum_p2_apart(span<Real> sum_p2, const rollout_batch<Real>& batch, span<const Real> temperature,
+                          const Rows&... rows) {
+  if (sum_p2.empty()) return;
+  const span<const Real> inputs[] = {batch.adv, batch.logp_old, batch.logp_ref, batch.logp_rollout, temperature};
+  bool overlap = spans_overlap(sum_p2, batch.seq_offsets) || spans_overlap(sum_p2, batch.token_mask) ||
+                 spans_overlap(sum_p2, batch.seq_mask);
+  for (const auto& in : inputs) overlap = overlap || spans_overlap(sum_p2, in);
+  const matrix_view<Real> as_rows{sum_p2.data(), 1, sum_p2.size(), sum_p2.size()};
+  ((overlap = overlap || matrices_overlap(as_rows, rows)), ...);
+  GRPOKIT_REQUIRE(!overlap, "sum_p2 output overlaps an input (the batch, the temperatures, the logits or the LM "
+                            "head) or dlogits; outputs need memory of their own");
+}
+
 // The shapes of fused_linear_loss (host and device): everything but the data (targets, temperature),
 // which the host checks in host memory and the device in its status.
 template <class S, class Acc>
@@ -372,6 +388,16 @@ void require_linear_shapes(const linear_input<S, Acc>& in, std::int64_t token_ch
   GRPOKIT_REQUIRE(!overlap,
                   "fused_linear_loss: dhidden / dweight / dbias overlap hidden, weight, bias or each other; "
                   "gradients need memory of their own");
+}
+
+// require_sum_p2_apart for fused_linear_loss: the hidden states, the LM head and the gradients.
+template <class S, class Acc>
+void require_linear_sum_p2_apart(const fused_outputs<Acc>& extra, const rollout_batch<Acc>& batch,
+                                 const linear_input<S, Acc>& in, const linear_grads<S, Acc>& g) {
+  const matrix_view<const S> bias{in.bias.data(), in.bias.empty() ? 0 : 1, in.bias.size(), in.bias.size()};
+  const matrix_view<Acc> dbias{g.dbias.data(), g.dbias.empty() ? 0 : 1, g.dbias.size(), g.dbias.size()};
+  require_sum_p2_apart(extra.sum_p2, batch, in.temperature, in.hidden, in.weight, bias, g.dhidden, g.dweight,
+                       g.dweight_acc, dbias);
 }
 
 }  // namespace grpokit::detail

@@ -127,6 +127,7 @@ void fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_t<P>, a
   // the host's shape checks; targets and temperatures are in device memory: checked on the device
   detail::require_linear_shapes(in, token_chunk, grads, extra);
   detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, in.hidden.rows, cfg);
+  detail::require_linear_sum_p2_apart(extra, batch, in, grads);
   detail::require_scalar_temperature<Acc>(cfg);
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
   require_lm_head_norms(norms, batch.seq_offsets.size() - 1);

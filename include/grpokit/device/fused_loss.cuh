@@ -35,6 +35,7 @@ void fused_loss_async(const logits_input<storage_t<P>, accum_t<P>>& in, const ro
   detail::require_dlogits(in, dlogits, mode);
   detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
   detail::require_fused_outputs(extra, T);
+  detail::require_sum_p2_apart(extra.sum_p2, batch, in.temperature, in.logits, dlogits);
   const shape sh{T, V, batch.seq_offsets.size() - 1};
   const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh);
   if (!opened) return;  // the size query

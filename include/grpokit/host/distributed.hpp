@@ -37,6 +37,7 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const r
     detail::require_dlogits(in, dlogits, mode);
     detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
     detail::require_fused_outputs(extra, T);
+    detail::require_sum_p2_apart(extra.sum_p2, batch, in.temperature, in.logits, dlogits);
   });
   detail::collective_check(layout, "fused_loss", [&] {
     slice = detail::checked_vocab_slice(layout.tp, in.logits.cols, P::chunk_size, T, in.targets, in.temperature);
@@ -77,6 +78,7 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
   detail::collective_check(layout, "fused_linear_loss", [&] {
     detail::require_linear_shapes(in, token_chunk, grads, extra);
     detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, in.hidden.rows, cfg);
+    detail::require_linear_sum_p2_apart(extra, batch, in, grads);
     detail::require_scalar_temperature<Acc>(cfg);
     detail::require_temperature(cfg, in.temperature);
     detail::require_lm_head_norms(norms, batch.seq_offsets.size() - 1);

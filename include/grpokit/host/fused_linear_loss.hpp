@@ -187,6 +187,7 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
   using Ops = detail::ops_for<P::order>;
   detail::require_linear_shapes(in, token_chunk, grads, extra);
   detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, in.hidden.rows, cfg);
+  detail::require_linear_sum_p2_apart(extra, batch, in, grads);
   detail::require_lm_head_norms(norms, batch.seq_offsets.size() - 1);
   detail::require_scalar_temperature<Acc>(cfg);
   detail::require_targets(in.targets, in.weight.rows);

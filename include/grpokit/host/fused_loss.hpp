@@ -34,6 +34,7 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in,
   detail::require_dlogits(in, dlogits, mode);
   detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
   detail::require_fused_outputs(extra, T);
+  detail::require_sum_p2_apart(extra.sum_p2, batch, in.temperature, in.logits, dlogits);
   auto logp = detail::scratch<Real>(T, "fused_loss"), entropy = detail::scratch<Real>(T, "fused_loss"),
        lse = detail::scratch<Real>(T, "fused_loss"), dlogp = detail::scratch<Real>(T, "fused_loss"),
        dentropy = detail::scratch<Real>(T, "fused_loss");
