@@ -200,4 +200,21 @@ grpo_lambda_batch random_grpo_lambda_batch(Rng& rng, int G, int max_group, int m
   return b;
 }
 
+// A packed problem of `seqs` sequences of 0..max_len tokens with old / ref / rollout log-probs near
+// -2 (the distributed tests: every rank builds the same one from the seed).
+inline ref::problem packed_problem(std::uint64_t seed, std::int64_t V, int seqs, std::int64_t max_len,
+                                   bool per_token_temperature = false) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<std::int64_t> len(0, max_len);
+  std::vector<std::int64_t> lengths(static_cast<std::size_t>(seqs));
+  for (auto& n : lengths) n = len(rng);
+  auto p = ref::make_problem(rng, lengths, V);
+  ref::add_policies(rng, p, std::vector<ref::ld>(static_cast<std::size_t>(p.T), -2.0L), 0.4);
+  if (per_token_temperature) {
+    std::uniform_real_distribution<double> temp(0.6, 1.4);
+    for (std::int64_t t = 0; t < p.T; ++t) p.temperature.push_back(temp(rng));
+  }
+  return p;
+}
+
 }  // namespace support

@@ -40,6 +40,13 @@ struct is_communicator<C, std::void_t<decltype(static_cast<int>(std::declval<con
                                           std::declval<const void*>(), std::declval<void*>(), std::size_t{}))>>
     : std::true_type {};
 
+template <class C, class = void>
+struct has_rank_and_size : std::false_type {};
+template <class C>
+struct has_rank_and_size<C, std::void_t<decltype(static_cast<int>(std::declval<const C&>().rank())),
+                                        decltype(static_cast<int>(std::declval<const C&>().size()))>>
+    : std::true_type {};
+
 template <class C>
 constexpr bool check_communicator() {
   static_assert(is_communicator<C>::value,
@@ -53,9 +60,13 @@ constexpr bool check_communicator() {
 // parallel), `tp` the ranks that hold different contiguous slices of the vocabulary of the same
 // token rows (vocabulary parallel, Megatron's layout). TP rank r holds the columns after those of
 // ranks 0..r-1: the slice offsets are gathered, not passed. docs/distributed.md.
+// The host entry points take host communicators (above), the device ones device communicators
+// (device/detail/collectives.cuh); each checks its kind.
 template <class DP = single_process, class TP = single_process>
 struct parallel_layout {
-  static_assert(detail::check_communicator<DP>() && detail::check_communicator<TP>());
+  static_assert(detail::has_rank_and_size<DP>::value && detail::has_rank_and_size<TP>::value,
+                "grpokit::parallel_layout: a communicator declares `int rank() const` and `int size() const` "
+                "(communicator.hpp)");
   DP dp{};
   TP tp{};
 };

@@ -214,17 +214,7 @@ std::vector<loss_config> configs() {
 }
 
 ref::problem global_problem(std::uint64_t seed, std::int64_t V, bool per_token_temperature) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<std::int64_t> len(0, 9);
-  std::vector<std::int64_t> lengths(13);
-  for (auto& n : lengths) n = len(rng);
-  auto p = ref::make_problem(rng, lengths, V);
-  ref::add_policies(rng, p, std::vector<ref::ld>(static_cast<std::size_t>(p.T), -2.0L), 0.4);
-  if (per_token_temperature) {
-    std::uniform_real_distribution<double> temp(0.6, 1.4);
-    for (std::int64_t t = 0; t < p.T; ++t) p.temperature.push_back(temp(rng));
-  }
-  return p;
+  return support::packed_problem(seed, V, 13, 9, per_token_temperature);
 }
 
 // fused_loss, token_logprobs and logits_backward of policy P on the grid against one process.

@@ -2,7 +2,8 @@
 // The NCCL communicator (device buffers, stream-ordered): all_gather is ncclAllGather of bytes on
 // the communicator's stream and never synchronises the host. Including this header needs <nccl.h>;
 // nothing else in grpokit does. Its all_gather takes device pointers: it models the device
-// communicator concept (the host concept's signature on device memory, ordered on stream()).
+// communicator concept (device/detail/collectives.cuh: ordered on the stream given) and, on its own
+// stream(), the host concept's signature on device memory.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -25,8 +26,9 @@ class nccl_communicator {
   cudaStream_t stream() const { return stream_; }
 
   // send and recv are device pointers; the gather is enqueued on stream() (no host synchronisation).
-  void all_gather(const void* send, void* recv, std::size_t bytes) const {
-    check(ncclAllGather(send, recv, bytes, ncclUint8, comm_, stream_), "ncclAllGather");
+  void all_gather(const void* send, void* recv, std::size_t bytes) const { all_gather(send, recv, bytes, stream_); }
+  void all_gather(const void* send, void* recv, std::size_t bytes, cudaStream_t stream) const {
+    check(ncclAllGather(send, recv, bytes, ncclUint8, comm_, stream), "ncclAllGather");
   }
 
  private:

@@ -17,6 +17,7 @@ namespace grpokit::detail {
 // The n items of every rank, in rank order (size() * n items).
 template <class T, class C>
 std::vector<T> gather_array(const C& comm, const T* mine, std::int64_t n) {
+  static_assert(check_communicator<C>());  // a host communicator (a device one goes to the device entry points)
   static_assert(std::is_trivially_copyable<T>::value, "gathered items are copied as bytes");
   std::vector<T> all(static_cast<std::size_t>(comm.size()) * static_cast<std::size_t>(n));
   comm.all_gather(mine, all.data(), static_cast<std::size_t>(n) * sizeof(T));
@@ -79,6 +80,7 @@ std::int64_t sum_over_ranks(const C& comm, std::int64_t mine) {
 // provided that it completes its collectives on every TP rank before it throws.
 template <class DP, class TP, class F>
 void collective_check(const parallel_layout<DP, TP>& layout, const char* entry_point, F&& step) {
+  static_assert(check_communicator<DP>() && check_communicator<TP>());  // every host entry point comes here
   std::exception_ptr mine;
   try {
     step();

@@ -17,6 +17,56 @@
 #include "token_logprobs.cuh"
 #include "workspace.cuh"
 
+namespace grpokit::detail {
+
+// What fused_loss does around policy_loss, shared with its data-parallel form (distributed.cuh):
+// the host-side checks, the forward (log-probs, entropy, lse, the optional sum_p2) and the backward
+// (dlogits, the optional copies of logp and entropy), over the buffers of a carved workspace.
+template <class P>
+struct fused_loss_steps {
+  using Real = accum_t<P>;
+  const logits_input<storage_t<P>, Real>& in;
+  const rollout_batch<Real>& batch;
+  const loss_config& cfg;
+  const matrix_view<storage_t<P>>& dlogits;
+  const fused_outputs<Real>& extra;
+  backward_mode mode;
+
+  // Every check that needs no workspace (before the size query, as CUB does).
+  void check_inputs() const {
+    const std::int64_t T = in.logits.rows;
+    require_logits_shapes(in, cfg);
+    require_dlogits(in, dlogits, mode);
+    require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
+    require_fused_outputs(extra, T);
+    require_sum_p2_apart(extra.sum_p2, batch, in.temperature, in.logits, dlogits);
+  }
+  current_policy<Real> cur(const layout<P>& ws) const { return {span<Real>(ws.logp, T()), span<Real>(ws.entropy, T())}; }
+  policy_grads<Real> grads(const layout<P>& ws) const { return {span<Real>(ws.dlogp, T()), span<Real>(ws.dentropy, T())}; }
+  backward_inputs<Real> backward_in(const layout<P>& ws) const {
+    return {span<Real>(ws.lse, T()), span<Real>(ws.entropy, T()), span<Real>(ws.dlogp, T()),
+            span<Real>(ws.dentropy, T())};
+  }
+  // The checks of the workspace's views (they hold by construction; kept as the entry points' contract).
+  void check_views(const layout<P>& ws) const {
+    check_policy_shapes<P>(cur(ws), batch, cfg, grads(ws));
+    require_backward_shapes(in, backward_in(ws), dlogits, mode);
+  }
+  void forward(const layout<P>& ws, cudaStream_t stream) const {
+    launch_forward<P>(in, cfg, token_stats<Real>{span<Real>(ws.logp, T()), span<Real>(ws.entropy, T()), span<Real>(ws.lse, T())},
+                      ws, stream);
+    launch_sum_p2<P>(in, cfg, span<Real>(ws.lse, T()), extra.sum_p2, ws, stream);  // before an in-place backward
+  }
+  void backward(const layout<P>& ws, cudaStream_t stream) const {
+    launch_backward<P>(in, backward_in(ws), cfg, dlogits, ws, stream);
+    const current_policy<Real> c = cur(ws);
+    copy_extra_async<Real>(extra, c.logp, c.entropy, stream);
+  }
+  std::int64_t T() const { return in.logits.rows; }
+};
+
+}  // namespace grpokit::detail
+
 namespace grpokit::device {
 
 using grpokit::fused_outputs;
@@ -29,31 +79,18 @@ void fused_loss_async(const logits_input<storage_t<P>, accum_t<P>>& in, const ro
                       const loss_config& cfg, const matrix_view<storage_t<P>>& dlogits, void* workspace,
                       std::size_t& workspace_bytes, cudaStream_t stream = 0,
                       const fused_outputs<accum_t<P>>& extra = {}, backward_mode mode = backward_mode::separate) {
-  using Real = accum_t<P>;
-  const std::int64_t T = in.logits.rows, V = in.logits.cols;
-  detail::require_logits_shapes(in, cfg);
-  detail::require_dlogits(in, dlogits, mode);
-  detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
-  detail::require_fused_outputs(extra, T);
-  detail::require_sum_p2_apart(extra.sum_p2, batch, in.temperature, in.logits, dlogits);
-  const shape sh{T, V, batch.seq_offsets.size() - 1};
+  const detail::fused_loss_steps<P> steps{in, batch, cfg, dlogits, extra, mode};
+  steps.check_inputs();
+  const shape sh{in.logits.rows, in.logits.cols, batch.seq_offsets.size() - 1};
   const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh);
   if (!opened) return;  // the size query
   const detail::layout<P>& ws = *opened;
-  const span<Real> logp(ws.logp, T), entropy(ws.entropy, T), lse(ws.lse, T), dlogp(ws.dlogp, T),
-      dentropy(ws.dentropy, T);
-  const current_policy<Real> cur{logp, entropy};
-  const policy_grads<Real> grads{dlogp, dentropy};
-  detail::check_policy_shapes<P>(cur, batch, cfg, grads);
-  const backward_inputs<Real> g{lse, entropy, dlogp, dentropy};
-  detail::require_backward_shapes(in, g, dlogits, mode);
+  steps.check_views(ws);
 
   detail::reset_status(ws.st, stream);
-  detail::launch_forward<P>(in, cfg, token_stats<Real>{logp, entropy, lse}, ws, stream);
-  detail::launch_sum_p2<P>(in, cfg, lse, extra.sum_p2, ws, stream);  // before an in-place backward
-  detail::launch_policy_loss<P>(cur, batch, cfg, grads, ws, stream);
-  detail::launch_backward<P>(in, g, cfg, dlogits, ws, stream);
-  detail::copy_extra_async<Real>(extra, logp, entropy, stream);
+  steps.forward(ws, stream);
+  detail::launch_policy_loss<P>(steps.cur(ws), batch, cfg, steps.grads(ws), ws, stream);
+  steps.backward(ws, stream);
   detail::launch_finish_loss<P>(cfg, ws, stream);
 }
 

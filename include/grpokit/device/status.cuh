@@ -19,6 +19,8 @@ struct status {
   unsigned long long bad_offsets = 0;     // decreasing offsets, wrong first/last offset, empty group
   unsigned long long bad_value = 0;       // row/sequence/group: temperature <= 0 or non-finite, seq_weight < 0,
                                           // group_baseline non-finite
+  unsigned long long other_rank = 0;      // data parallel (device/distributed.cuh): the first other DP rank
+                                          // that rejected its input or raised a flag of its own
 };
 
 }  // namespace grpokit::device
@@ -59,6 +61,7 @@ inline device::status status_as_read(device::status s) {
   s.bad_offsets = fix(s.bad_offsets);
   s.non_finite_seq = fix(s.non_finite_seq);
   s.bad_value = fix(s.bad_value);
+  s.other_rank = fix(s.other_rank);
   return s;
 }
 }  // namespace grpokit::detail
@@ -85,6 +88,8 @@ inline void throw_if_error(const status& s) {
                   " (found on the device)");
   GRPOKIT_REQUIRE(s.bad_offsets == 0, "offsets are not valid at index ", s.bad_offsets - 1,
                   " (must start at 0, be non-decreasing, end at the total; groups non-empty)");
+  GRPOKIT_REQUIRE(s.other_rank == 0, "data-parallel rank ", s.other_rank - 1,
+                  " rejected its input or found bad data (see that rank's error)");
 }
 
 }  // namespace grpokit::device

@@ -96,29 +96,58 @@ void check_policy_shapes(const current_policy<accum_t<P>>& cur, const rollout_ba
 
 __global__ void __launch_bounds__(1) empty_partial_kernel(detail::loss_partial* out) { *out = detail::loss_partial{}; }
 
+// The steps of launch_policy_loss, apart so that the data-parallel form (device/distributed.cuh)
+// can sum the counts over the ranks between the first two and gather the partials after the second.
+// summarize: the per-sequence summaries and the local counts (ws.counts).
+template <class P>
+void launch_summarize(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
+                      const loss_config& cfg, const layout<P>& ws, cudaStream_t stream) {
+  const std::int64_t S = batch.seq_offsets.size() - 1;
+  GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws.counts, 0, 2 * sizeof(long long), stream));
+  if (S == 0) return;
+  constexpr int threads = device::tuning::sequence_threads;
+  summarize_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(cur, batch, cfg, ws.summaries,
+                                                                                     ws.counts, ws.st);
+  GRPOKIT_CUDA_CHECK_LAUNCH();
+}
+
+// accumulate: the gradients and the per-sequence partials (ws.partials[s]) under the counts in ws.counts.
+template <class P>
+void launch_accumulate(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
+                       const loss_config& cfg, const policy_grads<accum_t<P>>& grads, const layout<P>& ws,
+                       cudaStream_t stream) {
+  const std::int64_t S = batch.seq_offsets.size() - 1;
+  if (S == 0) return;
+  constexpr int threads = device::tuning::sequence_threads;
+  accumulate_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(cur, batch, cfg, ws.summaries,
+                                                                                      ws.counts, grads, ws.partials);
+  GRPOKIT_CUDA_CHECK_LAUNCH();
+}
+
+// The fixed pairwise tree over partials[0, S) into partials[0] (the empty partial for S = 0, written
+// on the device: nothing read from the host).
+inline void launch_partials_tree(detail::loss_partial* partials, std::int64_t S, cudaStream_t stream) {
+  if (S == 0) {
+    empty_partial_kernel<<<1, 1, 0, stream>>>(partials);
+    GRPOKIT_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  constexpr int threads = device::tuning::sequence_threads;
+  for (std::int64_t stride = 1; stride < S; stride *= 2) {
+    const std::int64_t pairs = (S + 2 * stride - 1) / (2 * stride);
+    tree_level_kernel<<<device::tuning::blocks_for(pairs, threads), threads, 0, stream>>>(partials, S, stride);
+    GRPOKIT_CUDA_CHECK_LAUNCH();
+  }
+}
+
 // Launches the loss kernels; the combined partial lands in ws.partials[0], the counts in ws.counts.
 template <class P>
 void launch_policy_loss(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
                         const loss_config& cfg, const policy_grads<accum_t<P>>& grads, const layout<P>& ws,
                         cudaStream_t stream) {
-  const std::int64_t S = batch.seq_offsets.size() - 1;
-  GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws.counts, 0, 2 * sizeof(long long), stream));
-  if (S == 0) {  // no sequence: the empty partial, written on the device (nothing read from the host)
-    empty_partial_kernel<<<1, 1, 0, stream>>>(ws.partials);
-    GRPOKIT_CUDA_CHECK_LAUNCH();
-    return;
-  }
-  constexpr int threads = device::tuning::sequence_threads;
-  const unsigned blocks = device::tuning::blocks_for(S, threads);
-  summarize_kernel<P><<<blocks, threads, 0, stream>>>(cur, batch, cfg, ws.summaries, ws.counts, ws.st);
-  GRPOKIT_CUDA_CHECK_LAUNCH();
-  accumulate_kernel<P><<<blocks, threads, 0, stream>>>(cur, batch, cfg, ws.summaries, ws.counts, grads, ws.partials);
-  GRPOKIT_CUDA_CHECK_LAUNCH();
-  for (std::int64_t stride = 1; stride < S; stride *= 2) {
-    const std::int64_t pairs = (S + 2 * stride - 1) / (2 * stride);
-    tree_level_kernel<<<device::tuning::blocks_for(pairs, threads), threads, 0, stream>>>(ws.partials, S, stride);
-    GRPOKIT_CUDA_CHECK_LAUNCH();
-  }
+  launch_summarize<P>(cur, batch, cfg, ws, stream);
+  launch_accumulate<P>(cur, batch, cfg, grads, ws, stream);
+  launch_partials_tree(ws.partials, batch.seq_offsets.size() - 1, stream);
 }
 
 __global__ void __launch_bounds__(1) finish_loss_kernel(const detail::loss_partial* total, const long long* counts,

@@ -1,0 +1,50 @@
+#pragma once
+// The device communicator concept and its one collective (device/distributed.cuh). A device
+// communicator is the host concept (communicator.hpp) with device buffers, ordered on a stream:
+//   int rank() const;  int size() const;
+//   void all_gather(const void* send, void* recv, std::size_t bytes, cudaStream_t stream) const;
+//       `send` (bytes) and `recv` (size() * bytes, rank order) are device memory; the gather is
+//       ordered on `stream` after the work queued before it, and the work queued after it sees recv.
+// Models: nccl_communicator (comm/nccl.cuh: no host synchronisation), staged_communicator
+// (comm/staged.cuh: any host communicator, through host copies), and single_process (a copy).
+#include <cstddef>
+#include <cuda_runtime.h>
+#include <type_traits>
+#include <utility>
+
+#include "../../communicator.hpp"
+#include "../error.cuh"
+
+namespace grpokit::detail {
+
+template <class C, class = void>
+struct is_device_communicator : std::false_type {};
+template <class C>
+struct is_device_communicator<C, std::void_t<decltype(static_cast<int>(std::declval<const C&>().rank())),
+                                             decltype(static_cast<int>(std::declval<const C&>().size())),
+                                             decltype(std::declval<const C&>().all_gather(
+                                                 std::declval<const void*>(), std::declval<void*>(), std::size_t{},
+                                                 std::declval<cudaStream_t>()))>> : std::true_type {};
+template <>
+struct is_device_communicator<single_process> : std::true_type {};
+
+template <class C>
+constexpr bool check_device_communicator() {
+  static_assert(is_device_communicator<C>::value,
+                "grpokit device communicator: the type must declare `int rank() const`, `int size() const` and "
+                "`void all_gather(const void* send, void* recv, std::size_t bytes, cudaStream_t stream) const` on "
+                "device buffers (see device/detail/collectives.cuh; nccl_communicator, staged_communicator)");
+  return true;
+}
+
+// The gather of `bytes` device bytes of every rank into recv (rank order), ordered on `stream`.
+template <class C>
+void device_all_gather(const C& comm, const void* send, void* recv, std::size_t bytes, cudaStream_t stream) {
+  if constexpr (std::is_same<C, single_process>::value) {
+    if (bytes > 0 && send != recv) GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(recv, send, bytes, cudaMemcpyDeviceToDevice, stream));
+  } else {
+    comm.all_gather(send, recv, bytes, stream);
+  }
+}
+
+}  // namespace grpokit::detail
