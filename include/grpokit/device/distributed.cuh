@@ -119,6 +119,8 @@ __global__ void __launch_bounds__(1) combine_totals_kernel(const detail::loss_pa
 }
 
 // The first other rank that rejected its input or raised a status flag, into this rank's status.
+static_assert(sizeof(device::status) == 6 * sizeof(unsigned long long),
+              "merge_status_kernel reads every status field: add a new one there");
 __global__ void __launch_bounds__(1) merge_status_kernel(const long long* counts_all, const device::status* all,
                                                          int ranks, int me, device::status* st) {
   constexpr unsigned long long none = ~0ull;
@@ -212,7 +214,7 @@ void checked_or_take_part(const dp_policy_loss<P, DP>& steps, Check&& check) {
   std::exception_ptr rejected;
   try {
     check();
-  } catch (const error&) {
+  } catch (...) {  // any exception (std::bad_alloc too): the other ranks must not wait
     rejected = std::current_exception();
   }
   if (rejected) {

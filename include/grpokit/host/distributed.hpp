@@ -95,15 +95,12 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
     for (const std::uint8_t w : detail::gather_value(layout.tp, static_cast<std::uint8_t>(norms.wanted())))
       GRPOKIT_REQUIRE(w == norms.wanted(), "lm_head_norms: every TP rank must ask for them, or none");
   });
-  // lm_head_norms: each TP rank's vocabulary slice of every sum; the squared norms of the slices add
-  detail::host_lm_head_sums<S> head_sums(norms, in.hidden, in.weight.rows);
-  detail::lm_head_norm_walk<detail::host_lm_head_sums<S>> head_norms(norms, batch.seq_offsets, head_sums);
   // The chunk count differs between DP ranks: a chunk's step agrees over its TP group only (which
   // has the same chunks), and the whole forward agrees over the layout before policy_loss's
   // collectives. Nothing after policy_loss talks to the DP ranks.
   const parallel_layout<single_process, TP> tp_group{single_process{}, layout.tp};
   const loss_result res = detail::fused_linear_loss_with<P>(
-      in, token_chunk, grads, extra,
+      in, token_chunk, grads, extra, norms, batch.seq_offsets,
       [&](const logits_input<Acc, Acc>& ci, const token_stats<Acc>& stats) {
         detail::collective_check(tp_group, "fused_linear_loss",
                                  [&] { detail::sharded_token_logprobs<Q>(layout.tp, slice, ci, cfg, stats); });
@@ -123,12 +120,8 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
       [&](const logits_input<Acc, Acc>& ci, span<const Acc> lse, span<Acc> out) {
         detail::collective_check(tp_group, "fused_linear_loss",
                                  [&] { detail::sharded_sum_p2<Q>(layout.tp, ci, cfg, lse, out); });
-      },
-      [&](std::int64_t t0, std::int64_t n, const S* dlogits) {
-        head_sums.set_chunk(t0, dlogits);
-        head_norms.add_chunk(t0, n);
       });
-  head_norms.finish();
+  // lm_head_norms: each TP rank measured its slice of the head; the squared norms of the slices add
   if (norms.wanted()) detail::collective_check(tp_group, "fused_linear_loss", [&] { detail::add_over_ranks(layout.tp, norms); });
   return res;
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <exception>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "../config.hpp"
@@ -78,29 +79,33 @@ namespace grpokit::detail {
 //   loss(current_policy, policy_grads) -> loss_result        policy_loss over the whole batch
 //   backward_rows(chunk_input, backward_inputs, dlogits)     a chunk's dlogits
 //   sum_p2_rows(chunk_input, lse, out)                       a chunk's sum_v p_v^2 (when wanted)
-//   chunk_dlogits(t0, n, dlogits)                            sees a chunk's dlogits (the norms)
-template <class P, class Forward, class Agree, class Loss, class Backward, class SumP2, class ChunkDlogits>
+// and the lm_head_norms of this process's rows of the LM head (their sums allocated with the rest,
+// before the first agreement), walked over the sequences of seq_offsets.
+template <class P, class Forward, class Agree, class Loss, class Backward, class SumP2>
 loss_result fused_linear_loss_with(const linear_input<storage_t<P>, accum_t<P>>& in, std::int64_t token_chunk,
                                    const linear_grads<storage_t<P>, accum_t<P>>& grads,
-                                   const fused_outputs<accum_t<P>>& extra, Forward&& forward_rows, Agree&& agree,
-                                   Loss&& loss, Backward&& backward_rows, SumP2&& sum_p2_rows,
-                                   ChunkDlogits&& chunk_dlogits) {
+                                   const fused_outputs<accum_t<P>>& extra, const lm_head_norms& norms,
+                                   span<const std::int64_t> seq_offsets, Forward&& forward_rows, Agree&& agree,
+                                   Loss&& loss, Backward&& backward_rows, SumP2&& sum_p2_rows) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
   const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
   const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(T, 1));
   std::vector<Acc> logits, logp, entropy, lse, dlogp, dentropy;
   std::vector<S> dlogits;
+  std::optional<host_lm_head_sums<S>> head_sums;
   std::exception_ptr failed;
   try {
     GRPOKIT_REQUIRE(C <= std::numeric_limits<std::int64_t>::max() / V, "fused_linear_loss: token_chunk x V overflows");
     logits = detail::scratch<Acc>(C * V, "fused_linear_loss");
     dlogits = detail::scratch<S>(C * V, "fused_linear_loss");
     for (auto* v : {&logp, &entropy, &lse, &dlogp, &dentropy}) *v = detail::scratch<Acc>(T, "fused_linear_loss");
+    head_sums.emplace(norms, in.hidden, V);
   } catch (const error&) {
     failed = std::current_exception();
   }
   agree(failed);
+  lm_head_norm_walk<host_lm_head_sums<S>> head_norms(norms, seq_offsets, *head_sums);
 
   auto chunk_input = [&](std::int64_t t0, std::int64_t n) {
     return logits_input<Acc, Acc>{{logits.data(), n, V, V},
@@ -133,7 +138,8 @@ loss_result fused_linear_loss_with(const linear_input<storage_t<P>, accum_t<P>>&
                                        rows_of(dentropy, t0, n)},
                   matrix_view<S>{dlogits.data(), n, V, V});
     if (!extra.sum_p2.empty()) sum_p2_rows(chunk_input(t0, n), rows_of(lse, t0, n), extra.sum_p2.subspan(t0, n));
-    chunk_dlogits(t0, n, static_cast<const S*>(dlogits.data()));
+    head_sums->set_chunk(t0, dlogits.data());
+    head_norms.add_chunk(t0, n);
     if (grads.dhidden.data != nullptr) {  // dhidden[t] = sum_v dlogits[c, v] W[v]
       detail::parallel_for(n, [&](std::int64_t c) {
         std::vector<Acc> acc(static_cast<std::size_t>(D), Acc(0));
@@ -168,6 +174,7 @@ loss_result fused_linear_loss_with(const linear_input<storage_t<P>, accum_t<P>>&
       if (!grads.dbias.empty()) grads.dbias[v] += b;
     });
   }
+  head_norms.finish();
   detail::copy_extra(extra, logp, entropy);
   return res;
 }
@@ -193,10 +200,8 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
   detail::require_targets(in.targets, in.weight.rows);
   detail::require_temperature(cfg, in.temperature);
   const Acc log_rho = detail::log_prune_rho<Ops, Acc>(cfg);
-  detail::host_lm_head_sums<S> head_sums(norms, in.hidden, in.weight.rows);
-  detail::lm_head_norm_walk<detail::host_lm_head_sums<S>> head_norms(norms, batch.seq_offsets, head_sums);
-  const loss_result res = detail::fused_linear_loss_with<P>(
-      in, token_chunk, grads, extra,
+  return detail::fused_linear_loss_with<P>(
+      in, token_chunk, grads, extra, norms, batch.seq_offsets,
       [&](const logits_input<Acc, Acc>& ci, const token_stats<Acc>& stats) { token_logprobs<Q>(ci, cfg, stats); },
       [](std::exception_ptr failed) {
         if (failed) std::rethrow_exception(failed);
@@ -211,13 +216,7 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
       },
       [&](const logits_input<Acc, Acc>& ci, span<const Acc> lse, span<Acc> out) {
         detail::sum_p2_rows<Q>(ci, cfg, lse, out);
-      },
-      [&](std::int64_t t0, std::int64_t n, const S* dlogits) {
-        head_sums.set_chunk(t0, dlogits);
-        head_norms.add_chunk(t0, n);
       });
-  head_norms.finish();
-  return res;
 }
 
 }  // namespace grpokit::host
