@@ -1,18 +1,23 @@
-// The data-parallel device entry points (device/distributed.cuh) under MPI, each rank on the
-// device (a GPU, or the simulated GPU: one simulator per process), through staged_communicator
-// over mpi_communicator. Every rank builds the same global problem (same seed), runs the
-// one-process device call on the whole batch itself, then its share of the data-parallel call
-// (random sequence cuts, empty shares included), and compares: the loss and metrics bitwise under
-// batch_invariant and within rounding otherwise; dlogits, logp and entropy of its own rows bitwise
-// (the same kernels on the same rows, integer normalisers), for every reduction order. policy_loss
-// alone runs on a stream of its own. A rejected input on one rank, or a data error
-// found on the device of one rank, throws on every rank. Exit 77 (skipped) without a device
+// The device entry points over a layout (device/distributed.cuh) under MPI on a DP x TP grid
+// (GRPOKIT_TP ranks per vocabulary group, the rest data parallel), each rank on the device (a GPU,
+// or the simulated GPU: one simulator per process), through staged_communicator over
+// mpi_communicator. Every rank builds the same global problem (same seed), runs the one-process
+// device call on the whole batch itself, then its share of the distributed call (random sequence
+// cuts, empty DP shares included; column cuts on the chunk grid, non-empty), and compares: the loss
+// and metrics bitwise under batch_invariant and within rounding otherwise; dlogits, logp and
+// entropy of its own block bitwise (the tiles merge in the unsharded order, integer normalisers),
+// for every reduction order; logits_backward alone the same. token_logprobs off the chunk grid:
+// within rounding. policy_loss alone
+// runs on a stream of its own. A rejected input on one rank, or a data error found on the device
+// of one rank, throws on every rank. Exit 77 (skipped) without a device
 // (tests/mpi/main.cpp with GRPOKIT_MPI_DEVICE_TEST).
 #include <cuda_runtime.h>
 #include <mpi.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -24,6 +29,7 @@
 #include "../catch.hpp"
 #include "../device/device_support.cuh"
 #include "../support.hpp"
+#include "grid.hpp"
 
 namespace {
 
@@ -31,30 +37,28 @@ using device_support::buffer;
 using device_support::device_problem;
 using grpokit::loss_config;
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
+using mpi_grid::grid;
+using mpi_grid::the_grid;
+
+using staged = grpokit::staged_communicator<grpokit::mpi_communicator>;
 auto layout() {
-  return grpokit::data_parallel(grpokit::staged_communicator<grpokit::mpi_communicator>(grpokit::mpi_communicator(MPI_COMM_WORLD)));
+  const grid& g = the_grid();
+  return grpokit::data_and_vocab_parallel(staged(grpokit::mpi_communicator(g.dp)),
+                                          staged(grpokit::mpi_communicator(g.tp)));
 }
 
 ref::problem global_problem(std::uint64_t seed, std::int64_t V) { return support::packed_problem(seed, V, 9, 7); }
 
-// Sequences [s0, s1) of p as a problem of its own (the rank's share).
-ref::problem share_of(const ref::problem& p, std::int64_t s0, std::int64_t s1) {
+// Sequences [s0, s1) and columns [c0, c1) of p as a problem of its own (the rank's share; the
+// targets stay global ids).
+ref::problem share_of(const ref::problem& p, std::int64_t s0, std::int64_t s1, std::int64_t c0, std::int64_t c1) {
   ref::problem q;
   const std::int64_t t0 = p.b.seq_offsets[s0], t1 = p.b.seq_offsets[s1];
-  q.V = p.V;
+  q.V = c1 - c0;
   q.T = t1 - t0;
   q.S = s1 - s0;
-  q.logits.assign(p.logits.begin() + t0 * p.V, p.logits.begin() + t1 * p.V);
+  for (std::int64_t t = t0; t < t1; ++t)
+    q.logits.insert(q.logits.end(), p.logits.begin() + t * p.V + c0, p.logits.begin() + t * p.V + c1);
   q.targets.assign(p.targets.begin() + t0, p.targets.begin() + t1);
   auto tokens = [&](const auto& v) { return v.empty() ? v : std::decay_t<decltype(v)>(v.begin() + t0, v.begin() + t1); };
   auto seqs = [&](const auto& v) { return v.empty() ? v : std::decay_t<decltype(v)>(v.begin() + s0, v.begin() + s1); };
@@ -69,7 +73,7 @@ ref::problem share_of(const ref::problem& p, std::int64_t s0, std::int64_t s1) {
   return q;
 }
 
-// The sequence cuts of the ranks (the same on every rank): random, empty shares allowed.
+// The sequence cuts of the DP ranks (the same on every rank): random, empty shares allowed.
 std::vector<std::int64_t> cuts(std::uint64_t seed, std::int64_t S, int ranks) {
   std::mt19937_64 rng(seed * 7919);
   std::uniform_int_distribution<std::int64_t> d(0, S);
@@ -78,6 +82,46 @@ std::vector<std::int64_t> cuts(std::uint64_t seed, std::int64_t S, int ranks) {
   std::sort(c.begin() + 1, c.end());
   c.push_back(S);
   return c;
+}
+
+// The column cuts of the TP ranks: distinct interior multiples of `align` (non-empty slices).
+std::vector<std::int64_t> column_cuts(std::uint64_t seed, std::int64_t V, int ranks, std::int64_t align) {
+  std::mt19937_64 rng(seed * 104729);
+  std::vector<std::int64_t> all;
+  for (std::int64_t k = align; k < V; k += align) all.push_back(k);
+  std::shuffle(all.begin(), all.end(), rng);
+  std::vector<std::int64_t> c(all.begin(), all.begin() + (ranks - 1));
+  c.push_back(0);
+  c.push_back(V);
+  std::sort(c.begin(), c.end());
+  return c;
+}
+
+// This rank's share: sequences [s0, s1) of the DP cuts, columns [c0, c1) of the TP cuts.
+struct share {
+  std::int64_t s0, s1, c0, c1, t0;
+  std::int64_t most_tokens = 0, most_seqs = 0, most_columns = 0;  // the plan: the largest share
+};
+share my_share(const ref::problem& p, std::uint64_t seed, std::int64_t column_align) {
+  const grid& g = the_grid();
+  const auto sc = cuts(seed, p.S, g.dp_size);
+  const auto cc = column_cuts(seed, p.V, g.tp_size, column_align);
+  share sh{sc[g.dp_rank], sc[g.dp_rank + 1], cc[g.tp_rank], cc[g.tp_rank + 1], p.b.seq_offsets[sc[g.dp_rank]]};
+  for (int r = 0; r < g.dp_size; ++r) {
+    sh.most_tokens = std::max(sh.most_tokens, p.b.seq_offsets[sc[r + 1]] - p.b.seq_offsets[sc[r]]);
+    sh.most_seqs = std::max(sh.most_seqs, sc[r + 1] - sc[r]);
+  }
+  for (int r = 0; r < g.tp_size; ++r) sh.most_columns = std::max(sh.most_columns, cc[r + 1] - cc[r]);
+  return sh;
+}
+
+// The block [rows of the share) x [c0, c1) of a T x V matrix.
+template <class T>
+std::vector<T> block(const std::vector<T>& m, std::int64_t V, std::int64_t t0, std::int64_t rows, std::int64_t c0,
+                     std::int64_t c1) {
+  std::vector<T> out;
+  for (std::int64_t t = t0; t < t0 + rows; ++t) out.insert(out.end(), m.begin() + t * V + c0, m.begin() + t * V + c1);
+  return out;
 }
 
 template <class T>
@@ -97,7 +141,7 @@ void compare_fused(bool bitwise) {
   using S = grpokit::storage_t<P>;
   using R = grpokit::accum_t<P>;
   static_assert(std::is_same<R, float>::value, "the test keeps float outputs");
-  const int rank = world_rank(), ranks = world_size();
+  const grid& g = the_grid();
   std::vector<loss_config> cfgs(3);
   cfgs[0].kl = grpokit::kl_estimator::k3;
   cfgs[0].kl_coef = 0.05;
@@ -108,14 +152,15 @@ void compare_fused(bool bitwise) {
   cfgs[2].agg = grpokit::aggregation::token_sum;
   cfgs[2].kl = grpokit::kl_estimator::k2;
   cfgs[2].kl_coef = 0.1;
+  cfgs[2].prune_rho = 1e-2;
   std::uint64_t seed = 500;
   for (const loss_config& cfg : cfgs) {
     ++seed;
-    INFO("policy " << support::describe<P>() << ", seed " << seed << ", rank " << rank << " of " << ranks);
-    const ref::problem p = global_problem(seed, 2 * 32 + 5);
-    const auto c = cuts(seed, p.S, ranks);
-    const ref::problem q = share_of(p, c[rank], c[rank + 1]);
-    const std::int64_t t0 = p.b.seq_offsets[c[rank]];
+    INFO("policy " << support::describe<P>() << ", seed " << seed << ", grid dp " << g.dp_size << " x tp "
+                   << g.tp_size << ", rank " << g.rank);
+    const ref::problem p = global_problem(seed, 3 * 32 + 5);
+    const share sh = my_share(p, seed, 32);
+    const ref::problem q = share_of(p, sh.s0, sh.s1, sh.c0, sh.c1);
 
     device_problem<P> whole(p);
     buffer<S> dwhole(static_cast<std::size_t>(p.T * p.V));
@@ -123,13 +168,7 @@ void compare_fused(bool bitwise) {
     const auto want = grpokit::device::fused_loss<P>(whole.input(), whole.batch(), cfg, {dwhole.data(), p.T, p.V, p.V},
                                                      whole.ws(), whole.ws_bytes(), 0, {logp_w.span(), ent_w.span()});
 
-    // every rank plans for the largest share
-    std::int64_t most_tokens = 0, most_seqs = 0;
-    for (int r = 0; r < ranks; ++r) {
-      most_tokens = std::max(most_tokens, p.b.seq_offsets[c[r + 1]] - p.b.seq_offsets[c[r]]);
-      most_seqs = std::max(most_seqs, c[r + 1] - c[r]);
-    }
-    const grpokit::device::shape planned{most_tokens, p.V, most_seqs};
+    const grpokit::device::shape planned{sh.most_tokens, sh.most_columns, sh.most_seqs};
     const auto lay = layout();
     buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>(planned, lay));
     device_problem<P> mine(q);
@@ -149,11 +188,60 @@ void compare_fused(bool bitwise) {
     CHECK(got.metrics.tokens == want.metrics.tokens);
     CHECK(got.metrics.seqs == want.metrics.seqs);
     CHECK(got.metrics.tokens_kept == want.metrics.tokens_kept);
-    // the rows: the same kernels on the same rows, the global normalisers
-    CHECK(same_bits(logp_m.host(), logp_w.host(), t0));
-    CHECK(same_bits(ent_m.host(), ent_w.host(), t0));
-    CHECK(same_bits(dmine.host(), dwhole.host(), t0 * p.V));  // the normalisers are integers: any order
+    CHECK(got.metrics.masked_tokens_vocab_prune == want.metrics.masked_tokens_vocab_prune);
+    // the rows: the tiles merged in the unsharded order (chunk-aligned slices), integer normalisers
+    CHECK(same_bits(logp_m.host(), logp_w.host(), sh.t0));
+    CHECK(same_bits(ent_m.host(), ent_w.host(), sh.t0));
+    CHECK(same_bits(dmine.host(), block(dwhole.host(), p.V, sh.t0, q.T, sh.c0, sh.c1), 0));
+
+    // logits_backward alone over the slices, from the one-process lse / entropy and made-up gradients
+    std::vector<R> dlogp(static_cast<std::size_t>(p.T)), dent(dlogp.size());
+    for (std::int64_t t = 0; t < p.T; ++t) {
+      dlogp[t] = R(t % 3 == 0 ? 0 : 0.5 - 0.1 * t);
+      dent[t] = R(t % 2 == 0 ? 0.03 : 0);
+    }
+    buffer<R> lse_w(p.T), dlogp_w(dlogp), dent_w(dent);
+    grpokit::device::token_logprobs<P>(whole.input(), cfg, {logp_w.span(), ent_w.span(), lse_w.span()}, whole.ws(),
+                                       whole.ws_bytes());
+    grpokit::device::logits_backward<P>(whole.input(), {lse_w.cspan(), ent_w.cspan(), dlogp_w.cspan(), dent_w.cspan()},
+                                        cfg, {dwhole.data(), p.T, p.V, p.V}, whole.ws(), whole.ws_bytes());
+    auto rows = [&](const std::vector<R>& v) { return std::vector<R>(v.begin() + sh.t0, v.begin() + sh.t0 + q.T); };
+    const buffer<R> lse_m(rows(lse_w.host())), ent_m2(rows(ent_w.host())), dlogp_m(rows(dlogp)), dent_m(rows(dent));
+    grpokit::device::logits_backward<P>(mine.input(), {lse_m.cspan(), ent_m2.cspan(), dlogp_m.cspan(), dent_m.cspan()},
+                                        cfg, {dmine.data(), q.T, q.V, q.V}, ws.data(), ws.size(), planned, lay);
+    grpokit::device::throw_if_error(grpokit::device::read_status(ws.data(), 0));
+    CHECK(same_bits(dmine.host(), block(dwhole.host(), p.V, sh.t0, q.T, sh.c0, sh.c1), 0));
   }
+}
+
+// token_logprobs over the TP slices off the chunk grid: each slice's tiles merged into its partial,
+// the slices in rank order (within rounding of one process).
+template <class P>
+void compare_logprobs_off_grid() {
+  using R = grpokit::accum_t<P>;
+  const grid& g = the_grid();
+  loss_config cfg{};
+  const ref::problem p = global_problem(4242, 3 * 32 + 5);
+  const share sh = my_share(p, 4242, 1);
+  const ref::problem q = share_of(p, 0, p.S, sh.c0, sh.c1);  // every DP rank: the whole batch
+  device_problem<P> whole(p), mine(q);
+  buffer<R> logp_w(p.T), ent_w(p.T), lse_w(p.T), logp_m(p.T), ent_m(p.T), lse_m(p.T);
+  grpokit::device::token_logprobs<P>(whole.input(), cfg, {logp_w.span(), ent_w.span(), lse_w.span()}, whole.ws(),
+                                     whole.ws_bytes());
+  const grpokit::device::shape planned{p.T, sh.most_columns, 0};
+  const auto lay = layout();
+  buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>(planned, lay));
+  grpokit::device::token_logprobs<P>(mine.input(), cfg, {logp_m.span(), ent_m.span(), lse_m.span()}, ws.data(),
+                                     ws.size(), planned, lay);
+  grpokit::device::throw_if_error(grpokit::device::read_status(ws.data(), 0));
+  INFO("grid dp " << g.dp_size << " x tp " << g.tp_size << ", rank " << g.rank << ", columns [" << sh.c0 << ", "
+                  << sh.c1 << ")");
+  const auto a = logp_m.host(), b = logp_w.host(), c = lse_m.host(), d = lse_w.host(), e = ent_m.host(),
+             f = ent_w.host();
+  std::int64_t bad = 0;
+  for (std::int64_t t = 0; t < p.T; ++t)
+    bad += !close(a[t], b[t], 1e-5) || !close(c[t], d[t], 1e-5) || !close(e[t], f[t], 1e-5);
+  CHECK(bad == 0);
 }
 
 using grpokit::chunk;
@@ -167,18 +255,22 @@ TEST_CASE("device data parallel fused_loss: bitwise one process under batch_inva
   compare_fused<policy<reduction::batch_invariant, precision<float, float>, chunk<32>>>(true);
 }
 
+TEST_CASE("device vocabulary parallel token_logprobs off the chunk grid: within rounding of one process") {
+  compare_logprobs_off_grid<policy<reduction::batch_invariant, precision<float, float>, chunk<32>>>();
+}
+
 TEST_CASE("device data parallel fused_loss: within rounding of one process otherwise") {
   compare_fused<policy<reduction::deterministic, precision<float, float>, chunk<32>>>(false);
 }
 
 TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one process, a rejection on every rank") {
   using P = policy<reduction::batch_invariant, precision<float, float>>;
-  const int rank = world_rank(), ranks = world_size();
+  const int rank = the_grid().dp_rank, ranks = the_grid().dp_size;  // layout.tp: unused by policy_loss
   cudaStream_t stream;
   REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
   const ref::problem p = global_problem(909, 16);
   const auto c = cuts(909, p.S, ranks);
-  const ref::problem q = share_of(p, c[rank], c[rank + 1]);
+  const ref::problem q = share_of(p, c[rank], c[rank + 1], 0, p.V);
   loss_config cfg{};
   cfg.kl = grpokit::kl_estimator::k3;
   cfg.kl_coef = 0.05;
@@ -220,22 +312,26 @@ TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one 
   cudaStreamDestroy(stream);
 }
 
-TEST_CASE("device data parallel: an error on one rank throws on every rank") {
+TEST_CASE("device data and vocabulary parallel: an error on one rank throws on every rank") {
   using P = policy<reduction::batch_invariant, precision<float, float>, chunk<32>>;
-  const int rank = world_rank(), ranks = world_size();
-  const ref::problem p = global_problem(77, 40);
-  const auto c = cuts(77, p.S, ranks);
+  const grid& g = the_grid();
+  const ref::problem p = global_problem(77, 3 * 32 + 5);
+  const share sh = my_share(p, 77, 32);
   const auto lay = layout();
-  const grpokit::device::shape planned{p.T + 1, p.V, p.S + 1};  // room for the appended token
+  const grpokit::device::shape planned{p.T + 1, sh.most_columns, p.S + 1};  // room for the appended token
   buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>(planned, lay));
   const loss_config cfg{};
-  for (const int bad_rank : {0, ranks - 1}) {
+  for (const int bad_rank : {0, g.size - 1}) {
     for (const bool on_device : {false, true}) {
-      INFO("rank " << rank << " of " << ranks << ", bad rank " << bad_rank << (on_device ? ", bad target" : ", bad shape"));
-      ref::problem q = share_of(p, c[rank], c[rank + 1]);
-      if (rank == bad_rank && on_device) {  // found by a kernel: a target out of range (a token appended)
+      INFO("rank " << g.rank << " of " << g.size << " (tp " << g.tp_size << "), bad rank " << bad_rank
+                   << (on_device ? ", bad target" : ", bad shape"));
+      ref::problem q = share_of(p, sh.s0, sh.s1, sh.c0, sh.c1);
+      // found by a kernel: a target past the whole vocabulary, on a token appended by the bad rank's
+      // TP group (its ranks hold the same rows)
+      const bool bad_group = g.dp_rank == bad_rank / g.tp_size;
+      if (bad_group && on_device) {
         q.logits.resize(q.logits.size() + static_cast<std::size_t>(q.V), 0.0);
-        q.targets.push_back(q.V + 3);
+        q.targets.push_back(p.V + 3);
         ++q.T;
         if (q.S == 0) {
           q.S = 1;
@@ -250,8 +346,8 @@ TEST_CASE("device data parallel: an error on one rank throws on every rank") {
       }
       device_problem<P> mine(q);
       buffer<float> dmine(static_cast<std::size_t>(q.T * q.V) + 1);
-      // a bad shape: dlogits with one column too few on the bad rank (rejected on the host)
-      const std::int64_t dcols = rank == bad_rank && !on_device ? q.V - 1 : q.V;
+      // a bad shape: dlogits with one column too few on the bad rank (rejected on its host)
+      const std::int64_t dcols = g.rank == bad_rank && !on_device ? q.V - 1 : q.V;
       bool threw = false;
       try {
         grpokit::device::fused_loss<P>(mine.input(), mine.batch(), cfg, {dmine.data(), q.T, dcols, dcols}, ws.data(),
@@ -260,10 +356,8 @@ TEST_CASE("device data parallel: an error on one rank throws on every rank") {
         threw = true;
         const std::string what = e.what();
         INFO(what);
-        if (rank != bad_rank)
-          CHECK(what.find("data-parallel rank " + std::to_string(bad_rank)) != std::string::npos);
-        else
-          CHECK(what.find(on_device ? "out of range" : "dlogits") != std::string::npos);
+        const bool own = on_device ? bad_group : g.rank == bad_rank;
+        CHECK(what.find(!own ? "another rank" : on_device ? "out of range" : "dlogits") != std::string::npos);
       }
       CHECK(threw);
     }

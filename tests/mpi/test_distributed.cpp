@@ -18,37 +18,15 @@
 #include <grpokit/host/distributed.hpp>
 
 #include "../catch.hpp"
+#include "grid.hpp"
 #include "../support.hpp"
 
 namespace {
 
 using grpokit::loss_config;
 
-struct grid {
-  int rank = 0, size = 1, tp_size = 1, dp_size = 1, tp_rank = 0, dp_rank = 0;
-  MPI_Comm dp = MPI_COMM_NULL, tp = MPI_COMM_NULL;
-};
-
-const grid& the_grid() {
-  static const grid g = [] {
-    grid r;
-    MPI_Comm_rank(MPI_COMM_WORLD, &r.rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &r.size);
-    const char* env = std::getenv("GRPOKIT_TP");
-    r.tp_size = env != nullptr ? std::atoi(env) : 1;
-    if (r.tp_size < 1 || r.size % r.tp_size != 0) {
-      std::fprintf(stderr, "GRPOKIT_TP=%d does not divide %d ranks\n", r.tp_size, r.size);
-      MPI_Abort(MPI_COMM_WORLD, 2);
-    }
-    r.dp_size = r.size / r.tp_size;
-    r.tp_rank = r.rank % r.tp_size;
-    r.dp_rank = r.rank / r.tp_size;
-    MPI_Comm_split(MPI_COMM_WORLD, r.dp_rank, r.tp_rank, &r.tp);
-    MPI_Comm_split(MPI_COMM_WORLD, r.tp_rank, r.dp_rank, &r.dp);
-    return r;
-  }();
-  return g;
-}
+using mpi_grid::grid;
+using mpi_grid::the_grid;
 
 auto layout() {
   const grid& g = the_grid();

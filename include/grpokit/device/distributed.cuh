@@ -1,18 +1,22 @@
 #pragma once
-// The device entry points over a data-parallel layout (docs/distributed.md): each rank of layout.dp
-// holds whole sequences, and every rank gets the loss and metrics of the whole batch and the
-// gradients of its own tokens, as on the host (host/data_parallel.hpp):
+// The device entry points over a parallel_layout (docs/distributed.md), as on the host
+// (host/distributed.hpp). Data parallel: each rank of layout.dp holds whole sequences, and every
+// rank gets the loss and metrics of the whole batch and the gradients of its own tokens:
 //   - the token and sequence counts are gathered and summed once (integers: exact);
 //   - batch_invariant: every sequence's partial is gathered and the whole batch's partials are
 //     combined by the one-process tree (bitwise the one-process result); otherwise each rank's
 //     total is gathered and the totals are combined in rank order (within rounding);
 //   - the status flags of every rank are gathered: a data error on one rank raises on every rank.
-// The communicator is a device communicator (detail/collectives.cuh: nccl_communicator,
+// Vocabulary parallel: each rank of layout.tp holds a contiguous slice of the columns of the same
+// rows (detail/vocab_parallel.cuh): the row partials are gathered and merged, bitwise the unsharded
+// call when every slice starts on a multiple of the chunk; dlogits of the rank's columns.
+// The communicators are device communicators (detail/collectives.cuh: nccl_communicator,
 // staged_communicator, single_process); everything is ordered on `stream`, and with NCCL nothing
-// synchronises the host. Vocabulary parallelism (layout.tp) is host-only for now.
+// synchronises the host.
 //
 // `planned` is the shape the workspace was sized for (workspace_bytes(planned, layout)) and must be
-// the same on every rank: planned.seqs, the most sequences any rank holds, sizes the gathers. A
+// the same on every rank: planned.seqs, the most sequences any DP rank holds, and planned.vocab,
+// the most columns any TP rank holds, size the gathers (planned.tokens: the most rows). A
 // rank whose input is rejected still takes part in every gather (with a flag), then throws; every
 // other rank's status names it. A workspace too small for the plan throws before any gather: the
 // other ranks would wait, so size it on every rank from the same plan.
@@ -25,6 +29,7 @@
 #include "../detail/loss_partial.hpp"
 #include "detail/collectives.cuh"
 #include "detail/launch_policy.cuh"
+#include "detail/vocab_parallel.cuh"
 #include "fused_loss.cuh"
 #include "policy_loss.cuh"
 #include "results.cuh"
@@ -55,17 +60,21 @@ dp_buffers take_dp_buffers(carver& c, const device::shape& planned, int ranks) {
   return b;
 }
 
-// The layout of `planned` (a plan for T covers every T' <= T) and the data-parallel buffers after it.
-template <class P>
-struct dp_workspace {
+// The layout of `planned` (a plan for T covers every T' <= T) and, after it, the buffers of the
+// layout's communicators (none for single_process).
+template <class P, class DP, class TP>
+struct distributed_workspace {
   layout<P> ws;
   dp_buffers dp;
+  tp_buffers<accum_t<P>> tp;
   std::size_t used = 0;
-  dp_workspace(void* workspace, std::size_t bytes, const device::shape& planned, int ranks, bool planning = false)
+  distributed_workspace(void* workspace, std::size_t bytes, const device::shape& planned,
+                        const parallel_layout<DP, TP>& layout, bool planning = false)
       : ws(workspace, bytes, planned, planning) {
     const std::size_t lost = planning ? 0 : static_cast<std::size_t>(ws.base - static_cast<char*>(workspace));
     carver c(planning ? nullptr : ws.base + ws.used, planning ? 0 : bytes - lost - ws.used);
-    dp = take_dp_buffers<P>(c, planned, ranks);
+    if (!std::is_same<DP, single_process>::value) dp = take_dp_buffers<P>(c, planned, layout.dp.size());
+    if (!std::is_same<TP, single_process>::value) tp = take_tp_buffers<P>(c, planned, layout.tp.size());
     used = ws.used + c.used();
   }
 };
@@ -119,23 +128,6 @@ __global__ void __launch_bounds__(1) combine_totals_kernel(const detail::loss_pa
 }
 
 // The first other rank that rejected its input or raised a status flag, into this rank's status.
-static_assert(sizeof(device::status) == 6 * sizeof(unsigned long long),
-              "merge_status_kernel reads every status field: add a new one there");
-__global__ void __launch_bounds__(1) merge_status_kernel(const long long* counts_all, const device::status* all,
-                                                         int ranks, int me, device::status* st) {
-  constexpr unsigned long long none = ~0ull;
-  for (int r = 0; r < ranks; ++r) {
-    if (r == me) continue;
-    const device::status& o = all[r];
-    const bool raised = counts_all[4 * r + 3] != 0 || o.bad_target != none || o.non_finite != none ||
-                        o.non_finite_seq != none || o.bad_offsets != none || o.bad_value != none;
-    if (raised) {
-      st->other_rank = static_cast<unsigned long long>(r) + 1ull;
-      return;
-    }
-  }
-}
-
 // The gathers of one data-parallel policy_loss, in the order every rank makes them. `rejected`:
 // this rank only takes part (its input was rejected on the host): zeros and a flag.
 template <class P, class DP>
@@ -170,13 +162,11 @@ class dp_policy_loss {
     merge_status_kernel<<<1, 1, 0, stream_>>>(dp_.counts_all, dp_.status_all, comm_.size(), comm_.rank(), ws_.st);
     GRPOKIT_CUDA_CHECK_LAUNCH();
   }
-  // The same gathers from a rank whose input was rejected.
-  void take_part_rejected() const {
-    reset_status(ws_.st, stream_);
+  // The same gathers as run() from a rank whose input was rejected (agree_on_status follows).
+  void run_rejected() const {
     gather_counts(nullptr, 0, true);
     clear_partials(0);
     gather_partials();
-    gather_status();
   }
 
  private:
@@ -200,29 +190,6 @@ class dp_policy_loss {
   cudaStream_t stream_;
 };
 
-template <class TP>
-constexpr bool check_device_layout() {
-  static_assert(std::is_same<TP, single_process>::value,
-                "grpokit device entry points: vocabulary parallelism (layout.tp) is not supported on the device "
-                "yet; use data_parallel(comm) here, or the host entry points (host/distributed.hpp)");
-  return true;
-}
-
-// Runs `check` (host-side checks and the plan); on a rejection takes part in the gathers, then rethrows.
-template <class P, class DP, class Check>
-void checked_or_take_part(const dp_policy_loss<P, DP>& steps, Check&& check) {
-  std::exception_ptr rejected;
-  try {
-    check();
-  } catch (...) {  // any exception (std::bad_alloc too): the other ranks must not wait
-    rejected = std::current_exception();
-  }
-  if (rejected) {
-    steps.take_part_rejected();
-    std::rethrow_exception(rejected);
-  }
-}
-
 inline void require_within_plan(const device::shape& actual, const device::shape& planned) {
   GRPOKIT_REQUIRE(actual.tokens <= planned.tokens && actual.vocab <= planned.vocab && actual.seqs <= planned.seqs,
                   "data-parallel call larger than its plan: T = ", actual.tokens, ", V = ", actual.vocab, ", S = ",
@@ -232,32 +199,175 @@ inline void require_within_plan(const device::shape& actual, const device::shape
 
 }  // namespace grpokit::detail
 
+namespace grpokit::detail {
+
+// The collectives of one call over a layout, in the order every rank makes them, whether its input
+// was accepted or rejected (a rejected rank takes part with flags, then throws).
+// The row steps of a call under TP: none, the backward's (the slices, the rows' maxima), or the
+// forward's (those and the tiles).
+enum class rows_step { none, backward, forward };
+
+template <class P, class DP, class TP>
+class distributed_steps {
+ public:
+  distributed_steps(const parallel_layout<DP, TP>& layout, const distributed_workspace<P, DP, TP>& w,
+                    cudaStream_t stream)
+      : w_(w), dp_(layout.dp, w.ws, w.dp, stream), tp_(layout.tp, w.ws, w.tp, stream), stream_(stream) {}
+  static constexpr bool by_dp = !std::is_same<DP, single_process>::value;
+  static constexpr bool by_tp = !std::is_same<TP, single_process>::value;
+
+  // Runs `check`; on a rejection makes the collectives of the call's steps with flags, then rethrows.
+  template <class Check>
+  void check_or_take_part(Check&& check, rows_step rows, bool loss) const {
+    std::exception_ptr rejected;
+    try {
+      check();
+    } catch (...) {  // any exception (std::bad_alloc too): the other ranks must not wait
+      rejected = std::current_exception();
+    }
+    if (!rejected) return;
+    reset_status(w_.ws.st, stream_);
+    if constexpr (by_tp) {
+      if (rows != rows_step::none) {
+        tp_.exchange_slice(0, 0, true);
+        tp_.whole_row_max(logits_input<storage_t<P>, accum_t<P>>{}, loss_config{}, true);
+      }
+      if (rows == rows_step::forward) tp_.forward_rejected();
+    }
+    if constexpr (by_dp) {
+      if (loss) dp_.run_rejected();
+    }
+    agree_on_status();
+    std::rethrow_exception(rejected);
+  }
+  // logp, entropy, lse of every row (over the TP slices, or the rows of this rank alone).
+  void forward(const logits_input<storage_t<P>, accum_t<P>>& in, const loss_config& cfg,
+               const token_stats<accum_t<P>>& out) const {
+    if constexpr (by_tp) {
+      tp_.exchange_slice(in.logits.cols, in.logits.rows, false);
+      tp_.whole_row_max(in, cfg, false);
+      tp_.forward(in, cfg, out);
+    } else {
+      launch_forward<P>(in, cfg, out, w_.ws, stream_);
+    }
+  }
+  // What logits_backward needs first: the slices and, with pruning, the whole rows' maxima.
+  void backward_only(const logits_input<storage_t<P>, accum_t<P>>& in, const loss_config& cfg) const {
+    if constexpr (by_tp) {
+      tp_.exchange_slice(in.logits.cols, in.logits.rows, false);
+      tp_.whole_row_max(in, cfg, false);
+    }
+  }
+  void policy_loss(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
+                   const loss_config& cfg, const policy_grads<accum_t<P>>& grads) const {
+    if constexpr (by_dp)
+      dp_.run(cur, batch, cfg, grads);
+    else
+      launch_policy_loss<P>(cur, batch, cfg, grads, w_.ws, stream_);
+  }
+  // For the backward of this rank's columns (after forward: under TP the whole rows' maxima are in
+  // the workspace): the slice, or null without TP.
+  const long long* slice() const { return by_tp ? w_.tp.slice : nullptr; }
+  // After every kernel that may raise a flag: over TP, then over DP (a TP peer's error reaches DP).
+  void agree_on_status() const {
+    if constexpr (by_tp) tp_.agree_on_status();
+    if constexpr (by_dp) dp_.agree_on_status();
+  }
+
+ private:
+  const distributed_workspace<P, DP, TP>& w_;
+  dp_policy_loss<P, DP> dp_;
+  tp_rows<P, TP> tp_;
+  cudaStream_t stream_;
+};
+
+template <class DP, class TP>
+constexpr bool check_device_layout() {
+  static_assert(check_device_communicator<DP>() && check_device_communicator<TP>());
+  return true;
+}
+
+}  // namespace grpokit::detail
+
 namespace grpokit::device {
 
-// Bytes of workspace of a data-parallel call planned for `planned` (planned.seqs: the most
-// sequences of any rank), whatever the alignment of the pointer given.
+// Bytes of workspace of a call over `layout` planned for `planned` (planned.seqs: the most
+// sequences of any DP rank; planned.vocab: the most columns of any TP rank), whatever the
+// alignment of the pointer given.
 template <class P, class DP, class TP>
 std::size_t workspace_bytes(const shape& planned, const parallel_layout<DP, TP>& layout) {
-  static_assert(detail::check_device_layout<TP>() && detail::check_device_communicator<DP>());
-  return detail::dp_workspace<P>(nullptr, 0, planned, layout.dp.size(), /*planning=*/true).used +
+  static_assert(detail::check_device_layout<DP, TP>());
+  return detail::distributed_workspace<P, DP, TP>(nullptr, 0, planned, layout, /*planning=*/true).used +
          detail::workspace_alignment - 1;
 }
 
-// policy_loss over the data-parallel layout, without blocking the host (with NCCL).
+// logp, entropy and lse of every row over the vocabulary slices of layout.tp (layout.dp: unused,
+// each DP rank's rows are its own), without blocking the host (with NCCL); read_status.
+template <class P, class DP, class TP>
+void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in, const loss_config& cfg,
+                    const token_stats<accum_t<P>>& out, void* workspace, std::size_t workspace_bytes,
+                    const shape& planned, const parallel_layout<DP, TP>& layout, cudaStream_t stream = 0) {
+  static_assert(detail::check_device_layout<DP, TP>());
+  const parallel_layout<single_process, TP> tp_only{single_process{}, layout.tp};
+  const detail::distributed_workspace<P, single_process, TP> w(workspace, workspace_bytes, planned, tp_only);
+  const detail::distributed_steps<P, single_process, TP> steps(tp_only, w, stream);
+  steps.check_or_take_part(
+      [&] {
+        detail::require_logits_shapes(in, cfg);
+        detail::require_size("logp", out.logp, in.logits.rows);
+        detail::require_size("lse", out.lse, in.logits.rows);
+        detail::require_size_or_empty("entropy", out.entropy, in.logits.rows);
+        detail::require_within_plan(shape{in.logits.rows, in.logits.cols, 0}, planned);
+      },
+      detail::rows_step::forward, /*loss=*/false);
+  detail::reset_status(w.ws.st, stream);
+  steps.forward(in, cfg, out);
+  steps.agree_on_status();
+}
+
+// dlogits of this rank's columns over the vocabulary slices of layout.tp from the saved lse /
+// entropy and the gradients (layout.dp: unused), without blocking the host (with NCCL); read_status.
+template <class P, class DP, class TP>
+void logits_backward(const logits_input<storage_t<P>, accum_t<P>>& in, const backward_inputs<accum_t<P>>& g,
+                     const loss_config& cfg, const matrix_view<storage_t<P>>& dlogits, void* workspace,
+                     std::size_t workspace_bytes, const shape& planned, const parallel_layout<DP, TP>& layout,
+                     cudaStream_t stream = 0, backward_mode mode = backward_mode::separate) {
+  static_assert(detail::check_device_layout<DP, TP>());
+  const parallel_layout<single_process, TP> tp_only{single_process{}, layout.tp};
+  const detail::distributed_workspace<P, single_process, TP> w(workspace, workspace_bytes, planned, tp_only);
+  const detail::distributed_steps<P, single_process, TP> steps(tp_only, w, stream);
+  steps.check_or_take_part(
+      [&] {
+        detail::require_logits_shapes(in, cfg);
+        detail::require_backward_shapes(in, g, dlogits, mode);
+        detail::require_within_plan(shape{in.logits.rows, in.logits.cols, 0}, planned);
+      },
+      detail::rows_step::backward, /*loss=*/false);
+  detail::reset_status(w.ws.st, stream);
+  steps.backward_only(in, cfg);
+  detail::launch_backward<P>(in, g, cfg, dlogits, w.ws, stream, 0, steps.slice());
+  steps.agree_on_status();
+}
+
+// policy_loss over layout.dp (layout.tp: unused, every TP rank computes the same), without
+// blocking the host (with NCCL).
 template <class P, class DP, class TP>
 void policy_loss_async(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
                        const loss_config& cfg, const policy_grads<accum_t<P>>& grads, void* workspace,
                        std::size_t workspace_bytes, const shape& planned, const parallel_layout<DP, TP>& layout,
                        cudaStream_t stream = 0) {
-  static_assert(detail::check_device_layout<TP>() && detail::check_device_communicator<DP>());
-  const detail::dp_workspace<P> w(workspace, workspace_bytes, planned, layout.dp.size());
-  const detail::dp_policy_loss<P, DP> steps(layout.dp, w.ws, w.dp, stream);
-  detail::checked_or_take_part(steps, [&] {
-    detail::check_policy_shapes<P>(cur, batch, cfg, grads);
-    detail::require_within_plan(shape{0, 0, batch.seq_offsets.size() - 1}, planned);
-  });
+  static_assert(detail::check_device_layout<DP, TP>());
+  const parallel_layout<DP, single_process> dp_only{layout.dp, single_process{}};
+  const detail::distributed_workspace<P, DP, single_process> w(workspace, workspace_bytes, planned, dp_only);
+  const detail::distributed_steps<P, DP, single_process> steps(dp_only, w, stream);
+  steps.check_or_take_part(
+      [&] {
+        detail::check_policy_shapes<P>(cur, batch, cfg, grads);
+        detail::require_within_plan(shape{0, 0, batch.seq_offsets.size() - 1}, planned);
+      },
+      detail::rows_step::none, /*loss=*/true);
   detail::reset_status(w.ws.st, stream);
-  steps.run(cur, batch, cfg, grads);
+  steps.policy_loss(cur, batch, cfg, grads);
   steps.agree_on_status();
   detail::launch_finish_loss<P>(cfg, w.ws, stream);
 }
@@ -271,28 +381,33 @@ loss_result policy_loss(const current_policy<accum_t<P>>& cur, const rollout_bat
   return read_loss_result(workspace, stream);
 }
 
-// fused_loss over the data-parallel layout: the rows are the rank's own (nothing gathered); the
-// policy loss and the status as above. Without blocking the host (with NCCL).
+// fused_loss over the layout: the rows over layout.tp, the policy loss over layout.dp, dlogits of
+// this rank's rows and columns. Without blocking the host (with NCCL).
 template <class P, class DP, class TP>
 void fused_loss_async(const logits_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
                       const loss_config& cfg, const matrix_view<storage_t<P>>& dlogits, void* workspace,
                       std::size_t workspace_bytes, const shape& planned, const parallel_layout<DP, TP>& layout,
                       cudaStream_t stream = 0, const fused_outputs<accum_t<P>>& extra = {},
                       backward_mode mode = backward_mode::separate) {
-  static_assert(detail::check_device_layout<TP>() && detail::check_device_communicator<DP>());
-  const detail::dp_workspace<P> w(workspace, workspace_bytes, planned, layout.dp.size());
-  const detail::dp_policy_loss<P, DP> dp(layout.dp, w.ws, w.dp, stream);
-  const detail::fused_loss_steps<P> steps{in, batch, cfg, dlogits, extra, mode};
-  detail::checked_or_take_part(dp, [&] {
-    steps.check_inputs();
-    detail::require_within_plan(shape{in.logits.rows, in.logits.cols, batch.seq_offsets.size() - 1}, planned);
-    steps.check_views(w.ws);
-  });
+  static_assert(detail::check_device_layout<DP, TP>());
+  const detail::distributed_workspace<P, DP, TP> w(workspace, workspace_bytes, planned, layout);
+  const detail::distributed_steps<P, DP, TP> steps(layout, w, stream);
+  const detail::fused_loss_steps<P> rows{in, batch, cfg, dlogits, extra, mode};
+  steps.check_or_take_part(
+      [&] {
+        rows.check_inputs();
+        GRPOKIT_REQUIRE(extra.sum_p2.empty() || layout.tp.size() == 1,
+                        "device fused_loss: sum_p2 under vocabulary parallelism is host-only for now");
+        detail::require_within_plan(shape{in.logits.rows, in.logits.cols, batch.seq_offsets.size() - 1}, planned);
+        rows.check_views(w.ws);
+      },
+      detail::rows_step::forward, /*loss=*/true);
   detail::reset_status(w.ws.st, stream);
-  steps.forward(w.ws, stream);
-  dp.run(steps.cur(w.ws), batch, cfg, steps.grads(w.ws));
-  steps.backward(w.ws, stream);
-  dp.agree_on_status();
+  steps.forward(in, cfg, rows.stats(w.ws));
+  rows.sum_p2(w.ws, stream);  // one TP rank (checked)
+  steps.policy_loss(rows.cur(w.ws), batch, cfg, rows.grads(w.ws));
+  rows.backward(w.ws, stream, steps.slice());
+  steps.agree_on_status();
   detail::launch_finish_loss<P>(cfg, w.ws, stream);
 }
 

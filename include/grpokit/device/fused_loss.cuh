@@ -52,13 +52,16 @@ struct fused_loss_steps {
     check_policy_shapes<P>(cur(ws), batch, cfg, grads(ws));
     require_backward_shapes(in, backward_in(ws), dlogits, mode);
   }
-  void forward(const layout<P>& ws, cudaStream_t stream) const {
-    launch_forward<P>(in, cfg, token_stats<Real>{span<Real>(ws.logp, T()), span<Real>(ws.entropy, T()), span<Real>(ws.lse, T())},
-                      ws, stream);
-    launch_sum_p2<P>(in, cfg, span<Real>(ws.lse, T()), extra.sum_p2, ws, stream);  // before an in-place backward
+  token_stats<Real> stats(const layout<P>& ws) const {
+    return {span<Real>(ws.logp, T()), span<Real>(ws.entropy, T()), span<Real>(ws.lse, T())};
   }
-  void backward(const layout<P>& ws, cudaStream_t stream) const {
-    launch_backward<P>(in, backward_in(ws), cfg, dlogits, ws, stream);
+  // After the forward, before an in-place backward.
+  void sum_p2(const layout<P>& ws, cudaStream_t stream) const {
+    launch_sum_p2<P>(in, cfg, span<Real>(ws.lse, T()), extra.sum_p2, ws, stream);
+  }
+  // slice: vocabulary parallel (launch_backward).
+  void backward(const layout<P>& ws, cudaStream_t stream, const long long* slice = nullptr) const {
+    launch_backward<P>(in, backward_in(ws), cfg, dlogits, ws, stream, 0, slice);
     const current_policy<Real> c = cur(ws);
     copy_extra_async<Real>(extra, c.logp, c.entropy, stream);
   }
@@ -88,7 +91,8 @@ void fused_loss_async(const logits_input<storage_t<P>, accum_t<P>>& in, const ro
   steps.check_views(ws);
 
   detail::reset_status(ws.st, stream);
-  steps.forward(ws, stream);
+  detail::launch_forward<P>(in, cfg, steps.stats(ws), ws, stream);
+  steps.sum_p2(ws, stream);
   detail::launch_policy_loss<P>(steps.cur(ws), batch, cfg, steps.grads(ws), ws, stream);
   steps.backward(ws, stream);
   detail::launch_finish_loss<P>(cfg, ws, stream);

@@ -126,6 +126,18 @@ __device__ inline math::lse_partial<accum_t<P>> tiles_partial(const storage_t<P>
 
 // Writes logp / entropy / lse of row r from its merged partial (thread 0 of the team). A row whose
 // logits are finite but whose lse is not overflowed when scaled (check_finite: an error).
+// (write_row_from: the target's scaled logit given, e.g. gathered from the vocabulary rank that holds it.)
+template <class Ops, class Acc>
+__device__ inline void write_row_from(const loss_config& cfg, std::int64_t r, const math::lse_partial<Acc>& total,
+                                      Acc z_target, bool bad_target, const detail::row_setup<Acc>& row,
+                                      const token_stats<Acc>& out, row_status st) {
+  if (bad_target) st.flag(&device::status::bad_target, r);
+  const auto res = detail::finish_row<Ops>(total, bad_target ? Acc(NAN) : z_target, row.threshold);
+  if (cfg.check_finite && !isfinite(res.lse)) st.flag(&device::status::non_finite, r);
+  out.logp[r] = bad_target ? Acc(NAN) : res.logp;
+  out.lse[r] = res.lse;
+  if (!out.entropy.empty()) out.entropy[r] = res.entropy;
+}
 template <class P, class Ops>
 __device__ inline void write_row(const logits_input<storage_t<P>, accum_t<P>>& in, const loss_config& cfg,
                                  std::int64_t r, const math::lse_partial<accum_t<P>>& total,
@@ -134,13 +146,8 @@ __device__ inline void write_row(const logits_input<storage_t<P>, accum_t<P>>& i
   using Acc = accum_t<P>;
   const std::int64_t y = in.targets[r];
   const bool bad_target = y < 0 || y >= in.logits.cols;
-  if (bad_target) st.flag(&device::status::bad_target, r);
   const Acc z_target = bad_target ? Acc(NAN) : Ops::mul(math::load<Acc>(in.logits.row(r)[y]), row.inv_t);
-  const auto res = detail::finish_row<Ops>(total, z_target, row.threshold);
-  if (cfg.check_finite && !isfinite(res.lse)) st.flag(&device::status::non_finite, r);
-  out.logp[r] = bad_target ? Acc(NAN) : res.logp;
-  out.lse[r] = res.lse;
-  if (!out.entropy.empty()) out.entropy[r] = res.entropy;
+  write_row_from<Ops>(cfg, r, total, z_target, bad_target, row, out, st);
 }
 
 // Per-token temperature of row r out of its domain (<= 0, non-finite, or no finite inverse in Acc).
@@ -227,18 +234,22 @@ __global__ void __launch_bounds__(device::tuning::merge_threads)
 }
 
 // Backward: block per row, elementwise over 16-byte blocks; dlogits of type Out (the storage type,
-// or another one for fused_linear_loss, whose logits chunk is kept in Accum).
+// or another one for fused_linear_loss, whose logits chunk is kept in Accum). `slice` (vocabulary
+// parallel, else null): {first column of these logits, columns of the whole vocabulary}, so that
+// the target (a global id) is checked against the whole vocabulary and found only on its rank.
 template <class P, class Ops, class Out>
 __global__ void __launch_bounds__(device::tuning::backward_threads)
     backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, backward_inputs<accum_t<P>> g, loss_config cfg,
-                    const accum_t<P>* row_max, matrix_view<Out> dlogits, row_status st) {
+                    const accum_t<P>* row_max, matrix_view<Out> dlogits, row_status st, const long long* slice) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
   constexpr int W = static_cast<int>(P::vector_width);
   const std::int64_t r = blockIdx.x;
   const std::int64_t V = in.logits.cols;
-  const std::int64_t y = in.targets[r];
-  if (threadIdx.x == 0 && (y < 0 || y >= V)) st.flag(&device::status::bad_target, r);
+  const std::int64_t vocab = slice != nullptr ? slice[1] : V;  // -1: a TP rank rejected its input
+  if (threadIdx.x == 0 && vocab >= 0 && (in.targets[r] < 0 || in.targets[r] >= vocab))
+    st.flag(&device::status::bad_target, r);
+  const std::int64_t y = in.targets[r] - (slice != nullptr ? slice[0] : 0);  // outside [0, V): on another rank
   if (threadIdx.x == 0 && bad_temperature(in.temperature, r)) st.flag(&device::status::bad_value, r);
   const Acc g_logp = g.dlogp[r];
   const Acc g_ent = g.dentropy.empty() ? Acc(0) : g.dentropy[r];

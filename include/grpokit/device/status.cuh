@@ -19,8 +19,8 @@ struct status {
   unsigned long long bad_offsets = 0;     // decreasing offsets, wrong first/last offset, empty group
   unsigned long long bad_value = 0;       // row/sequence/group: temperature <= 0 or non-finite, seq_weight < 0,
                                           // group_baseline non-finite
-  unsigned long long other_rank = 0;      // data parallel (device/distributed.cuh): the first other DP rank
-                                          // that rejected its input or raised a flag of its own
+  unsigned long long other_rank = 0;      // data / vocabulary parallel (device/distributed.cuh): the first
+                                          // other rank that rejected its input or raised a flag
 };
 
 }  // namespace grpokit::device
@@ -88,8 +88,8 @@ inline void throw_if_error(const status& s) {
                   " (found on the device)");
   GRPOKIT_REQUIRE(s.bad_offsets == 0, "offsets are not valid at index ", s.bad_offsets - 1,
                   " (must start at 0, be non-decreasing, end at the total; groups non-empty)");
-  GRPOKIT_REQUIRE(s.other_rank == 0, "data-parallel rank ", s.other_rank - 1,
-                  " rejected its input or found bad data (see that rank's error)");
+  GRPOKIT_REQUIRE(s.other_rank == 0, "another rank rejected its input or found bad data: rank ", s.other_rank - 1,
+                  " of the data- or vocabulary-parallel communicator that reported it (see that rank's error)");
 }
 
 }  // namespace grpokit::device

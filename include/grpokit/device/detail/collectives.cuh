@@ -14,6 +14,7 @@
 
 #include "../../communicator.hpp"
 #include "../error.cuh"
+#include "../status.cuh"
 
 namespace grpokit::detail {
 
@@ -44,6 +45,34 @@ void device_all_gather(const C& comm, const void* send, void* recv, std::size_t 
     if (bytes > 0 && send != recv) GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(recv, send, bytes, cudaMemcpyDeviceToDevice, stream));
   } else {
     comm.all_gather(send, recv, bytes, stream);
+  }
+}
+
+// The first other rank of a communicator that rejected its input (flags[4 r + 3], gathered with its
+// sizes) or raised a status flag of its own (`all`: every rank's status), into this rank's status.
+// A rejected rank took part with placeholders, so this rank's own flags are consequences of it:
+// they are dropped, and the rejected rank is what this rank reports.
+static_assert(sizeof(device::status) == 6 * sizeof(unsigned long long),
+              "merge_status_kernel reads every status field: add a new one there");
+__global__ void __launch_bounds__(1) merge_status_kernel(const long long* flags, const device::status* all,
+                                                         int ranks, int me, device::status* st) {
+  constexpr unsigned long long none = ~0ull;
+  for (int r = 0; r < ranks; ++r) {
+    if (r != me && flags[4 * r + 3] != 0) {
+      *st = device::status{none, none, none, none, none, static_cast<unsigned long long>(r) + 1ull};
+      return;
+    }
+  }
+  for (int r = 0; r < ranks; ++r) {
+    if (r == me) continue;
+    const device::status& o = all[r];
+    const bool raised = o.bad_target != none || o.non_finite != none ||
+                        o.non_finite_seq != none || o.bad_offsets != none || o.bad_value != none ||
+                        o.other_rank != none;
+    if (raised) {
+      st->other_rank = static_cast<unsigned long long>(r) + 1ull;
+      return;
+    }
   }
 }
 

@@ -58,21 +58,22 @@ void launch_forward(const logits_input<storage_t<P>, accum_t<P>>& in, const loss
   }
 }
 
+// slice: vocabulary parallel (backward_kernel), with the whole rows' maxima already in ws.row_max.
 template <class P, class Out = storage_t<P>>
 void launch_backward(const logits_input<storage_t<P>, accum_t<P>>& in, const backward_inputs<accum_t<P>>& g,
                      const loss_config& cfg, const matrix_view<Out>& dlogits, const layout<P>& ws, cudaStream_t stream,
-                     std::int64_t first_row = 0) {
+                     std::int64_t first_row = 0, const long long* slice = nullptr) {
   const row_status st{ws.st, first_row};
   using Ops = detail::ops_for<P::order>;
   const std::int64_t T = in.logits.rows;
   if (T == 0) return;
-  if (P::vocab_prune) {
+  if (P::vocab_prune && slice == nullptr) {
     row_max_kernel<P, Ops><<<static_cast<unsigned>(T), device::tuning::row_max_threads, 0, stream>>>(
         in, cfg, ws.row_max, st, /*flag_non_finite=*/false);  // backward_kernel flags the rows it reads
     GRPOKIT_CUDA_CHECK_LAUNCH();
   }
   backward_kernel<P, Ops, Out>
-      <<<static_cast<unsigned>(T), device::tuning::backward_threads, 0, stream>>>(in, g, cfg, ws.row_max, dlogits, st);
+      <<<static_cast<unsigned>(T), device::tuning::backward_threads, 0, stream>>>(in, g, cfg, ws.row_max, dlogits, st, slice);
   GRPOKIT_CUDA_CHECK_LAUNCH();
 }
 
