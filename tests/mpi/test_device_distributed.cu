@@ -312,6 +312,85 @@ TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one 
   cudaStreamDestroy(stream);
 }
 
+// compute_advantages with the sequences cut across the DP ranks (groups straddle ranks) against the
+// one-process device call on the whole batch: the rank's advantages and mask and the statistics
+// bitwise (the same kernels on the same gathered inputs).
+template <class P>
+void compare_advantages(std::uint64_t seed) {
+  const grid& g = the_grid();
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<std::int64_t> size(1, 6);
+  std::uniform_int_distribution<int> coin(0, 3);
+  std::normal_distribution<double> n(0, 2);
+  std::vector<std::int64_t> offsets{0};
+  for (int k = 0; k < 7; ++k) offsets.push_back(offsets.back() + size(rng));
+  const std::int64_t S = offsets.back();
+  std::vector<double> r(S), lr(S), gb(offsets.size() - 1);
+  for (auto& v : r) v = coin(rng) * 0.5;
+  for (auto& v : lr) v = n(rng);
+  for (auto& v : gb) v = coin(rng) * 0.25;
+  const auto c = cuts(seed, S, g.dp_size);
+  const std::int64_t s0 = c[g.dp_rank], s1 = c[g.dp_rank + 1];
+  std::int64_t most = 0;
+  for (int q = 0; q < g.dp_size; ++q) most = std::max(most, c[q + 1] - c[q]);
+  INFO("seed " << seed << ", dp " << g.dp_size << ", rank " << g.dp_rank << ", sequences [" << s0 << ", " << s1
+                << ") of " << S);
+  grpokit::advantage_config cfg;
+  cfg.scale = grpokit::adv_scale::batch;
+  cfg.mask_zero_variance = true;
+  const buffer<double> dr(r), dlr(lr), dgb(gb);
+  const buffer<std::int64_t> doff(offsets);
+  buffer<double> da(S);
+  buffer<std::uint8_t> dk(S);
+  buffer<unsigned char> ws1(grpokit::device::workspace_bytes<P>({0, 0, S}));
+  const auto want = grpokit::device::compute_advantages<P>({dr.cspan(), doff.cspan(), dlr.cspan(), {}, dgb.cspan()},
+                                                           cfg, {da.span(), dk.span()}, ws1.data(), ws1.size());
+  const buffer<double> mr(std::vector<double>(r.begin() + s0, r.begin() + s1)),
+      mlr(std::vector<double>(lr.begin() + s0, lr.begin() + s1));
+  buffer<double> ma(s1 - s0);
+  buffer<std::uint8_t> mk(s1 - s0);
+  const grpokit::device::shape planned{0, 0, most};
+  const auto lay = layout();
+  buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>(planned, lay));
+  const auto got = grpokit::device::compute_advantages<P>({mr.cspan(), doff.cspan(), mlr.cspan(), {}, dgb.cspan()},
+                                                          cfg, {ma.span(), mk.span()}, ws.data(), ws.size(), planned,
+                                                          lay);
+  CHECK(std::memcmp(&got, &want, sizeof(got)) == 0);
+  CHECK(same_bits(ma.host(), da.host(), s0));
+  CHECK(same_bits(mk.host(), dk.host(), s0));
+}
+
+TEST_CASE("device data parallel compute_advantages: groups across ranks, bitwise one process") {
+  using D = grpokit::precision<double, double>;
+  for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+    compare_advantages<policy<D>>(seed);
+    compare_advantages<policy<D, grpokit::baseline::median>>(seed);
+    compare_advantages<policy<D, grpokit::baseline::ess_scaled>>(seed);
+    compare_advantages<policy<D, grpokit::baseline::external>>(seed);
+  }
+  // a rank with a wrong output size: rejected there, raised on every rank
+  using P = policy<D>;
+  const grid& g = the_grid();
+  const buffer<double> r(std::vector<double>(4, 1.0));
+  const buffer<std::int64_t> off(std::vector<std::int64_t>{0, static_cast<std::int64_t>(4 * g.dp_size)});
+  buffer<double> a(5);
+  buffer<std::uint8_t> k(4);
+  const grpokit::device::shape planned{0, 0, 4};
+  const auto lay = layout();
+  buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>(planned, lay));
+  const std::int64_t n = g.dp_rank == g.dp_size - 1 ? 5 : 4;
+  bool threw = false;
+  try {
+    grpokit::device::compute_advantages<P>({r.cspan(), off.cspan(), {}, {}}, {}, {{a.data(), n}, k.span()}, ws.data(),
+                                           ws.size(), planned, lay);
+  } catch (const grpokit::error& e) {
+    threw = true;
+    INFO(e.what());
+    CHECK(std::string(e.what()).find(g.dp_rank == g.dp_size - 1 ? "adv" : "rejected its input") != std::string::npos);
+  }
+  CHECK(threw);
+}
+
 TEST_CASE("device data and vocabulary parallel: an error on one rank throws on every rank") {
   using P = policy<reduction::batch_invariant, precision<float, float>, chunk<32>>;
   const grid& g = the_grid();

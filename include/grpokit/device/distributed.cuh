@@ -24,12 +24,15 @@
 #include <cuda_runtime.h>
 #include <exception>
 #include <type_traits>
+#include <vector>
 
 #include "../communicator.hpp"
+#include "../detail/collectives.hpp"
 #include "../detail/loss_partial.hpp"
 #include "detail/collectives.cuh"
 #include "detail/launch_policy.cuh"
 #include "detail/vocab_parallel.cuh"
+#include "advantages.cuh"
 #include "fused_loss.cuh"
 #include "policy_loss.cuh"
 #include "results.cuh"
@@ -46,6 +49,15 @@ struct dp_buffers {
   detail::loss_partial* partials_all = nullptr;  // [R cap]
   detail::loss_partial* tree = nullptr;          // [R cap] (batch_invariant)
   std::int64_t cap = 1;  // partials each rank sends: batch_invariant max(planned.seqs, 1), otherwise its total
+  // compute_advantages: the per-sequence inputs sent ([seqs] each), gathered ([R seqs] each), the
+  // whole batch's ([R seqs] each) and its outputs, and the one-process call's own workspace
+  std::int64_t seqs = 0;  // planned.seqs
+  double* adv_send = nullptr;
+  double* adv_all = nullptr;
+  double* adv_whole = nullptr;
+  std::uint8_t* keep_whole = nullptr;
+  unsigned char* inner = nullptr;
+  std::size_t inner_bytes = 0;
 };
 
 template <class P>
@@ -57,6 +69,15 @@ dp_buffers take_dp_buffers(carver& c, const device::shape& planned, int ranks) {
   b.status_all = c.take<device::status>(ranks);
   b.partials_all = c.take<detail::loss_partial>(ranks * b.cap);
   if (P::order == reduction_order::batch_invariant) b.tree = c.take<detail::loss_partial>(ranks * b.cap);
+  // three per-sequence inputs (rewards, log-ratios, weights) in accum_t<P>, kept as doubles' room
+  static_assert(sizeof(accum_t<P>) <= sizeof(double), "the advantage buffers hold accum_t<P> in double slots");
+  b.seqs = planned.seqs;
+  b.adv_send = c.take<double>(3 * b.seqs);
+  b.adv_all = c.take<double>(3 * ranks * b.seqs);
+  b.adv_whole = c.take<double>(4 * ranks * b.seqs);  // the three inputs and the advantages
+  b.keep_whole = c.take<std::uint8_t>(ranks * b.seqs);
+  b.inner_bytes = device::workspace_bytes<P>(device::shape{0, 0, ranks * b.seqs});
+  b.inner = c.take<unsigned char>(static_cast<std::int64_t>(b.inner_bytes));
   return b;
 }
 
@@ -78,6 +99,13 @@ struct distributed_workspace {
     used = ws.used + c.used();
   }
 };
+
+__global__ void __launch_bounds__(1) pack4_kernel(long long a, long long b, long long c, long long d, long long* out) {
+  out[0] = a;
+  out[1] = b;
+  out[2] = c;
+  out[3] = d;
+}
 
 __global__ void __launch_bounds__(1)
     pack_counts_kernel(const long long* counts, long long seqs, long long rejected, long long* send) {
@@ -419,6 +447,111 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const r
                        backward_mode mode = backward_mode::separate) {
   fused_loss_async<P>(in, batch, cfg, dlogits, workspace, workspace_bytes, planned, layout, stream, extra, mode);
   return read_loss_result(workspace, stream);
+}
+
+// compute_advantages over layout.dp: rank r holds the rewards (and log-ratios, weights) of a
+// contiguous run of the global sequences, ranks in order, any split: a group may straddle ranks;
+// group_offsets and group_baseline are the global ones, the same on every rank (checked). The
+// ranks' sequence counts are gathered and read back (the host waits once here, and once more for
+// the statistics), the inputs gathered, and every rank runs the one-process kernels on the whole
+// batch (bitwise the one-process result, for every policy) and keeps its own sequences.
+// planned.seqs: the most sequences of any rank. layout.tp: unused.
+template <class P, class DP, class TP>
+advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const advantage_config& cfg,
+                                   const advantage_outputs<accum_t<P>>& out, void* workspace,
+                                   std::size_t workspace_bytes, const shape& planned,
+                                   const parallel_layout<DP, TP>& layout, cudaStream_t stream = 0) {
+  using Real = accum_t<P>;
+  using B = typename P::baseline_type;
+  static_assert(detail::check_device_layout<DP, TP>());
+  const parallel_layout<DP, single_process> dp_only{layout.dp, single_process{}};
+  const detail::distributed_workspace<P, DP, single_process> w(workspace, workspace_bytes, planned, dp_only);
+  const detail::dp_buffers& b = w.dp;
+  const std::int64_t S = in.rewards.size();
+  // 1. the checks, and what every rank must agree on: its count, which inputs it has, the groups
+  std::exception_ptr rejected;
+  long long mine[4] = {0, 0, 0, 1};
+  try {
+    detail::require_advantage_shapes(in, cfg, out, detail::needs_log_ratio<B>::value,
+                                     detail::needs_group_baseline<B>::value);
+    GRPOKIT_REQUIRE(S <= planned.seqs, "compute_advantages: ", S, " sequences, more than the plan's ", planned.seqs,
+                    " (size every rank's workspace for the largest rank)");
+    std::vector<std::int64_t> offsets(static_cast<std::size_t>(in.group_offsets.size()));
+    std::vector<Real> baseline(static_cast<std::size_t>(in.group_baseline.size()));
+    GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(offsets.data(), in.group_offsets.data(), offsets.size() * sizeof(std::int64_t),
+                                       cudaMemcpyDeviceToHost, stream));
+    if (!baseline.empty())
+      GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(baseline.data(), in.group_baseline.data(), baseline.size() * sizeof(Real),
+                                         cudaMemcpyDeviceToHost, stream));
+    GRPOKIT_CUDA_CHECK(cudaStreamSynchronize(stream));
+    const std::uint64_t groups = detail::values_fingerprint(span<const std::int64_t>(offsets.data(), offsets.size())) ^
+                                 (detail::values_fingerprint(span<const Real>(baseline.data(), baseline.size())) * 31);
+    mine[0] = S;
+    mine[1] = (in.seq_log_ratio.empty() ? 0 : 1) | (in.seq_weight.empty() ? 0 : 2);
+    mine[2] = static_cast<long long>(groups);
+    mine[3] = 0;
+  } catch (...) {
+    rejected = std::current_exception();
+  }
+  detail::pack4_kernel<<<1, 1, 0, stream>>>(mine[0], mine[1], mine[2], mine[3], b.counts_send);
+  GRPOKIT_CUDA_CHECK_LAUNCH();
+  detail::device_all_gather(layout.dp, b.counts_send, b.counts_all, 4 * sizeof(long long), stream);
+  const int R = layout.dp.size(), me = layout.dp.rank();
+  std::vector<long long> all(4 * static_cast<std::size_t>(R));
+  GRPOKIT_CUDA_CHECK(
+      cudaMemcpyAsync(all.data(), b.counts_all, all.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream));
+  GRPOKIT_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (rejected) std::rethrow_exception(rejected);
+  std::vector<std::int64_t> begin(static_cast<std::size_t>(R) + 1, 0);
+  for (int r = 0; r < R; ++r) {
+    const long long* a = &all[4 * static_cast<std::size_t>(r)];
+    if (a[3] != 0) detail::fail("compute_advantages: data-parallel rank ", r, " rejected its input (see that rank's error)");
+    GRPOKIT_REQUIRE(a[2] == mine[2], "compute_advantages: every rank must pass the same group_offsets and group_baseline");
+    // an optional per-sequence input is given by every rank that has sequences, or by none
+    if (a[0] > 0 && mine[0] > 0)
+      GRPOKIT_REQUIRE(a[1] == mine[1], "compute_advantages: seq_log_ratio / seq_weight given by some ranks and not by others");
+    begin[static_cast<std::size_t>(r) + 1] = begin[static_cast<std::size_t>(r)] + a[0];
+  }
+  long long inputs = 0;  // which per-sequence inputs the batch has (from any rank with sequences)
+  for (int r = 0; r < R; ++r)
+    if (all[4 * static_cast<std::size_t>(r)] > 0) inputs = all[4 * static_cast<std::size_t>(r) + 1];
+  const std::int64_t total = begin.back();
+  // 2. the per-sequence inputs of every rank, then the whole batch in rank order
+  Real* send = reinterpret_cast<Real*>(b.adv_send);
+  Real* gathered = reinterpret_cast<Real*>(b.adv_all);
+  Real* whole = reinterpret_cast<Real*>(b.adv_whole);
+  const span<const Real> sources[3] = {in.rewards, in.seq_log_ratio, in.seq_weight};
+  const bool present[3] = {true, (inputs & 1) != 0, (inputs & 2) != 0};
+  const std::int64_t n = b.seqs;
+  GRPOKIT_CUDA_CHECK(cudaMemsetAsync(send, 0, 3 * n * sizeof(Real), stream));  // defined bytes past S
+  for (int k = 0; k < 3; ++k)
+    if (present[k] && S > 0)
+      GRPOKIT_CUDA_CHECK(
+          cudaMemcpyAsync(send + k * n, sources[k].data(), S * sizeof(Real), cudaMemcpyDeviceToDevice, stream));
+  detail::device_all_gather(layout.dp, send, gathered, 3 * n * sizeof(Real), stream);
+  for (int k = 0; k < 3; ++k)
+    for (int r = 0; r < R && present[k]; ++r) {
+      const std::int64_t count = begin[static_cast<std::size_t>(r) + 1] - begin[static_cast<std::size_t>(r)];
+      if (count > 0)
+        GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(whole + k * R * n + begin[static_cast<std::size_t>(r)],
+                                           gathered + (static_cast<std::int64_t>(r) * 3 + k) * n, count * sizeof(Real),
+                                           cudaMemcpyDeviceToDevice, stream));
+    }
+  // 3. the one-process call on the whole batch, and this rank's sequences of it
+  auto whole_span = [&](int k) { return present[k] ? span<const Real>(whole + k * R * n, total) : span<const Real>{}; };
+  const span<Real> adv(whole + 3 * R * n, total);
+  const span<std::uint8_t> keep(b.keep_whole, total);
+  std::size_t inner_bytes = b.inner_bytes;
+  compute_advantages_async<P>(advantage_inputs<Real>{whole_span(0), in.group_offsets, whole_span(1), whole_span(2),
+                                                     in.group_baseline},
+                              cfg, advantage_outputs<Real>{adv, keep}, b.inner, inner_bytes, stream);
+  const std::int64_t first = begin[static_cast<std::size_t>(me)];
+  if (S > 0) {
+    GRPOKIT_CUDA_CHECK(
+        cudaMemcpyAsync(out.adv.data(), adv.data() + first, S * sizeof(Real), cudaMemcpyDeviceToDevice, stream));
+    GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(out.seq_mask.data(), keep.data() + first, S, cudaMemcpyDeviceToDevice, stream));
+  }
+  return read_advantage_stats(b.inner, stream);
 }
 
 }  // namespace grpokit::device
