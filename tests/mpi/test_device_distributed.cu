@@ -7,7 +7,7 @@
 // and metrics bitwise under batch_invariant and within rounding otherwise; dlogits, logp and
 // entropy of its own block bitwise (the tiles merge in the unsharded order, integer normalisers),
 // for every reduction order; logits_backward alone the same. token_logprobs off the chunk grid:
-// within rounding. policy_loss alone
+// within rounding of one process, bitwise the host's vocabulary-parallel call. policy_loss alone
 // runs on a stream of its own. A rejected input on one rank, or a data error found on the device
 // of one rank, throws on every rank. Exit 77 (skipped) without a device
 // (tests/mpi/main.cpp with GRPOKIT_MPI_DEVICE_TEST).
@@ -25,6 +25,7 @@
 #include <grpokit/comm/mpi.hpp>
 #include <grpokit/comm/staged.cuh>
 #include <grpokit/device/distributed.cuh>
+#include <grpokit/host/vocab_parallel.hpp>
 
 #include "../catch.hpp"
 #include "../device/device_support.cuh"
@@ -242,6 +243,20 @@ void compare_logprobs_off_grid() {
   for (std::int64_t t = 0; t < p.T; ++t)
     bad += !close(a[t], b[t], 1e-5) || !close(c[t], d[t], 1e-5) || !close(e[t], f[t], 1e-5);
   CHECK(bad == 0);
+  // the host's order (each slice's tiles, then the slices in rank order): bitwise the host's
+  // vocabulary-parallel call on the same share under batch_invariant
+  if (P::order == grpokit::reduction_order::batch_invariant) {
+    const auto host_logits = support::to_storage<grpokit::storage_t<P>>(q.logits);
+    const auto host_temperature = support::cast<R>(q.temperature);
+    std::vector<R> hl(static_cast<std::size_t>(p.T)), he(hl.size()), hs(hl.size());
+    const auto host_layout = grpokit::data_and_vocab_parallel(grpokit::mpi_communicator(g.dp),
+                                                              grpokit::mpi_communicator(g.tp));
+    grpokit::host::token_logprobs<P>({{host_logits.data(), q.T, q.V, q.V}, q.targets, host_temperature}, cfg,
+                                     {hl, he, hs}, host_layout);
+    CHECK(support::same_bits(a, hl));
+    CHECK(support::same_bits(c, hs));
+    CHECK(support::same_bits(e, he));
+  }
 }
 
 using grpokit::chunk;

@@ -81,31 +81,38 @@ dp_buffers take_dp_buffers(carver& c, const device::shape& planned, int ranks) {
   return b;
 }
 
-// The layout of `planned` (a plan for T covers every T' <= T) and, after it, the buffers of the
-// layout's communicators (none for single_process).
+// What a call adds between its layout and the communicators' buffers: `local_bytes` of its own
+// (fused_linear_loss: the chunk of logits), and the rows of one vocabulary-parallel step (the
+// token chunk; planned.tokens when negative).
+struct call_room {
+  std::size_t local_bytes = 0;
+  std::int64_t step_rows = -1;
+};
+
+// The layout of `planned` (a plan for T covers every T' <= T), the call's room and, after it, the
+// buffers of the communicators (none for single_process).
 template <class P, class DP, class TP>
 struct distributed_workspace {
   layout<P> ws;
+  unsigned char* local = nullptr;  // room.local_bytes
   dp_buffers dp;
   tp_buffers<accum_t<P>> tp;
   std::size_t used = 0;
-  distributed_workspace(void* workspace, std::size_t bytes, const device::shape& planned,
-                        const parallel_layout<DP, TP>& layout, bool planning = false)
+  distributed_workspace(void* workspace, std::size_t bytes, const device::shape& planned, const DP& dp_comm,
+                        const TP& tp_comm, bool planning = false, const call_room& room = {})
       : ws(workspace, bytes, planned, planning) {
     const std::size_t lost = planning ? 0 : static_cast<std::size_t>(ws.base - static_cast<char*>(workspace));
     carver c(planning ? nullptr : ws.base + ws.used, planning ? 0 : bytes - lost - ws.used);
-    if (!std::is_same<DP, single_process>::value) dp = take_dp_buffers<P>(c, planned, layout.dp.size());
-    if (!std::is_same<TP, single_process>::value) tp = take_tp_buffers<P>(c, planned, layout.tp.size());
+    local = c.take<unsigned char>(static_cast<std::int64_t>(room.local_bytes));
+    if (!std::is_same<DP, single_process>::value) dp = take_dp_buffers<P>(c, planned, dp_comm.size());
+    if (!std::is_same<TP, single_process>::value) {
+      device::shape step = planned;
+      if (room.step_rows >= 0) step.tokens = room.step_rows;
+      tp = take_tp_buffers<P>(c, step, tp_comm.size());
+    }
     used = ws.used + c.used();
   }
 };
-
-__global__ void __launch_bounds__(1) pack4_kernel(long long a, long long b, long long c, long long d, long long* out) {
-  out[0] = a;
-  out[1] = b;
-  out[2] = c;
-  out[3] = d;
-}
 
 __global__ void __launch_bounds__(1)
     pack_counts_kernel(const long long* counts, long long seqs, long long rejected, long long* send) {
@@ -220,7 +227,7 @@ class dp_policy_loss {
 
 inline void require_within_plan(const device::shape& actual, const device::shape& planned) {
   GRPOKIT_REQUIRE(actual.tokens <= planned.tokens && actual.vocab <= planned.vocab && actual.seqs <= planned.seqs,
-                  "data-parallel call larger than its plan: T = ", actual.tokens, ", V = ", actual.vocab, ", S = ",
+                  "call over a layout larger than its plan: T = ", actual.tokens, ", V = ", actual.vocab, ", S = ",
                   actual.seqs, " against the planned T = ", planned.tokens, ", V = ", planned.vocab, ", S = ",
                   planned.seqs, " (size every rank's workspace for the largest rank)");
 }
@@ -229,24 +236,32 @@ inline void require_within_plan(const device::shape& actual, const device::shape
 
 namespace grpokit::detail {
 
-// The collectives of one call over a layout, in the order every rank makes them, whether its input
-// was accepted or rejected (a rejected rank takes part with flags, then throws).
 // The row steps of a call under TP: none, the backward's (the slices, the rows' maxima), or the
 // forward's (those and the tiles).
 enum class rows_step { none, backward, forward };
 
+// The collectives of one call over a layout, in the order every rank makes them, whether its input
+// was accepted or rejected (a rejected rank takes part with flags, then throws).
 template <class P, class DP, class TP>
 class distributed_steps {
  public:
-  distributed_steps(const parallel_layout<DP, TP>& layout, const distributed_workspace<P, DP, TP>& w,
-                    cudaStream_t stream)
-      : w_(w), dp_(layout.dp, w.ws, w.dp, stream), tp_(layout.tp, w.ws, w.tp, stream), stream_(stream) {}
+  distributed_steps(const DP& dp, const TP& tp, const distributed_workspace<P, DP, TP>& w, cudaStream_t stream)
+      : w_(w), dp_(dp, w.ws, w.dp, stream), tp_(tp, w.ws, w.tp, stream), stream_(stream) {}
   static constexpr bool by_dp = !std::is_same<DP, single_process>::value;
   static constexpr bool by_tp = !std::is_same<TP, single_process>::value;
 
   // Runs `check`; on a rejection makes the collectives of the call's steps with flags, then rethrows.
   template <class Check>
   void check_or_take_part(Check&& check, rows_step rows, bool loss) const {
+    check_or_else(check, [&] {
+      rows_rejected(rows);
+      if (loss) loss_rejected();
+    });
+  }
+  // Runs `check`; on a rejection runs `take_part` (the call's steps with flags: rows_rejected,
+  // loss_rejected, in the call's order), agrees on the status, then rethrows.
+  template <class Check, class TakePart>
+  void check_or_else(Check&& check, TakePart&& take_part) const {
     std::exception_ptr rejected;
     try {
       check();
@@ -255,6 +270,11 @@ class distributed_steps {
     }
     if (!rejected) return;
     reset_status(w_.ws.st, stream_);
+    take_part();
+    agree_on_status();
+    std::rethrow_exception(rejected);
+  }
+  void rows_rejected(rows_step rows) const {
     if constexpr (by_tp) {
       if (rows != rows_step::none) {
         tp_.exchange_slice(0, 0, true);
@@ -262,21 +282,19 @@ class distributed_steps {
       }
       if (rows == rows_step::forward) tp_.forward_rejected();
     }
-    if constexpr (by_dp) {
-      if (loss) dp_.run_rejected();
-    }
-    agree_on_status();
-    std::rethrow_exception(rejected);
+  }
+  void loss_rejected() const {
+    if constexpr (by_dp) dp_.run_rejected();
   }
   // logp, entropy, lse of every row (over the TP slices, or the rows of this rank alone).
+  // first_row: the index of row 0 in the caller's batch (the status reports rows by it).
   void forward(const logits_input<storage_t<P>, accum_t<P>>& in, const loss_config& cfg,
-               const token_stats<accum_t<P>>& out) const {
+               const token_stats<accum_t<P>>& out, std::int64_t first_row = 0) const {
     if constexpr (by_tp) {
-      tp_.exchange_slice(in.logits.cols, in.logits.rows, false);
-      tp_.whole_row_max(in, cfg, false);
-      tp_.forward(in, cfg, out);
+      backward_only(in, cfg);
+      tp_.forward(in, cfg, out, first_row);
     } else {
-      launch_forward<P>(in, cfg, out, w_.ws, stream_);
+      launch_forward<P>(in, cfg, out, w_.ws, stream_, first_row);
     }
   }
   // What logits_backward needs first: the slices and, with pruning, the whole rows' maxima.
@@ -315,6 +333,22 @@ constexpr bool check_device_layout() {
   return true;
 }
 
+// The communicator of an axis a call does not use.
+inline const single_process no_peers{};
+
+// One call over the communicators `dp` and `tp` (a layout, or one of its axes with no_peers for the
+// other): its workspace and its collectives. The communicators must outlive the call.
+template <class P, class DP, class TP>
+struct distributed_call {
+  distributed_call(const DP& dp, const TP& tp, void* workspace, std::size_t bytes, const device::shape& planned,
+                   cudaStream_t stream, const call_room& room = {})
+      : w(workspace, bytes, planned, dp, tp, false, room), steps(dp, tp, w, stream) {}
+  distributed_call(const distributed_call&) = delete;
+  distributed_call& operator=(const distributed_call&) = delete;
+  const distributed_workspace<P, DP, TP> w;
+  const distributed_steps<P, DP, TP> steps;
+};
+
 }  // namespace grpokit::detail
 
 namespace grpokit::device {
@@ -325,7 +359,7 @@ namespace grpokit::device {
 template <class P, class DP, class TP>
 std::size_t workspace_bytes(const shape& planned, const parallel_layout<DP, TP>& layout) {
   static_assert(detail::check_device_layout<DP, TP>());
-  return detail::distributed_workspace<P, DP, TP>(nullptr, 0, planned, layout, /*planning=*/true).used +
+  return detail::distributed_workspace<P, DP, TP>(nullptr, 0, planned, layout.dp, layout.tp, /*planning=*/true).used +
          detail::workspace_alignment - 1;
 }
 
@@ -336,9 +370,10 @@ void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in, const loss
                     const token_stats<accum_t<P>>& out, void* workspace, std::size_t workspace_bytes,
                     const shape& planned, const parallel_layout<DP, TP>& layout, cudaStream_t stream = 0) {
   static_assert(detail::check_device_layout<DP, TP>());
-  const parallel_layout<single_process, TP> tp_only{single_process{}, layout.tp};
-  const detail::distributed_workspace<P, single_process, TP> w(workspace, workspace_bytes, planned, tp_only);
-  const detail::distributed_steps<P, single_process, TP> steps(tp_only, w, stream);
+  const detail::distributed_call<P, single_process, TP> call(detail::no_peers, layout.tp, workspace, workspace_bytes,
+                                                             planned, stream);
+  const auto& w = call.w;
+  const auto& steps = call.steps;
   steps.check_or_take_part(
       [&] {
         detail::require_logits_shapes(in, cfg);
@@ -361,9 +396,10 @@ void logits_backward(const logits_input<storage_t<P>, accum_t<P>>& in, const bac
                      std::size_t workspace_bytes, const shape& planned, const parallel_layout<DP, TP>& layout,
                      cudaStream_t stream = 0, backward_mode mode = backward_mode::separate) {
   static_assert(detail::check_device_layout<DP, TP>());
-  const parallel_layout<single_process, TP> tp_only{single_process{}, layout.tp};
-  const detail::distributed_workspace<P, single_process, TP> w(workspace, workspace_bytes, planned, tp_only);
-  const detail::distributed_steps<P, single_process, TP> steps(tp_only, w, stream);
+  const detail::distributed_call<P, single_process, TP> call(detail::no_peers, layout.tp, workspace, workspace_bytes,
+                                                             planned, stream);
+  const auto& w = call.w;
+  const auto& steps = call.steps;
   steps.check_or_take_part(
       [&] {
         detail::require_logits_shapes(in, cfg);
@@ -385,9 +421,10 @@ void policy_loss_async(const current_policy<accum_t<P>>& cur, const rollout_batc
                        std::size_t workspace_bytes, const shape& planned, const parallel_layout<DP, TP>& layout,
                        cudaStream_t stream = 0) {
   static_assert(detail::check_device_layout<DP, TP>());
-  const parallel_layout<DP, single_process> dp_only{layout.dp, single_process{}};
-  const detail::distributed_workspace<P, DP, single_process> w(workspace, workspace_bytes, planned, dp_only);
-  const detail::distributed_steps<P, DP, single_process> steps(dp_only, w, stream);
+  const detail::distributed_call<P, DP, single_process> call(layout.dp, detail::no_peers, workspace, workspace_bytes,
+                                                             planned, stream);
+  const auto& w = call.w;
+  const auto& steps = call.steps;
   steps.check_or_take_part(
       [&] {
         detail::check_policy_shapes<P>(cur, batch, cfg, grads);
@@ -418,8 +455,9 @@ void fused_loss_async(const logits_input<storage_t<P>, accum_t<P>>& in, const ro
                       cudaStream_t stream = 0, const fused_outputs<accum_t<P>>& extra = {},
                       backward_mode mode = backward_mode::separate) {
   static_assert(detail::check_device_layout<DP, TP>());
-  const detail::distributed_workspace<P, DP, TP> w(workspace, workspace_bytes, planned, layout);
-  const detail::distributed_steps<P, DP, TP> steps(layout, w, stream);
+  const detail::distributed_call<P, DP, TP> call(layout.dp, layout.tp, workspace, workspace_bytes, planned, stream);
+  const auto& w = call.w;
+  const auto& steps = call.steps;
   const detail::fused_loss_steps<P> rows{in, batch, cfg, dlogits, extra, mode};
   steps.check_or_take_part(
       [&] {
@@ -464,8 +502,8 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   using Real = accum_t<P>;
   using B = typename P::baseline_type;
   static_assert(detail::check_device_layout<DP, TP>());
-  const parallel_layout<DP, single_process> dp_only{layout.dp, single_process{}};
-  const detail::distributed_workspace<P, DP, single_process> w(workspace, workspace_bytes, planned, dp_only);
+  const detail::distributed_workspace<P, DP, single_process> w(workspace, workspace_bytes, planned, layout.dp,
+                                                                detail::no_peers);
   const detail::dp_buffers& b = w.dp;
   const std::int64_t S = in.rewards.size();
   // 1. the checks, and what every rank must agree on: its count, which inputs it has, the groups

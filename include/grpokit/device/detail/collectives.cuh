@@ -19,13 +19,14 @@
 namespace grpokit::detail {
 
 template <class C, class = void>
-struct is_device_communicator : std::false_type {};
+struct has_device_all_gather : std::false_type {};
 template <class C>
-struct is_device_communicator<C, std::void_t<decltype(static_cast<int>(std::declval<const C&>().rank())),
-                                             decltype(static_cast<int>(std::declval<const C&>().size())),
-                                             decltype(std::declval<const C&>().all_gather(
-                                                 std::declval<const void*>(), std::declval<void*>(), std::size_t{},
-                                                 std::declval<cudaStream_t>()))>> : std::true_type {};
+struct has_device_all_gather<C, std::void_t<decltype(std::declval<const C&>().all_gather(
+                                    std::declval<const void*>(), std::declval<void*>(), std::size_t{},
+                                    std::declval<cudaStream_t>()))>> : std::true_type {};
+template <class C>
+struct is_device_communicator
+    : std::integral_constant<bool, has_rank_and_size<C>::value && has_device_all_gather<C>::value> {};
 template <>
 struct is_device_communicator<single_process> : std::true_type {};
 
@@ -46,6 +47,14 @@ void device_all_gather(const C& comm, const void* send, void* recv, std::size_t 
   } else {
     comm.all_gather(send, recv, bytes, stream);
   }
+}
+
+// Four values into a gather's send buffer (sizes and flags, from the host without a copy).
+__global__ void __launch_bounds__(1) pack4_kernel(long long a, long long b, long long c, long long d, long long* out) {
+  out[0] = a;
+  out[1] = b;
+  out[2] = c;
+  out[3] = d;
 }
 
 // The first other rank of a communicator that rejected its input (flags[4 r + 3], gathered with its

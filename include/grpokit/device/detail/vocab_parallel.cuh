@@ -70,14 +70,6 @@ tp_buffers<accum_t<P>> take_tp_buffers(carver& c, const device::shape& planned, 
   return b;
 }
 
-__global__ void __launch_bounds__(1)
-    pack_slice_kernel(long long columns, long long rows, long long rejected, long long* send) {
-  send[0] = columns;
-  send[1] = rows;
-  send[2] = 0;
-  send[3] = rejected;
-}
-
 // This rank's first column and the whole vocabulary, or -1 when a rank rejected its input (the rows
 // are then not computed: that rank's error is what every rank reports). A rank whose row count
 // differs raises bad_value at row 0 (the ranks must hold the same rows).
@@ -176,7 +168,7 @@ class tp_rows {
 
   // 1. The slices (then b.slice holds this rank's first column and the whole vocabulary).
   void exchange_slice(std::int64_t columns, std::int64_t rows, bool rejected) const {
-    pack_slice_kernel<<<1, 1, 0, stream_>>>(columns, rows, rejected ? 1 : 0, b_.slice_send);
+    pack4_kernel<<<1, 1, 0, stream_>>>(columns, rows, 0, rejected ? 1 : 0, b_.slice_send);
     GRPOKIT_CUDA_CHECK_LAUNCH();
     device_all_gather(comm_, b_.slice_send, b_.slice_all, 4 * sizeof(long long), stream_);
     slice_kernel<<<1, 1, 0, stream_>>>(b_.slice_all, comm_.size(), comm_.rank(), b_.slice, ws_.st);
@@ -204,7 +196,8 @@ class tp_rows {
     }
   }
   // 3. logp, entropy and lse of every row, on every TP rank.
-  void forward(const logits_input<storage_t<P>, Acc>& in, const loss_config& cfg, const token_stats<Acc>& out) const {
+  void forward(const logits_input<storage_t<P>, Acc>& in, const loss_config& cfg, const token_stats<Acc>& out,
+               std::int64_t first_row = 0) const {
     using Ops = ops_for<P::order>;
     constexpr int L = static_cast<int>(P::chunk_lanes);
     const std::int64_t T = in.logits.rows, V = in.logits.cols;
@@ -212,7 +205,7 @@ class tp_rows {
     clear_sends(T * tiles, T);
     if (T > 0 && tiles > 0) {  // the forward kernel's split-row output: every tile's partial, row after row
       forward_kernel<P, Ops, L><<<dim3(static_cast<unsigned>(T), 1), L, 0, stream_>>>(
-          in, cfg, out, ws_.row_max, b_.tiles_send, tiles, row_status{ws_.st, 0});
+          in, cfg, out, ws_.row_max, b_.tiles_send, tiles, row_status{ws_.st, first_row});
       GRPOKIT_CUDA_CHECK_LAUNCH();
     }
     if (T > 0) {
@@ -225,7 +218,7 @@ class tp_rows {
     if (T > 0) {
       merge_ranks_kernel<P, Ops>
           <<<device::tuning::blocks_for(T, device::tuning::merge_threads), device::tuning::merge_threads, 0, stream_>>>(
-              in, cfg, out, ws_.row_max, b_, comm_.size(), row_status{ws_.st, 0});
+              in, cfg, out, ws_.row_max, b_, comm_.size(), row_status{ws_.st, first_row});
       GRPOKIT_CUDA_CHECK_LAUNCH();
     }
   }
