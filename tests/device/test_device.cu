@@ -9,6 +9,7 @@
 
 using device_support::buffer;
 using device_support::device_problem;
+using device_support::reference_gemm;
 using device_support::sized;
 
 namespace {
@@ -467,35 +468,6 @@ TEST_CASE("device deterministic: identical bits run to run", "[device]") {
 }
 
 namespace {
-
-// A plain GEMM with fused_linear_loss's contract (device/fused_linear_loss.cuh, cublas_gemm): C
-// (column-major m x n) = op(A) op(B) + beta C, Acc accumulation, a thread per element of C.
-template <class Acc, class TA, class TB, class TC>
-__global__ void reference_gemm_kernel(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const TA* A,
-                                      std::int64_t lda, const TB* B, std::int64_t ldb, Acc beta, TC* C,
-                                      std::int64_t ldc) {
-  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= m * n) return;
-  const std::int64_t r = i % m, c = i / m;
-  Acc acc = 0;
-  for (std::int64_t l = 0; l < k; ++l)
-    acc += grpokit::math::load<Acc>(ta ? A[r * lda + l] : A[l * lda + r]) *
-           grpokit::math::load<Acc>(tb ? B[l * ldb + c] : B[c * ldb + l]);
-  TC& out = C[c * ldc + r];
-  out = grpokit::math::store<TC>(beta == Acc(0) ? acc : acc + beta * grpokit::math::load<Acc>(out));
-}
-
-struct reference_gemm {
-  cudaStream_t stream;
-  template <class Acc, class TA, class TB, class TC>
-  void operator()(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const TA* A, std::int64_t lda,
-                  const TB* B, std::int64_t ldb, Acc beta, TC* C, std::int64_t ldc) const {
-    if (m * n == 0) return;
-    reference_gemm_kernel<Acc><<<static_cast<unsigned>((m * n + 127) / 128), 128, 0, stream>>>(ta, tb, m, n, k, A, lda,
-                                                                                               B, ldb, beta, C, ldc);
-    GRPOKIT_CUDA_CHECK_LAUNCH();
-  }
-};
 
 // device fused_linear_loss against host::fused_linear_loss; `call` runs the device entry point
 // (with cuBLAS, or with reference_gemm through detail::fused_linear_loss_with).

@@ -8,9 +8,11 @@
 // entropy of its own block bitwise (the tiles merge in the unsharded order, integer normalisers),
 // for every reduction order; logits_backward alone the same. token_logprobs off the chunk grid:
 // within rounding of one process, bitwise the host's vocabulary-parallel call. policy_loss alone
-// runs on a stream of its own. A rejected input on one rank, or a data error found on the device
-// of one rank, throws on every rank. Exit 77 (skipped) without a device
-// (tests/mpi/main.cpp with GRPOKIT_MPI_DEVICE_TEST).
+// runs on a stream of its own. fused_linear_loss (with a reference GEMM: the simulator has no
+// cuBLAS) against the one-process call, the gradients the caller sums checked summed. A rejected
+// input on one rank, or a data error found on the device of one rank, throws on every rank. Exit
+// 77 (skipped) without a device (tests/mpi/main.cpp with GRPOKIT_MPI_DEVICE_TEST).
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <mpi.h>
 
@@ -36,6 +38,7 @@ namespace {
 
 using device_support::buffer;
 using device_support::device_problem;
+using device_support::reference_gemm;
 using grpokit::loss_config;
 
 using mpi_grid::grid;
@@ -259,6 +262,171 @@ void compare_logprobs_off_grid() {
   }
 }
 
+// The sum over a communicator's ranks of a float array (in double), for the gradients a caller
+// reduces itself (dhidden over TP, dweight and dbias over DP).
+std::vector<double> sum_over(MPI_Comm comm, const std::vector<float>& mine) {
+  std::vector<double> in(mine.begin(), mine.end()), out(in.size());
+  MPI_Allreduce(in.data(), out.data(), static_cast<int>(in.size()), MPI_DOUBLE, MPI_SUM, comm);
+  return out;
+}
+// a == b bitwise when `exact`, otherwise within tol of the largest |b|
+bool agree(const std::vector<double>& a, const std::vector<float>& b, bool exact, double tol) {
+  double scale = 0;
+  for (float x : b) scale = std::max(scale, std::fabs(static_cast<double>(x)));
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (exact ? static_cast<float>(a[i]) != b[i] : std::fabs(a[i] - b[i]) > tol * (scale + 1e-30)) return false;
+  return a.size() == b.size();
+}
+
+// The LM head of a test: hidden [T, D], weight [V, D] and a bias, and their rows.
+struct lm_head {
+  std::int64_t D;
+  std::vector<double> hidden, weight, bias;
+  lm_head(std::uint64_t seed, std::int64_t T, std::int64_t V, std::int64_t D_) : D(D_) {
+    std::mt19937_64 rng(seed * 31);
+    std::normal_distribution<double> w(0, 1 / std::sqrt(static_cast<double>(D))), h(0, 1.5), b(0, 0.2);
+    for (std::int64_t i = 0; i < T * D; ++i) hidden.push_back(h(rng));
+    for (std::int64_t i = 0; i < V * D; ++i) weight.push_back(w(rng));
+    for (std::int64_t i = 0; i < V; ++i) bias.push_back(b(rng));
+  }
+};
+std::vector<double> rows_of(const std::vector<double>& m, std::int64_t width, std::int64_t r0, std::int64_t r1) {
+  return std::vector<double>(m.begin() + r0 * width, m.begin() + r1 * width);
+}
+
+// One device fused_linear_loss run with the reference GEMM (everything but cuBLAS, which the
+// simulated GPU cannot run): the rows of the head given, gradients from zero.
+template <class P>
+struct linear_run {
+  using S = grpokit::storage_t<P>;
+  std::int64_t T, V, D;
+  buffer<S> hidden, weight, bias, dhidden;
+  buffer<float> dweight, dbias, logp, entropy;
+  linear_run(const std::vector<double>& h, const std::vector<double>& w, const std::vector<double>& b, std::int64_t D_,
+             std::int64_t dhidden_rows = -1)
+      : T(static_cast<std::int64_t>(h.size()) / D_), V(static_cast<std::int64_t>(b.size())), D(D_),
+        hidden(support::to_storage<S>(h)), weight(support::to_storage<S>(w)), bias(support::to_storage<S>(b)),
+        dhidden(static_cast<std::size_t>((dhidden_rows < 0 ? T : dhidden_rows) * D)), dweight(w.size()), dbias(b.size()),
+        logp(T), entropy(T) {
+    GRPOKIT_CUDA_CHECK(cudaMemset(dweight.data(), 0, w.size() * sizeof(float)));
+    GRPOKIT_CUDA_CHECK(cudaMemset(dbias.data(), 0, b.size() * sizeof(float)));
+  }
+  grpokit::linear_input<S, float> input(const device_problem<P>& d) const {
+    return {{hidden.data(), T, D, D}, {weight.data(), V, D, D}, bias.cspan(), d.targets.cspan(), {}};
+  }
+  grpokit::linear_grads<S, float> grads() const {
+    grpokit::linear_grads<S, float> g;
+    g.dhidden = {dhidden.data(), dhidden.size() / D, D, D};
+    g.dweight_acc = {dweight.data(), V, D, D};
+    g.dbias = dbias.span();
+    return g;
+  }
+  grpokit::fused_outputs<float> extra() const { return {logp.span(), entropy.span()}; }
+};
+
+// fused_linear_loss over the layout (the rank's sequences, rows of the head on the chunk grid)
+// against the one-process device call on the whole batch: the loss and metrics as compare_fused,
+// logp and entropy of the rank's rows bitwise (the same logits: every one is its own dot product),
+// dhidden summed over the TP ranks, dweight and dbias over the DP ranks against the whole batch's:
+// bitwise with one rank on that axis (the same GEMMs of the same bits), within rounding otherwise.
+// `one` and `many` run the one-process and the distributed call with `gemm`: reference_gemm, or
+// cuBLAS (then the logits themselves may differ in rounding between the shapes, and every check
+// is within rounding).
+template <class Gemm>
+struct linear_calls {
+  Gemm gemm;
+  template <class P>
+  grpokit::loss_result one(const grpokit::linear_input<grpokit::storage_t<P>, float>& in,
+                           const grpokit::rollout_batch<float>& batch, const loss_config& cfg, std::int64_t chunk,
+                           const grpokit::linear_grads<grpokit::storage_t<P>, float>& grads, void* ws,
+                           std::size_t bytes, const grpokit::fused_outputs<float>& extra) const {
+    grpokit::detail::fused_linear_loss_with<P>(gemm, in, batch, cfg, chunk, grads, ws, bytes, 0, extra);
+    return grpokit::device::read_loss_result(ws, 0);
+  }
+  template <class P, class Layout>
+  grpokit::loss_result many(const grpokit::linear_input<grpokit::storage_t<P>, float>& in,
+                            const grpokit::rollout_batch<float>& batch, const loss_config& cfg, std::int64_t chunk,
+                            const grpokit::linear_grads<grpokit::storage_t<P>, float>& grads, void* ws,
+                            std::size_t bytes, const grpokit::device::shape& planned, const Layout& lay,
+                            const grpokit::fused_outputs<float>& extra) const {
+    grpokit::detail::fused_linear_loss_with<P>(gemm, in, batch, cfg, chunk, grads, ws, bytes, planned, lay, 0, extra);
+    return grpokit::device::read_loss_result(ws, 0);
+  }
+};
+
+template <class P, class Calls>
+void compare_linear(const Calls& calls, bool bitwise, const loss_config& cfg, std::uint64_t seed,
+                    bool with_rejection) {
+  const bool exact = std::is_same<Calls, linear_calls<reference_gemm>>::value;
+  using S = grpokit::storage_t<P>;
+  static_assert(std::is_same<grpokit::accum_t<P>, float>::value, "the test keeps float outputs");
+  const grid& g = the_grid();
+  const std::int64_t V = 3 * 32 + 5, D = 6, token_chunk = 7;
+  INFO("policy " << support::describe<P>() << ", seed " << seed << ", grid dp " << g.dp_size << " x tp "
+                 << g.tp_size << ", rank " << g.rank);
+  const ref::problem p = global_problem(seed, V);
+  const share sh = my_share(p, seed, 32);
+  const ref::problem q = share_of(p, sh.s0, sh.s1, sh.c0, sh.c1);
+  const lm_head head(seed, p.T, V, D);
+
+  device_problem<P> whole(p);
+  linear_run<P> w(head.hidden, head.weight, head.bias, D);
+  std::size_t bytes = grpokit::device::linear_workspace_bytes<P>({p.T, V, p.S}, token_chunk);
+  buffer<unsigned char> ws1(bytes);
+  const auto want =
+      calls.template one<P>(w.input(whole), whole.batch(), cfg, token_chunk, w.grads(), ws1.data(), bytes, w.extra());
+
+  device_problem<P> mine(q);
+  linear_run<P> m(rows_of(head.hidden, D, sh.t0, sh.t0 + q.T), rows_of(head.weight, D, sh.c0, sh.c1),
+                  rows_of(head.bias, 1, sh.c0, sh.c1), D);
+  const grpokit::device::shape planned{sh.most_tokens, sh.most_columns, sh.most_seqs};
+  const auto lay = layout();
+  buffer<unsigned char> ws(grpokit::device::linear_workspace_bytes<P>(planned, token_chunk, lay));
+  const auto got = calls.template many<P>(m.input(mine), mine.batch(), cfg, token_chunk, m.grads(), ws.data(),
+                                         ws.size(), planned, lay, m.extra());
+  const double tol = exact ? 1e-5 : 1e-4;
+  if (bitwise && exact) {
+    CHECK(std::memcmp(&got, &want, sizeof(got)) == 0);
+  } else {
+    CHECK(close(got.loss, want.loss, tol));
+    CHECK(close(got.metrics.entropy_mean, want.metrics.entropy_mean, tol));
+    CHECK(close(got.metrics.kl_ref, want.metrics.kl_ref, tol));
+  }
+  CHECK(got.metrics.tokens == want.metrics.tokens);
+  if (P::vocab_prune) CHECK(want.metrics.masked_tokens_vocab_prune > 0);  // the pruning bites
+  auto rows_agree = [&](const std::vector<float>& mine_rows, const std::vector<float>& all) {
+    const std::vector<float> want_rows(all.begin() + sh.t0, all.begin() + sh.t0 + q.T);
+    return agree(std::vector<double>(mine_rows.begin(), mine_rows.end()), want_rows, exact, tol);
+  };
+  if (exact) CHECK(got.metrics.masked_tokens_vocab_prune == want.metrics.masked_tokens_vocab_prune);
+  CHECK(rows_agree(m.logp.host(), w.logp.host()));
+  CHECK(rows_agree(m.entropy.host(), w.entropy.host()));
+  auto as_float = [](const std::vector<S>& v) { return std::vector<float>(v.begin(), v.end()); };
+  auto part = [](const std::vector<float>& v, std::int64_t width, std::int64_t r0, std::int64_t r1) {
+    return std::vector<float>(v.begin() + r0 * width, v.begin() + r1 * width);
+  };
+  CHECK(agree(sum_over(g.tp, as_float(m.dhidden.host())),
+              part(as_float(w.dhidden.host()), D, sh.t0, sh.t0 + q.T), exact && g.tp_size == 1, tol));
+  CHECK(agree(sum_over(g.dp, m.dweight.host()), part(w.dweight.host(), D, sh.c0, sh.c1), exact && g.dp_size == 1,
+              tol));
+  CHECK(agree(sum_over(g.dp, m.dbias.host()), part(w.dbias.host(), 1, sh.c0, sh.c1), exact && g.dp_size == 1, tol));
+
+  if (!with_rejection) return;
+  // the last rank's dhidden has a row too many: rejected on its host, raised on every rank
+  linear_run<P> bad(rows_of(head.hidden, D, sh.t0, sh.t0 + q.T), rows_of(head.weight, D, sh.c0, sh.c1),
+                    rows_of(head.bias, 1, sh.c0, sh.c1), D, g.rank == g.size - 1 ? q.T + 1 : q.T);
+  bool threw = false;
+  try {
+    calls.template many<P>(bad.input(mine), mine.batch(), cfg, token_chunk, bad.grads(), ws.data(), ws.size(), planned,
+                           lay, bad.extra());
+  } catch (const grpokit::error& e) {
+    threw = true;
+    INFO(e.what());
+    CHECK(std::string(e.what()).find(g.rank == g.size - 1 ? "dhidden" : "another rank") != std::string::npos);
+  }
+  CHECK(threw);
+}
+
 using grpokit::chunk;
 using grpokit::policy;
 using grpokit::precision;
@@ -274,8 +442,69 @@ TEST_CASE("device vocabulary parallel token_logprobs off the chunk grid: within 
   compare_logprobs_off_grid<policy<reduction::batch_invariant, precision<float, float>, chunk<32>>>();
 }
 
-TEST_CASE("device data parallel fused_loss: within rounding of one process otherwise") {
-  compare_fused<policy<reduction::deterministic, precision<float, float>, chunk<32>>>(false);
+TEST_CASE("device data parallel fused_loss: within rounding of one process otherwise (and vocabulary pruning)") {
+  compare_fused<policy<reduction::deterministic, precision<float, float>, chunk<32>, grpokit::mask::vocab_prune>>(false);
+}
+
+namespace {
+loss_config pruned_linear_config() {  // vocabulary pruning: the backward needs the whole rows' maxima again
+  loss_config cfg;
+  cfg.agg = grpokit::aggregation::token_sum;
+  cfg.prune_rho = 0.3;
+  cfg.entropy_coef = 0.02;
+  return cfg;
+}
+loss_config kl_linear_config() {
+  loss_config cfg;
+  cfg.kl = grpokit::kl_estimator::k3;
+  cfg.kl_coef = 0.05;
+  cfg.entropy_coef = 0.01;
+  return cfg;
+}
+using pruned_linear = policy<reduction::batch_invariant, precision<float, float>, chunk<32>, grpokit::mask::vocab_prune>;
+using plain_linear = policy<reduction::deterministic, precision<float, float>, chunk<32>>;
+}  // namespace
+
+TEST_CASE("device data and vocabulary parallel fused_linear_loss: bitwise one process under batch_invariant") {
+  compare_linear<pruned_linear>(linear_calls<reference_gemm>{{0}}, true, pruned_linear_config(), 701, true);
+}
+
+TEST_CASE("device data and vocabulary parallel fused_linear_loss: within rounding otherwise") {
+  compare_linear<plain_linear>(linear_calls<reference_gemm>{{0}}, false, kl_linear_config(), 702, false);
+}
+
+// cuBLAS needs a real GPU: [linear] is left out on the simulator (tests/CMakeLists.txt).
+TEST_CASE("device data and vocabulary parallel fused_linear_loss with cuBLAS: within rounding", "[linear]") {
+  cublasHandle_t handle;
+  REQUIRE(cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS);
+  const linear_calls<grpokit::detail::cublas_gemm> calls{{handle, 0}};
+  compare_linear<pruned_linear>(calls, true, pruned_linear_config(), 703, true);
+  compare_linear<plain_linear>(calls, false, kl_linear_config(), 704, false);
+  // the public entry point: a null handle on the last rank is a rejection there, raised everywhere
+  using P = plain_linear;
+  const grid& g = the_grid();
+  const ref::problem p = global_problem(705, 40);
+  const share sh = my_share(p, 705, 32);
+  const ref::problem q = share_of(p, sh.s0, sh.s1, sh.c0, sh.c1);
+  const lm_head head(705, p.T, p.V, 4);
+  device_problem<P> mine(q);
+  linear_run<P> m(rows_of(head.hidden, 4, sh.t0, sh.t0 + q.T), rows_of(head.weight, 4, sh.c0, sh.c1),
+                  rows_of(head.bias, 1, sh.c0, sh.c1), 4);
+  const grpokit::device::shape planned{sh.most_tokens, sh.most_columns, sh.most_seqs};
+  const auto lay = layout();
+  buffer<unsigned char> ws(grpokit::device::linear_workspace_bytes<P>(planned, 3, lay));
+  bool threw = false;
+  try {
+    grpokit::device::fused_linear_loss<P>(m.input(mine), mine.batch(), loss_config{}, 3, m.grads(),
+                                          g.rank == g.size - 1 ? nullptr : handle, ws.data(), ws.size(), planned, lay);
+  } catch (const grpokit::error& e) {
+    threw = true;
+    INFO(e.what());
+    CHECK(std::string(e.what()).find(g.rank == g.size - 1 ? "null cuBLAS handle" : "another rank") !=
+          std::string::npos);
+  }
+  CHECK(threw);
+  cublasDestroy(handle);
 }
 
 TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one process, a rejection on every rank") {

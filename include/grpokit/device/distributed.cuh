@@ -10,6 +10,8 @@
 // Vocabulary parallel: each rank of layout.tp holds a contiguous slice of the columns of the same
 // rows (detail/vocab_parallel.cuh): the row partials are gathered and merged, bitwise the unsharded
 // call when every slice starts on a multiple of the chunk; dlogits of the rank's columns.
+// fused_linear_loss over a layout runs the one-process chunked schedule (fused_linear_loss.cuh)
+// with these steps: each token chunk's rows over TP, the policy loss over DP.
 // The communicators are device communicators (detail/collectives.cuh: nccl_communicator,
 // staged_communicator, single_process); everything is ordered on `stream`, and with NCCL nothing
 // synchronises the host.
@@ -33,6 +35,7 @@
 #include "detail/launch_policy.cuh"
 #include "detail/vocab_parallel.cuh"
 #include "advantages.cuh"
+#include "fused_linear_loss.cuh"
 #include "fused_loss.cuh"
 #include "policy_loss.cuh"
 #include "results.cuh"
@@ -349,6 +352,52 @@ struct distributed_call {
   const distributed_steps<P, DP, TP> steps;
 };
 
+// fused_linear_loss over a layout: the workspace's room (the chunk buffers for planned.vocab
+// columns; the TP steps are one token chunk of rows).
+template <class P>
+call_room linear_room(const device::shape& planned, std::int64_t token_chunk) {
+  const std::int64_t C = linear_chunk_rows(token_chunk, planned.tokens);
+  return call_room{linear_chunk_buffers<storage_t<P>, accum_t<P>>::bytes(C, planned.vocab, 0), C};
+}
+
+// device::fused_linear_loss_async over a layout with its GEMMs done by `gemm` (ordered on `stream`);
+// gemm_error: why `gemm` cannot run (a null handle), a rejection like any other.
+template <class P, class Gemm, class DP, class TP>
+void fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_t<P>, accum_t<P>>& in,
+                            const rollout_batch<accum_t<P>>& batch, const loss_config& cfg, std::int64_t token_chunk,
+                            const linear_grads<storage_t<P>, accum_t<P>>& grads, void* workspace,
+                            std::size_t workspace_bytes, const device::shape& planned,
+                            const parallel_layout<DP, TP>& layout, cudaStream_t stream,
+                            const fused_outputs<accum_t<P>>& extra, const char* gemm_error = nullptr) {
+  using Q = typename P::template with_storage<accum_t<P>>;
+  static_assert(check_device_layout<DP, TP>());
+  const distributed_call<Q, DP, TP> call(layout.dp, layout.tp, workspace, workspace_bytes, planned, stream,
+                                         linear_room<P>(planned, token_chunk));
+  const auto& steps = call.steps;
+  const auto& ws = call.w.ws;
+  const std::int64_t C = linear_chunk_rows(token_chunk, planned.tokens);
+  // under TP every rank walks the plan's chunks (the same collectives); otherwise its own
+  const std::int64_t chunks = ((steps.by_tp ? planned.tokens : in.hidden.rows) + C - 1) / C;
+  steps.check_or_else(
+      [&] {
+        GRPOKIT_REQUIRE(gemm_error == nullptr, gemm_error);
+        check_linear_inputs<P>(in, batch, cfg, token_chunk, grads, extra, lm_head_norms{});
+        GRPOKIT_REQUIRE(extra.sum_p2.empty() || layout.tp.size() == 1,
+                        "device fused_linear_loss: sum_p2 under vocabulary parallelism is host-only for now");
+        require_within_plan(device::shape{in.hidden.rows, in.weight.rows, batch.seq_offsets.size() - 1}, planned);
+      },
+      [&] {
+        for (std::int64_t k = 0; k < chunks; ++k) steps.rows_rejected(rows_step::forward);
+        steps.loss_rejected();
+        for (std::int64_t k = 0; k < chunks; ++k) steps.rows_rejected(rows_step::backward);
+      });
+  reset_status(ws.st, stream);
+  const linear_chunk_buffers<storage_t<P>, accum_t<P>> buf(call.w.local, C, in.weight.rows);
+  linear_chunks<P>(gemm, steps, ws, buf, C, chunks, in, batch, cfg, grads, extra, lm_head_norms{}, stream);
+  steps.agree_on_status();
+  launch_finish_loss<Q>(cfg, ws, stream);
+}
+
 }  // namespace grpokit::detail
 
 namespace grpokit::device {
@@ -475,6 +524,50 @@ void fused_loss_async(const logits_input<storage_t<P>, accum_t<P>>& in, const ro
   rows.backward(w.ws, stream, steps.slice());
   steps.agree_on_status();
   detail::launch_finish_loss<P>(cfg, w.ws, stream);
+}
+
+// fused_linear_loss over the layout, with cuBLAS GEMMs on `stream`: weight (and bias, dweight,
+// dbias) are this rank's vocabulary rows of the LM head (layout.tp), hidden the whole [T, D] on
+// every TP rank, the sequences this rank's (layout.dp). dhidden is this rank's part,
+// dlogits_slice W_slice: the caller sums it over the TP ranks (Megatron's column-parallel linear
+// backward); dweight and dbias the rank's tokens' contribution to its rows: the caller sums them
+// over the DP ranks. token_chunk, like `planned` (planned.vocab: the most rows of the head on any
+// TP rank), must be the same on every rank: under TP every rank walks the plan's token chunks.
+// Workspace: linear_workspace_bytes(planned, token_chunk, layout). Over a layout the device has no
+// lm_head_norms, and no sum_p2 under TP (the host has both).
+template <class P, class DP, class TP>
+std::size_t linear_workspace_bytes(const shape& planned, std::int64_t token_chunk,
+                                   const parallel_layout<DP, TP>& layout) {
+  using Q = typename P::template with_storage<accum_t<P>>;
+  static_assert(detail::check_device_layout<DP, TP>());
+  return detail::distributed_workspace<Q, DP, TP>(nullptr, 0, planned, layout.dp, layout.tp, /*planning=*/true,
+                                                  detail::linear_room<P>(planned, token_chunk))
+             .used +
+         detail::workspace_alignment - 1;
+}
+
+template <class P, class DP, class TP>
+void fused_linear_loss_async(const linear_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
+                             const loss_config& cfg, std::int64_t token_chunk,
+                             const linear_grads<storage_t<P>, accum_t<P>>& grads, cublasHandle_t handle,
+                             void* workspace, std::size_t workspace_bytes, const shape& planned,
+                             const parallel_layout<DP, TP>& layout, cudaStream_t stream = 0,
+                             const fused_outputs<accum_t<P>>& extra = {}) {
+  detail::fused_linear_loss_with<P>(detail::cublas_gemm{handle, stream}, in, batch, cfg, token_chunk, grads, workspace,
+                                    workspace_bytes, planned, layout, stream, extra,
+                                    handle == nullptr ? "fused_linear_loss: null cuBLAS handle" : nullptr);
+}
+
+template <class P, class DP, class TP>
+loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
+                              const loss_config& cfg, std::int64_t token_chunk,
+                              const linear_grads<storage_t<P>, accum_t<P>>& grads, cublasHandle_t handle,
+                              void* workspace, std::size_t workspace_bytes, const shape& planned,
+                              const parallel_layout<DP, TP>& layout, cudaStream_t stream = 0,
+                              const fused_outputs<accum_t<P>>& extra = {}) {
+  fused_linear_loss_async<P>(in, batch, cfg, token_chunk, grads, handle, workspace, workspace_bytes, planned, layout,
+                             stream, extra);
+  return read_loss_result(workspace, stream);
 }
 
 template <class P, class DP, class TP>
