@@ -1,0 +1,152 @@
+"""grpokit from PyTorch: custom operators over grpokit's host path (docs/pytorch.md).
+
+    import grpokit_torch as gk
+    out = gk.fused_loss(logits, targets, seq_offsets, adv, logp_old=old, kl="k3", kl_coef=0.05)
+    out.loss.backward()                      # logits.grad = grad_out * dlogits
+    gk.metrics_dict(out.metrics)["clip_frac_high"]
+
+Every loss_config field is a keyword argument with its C++ name and default (`is` is
+`is_correction`); enum fields take their C++ names as strings. The precision is the logits' dtype;
+`reduction` and `mask` (and `baseline` for compute_advantages) choose among the built policies.
+"""
+from typing import NamedTuple, Optional
+
+import torch
+
+from . import _C  # registers the operators torch.ops.grpokit.*
+
+__all__ = ["token_logprobs", "fused_loss", "compute_advantages", "metrics_dict", "advantage_stats_dict",
+           "loss_config_defaults", "advantage_config_defaults", "metric_names", "advantage_stat_names"]
+
+metric_names = list(_C.metric_names())
+advantage_stat_names = list(_C.advantage_stat_names())
+_LOSS_FIELDS = list(_C.loss_config_fields())
+_ADV_FIELDS = list(_C.advantage_config_fields())
+
+
+def _defaults(fields):
+    out = {}
+    for name, default, choices, is_bool in fields:
+        out[name] = choices[int(default)] if choices else (bool(default) if is_bool else default)
+    return out
+
+
+loss_config_defaults = _defaults(_LOSS_FIELDS)
+advantage_config_defaults = _defaults(_ADV_FIELDS)
+
+
+def _config(fields, kwargs, what):
+    """The config values in the operator's order: every field from kwargs or its C++ default."""
+    unknown = set(kwargs) - {f[0] for f in fields}
+    if unknown:
+        raise TypeError(f"grpokit.{what}: unknown keyword argument(s) {sorted(unknown)}; "
+                        f"the config fields are {[f[0] for f in fields]}")
+    values = []
+    for name, default, choices, is_bool in fields:
+        v = kwargs.get(name, None)
+        if v is None:
+            values.append(float(default))
+        elif choices:
+            if v not in choices:
+                raise ValueError(f"grpokit.{what}: {name} must be one of {choices}, got {v!r}")
+            values.append(float(choices.index(v)))
+        else:
+            values.append(float(v))
+    return values
+
+
+class TokenStats(NamedTuple):
+    logp: torch.Tensor
+    entropy: torch.Tensor
+    lse: torch.Tensor
+
+
+class LossOutput(NamedTuple):
+    loss: torch.Tensor      # 0-dim, float32 (float64 for float64 logits); differentiable w.r.t. logits
+    metrics: torch.Tensor   # float64 [len(metric_names)]: metrics_dict(metrics)
+    logp: torch.Tensor      # [T] detached
+    entropy: torch.Tensor   # [T] detached
+
+
+class Advantages(NamedTuple):
+    adv: torch.Tensor       # [S]
+    seq_mask: torch.Tensor  # [S] uint8, 0 = excluded
+    stats: torch.Tensor     # float64 [len(advantage_stat_names)]: advantage_stats_dict(stats)
+
+
+def metrics_dict(metrics: torch.Tensor) -> dict:
+    return dict(zip(metric_names, metrics.tolist()))
+
+
+def advantage_stats_dict(stats: torch.Tensor) -> dict:
+    return dict(zip(advantage_stat_names, stats.tolist()))
+
+
+def token_logprobs(logits, targets, *, token_temperature=None, reduction="deterministic", mask="padding",
+                   **config) -> TokenStats:
+    """logp of the target, entropy and log-sum-exp of every row of logits [T, V] (no softmax kept)."""
+    cfg = _config(_LOSS_FIELDS, config, "token_logprobs")
+    return TokenStats(*torch.ops.grpokit.token_logprobs(logits, targets, token_temperature, cfg, reduction, mask))
+
+
+def fused_loss(logits, targets, seq_offsets, adv, *, logp_old=None, logp_ref=None, logp_rollout=None,
+               token_mask=None, seq_mask=None, token_temperature=None, reduction="deterministic",
+               mask="padding", **config) -> LossOutput:
+    """The policy-gradient loss of a packed batch from its logits [T, V] (docs/pytorch.md)."""
+    cfg = _config(_LOSS_FIELDS, config, "fused_loss")
+    loss, metrics, _, logp, entropy = torch.ops.grpokit.fused_loss(
+        logits, targets, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask,
+        token_temperature, cfg, reduction, mask)
+    return LossOutput(loss, metrics, logp, entropy)
+
+
+def compute_advantages(rewards, group_offsets, *, seq_log_ratio=None, seq_weight=None, group_baseline=None,
+                       baseline="mean", **config) -> Advantages:
+    """Group advantages of rewards [S], groups [G + 1] offsets (docs/baseline.md)."""
+    cfg = _config(_ADV_FIELDS, config, "compute_advantages")
+    return Advantages(*torch.ops.grpokit.compute_advantages(rewards, group_offsets, seq_log_ratio, seq_weight,
+                                                            group_baseline, cfg, baseline))
+
+
+# ---- fake (meta) kernels: shapes and dtypes only, for torch.compile and FakeTensor ----
+def _accum(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.register_fake("grpokit::token_logprobs")
+def _token_logprobs_fake(logits, targets, token_temperature, config, reduction, mask):
+    T = logits.shape[0]
+    out = logits.new_empty((T,), dtype=_accum(logits.dtype))
+    return out, torch.empty_like(out), torch.empty_like(out)
+
+
+@torch.library.register_fake("grpokit::fused_loss")
+def _fused_loss_fake(logits, targets, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask,
+                     token_temperature, config, reduction, mask):
+    acc = _accum(logits.dtype)
+    T = logits.shape[0]
+    return (logits.new_empty((), dtype=acc), logits.new_empty((len(metric_names),), dtype=torch.float64),
+            torch.empty_like(logits, memory_format=torch.contiguous_format), logits.new_empty((T,), dtype=acc),
+            logits.new_empty((T,), dtype=acc))
+
+
+@torch.library.register_fake("grpokit::compute_advantages")
+def _compute_advantages_fake(rewards, group_offsets, seq_log_ratio, seq_weight, group_baseline, config, baseline):
+    S = rewards.shape[0]
+    return (rewards.new_empty((S,)), rewards.new_empty((S,), dtype=torch.uint8),
+            rewards.new_empty((len(advantage_stat_names),), dtype=torch.float64))
+
+
+# ---- autograd: d loss / d logits = dlogits, computed by the forward; only the loss is differentiable ----
+def _fused_loss_setup(ctx, inputs, output):
+    ctx.save_for_backward(output[2])
+
+
+def _fused_loss_backward(ctx, grad_loss, grad_metrics, grad_dlogits, grad_logp, grad_entropy):
+    (dlogits,) = ctx.saved_tensors
+    grad_logits = (grad_loss.to(torch.float32 if dlogits.dtype != torch.float64 else torch.float64) *
+                   dlogits).to(dlogits.dtype)
+    return (grad_logits,) + (None,) * 12
+
+
+torch.library.register_autograd("grpokit::fused_loss", _fused_loss_backward, setup_context=_fused_loss_setup)

@@ -1,0 +1,30 @@
+// The grpokit operators for PyTorch (docs/pytorch.md): their schemas, and what Python needs to
+// offer the keyword arguments and name the outputs. The CPU implementations (host path) are in a
+// translation unit each; grpokit_torch/__init__.py adds the fake kernels, the autograd formula of
+// fused_loss and the keyword arguments.
+#include <torch/extension.h>
+
+#include "config_fields.hpp"
+#include "variants.hpp"
+
+TORCH_LIBRARY(grpokit, m) {
+  m.def("token_logprobs(Tensor logits, Tensor targets, Tensor? token_temperature, float[] config, str reduction, "
+        "str mask) -> (Tensor logp, Tensor entropy, Tensor lse)");
+  m.def("fused_loss(Tensor logits, Tensor targets, Tensor seq_offsets, Tensor adv, Tensor? logp_old, "
+        "Tensor? logp_ref, Tensor? logp_rollout, Tensor? token_mask, Tensor? seq_mask, Tensor? token_temperature, "
+        "float[] config, str reduction, str mask) -> (Tensor loss, Tensor metrics, Tensor dlogits, Tensor logp, "
+        "Tensor entropy)");
+  m.def("compute_advantages(Tensor rewards, Tensor group_offsets, Tensor? seq_log_ratio, Tensor? seq_weight, "
+        "Tensor? group_baseline, float[] config, str baseline) -> (Tensor adv, Tensor seq_mask, Tensor stats)");
+}
+
+// What Python needs to offer the keyword arguments and name the outputs.
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("loss_config_fields", [] { return grpokit_torch::describe_fields(grpokit_torch::loss_fields()); });
+  m.def("advantage_config_fields", [] { return grpokit_torch::describe_fields(grpokit_torch::advantage_fields()); });
+  m.def("metric_names", [] { return grpokit_torch::metric_names(); });
+  m.def("advantage_stat_names", [] { return grpokit_torch::advantage_stat_names(); });
+  m.def("reductions", [] { return grpokit_torch::reduction_names(); });
+  m.def("masks", [] { return grpokit_torch::mask_names(); });
+  m.def("baselines", [] { return grpokit_torch::baseline_names(); });
+}

@@ -1,0 +1,203 @@
+"""grpokit_torch against plain PyTorch references (float64), on the CPU: token_logprobs,
+fused_loss (loss, metrics, autograd gradient), compute_advantages; torch.library.opcheck;
+torch.compile(fullgraph=True). Run: python -m unittest discover -s python/tests"""
+import math
+import unittest
+
+import torch
+
+import grpokit_torch as gk
+
+DTYPES = {torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float64: 1e-12}
+
+
+def packed(seed, lengths, V, dtype, scale=2.0):
+    """A packed batch: logits [T, V], targets, seq_offsets, advantages, old and reference log-probs."""
+    g = torch.Generator().manual_seed(seed)
+    T = sum(lengths)
+    logits = (torch.randn(T, V, generator=g, dtype=torch.float64) * scale).to(dtype)
+    targets = torch.randint(0, V, (T,), generator=g)
+    offsets = torch.tensor([0] + list(torch.tensor(lengths).cumsum(0).tolist()), dtype=torch.int64)
+    adv = torch.randn(len(lengths), generator=g, dtype=torch.float64)
+    lp = torch.log_softmax(logits.double(), -1).gather(1, targets[:, None]).squeeze(1)
+    old = lp + 0.3 * torch.randn(T, generator=g, dtype=torch.float64)
+    ref = lp + 0.3 * torch.randn(T, generator=g, dtype=torch.float64)
+    return logits, targets, offsets, adv, old, ref
+
+
+def reference_rows(logits, targets, temperature=1.0):
+    z = logits.double() / temperature
+    lp = torch.log_softmax(z, -1)
+    return lp.gather(1, targets[:, None]).squeeze(1), -(lp.exp() * lp).sum(-1), torch.logsumexp(z, -1)
+
+
+def reference_loss(logits, targets, offsets, adv, old, ref, agg, eps_low=0.2, eps_high=0.2, dual_clip=3.0,
+                   kl_coef=0.0, entropy_coef=0.0):
+    """verl's PPO clip (dual clip for A < 0), k3 KL to the reference, entropy bonus; float64."""
+    lp_all = torch.log_softmax(logits, -1)
+    logp = lp_all.gather(1, targets[:, None]).squeeze(1)
+    entropy = -(lp_all.exp() * lp_all).sum(-1)
+    lengths = (offsets[1:] - offsets[:-1]).tolist()
+    A = torch.repeat_interleave(adv, torch.tensor(lengths))
+    ratio = torch.exp(torch.clamp(logp - old, -20, 20))
+    pg1, pg2 = -A * ratio, -A * torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+    clipped = torch.maximum(pg1, pg2)
+    pg = torch.where(A < 0, torch.minimum(clipped, -A * dual_clip), clipped)
+    d = torch.clamp(ref - logp, -20, 20)
+    kl = torch.clamp(torch.exp(d) - d - 1, -10, 10)
+    per_token = pg + kl_coef * kl - entropy_coef * entropy
+
+    def aggregate(x):
+        if agg == "token_mean":
+            return x.sum() / x.numel()
+        seq = [x[a:b].mean() for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist()) if b > a]
+        return torch.stack(seq).mean()
+    return aggregate(per_token)
+
+
+class TokenLogprobs(unittest.TestCase):
+    def test_against_log_softmax(self):
+        for dtype, tol in DTYPES.items():
+            for T, V, temperature in [(1, 1, 1.0), (1, 7, 0.7), (13, 101, 1.0), (6, 4099, 1.3)]:
+                logits, targets, *_ = packed(T * V, [T], V, dtype)
+                out = gk.token_logprobs(logits, targets, temperature=temperature)
+                want = reference_rows(logits, targets, temperature)
+                for got, w, name in zip(out, want, ("logp", "entropy", "lse")):
+                    with self.subTest(dtype=dtype, T=T, V=V, out=name):
+                        self.assertEqual(got.dtype, torch.float64 if dtype == torch.float64 else torch.float32)
+                        torch.testing.assert_close(got.double(), w, rtol=tol, atol=tol)
+
+    def test_per_token_temperature_and_bad_target(self):
+        logits, targets, *_ = packed(3, [9], 31, torch.float32)
+        temps = torch.linspace(0.5, 1.5, 9)
+        out = gk.token_logprobs(logits, targets, token_temperature=temps)
+        want = reference_rows(logits, targets, temps.double()[:, None])
+        torch.testing.assert_close(out.logp.double(), want[0], rtol=2e-5, atol=2e-5)
+        with self.assertRaisesRegex(RuntimeError, "target"):
+            gk.token_logprobs(logits, torch.full((9,), 31))
+        with self.assertRaisesRegex(TypeError, "unknown keyword"):
+            gk.token_logprobs(logits, targets, temprature=1.0)
+
+
+class FusedLoss(unittest.TestCase):
+    def check(self, dtype, tol, lengths, V, agg, reduction):
+        logits, targets, offsets, adv, old, ref = packed(len(lengths) * 7 + V, lengths, V, dtype)
+        x = logits.clone().requires_grad_()
+        out = gk.fused_loss(x, targets, offsets, adv, logp_old=old, logp_ref=ref, kl="k3", kl_coef=0.05,
+                            entropy_coef=0.01, agg=agg, reduction=reduction)
+        (2.5 * out.loss).backward()
+        xr = logits.double().requires_grad_()
+        want = reference_loss(xr, targets, offsets, adv, old, ref, agg, kl_coef=0.05, entropy_coef=0.01)
+        (2.5 * want).backward()
+        self.assertAlmostEqual(out.loss.item(), want.item(), delta=tol * (1 + abs(want.item())))
+        torch.testing.assert_close(x.grad.double(), xr.grad, rtol=tol, atol=tol * xr.grad.abs().max().item())
+        m = gk.metrics_dict(out.metrics)
+        self.assertEqual(m["tokens"], sum(lengths))
+        self.assertAlmostEqual(m["loss"], out.loss.item(), delta=tol * (1 + abs(want.item())))
+        lp, ent, _ = reference_rows(logits, targets)
+        torch.testing.assert_close(out.logp.double(), lp, rtol=tol, atol=tol)
+        torch.testing.assert_close(out.entropy.double(), ent, rtol=tol, atol=tol)
+
+    def test_loss_and_gradient_against_pytorch(self):
+        for dtype, tol in DTYPES.items():
+            for lengths, V in [([1], 2), ([3, 1, 5], 37), ([7, 2, 11, 4], 257)]:
+                for agg in ("token_mean", "seq_mean_token_mean"):
+                    for reduction in ("deterministic", "batch_invariant"):
+                        with self.subTest(dtype=dtype, lengths=lengths, V=V, agg=agg, reduction=reduction):
+                            self.check(dtype, max(tol, 1e-12), lengths, V, agg, reduction)
+
+    def test_batch_invariant_is_bitwise_across_batches(self):
+        logits, targets, offsets, adv, old, ref = packed(5, [4, 6, 3], 64, torch.float32)
+        a = gk.fused_loss(logits, targets, offsets, adv, logp_old=old, reduction="batch_invariant")
+        b = gk.fused_loss(logits[:4], targets[:4], offsets[:2], adv[:1], logp_old=old[:4], reduction="batch_invariant")
+        self.assertTrue(torch.equal(a.logp[:4], b.logp))
+
+    def test_masks_and_errors(self):
+        logits, targets, offsets, adv, old, ref = packed(9, [5, 4], 50, torch.float32)
+        token_mask = torch.tensor([1, 1, 0, 1, 1, 1, 0, 0, 1], dtype=torch.bool)
+        out = gk.fused_loss(logits, targets, offsets, adv, logp_old=old, token_mask=token_mask)
+        self.assertEqual(gk.metrics_dict(out.metrics)["masked_tokens_padding"], 3)
+        pruned = gk.fused_loss(logits, targets, offsets, adv, mask="vocab_prune", prune_rho=0.5)
+        self.assertGreater(gk.metrics_dict(pruned.metrics)["masked_tokens_vocab_prune"], 0)
+        with self.assertRaisesRegex(RuntimeError, "logp_ref"):
+            gk.fused_loss(logits, targets, offsets, adv, kl="k3")
+        with self.assertRaisesRegex(ValueError, "agg must be one of"):
+            gk.fused_loss(logits, targets, offsets, adv, agg="token_average")
+        with self.assertRaisesRegex(RuntimeError, "reduction"):
+            gk.fused_loss(logits, targets, offsets, adv, reduction="fastest")
+        bad = logits.clone()
+        bad[2, 3] = float("nan")
+        with self.assertRaisesRegex(RuntimeError, "row 2 contains NaN"):
+            gk.fused_loss(bad, targets, offsets, adv)
+
+    def test_defaults_are_the_cpp_defaults(self):
+        d = gk.loss_config_defaults
+        self.assertEqual((d["obj"], d["eps_low"], d["agg"], d["kl"], d["check_finite"]),
+                         ("ppo_clip", 0.2, "token_mean", "none", True))
+        self.assertTrue(math.isinf(d["trm_max_threshold"]))
+
+
+class ComputeAdvantages(unittest.TestCase):
+    def test_mean_baseline_against_reference(self):
+        g = torch.Generator().manual_seed(1)
+        sizes = [1, 4, 3, 8]
+        for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+            rewards = torch.randint(0, 3, (sum(sizes),), generator=g).to(dtype)
+            offsets = torch.tensor([0] + torch.tensor(sizes).cumsum(0).tolist())
+            out = gk.compute_advantages(rewards, offsets, eps=1e-6)
+            want = []
+            for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
+                r = rewards[a:b].double()
+                std = r.std() if b - a > 1 else torch.tensor(0.0, dtype=torch.float64)
+                want.append((r - r.mean()) / (std + 1e-6))
+            torch.testing.assert_close(out.adv.double(), torch.cat(want), rtol=tol, atol=tol)
+            self.assertEqual(gk.advantage_stats_dict(out.stats)["groups"], len(sizes))
+            self.assertEqual(out.seq_mask.dtype, torch.uint8)
+
+    def test_median_and_errors(self):
+        rewards = torch.tensor([0.0, 1.0, 3.0, 5.0, 2.0], dtype=torch.float64)
+        out = gk.compute_advantages(rewards, torch.tensor([0, 5]), baseline="median", scale="none")
+        self.assertEqual(out.adv.tolist(), [-2.0, -1.0, 1.0, 3.0, 0.0])  # r - median, unscaled
+        with self.assertRaisesRegex(RuntimeError, "baseline"):
+            gk.compute_advantages(rewards, torch.tensor([0, 5]), baseline="mode")
+        with self.assertRaisesRegex(RuntimeError, "offsets"):
+            gk.compute_advantages(rewards, torch.tensor([0, 4]))
+
+
+class Compile(unittest.TestCase):
+    def test_opcheck(self):
+        logits, targets, offsets, adv, old, ref = packed(11, [3, 4], 29, torch.float32)
+        x = logits.clone().requires_grad_()
+        cfg = gk._config(gk._LOSS_FIELDS, {}, "opcheck")
+        torch.library.opcheck(torch.ops.grpokit.token_logprobs.default,
+                              (logits, targets, None, cfg, "deterministic", "padding"))
+        torch.library.opcheck(torch.ops.grpokit.fused_loss.default,
+                              (x, targets, offsets, adv, old, None, None, None, None, None, cfg, "deterministic",
+                               "padding"))
+        acfg = gk._config(gk._ADV_FIELDS, {}, "opcheck")
+        torch.library.opcheck(torch.ops.grpokit.compute_advantages.default,
+                              (torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0, 3]), None, None, None, acfg, "mean"))
+
+    def test_compile_fullgraph(self):
+        torch.manual_seed(0)
+        head = torch.nn.Linear(8, 23)
+        hidden = torch.randn(7, 8)
+        _, targets, offsets, adv, old, _ = packed(12, [3, 4], 23, torch.float32)
+
+        def step(h):
+            logits = head(h)
+            return gk.fused_loss(logits, targets, offsets, adv, logp_old=old, entropy_coef=0.01).loss
+
+        eager = step(hidden)
+        eager.backward()
+        want = head.weight.grad.clone()
+        head.weight.grad = None
+        compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+        got = compiled(hidden)
+        got.backward()
+        torch.testing.assert_close(got, eager)
+        torch.testing.assert_close(head.weight.grad, want)
+
+
+if __name__ == "__main__":
+    unittest.main()
