@@ -144,9 +144,8 @@ def _fused_loss_setup(ctx, inputs, output):
 
 def _fused_loss_backward(ctx, grad_loss, grad_metrics, grad_dlogits, grad_logp, grad_entropy):
     (dlogits,) = ctx.saved_tensors
-    grad_logits = (grad_loss.to(torch.float32 if dlogits.dtype != torch.float64 else torch.float64) *
-                   dlogits).to(dlogits.dtype)
-    return (grad_logits,) + (None,) * 12
+    # grad_loss has the loss's dtype (the accumulation type)
+    return ((grad_loss * dlogits).to(dlogits.dtype),) + (None,) * 12
 
 
 torch.library.register_autograd("grpokit::fused_loss", _fused_loss_backward, setup_context=_fused_loss_setup)

@@ -336,6 +336,15 @@ constexpr bool check_device_layout() {
   return true;
 }
 
+// Bytes of workspace of a call planned for `planned` over the communicators, with its room, whatever
+// the alignment of the pointer given.
+template <class P, class DP, class TP>
+std::size_t planned_workspace_bytes(const device::shape& planned, const DP& dp, const TP& tp,
+                                    const call_room& room = {}) {
+  return distributed_workspace<P, DP, TP>(nullptr, 0, planned, dp, tp, /*planning=*/true, room).used +
+         workspace_alignment - 1;
+}
+
 // The communicator of an axis a call does not use.
 inline const single_process no_peers{};
 
@@ -371,11 +380,11 @@ void fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_t<P>, a
                             const fused_outputs<accum_t<P>>& extra, const char* gemm_error = nullptr) {
   using Q = typename P::template with_storage<accum_t<P>>;
   static_assert(check_device_layout<DP, TP>());
-  const distributed_call<Q, DP, TP> call(layout.dp, layout.tp, workspace, workspace_bytes, planned, stream,
-                                         linear_room<P>(planned, token_chunk));
+  const call_room room = linear_room<P>(planned, token_chunk);
+  const distributed_call<Q, DP, TP> call(layout.dp, layout.tp, workspace, workspace_bytes, planned, stream, room);
   const auto& steps = call.steps;
   const auto& ws = call.w.ws;
-  const std::int64_t C = linear_chunk_rows(token_chunk, planned.tokens);
+  const std::int64_t C = room.step_rows;
   // under TP every rank walks the plan's chunks (the same collectives); otherwise its own
   const std::int64_t chunks = ((steps.by_tp ? planned.tokens : in.hidden.rows) + C - 1) / C;
   steps.check_or_else(
@@ -408,8 +417,7 @@ namespace grpokit::device {
 template <class P, class DP, class TP>
 std::size_t workspace_bytes(const shape& planned, const parallel_layout<DP, TP>& layout) {
   static_assert(detail::check_device_layout<DP, TP>());
-  return detail::distributed_workspace<P, DP, TP>(nullptr, 0, planned, layout.dp, layout.tp, /*planning=*/true).used +
-         detail::workspace_alignment - 1;
+  return detail::planned_workspace_bytes<P>(planned, layout.dp, layout.tp);
 }
 
 // logp, entropy and lse of every row over the vocabulary slices of layout.tp (layout.dp: unused,
@@ -540,10 +548,7 @@ std::size_t linear_workspace_bytes(const shape& planned, std::int64_t token_chun
                                    const parallel_layout<DP, TP>& layout) {
   using Q = typename P::template with_storage<accum_t<P>>;
   static_assert(detail::check_device_layout<DP, TP>());
-  return detail::distributed_workspace<Q, DP, TP>(nullptr, 0, planned, layout.dp, layout.tp, /*planning=*/true,
-                                                  detail::linear_room<P>(planned, token_chunk))
-             .used +
-         detail::workspace_alignment - 1;
+  return detail::planned_workspace_bytes<Q>(planned, layout.dp, layout.tp, detail::linear_room<P>(planned, token_chunk));
 }
 
 template <class P, class DP, class TP>

@@ -103,14 +103,19 @@ struct linear_chunk_buffers {
   Acc* logits = nullptr;
   S* dlogits = nullptr;
   unsigned char* norm_sums = nullptr;
+  static std::size_t logits_bytes(std::int64_t C, std::int64_t V) {
+    return align_up(static_cast<std::size_t>(C * V) * sizeof(Acc));
+  }
+  static std::size_t dlogits_bytes(std::int64_t C, std::int64_t V) {
+    return align_up(static_cast<std::size_t>(C * V) * sizeof(S));
+  }
   static std::size_t bytes(std::int64_t C, std::int64_t V, std::int64_t hidden_size) {
-    return align_up(static_cast<std::size_t>(C * V) * sizeof(Acc)) + align_up(static_cast<std::size_t>(C * V) * sizeof(S)) +
-           (hidden_size > 0 ? lm_head_sums_bytes<Acc>(V, hidden_size) : 0);
+    return logits_bytes(C, V) + dlogits_bytes(C, V) + (hidden_size > 0 ? lm_head_sums_bytes<Acc>(V, hidden_size) : 0);
   }
   linear_chunk_buffers(unsigned char* base, std::int64_t C, std::int64_t V)
       : logits(reinterpret_cast<Acc*>(base)),
-        dlogits(reinterpret_cast<S*>(base + align_up(static_cast<std::size_t>(C * V) * sizeof(Acc)))),
-        norm_sums(reinterpret_cast<unsigned char*>(dlogits) + align_up(static_cast<std::size_t>(C * V) * sizeof(S))) {}
+        dlogits(reinterpret_cast<S*>(base + logits_bytes(C, V))),
+        norm_sums(base + logits_bytes(C, V) + dlogits_bytes(C, V)) {}
 };
 
 // The token chunk of a call on T tokens.
