@@ -1,53 +1,71 @@
-# Runs the device test cases of one shard on the simulated GPU, each in its own process:
+# Runs the device test cases of one shard on the simulated GPU, in one simulator process:
 #   cmake -DRUN=<gpusim run> -DTEST=<test_device built for it> -DSHARD=<k> -DSHARDS=<n> -DCATCH_MAJOR=<2|3>
 #         -P run_on_gpusim.cmake
 # The cases are those of "[device]" but the ones the simulator cannot run: [linear] (cuBLAS needs a
-# real driver) and [large] (more memory than a simulation can hold). Case i (in declaration order)
-# belongs to shard i % n, so a new test case runs on the simulator without being listed anywhere.
+# real driver) and [large] (more memory than a simulation can hold). One process per shard: the
+# simulator spends about 12 s starting (it parses every kernel of the binary), more than most cases
+# take. The cases tagged [slow] (minutes on the simulator) are dealt out first, then the others, in
+# declaration order, case i to shard i % n: the shards stay near even, and a new test case runs on
+# the simulator without being listed anywhere.
 foreach(var IN ITEMS RUN TEST SHARD SHARDS CATCH_MAJOR)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "run_on_gpusim.cmake: -D${var}= is required")
   endif()
 endforeach()
-set(spec "[device]~[linear]~[large]")
 
-# Catch2 v2 lists one name a line with --list-test-names-only (its exit status is the count); v3
-# with --list-tests --verbosity quiet.
+# Catch2 v2 lists one name a line with --list-test-names-only; v3 with --list-tests --verbosity quiet.
 if(CATCH_MAJOR EQUAL 2)
   set(list_args --list-test-names-only)
 else()
   set(list_args --list-tests --verbosity quiet)
 endif()
-execute_process(COMMAND "${TEST}" ${list_args} "${spec}" OUTPUT_VARIABLE listing ERROR_VARIABLE err)
-string(REGEX REPLACE "[\r\n]+$" "" listing "${listing}")
-string(REPLACE ";" "\\;" listing "${listing}")
-string(REGEX REPLACE "[\r\n]+" ";" names "${listing}")
-list(LENGTH names count)
-if(count EQUAL 0)
+macro(list_cases)  # the cases `query` selects, as the list `cases` (a ';' in a name escaped)
+  execute_process(COMMAND "${TEST}" ${list_args} "${query}" OUTPUT_VARIABLE listing ERROR_VARIABLE err)
+  string(REGEX REPLACE "[\r\n]+$" "" listing "${listing}")
+  string(REPLACE ";" "\\;" listing "${listing}")
+  string(REGEX REPLACE "[\r\n]+" ";" cases "${listing}")
+endmacro()
+
+set(i 0)
+set(shard_spec "")
+set(count 0)
+set(listed "")
+foreach(query IN ITEMS "[device][slow]~[linear]~[large]" "[device]~[slow]~[linear]~[large]")
+  list_cases()
+  foreach(name IN LISTS cases)
+    math(EXPR mine "${i} % ${SHARDS}")
+    math(EXPR i "${i} + 1")
+    if(mine EQUAL SHARD)
+      # a test spec: commas and brackets in a name are escaped, the name matched exactly
+      string(REGEX REPLACE "([],[\\\\])" "\\\\\\1" escaped "${name}")
+      if(shard_spec STREQUAL "")
+        set(shard_spec "${escaped}")
+      else()
+        string(APPEND shard_spec ",${escaped}")
+      endif()
+      math(EXPR count "${count} + 1")
+      string(APPEND listed "\n  ${name}")
+    endif()
+  endforeach()
+endforeach()
+if(i EQUAL 0)
   message(FATAL_ERROR "no device test cases listed by ${TEST}: ${err}")
 endif()
+if(count EQUAL 0)
+  message(STATUS "[gpusim] shard ${SHARD} of ${SHARDS}: no cases")
+  return()
+endif()
 
-set(failed "")
-set(i 0)
-foreach(name IN LISTS names)
-  math(EXPR mine "${i} % ${SHARDS}")
-  math(EXPR i "${i} + 1")
-  if(NOT mine EQUAL SHARD)
-    continue()
-  endif()
-  # a test spec: commas and brackets in a name are escaped, the name matched exactly
-  string(REGEX REPLACE "([],[\\\\])" "\\\\\\1" escaped "${name}")
-  string(TIMESTAMP t0 "%s")
-  # --warn NoTests: a name that matches no case is a failure, not a silent pass
-  execute_process(COMMAND "${RUN}" "${TEST}" --warn NoTests "${escaped}" RESULT_VARIABLE rc TIMEOUT 600)
-  string(TIMESTAMP t1 "%s")
-  math(EXPR seconds "${t1} - ${t0}")
-  message(STATUS "[gpusim] ${name}: exit ${rc}, ${seconds} s")
-  if(NOT rc EQUAL 0)
-    list(APPEND failed "${name}")
-  endif()
-endforeach()
-if(failed)
-  string(REPLACE ";" "\n  " failed "${failed}")
-  message(FATAL_ERROR "failed on the simulated GPU:\n  ${failed}")
+# The joined spec must select exactly this shard's cases: a name that matches nothing, or more
+# than itself, is a failure, not a silent pass.
+set(query "${shard_spec}")
+list_cases()
+list(LENGTH cases selected)
+if(NOT selected EQUAL count)
+  message(FATAL_ERROR "shard ${SHARD}: the spec selects ${selected} cases, not ${count}:\n${shard_spec}")
+endif()
+message(STATUS "[gpusim] shard ${SHARD} of ${SHARDS}, ${count} cases:${listed}")
+execute_process(COMMAND "${RUN}" "${TEST}" --durations yes "${shard_spec}" RESULT_VARIABLE rc TIMEOUT 1100)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "shard ${SHARD}: failed on the simulated GPU (exit ${rc})")
 endif()

@@ -324,7 +324,7 @@ TEST_CASE("device compute_advantages matches the host for every baseline", "[dev
   }
 }
 
-TEST_CASE("device compute_advantages: a block per large group (n = 512, 4096; tiny and huge mixed)", "[device]") {
+TEST_CASE("device compute_advantages: a block per large group (n = 512, 4096; tiny and huge mixed)", "[device][slow]") {
   // groups of more than tuning::small_group_max rollouts run on a block (block_ops: radix-selected
   // medians, fixed-order block sums), the others on a thread; both against the host
   std::mt19937_64 rng(17);
@@ -581,7 +581,7 @@ void linear_shapes(const Run& run) {
 
 }  // namespace
 
-TEST_CASE("device fused_linear_loss: its own kernels with a reference GEMM match the host", "[device]") {
+TEST_CASE("device fused_linear_loss: its own kernels with a reference GEMM match the host", "[device][slow]") {
   // Everything of device::fused_linear_loss but the cuBLAS call (which the simulated GPU cannot run).
   linear_shapes([](auto policy_tag, std::int64_t T, std::int64_t V, std::int64_t D, std::int64_t chunk, bool bias,
                    bool dweight_in_storage) {
