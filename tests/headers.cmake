@@ -1,6 +1,8 @@
 # Every public header compiles on its own (as CUB checks its headers): one translation unit per
 # header that includes it twice (the include guard), built as part of `all` and by the CTest test
-# `headers_self_contained`. C++ headers with the C++ compiler; the device headers (.cuh) with nvcc
+# `headers_self_contained`. The translation units are linked into one shared library, so that a
+# header that defines a symbol in every unit including it (a kernel that is not a template, a
+# function that is not inline) fails to link here rather than in a user's program. C++ headers with the C++ compiler; the device headers (.cuh) with nvcc
 # when CUDA is enabled. The communicator adapters need their runtime's header: comm/mpi.hpp is
 # checked when MPI is found, comm/nccl.cuh when CUDA and nccl.h are.
 file(GLOB_RECURSE grpokit_headers RELATIVE "${PROJECT_SOURCE_DIR}/include" CONFIGURE_DEPENDS
@@ -24,7 +26,7 @@ foreach(header IN LISTS grpokit_headers)
   endif()
   file(CONFIGURE OUTPUT "${source}" CONTENT "#include <${header}>\n#include <${header}>\n")
 endforeach()
-add_library(grpokit_header_check OBJECT ${header_sources} ${device_header_sources})
+add_library(grpokit_header_check SHARED ${header_sources} ${device_header_sources})
 target_link_libraries(grpokit_header_check PRIVATE grpokit_dev)
 if(device_header_sources)
   target_compile_options(grpokit_header_check PRIVATE

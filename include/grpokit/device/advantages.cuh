@@ -176,6 +176,7 @@ __global__ void __launch_bounds__(device::tuning::batch_threads)
 }
 
 // The public statistics from the kernels' ones, into the workspace's head (no host sync).
+template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(1) advantage_finish_kernel(const advantage_device_stats* d, std::int64_t groups,
                                                             bool has_log_ratio, advantage_stats* out) {
   advantage_stats st;

@@ -117,6 +117,7 @@ struct distributed_workspace {
   }
 };
 
+template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(1)
     pack_counts_kernel(const long long* counts, long long seqs, long long rejected, long long* send) {
   send[0] = counts != nullptr ? counts[0] : 0;
@@ -126,6 +127,7 @@ __global__ void __launch_bounds__(1)
 }
 
 // The counts of the whole batch, summed in rank order (integers: any order gives the same).
+template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(1) sum_counts_kernel(const long long* all, int ranks, long long* counts) {
   long long tokens = 0, seqs = 0;
   for (int r = 0; r < ranks; ++r) {
@@ -138,6 +140,7 @@ __global__ void __launch_bounds__(1) sum_counts_kernel(const long long* all, int
 
 // batch_invariant: every rank's partials (rank r's S_r first of its cap slots) in global order,
 // combined by the one-process tree (detail::tree_reduce, tree_level_kernel) in one block.
+template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(device::tuning::sequence_threads)
     gathered_tree_kernel(const detail::loss_partial* all, const long long* counts_all, int ranks, std::int64_t cap,
                          detail::loss_partial* tree, detail::loss_partial* out) {
@@ -158,6 +161,7 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
 }
 
 // Otherwise: the ranks' totals combined in rank order (the first as it is: -0 stays -0).
+template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(1) combine_totals_kernel(const detail::loss_partial* all, int ranks,
                                                            detail::loss_partial* out) {
   detail::loss_partial sum = all[0];

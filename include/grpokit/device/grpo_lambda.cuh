@@ -63,6 +63,7 @@ struct grpo_lambda_layout {
 
 // Counts, lengths and the sort key of group g; bad offsets and correct values go to the status
 // (nothing outside the batch is read).
+template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(device::tuning::group_threads)
     grpo_lambda_group_kernel(span<const std::uint8_t> correct, span<const std::int64_t> seq_offsets,
                              span<const std::int64_t> group_offsets, grpo_lambda_layout ws) {
@@ -91,6 +92,7 @@ __global__ void __launch_bounds__(device::tuning::group_threads)
   ws.key_in[g] = static_cast<double>(ws.count[g]) / static_cast<double>(e - b);
 }
 
+template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(device::tuning::group_threads)
     grpo_lambda_rank_kernel(std::int64_t G, std::int64_t top, grpo_lambda_layout ws) {
   const std::int64_t k = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;

@@ -50,6 +50,7 @@ void device_all_gather(const C& comm, const void* send, void* recv, std::size_t 
 }
 
 // Four values into a gather's send buffer (sizes and flags, from the host without a copy).
+template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(1) pack4_kernel(long long a, long long b, long long c, long long d, long long* out) {
   out[0] = a;
   out[1] = b;
@@ -63,6 +64,7 @@ __global__ void __launch_bounds__(1) pack4_kernel(long long a, long long b, long
 // they are dropped, and the rejected rank is what this rank reports.
 static_assert(sizeof(device::status) == 6 * sizeof(unsigned long long),
               "merge_status_kernel reads every status field: add a new one there");
+template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(1) merge_status_kernel(const long long* flags, const device::status* all,
                                                          int ranks, int me, device::status* st) {
   constexpr unsigned long long none = ~0ull;

@@ -94,6 +94,7 @@ void check_policy_shapes(const current_policy<accum_t<P>>& cur, const rollout_ba
   detail::require_policy_shapes<P::trust_region || P::importance_mask>(cur, batch, cfg, grads);
 }
 
+template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(1) empty_partial_kernel(detail::loss_partial* out) { *out = detail::loss_partial{}; }
 
 // The steps of launch_policy_loss, apart so that the data-parallel form (device/distributed.cuh)
@@ -150,6 +151,7 @@ void launch_policy_loss(const current_policy<accum_t<P>>& cur, const rollout_bat
   launch_partials_tree(ws.partials, batch.seq_offsets.size() - 1, stream);
 }
 
+template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(1) finish_loss_kernel(const detail::loss_partial* total, const long long* counts,
                                                        loss_config cfg, loss_result* out) {
   *out = detail::finish(*total, counts[0], cfg);

@@ -37,6 +37,7 @@ __global__ void __launch_bounds__(device::tuning::norm_threads)
 }
 
 // *out = scale * (the partials added in order).
+template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(1) squared_norm_finish_kernel(const double* partials, int count, double scale,
                                                                 double* out) {
   double sum = 0;

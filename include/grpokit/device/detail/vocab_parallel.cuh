@@ -73,6 +73,7 @@ tp_buffers<accum_t<P>> take_tp_buffers(carver& c, const device::shape& planned, 
 // This rank's first column and the whole vocabulary, or -1 when a rank rejected its input (the rows
 // are then not computed: that rank's error is what every rank reports). A rank whose row count
 // differs raises bad_value at row 0 (the ranks must hold the same rows).
+template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(1)
     slice_kernel(const long long* all, int ranks, int me, long long* slice, device::status* st) {
   long long begin = 0, vocab = 0;
