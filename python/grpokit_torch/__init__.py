@@ -1,9 +1,11 @@
-"""grpokit from PyTorch: custom operators over grpokit's host path (docs/pytorch.md).
+"""grpokit from PyTorch: custom operators over grpokit's host path (CPU tensors) and device path
+(CUDA tensors, when the extension was built with CUDA: has_cuda()) (docs/pytorch.md).
 
     import grpokit_torch as gk
     out = gk.fused_loss(logits, targets, seq_offsets, adv, logp_old=old, kl="k3", kl_coef=0.05)
     out.loss.backward()                      # logits.grad = grad_out * dlogits
     gk.metrics_dict(out.metrics)["clip_frac_high"]
+    out = gk.fused_linear_loss(hidden, lm_head.weight, targets, seq_offsets, adv)  # no [T, V] logits
 
 Every loss_config field is a keyword argument with its C++ name and default (`is` is
 `is_correction`); enum fields take their C++ names as strings. The precision is the logits' dtype;
@@ -15,8 +17,22 @@ import torch
 
 from . import _C  # registers the operators torch.ops.grpokit.*
 
-__all__ = ["token_logprobs", "fused_loss", "compute_advantages", "metrics_dict", "advantage_stats_dict",
-           "loss_config_defaults", "advantage_config_defaults", "metric_names", "advantage_stat_names"]
+__all__ = ["token_logprobs", "fused_loss", "fused_linear_loss", "compute_advantages", "metrics_dict",
+           "advantage_stats_dict", "loss_config_defaults", "advantage_config_defaults", "metric_names",
+           "advantage_stat_names", "has_cuda", "set_sync_errors"]
+
+def has_cuda() -> bool:
+    """Whether the CUDA operators (grpokit's device path) were built."""
+    return bool(_C.has_cuda())
+
+
+def set_sync_errors(on: bool) -> None:
+    """CUDA operators: on (the default), each call reads its error status back (a small copy and a
+    synchronisation of the current stream, skipped while a CUDA graph is captured) and raises
+    grpokit's message, as the CPU operators do. Off: nothing synchronises, and a data error (a
+    target out of range, a NaN logit, bad offsets) turns every output of the call into NaN."""
+    _C.set_sync_errors(bool(on))
+
 
 metric_names = list(_C.metric_names())
 advantage_stat_names = list(_C.advantage_stat_names())
@@ -68,6 +84,13 @@ class LossOutput(NamedTuple):
     entropy: torch.Tensor   # [T] detached
 
 
+class LinearLossOutput(NamedTuple):
+    loss: torch.Tensor      # 0-dim; differentiable w.r.t. hidden, weight and bias
+    metrics: torch.Tensor   # float64 [len(metric_names)]: metrics_dict(metrics)
+    logp: torch.Tensor      # [T] detached
+    entropy: torch.Tensor   # [T] detached
+
+
 class Advantages(NamedTuple):
     adv: torch.Tensor       # [S]
     seq_mask: torch.Tensor  # [S] uint8, 0 = excluded
@@ -100,6 +123,18 @@ def fused_loss(logits, targets, seq_offsets, adv, *, logp_old=None, logp_ref=Non
     return LossOutput(loss, metrics, logp, entropy)
 
 
+def fused_linear_loss(hidden, weight, targets, seq_offsets, adv, *, bias=None, token_chunk=1024, logp_old=None,
+                      logp_ref=None, logp_rollout=None, token_mask=None, seq_mask=None, token_temperature=None,
+                      reduction="deterministic", mask="padding", **config) -> LinearLossOutput:
+    """The loss of fused_loss from hidden [T, D] and the LM head weight [V, D] (bias [V]): logits
+    hidden @ weight.T + bias are made token_chunk rows at a time and never kept (docs/pytorch.md)."""
+    cfg = _config(_LOSS_FIELDS, config, "fused_linear_loss")
+    loss, metrics, _, _, _, logp, entropy = torch.ops.grpokit.fused_linear_loss(
+        hidden, weight, bias, targets, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask,
+        token_temperature, token_chunk, cfg, reduction, mask)
+    return LinearLossOutput(loss, metrics, logp, entropy)
+
+
 def compute_advantages(rewards, group_offsets, *, seq_log_ratio=None, seq_weight=None, group_baseline=None,
                        baseline="mean", **config) -> Advantages:
     """Group advantages of rewards [S], groups [G + 1] offsets (docs/baseline.md)."""
@@ -130,6 +165,18 @@ def _fused_loss_fake(logits, targets, seq_offsets, adv, logp_old, logp_ref, logp
             logits.new_empty((T,), dtype=acc))
 
 
+@torch.library.register_fake("grpokit::fused_linear_loss")
+def _fused_linear_loss_fake(hidden, weight, bias, targets, seq_offsets, adv, logp_old, logp_ref, logp_rollout,
+                            token_mask, seq_mask, token_temperature, token_chunk, config, reduction, mask):
+    acc = _accum(hidden.dtype)
+    T, V = hidden.shape[0], weight.shape[0]
+    return (hidden.new_empty((), dtype=acc), hidden.new_empty((len(metric_names),), dtype=torch.float64),
+            torch.empty_like(hidden, memory_format=torch.contiguous_format),
+            torch.empty_like(weight, memory_format=torch.contiguous_format),
+            weight.new_empty((V if bias is not None else 0,)), hidden.new_empty((T,), dtype=acc),
+            hidden.new_empty((T,), dtype=acc))
+
+
 @torch.library.register_fake("grpokit::compute_advantages")
 def _compute_advantages_fake(rewards, group_offsets, seq_log_ratio, seq_weight, group_baseline, config, baseline):
     S = rewards.shape[0]
@@ -149,3 +196,19 @@ def _fused_loss_backward(ctx, grad_loss, grad_metrics, grad_dlogits, grad_logp, 
 
 
 torch.library.register_autograd("grpokit::fused_loss", _fused_loss_backward, setup_context=_fused_loss_setup)
+
+
+# d loss / d (hidden, weight, bias) = (dhidden, dweight, dbias), computed by the forward
+def _fused_linear_loss_setup(ctx, inputs, output):
+    ctx.has_bias = inputs[2] is not None
+    ctx.save_for_backward(output[2], output[3], output[4])
+
+
+def _fused_linear_loss_backward(ctx, grad_loss, *unused):
+    dhidden, dweight, dbias = ctx.saved_tensors
+    scaled = [(grad_loss * g).to(g.dtype) for g in (dhidden, dweight)]
+    return (*scaled, (grad_loss * dbias).to(dbias.dtype) if ctx.has_bias else None) + (None,) * 13
+
+
+torch.library.register_autograd("grpokit::fused_linear_loss", _fused_linear_loss_backward,
+                                setup_context=_fused_linear_loss_setup)

@@ -1,6 +1,7 @@
 """grpokit_torch against plain PyTorch references (float64), on the CPU: token_logprobs,
-fused_loss (loss, metrics, autograd gradient), compute_advantages; torch.library.opcheck;
-torch.compile(fullgraph=True). Run: python -m unittest discover -s python/tests"""
+fused_loss (loss, metrics, autograd gradient), fused_linear_loss (loss, autograd gradients of the
+hidden states, weight and bias), compute_advantages; torch.library.opcheck; torch.compile(fullgraph=True).
+Run: python -m unittest discover -s python/tests"""
 import math
 import unittest
 
@@ -137,6 +138,76 @@ class FusedLoss(unittest.TestCase):
         self.assertTrue(math.isinf(d["trm_max_threshold"]))
 
 
+def lm_head_batch(seed, lengths, D, V, dtype, bias=True):
+    """hidden [T, D], weight [V, D], bias [V] (or None) in dtype, and a packed batch over their logits."""
+    g = torch.Generator().manual_seed(seed)
+    T = sum(lengths)
+    hidden = torch.randn(T, D, generator=g, dtype=torch.float64).to(dtype)
+    weight = (torch.randn(V, D, generator=g, dtype=torch.float64) / math.sqrt(D) * 2).to(dtype)
+    b = (0.5 * torch.randn(V, generator=g, dtype=torch.float64)).to(dtype) if bias else None
+    logits = hidden.double() @ weight.double().T + (b.double() if bias else 0)
+    _, targets, offsets, adv, old, ref = packed(seed, lengths, V, torch.float64)
+    lp = torch.log_softmax(logits, -1).gather(1, targets[:, None]).squeeze(1)
+    g2 = torch.Generator().manual_seed(seed + 1)
+    old = lp + 0.3 * torch.randn(T, generator=g2, dtype=torch.float64)
+    ref = lp + 0.3 * torch.randn(T, generator=g2, dtype=torch.float64)
+    return hidden, weight, b, targets, offsets, adv, old, ref
+
+
+class FusedLinearLoss(unittest.TestCase):
+    def check(self, dtype, tol, lengths, D, V, chunk, bias, agg):
+        hidden, weight, b, targets, offsets, adv, old, ref = lm_head_batch(len(lengths) + D + V, lengths, D, V, dtype,
+                                                                           bias)
+        leaves = [t.clone().requires_grad_() for t in (hidden, weight) + ((b,) if bias else ())]
+        out = gk.fused_linear_loss(leaves[0], leaves[1], targets, offsets, adv, bias=leaves[2] if bias else None,
+                                   token_chunk=chunk, logp_old=old, logp_ref=ref, kl="k3", kl_coef=0.05,
+                                   entropy_coef=0.01, agg=agg)
+        (1.5 * out.loss).backward()
+        refs = [t.double().requires_grad_() for t in (hidden, weight) + ((b,) if bias else ())]
+        logits = refs[0] @ refs[1].T + (refs[2] if bias else 0)
+        want = reference_loss(logits, targets, offsets, adv, old, ref, agg, kl_coef=0.05, entropy_coef=0.01)
+        (1.5 * want).backward()
+        self.assertAlmostEqual(out.loss.item(), want.item(), delta=tol * (1 + abs(want.item())))
+        for got, w, name in zip(leaves, refs, ("hidden", "weight", "bias")):
+            with self.subTest(grad=name):
+                self.assertEqual(got.grad.dtype, dtype)
+                torch.testing.assert_close(got.grad.double(), w.grad, rtol=tol, atol=tol * w.grad.abs().max().item())
+        lp, ent, _ = reference_rows(logits.detach(), targets)
+        torch.testing.assert_close(out.logp.double(), lp, rtol=tol, atol=tol)
+        torch.testing.assert_close(out.entropy.double(), ent, rtol=tol, atol=tol)
+        self.assertEqual(gk.metrics_dict(out.metrics)["tokens"], sum(lengths))
+
+    def test_loss_and_gradients_against_pytorch(self):
+        # token chunks of 1, not dividing T, and larger than T; V prime; with and without a bias
+        for dtype, tol in DTYPES.items():
+            for lengths, D, V, chunk, bias in [([1], 1, 2, 1, True), ([3, 1, 5], 8, 37, 4, False),
+                                               ([7, 2, 11, 4], 16, 257, 5, True), ([2, 3], 5, 11, 64, True)]:
+                for agg in ("token_mean", "seq_mean_token_mean"):
+                    with self.subTest(dtype=dtype, lengths=lengths, D=D, V=V, chunk=chunk, bias=bias, agg=agg):
+                        self.check(dtype, max(tol, 1e-12), lengths, D, V, chunk, bias, agg)
+
+    def test_same_as_fused_loss_on_the_logits(self):
+        # float64 rows: the chunked loss is fused_loss's on hidden @ weight.T + bias
+        hidden, weight, b, targets, offsets, adv, old, _ = lm_head_batch(4, [5, 8], 6, 31, torch.float64)
+        a = gk.fused_linear_loss(hidden, weight, targets, offsets, adv, bias=b, token_chunk=3, logp_old=old)
+        f = gk.fused_loss(hidden @ weight.T + b, targets, offsets, adv, logp_old=old)
+        torch.testing.assert_close(a.loss, f.loss, rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(a.metrics, f.metrics, rtol=1e-12, atol=1e-12)
+
+    def test_errors(self):
+        hidden, weight, b, targets, offsets, adv, *_ = lm_head_batch(2, [3, 2], 4, 9, torch.float32)
+        with self.assertRaisesRegex(RuntimeError, "weight must be \\[V, D\\]"):
+            gk.fused_linear_loss(hidden, weight[:, :3], targets, offsets, adv)
+        with self.assertRaisesRegex(RuntimeError, "weight must have hidden's dtype"):
+            gk.fused_linear_loss(hidden, weight.double(), targets, offsets, adv)
+        with self.assertRaisesRegex(RuntimeError, "bias must be \\[V\\]"):
+            gk.fused_linear_loss(hidden, weight, targets, offsets, adv, bias=b[:4])
+        with self.assertRaisesRegex(RuntimeError, "token_chunk"):
+            gk.fused_linear_loss(hidden, weight, targets, offsets, adv, token_chunk=0)
+        with self.assertRaisesRegex(RuntimeError, "target"):
+            gk.fused_linear_loss(hidden, weight, torch.full((5,), 9), offsets, adv)
+
+
 class ComputeAdvantages(unittest.TestCase):
     def test_mean_baseline_against_reference(self):
         g = torch.Generator().manual_seed(1)
@@ -174,6 +245,10 @@ class Compile(unittest.TestCase):
         torch.library.opcheck(torch.ops.grpokit.fused_loss.default,
                               (x, targets, offsets, adv, old, None, None, None, None, None, cfg, "deterministic",
                                "padding"))
+        hidden, weight, b, targets, offsets, adv, old, _ = lm_head_batch(3, [2, 3], 4, 13, torch.float32)
+        torch.library.opcheck(torch.ops.grpokit.fused_linear_loss.default,
+                              (hidden.requires_grad_(), weight.requires_grad_(), b.requires_grad_(), targets, offsets,
+                               adv, old, None, None, None, None, None, 2, cfg, "deterministic", "padding"))
         acfg = gk._config(gk._ADV_FIELDS, {}, "opcheck")
         torch.library.opcheck(torch.ops.grpokit.compute_advantages.default,
                               (torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0, 3]), None, None, None, acfg, "mean"))
@@ -197,6 +272,27 @@ class Compile(unittest.TestCase):
         got.backward()
         torch.testing.assert_close(got, eager)
         torch.testing.assert_close(head.weight.grad, want)
+
+    def test_compile_fullgraph_linear(self):
+        torch.manual_seed(1)
+        body, head = torch.nn.Linear(6, 8), torch.nn.Linear(8, 23)
+        x = torch.randn(7, 6)
+        _, targets, offsets, adv, old, _ = packed(13, [3, 4], 23, torch.float32)
+
+        def step(inp):
+            return gk.fused_linear_loss(torch.tanh(body(inp)), head.weight, targets, offsets, adv, bias=head.bias,
+                                        token_chunk=3, logp_old=old).loss
+
+        eager = step(x)
+        eager.backward()
+        want = [p.grad.clone() for p in (body.weight, head.weight, head.bias)]
+        for p in (body.weight, body.bias, head.weight, head.bias):
+            p.grad = None
+        got = torch.compile(step, fullgraph=True, backend="aot_eager")(x)
+        got.backward()
+        torch.testing.assert_close(got, eager)
+        for p, w in zip((body.weight, head.weight, head.bias), want):
+            torch.testing.assert_close(p.grad, w)
 
 
 if __name__ == "__main__":

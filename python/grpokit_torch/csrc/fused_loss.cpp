@@ -20,7 +20,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_los
     c10::ArrayRef<double> config, c10::string_view reduction, c10::string_view mask) {
   const grpokit::loss_config cfg = config_from(loss_fields(), config.vec());
   const rows r(logits, targets, token_temperature);
-  const batch b(r, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask);
+  const batch b(r.accum, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask);
   at::Tensor dlogits = at::empty_like(r.logits);
   at::Tensor logp = at::empty({r.T}, logits.options().dtype(r.accum));
   at::Tensor entropy = at::empty_like(logp);
@@ -34,7 +34,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_los
                                           grpokit::fused_outputs<R>{span_of<R>(logp), span_of<R>(entropy)});
   });
   at::Tensor loss = at::scalar_tensor(result.loss, at::TensorOptions().dtype(r.accum));
-  return {loss, float64_tensor(metric_values(result)), dlogits, logp, entropy};
+  return {loss, metrics_tensor(result), dlogits, logp, entropy};
 }
 
 }  // namespace

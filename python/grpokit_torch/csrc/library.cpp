@@ -1,10 +1,11 @@
 // The grpokit operators for PyTorch (docs/pytorch.md): their schemas, and what Python needs to
 // offer the keyword arguments and name the outputs. The CPU implementations (host path) are in a
-// translation unit each; grpokit_torch/__init__.py adds the fake kernels, the autograd formula of
-// fused_loss and the keyword arguments.
+// translation unit each; grpokit_torch/__init__.py adds the fake kernels, the autograd formulas of
+// fused_loss and fused_linear_loss and the keyword arguments.
 #include <torch/extension.h>
 
 #include "config_fields.hpp"
+#include "sync_errors.hpp"
 #include "variants.hpp"
 
 TORCH_LIBRARY(grpokit, m) {
@@ -14,6 +15,10 @@ TORCH_LIBRARY(grpokit, m) {
         "Tensor? logp_ref, Tensor? logp_rollout, Tensor? token_mask, Tensor? seq_mask, Tensor? token_temperature, "
         "float[] config, str reduction, str mask) -> (Tensor loss, Tensor metrics, Tensor dlogits, Tensor logp, "
         "Tensor entropy)");
+  m.def("fused_linear_loss(Tensor hidden, Tensor weight, Tensor? bias, Tensor targets, Tensor seq_offsets, "
+        "Tensor adv, Tensor? logp_old, Tensor? logp_ref, Tensor? logp_rollout, Tensor? token_mask, Tensor? seq_mask, "
+        "Tensor? token_temperature, int token_chunk, float[] config, str reduction, str mask) -> (Tensor loss, "
+        "Tensor metrics, Tensor dhidden, Tensor dweight, Tensor dbias, Tensor logp, Tensor entropy)");
   m.def("compute_advantages(Tensor rewards, Tensor group_offsets, Tensor? seq_log_ratio, Tensor? seq_weight, "
         "Tensor? group_baseline, float[] config, str baseline) -> (Tensor adv, Tensor seq_mask, Tensor stats)");
 }
@@ -27,4 +32,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("reductions", [] { return grpokit_torch::reduction_names(); });
   m.def("masks", [] { return grpokit_torch::mask_names(); });
   m.def("baselines", [] { return grpokit_torch::baseline_names(); });
+#ifdef GRPOKIT_TORCH_CUDA
+  m.def("has_cuda", [] { return true; });
+#else
+  m.def("has_cuda", [] { return false; });
+#endif
+  m.def("set_sync_errors", [](bool on) { grpokit_torch::sync_errors() = on; });
+  m.def("sync_errors", [] { return grpokit_torch::sync_errors().load(); });
 }

@@ -1,18 +1,19 @@
 #pragma once
 // The fixed set of policies the operators are built for (docs/pytorch.md), chosen at run time from
-// the tensors' dtype and the `reduction`, `mask` and `baseline` strings; and the views of torch
-// tensors as grpokit inputs.
+// the tensors' dtype and the `reduction`, `mask` and `baseline` strings; the metrics as tensors.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <cuda_bf16.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include <grpokit/grpokit.hpp>
+
+#include "result_values.hpp"
+#include "tensor_inputs.hpp"
 
 namespace grpokit_torch {
 
@@ -44,7 +45,7 @@ void with_reduction(const std::string& reduction, const std::string& mask, F&& f
 }
 
 // The logits' dtype is the storage type; the accumulation is float64 for float64 logits, float32
-// otherwise.
+// otherwise (accum_of).
 template <bool rows_only = false, class F>
 void with_policy(at::ScalarType logits, const std::string& reduction, const std::string& mask, F&& f) {
   switch (logits) {
@@ -73,120 +74,16 @@ void with_baseline(at::ScalarType rewards, const std::string& baseline, F&& f) {
   return with_baseline_of<grpokit::precision<float, float>>(baseline, f);
 }
 
-// A contiguous tensor's elements (an undefined tensor: empty).
-template <class T>
-grpokit::span<T> span_of(const at::Tensor& t) {
-  if (!t.defined()) return {};
-  return {reinterpret_cast<T*>(t.data_ptr()), t.numel()};
-}
-template <class T>
-grpokit::span<const T> cspan_of(const at::Tensor& t) {
-  return span_of<T>(t);
-}
 
-inline at::Tensor int64_vector(const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.dim() == 1, "grpokit: ", name, " must be 1-D, got ", t.dim(), " dims");
-  TORCH_CHECK(!at::isFloatingType(t.scalar_type()), "grpokit: ", name, " must hold integers, got ", t.scalar_type());
-  return t.to(at::kLong).contiguous();
+// The metrics and the advantage statistics as float64 tensors on the CPU (result_values.hpp).
+inline at::Tensor metrics_tensor(const grpokit::loss_result& r) {
+  at::Tensor t = at::empty({metric_count}, at::TensorOptions().dtype(at::kDouble));
+  write_metrics(r, t.data_ptr<double>());
+  return t;
 }
-
-// The rows of a call: logits [T, V] (contiguous), targets [T], per-token temperatures [T] or none.
-struct rows {
-  at::Tensor logits, targets, temperature;
-  std::int64_t T = 0, V = 0;
-  at::ScalarType accum;
-  rows(const at::Tensor& logits_, const at::Tensor& targets_, const c10::optional<at::Tensor>& temperature_) {
-    TORCH_CHECK(logits_.dim() == 2, "grpokit: logits must be [T, V], got ", logits_.dim(), " dims");
-    logits = logits_.contiguous();
-    T = logits.size(0);
-    V = logits.size(1);
-    accum = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    targets = int64_vector("targets", targets_);
-    if (temperature_.has_value()) temperature = temperature_->to(accum).contiguous();
-  }
-  template <class P>
-  grpokit::logits_input<grpokit::storage_t<P>, grpokit::accum_t<P>> input() const {
-    using S = grpokit::storage_t<P>;
-    using R = grpokit::accum_t<P>;
-    return {{reinterpret_cast<const S*>(logits.data_ptr()), T, V, V}, cspan_of<std::int64_t>(targets),
-            cspan_of<R>(temperature)};
-  }
-};
-
-// The batch of policy_loss, in the accumulation type (masks as bytes).
-struct batch {
-  at::Tensor seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask;
-  batch(const rows& r, const at::Tensor& seq_offsets_, const at::Tensor& adv_, const c10::optional<at::Tensor>& old,
-        const c10::optional<at::Tensor>& ref, const c10::optional<at::Tensor>& rollout,
-        const c10::optional<at::Tensor>& token_mask_, const c10::optional<at::Tensor>& seq_mask_) {
-    auto real = [&](const c10::optional<at::Tensor>& t) {
-      return t.has_value() ? t->to(r.accum).contiguous() : at::Tensor();
-    };
-    auto bytes = [&](const c10::optional<at::Tensor>& t) {
-      return t.has_value() ? t->to(at::kByte).contiguous() : at::Tensor();
-    };
-    seq_offsets = int64_vector("seq_offsets", seq_offsets_);
-    adv = adv_.to(r.accum).contiguous();
-    logp_old = real(old);
-    logp_ref = real(ref);
-    logp_rollout = real(rollout);
-    token_mask = bytes(token_mask_);
-    seq_mask = bytes(seq_mask_);
-  }
-  template <class R>
-  grpokit::rollout_batch<R> get() const {
-    grpokit::rollout_batch<R> b;
-    b.seq_offsets = cspan_of<std::int64_t>(seq_offsets);
-    b.adv = cspan_of<R>(adv);
-    b.logp_old = cspan_of<R>(logp_old);
-    b.logp_ref = cspan_of<R>(logp_ref);
-    b.logp_rollout = cspan_of<R>(logp_rollout);
-    b.token_mask = cspan_of<std::uint8_t>(token_mask);
-    b.seq_mask = cspan_of<std::uint8_t>(seq_mask);
-    return b;
-  }
-};
-
-// loss_result as numbers: the loss then loss_metrics' fields, in declaration order.
-inline std::vector<std::string> metric_names() {
-  return {"loss",          "loss_pg",          "loss_kl",         "loss_entropy",    "clip_frac_low",
-          "clip_frac_high", "clip_frac_dual",  "approx_kl_old",   "kl_ref",          "entropy_mean",
-          "tokens",        "tokens_kept",      "seqs",            "masked_tokens_padding",
-          "masked_tokens_vocab_prune",         "masked_tokens_importance",           "masked_tokens_custom",
-          "masked_tokens_sequence",            "masked_seqs_advantage",              "masked_seqs_trust_region",
-          "masked_seqs_importance",            "mismatch_abs_mean", "mismatch_abs_max", "mismatch_k3",
-          "is_weight_min", "is_weight_mean",   "is_weight_max",   "is_ess",          "adv_mean",
-          "adv_std"};
-}
-inline std::vector<double> metric_values(const grpokit::loss_result& r) {
-  const grpokit::loss_metrics& m = r.metrics;
-  auto d = [](std::int64_t x) { return static_cast<double>(x); };
-  return {r.loss,           m.loss_pg,          m.loss_kl,         m.loss_entropy,    m.clip_frac_low,
-          m.clip_frac_high, m.clip_frac_dual,   m.approx_kl_old,   m.kl_ref,          m.entropy_mean,
-          d(m.tokens),      d(m.tokens_kept),   d(m.seqs),         d(m.masked_tokens_padding),
-          d(m.masked_tokens_vocab_prune),       d(m.masked_tokens_importance),        d(m.masked_tokens_custom),
-          d(m.masked_tokens_sequence),          d(m.masked_seqs_advantage),           d(m.masked_seqs_trust_region),
-          d(m.masked_seqs_importance),          m.mismatch_abs_mean, m.mismatch_abs_max, m.mismatch_k3,
-          m.is_weight_min,  m.is_weight_mean,   m.is_weight_max,   m.is_ess,          m.adv_mean,
-          m.adv_std};
-}
-static_assert(sizeof(grpokit::loss_metrics) == 29 * 8, "metric_names / metric_values: add the new metric");
-
-inline std::vector<std::string> advantage_stat_names() {
-  return {"groups",   "zero_variance_groups", "singleton_groups", "excluded_seqs", "reward_mean", "reward_std",
-          "adv_mean", "adv_std",              "ess",              "ess_ratio",     "lr_factor"};
-}
-inline std::vector<double> advantage_stat_values(const grpokit::advantage_stats& s) {
-  auto d = [](std::int64_t x) { return static_cast<double>(x); };
-  return {d(s.groups),  d(s.zero_variance_groups), d(s.singleton_groups), d(s.excluded_seqs), s.reward_mean,
-          s.reward_std, s.adv_mean,                s.adv_std,             s.ess,              s.ess_ratio,
-          s.lr_factor};
-}
-static_assert(sizeof(grpokit::advantage_stats) == 11 * 8, "advantage_stat_names / values: add the new statistic");
-
-inline at::Tensor float64_tensor(const std::vector<double>& v) {
-  at::Tensor t = at::empty({static_cast<std::int64_t>(v.size())}, at::TensorOptions().dtype(at::kDouble));
-  std::copy(v.begin(), v.end(), t.data_ptr<double>());
+inline at::Tensor advantage_stats_tensor(const grpokit::advantage_stats& s) {
+  at::Tensor t = at::empty({advantage_stat_count}, at::TensorOptions().dtype(at::kDouble));
+  write_advantage_stats(s, t.data_ptr<double>());
   return t;
 }
 

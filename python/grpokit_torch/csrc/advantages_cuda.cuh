@@ -1,0 +1,45 @@
+#pragma once
+// grpokit::compute_advantages on CUDA: device::compute_advantages_async on the current stream; the
+// statistics copied out of the workspace on the device.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <string>
+#include <tuple>
+
+#include "config_fields.hpp"
+#include "device_call.cuh"
+#include "variants.hpp"
+
+namespace grpokit_torch {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> compute_advantages_cuda(
+    const at::Tensor& rewards, const at::Tensor& group_offsets, const c10::optional<at::Tensor>& seq_log_ratio,
+    const c10::optional<at::Tensor>& seq_weight, const c10::optional<at::Tensor>& group_baseline,
+    c10::ArrayRef<double> config, c10::string_view baseline) {
+  device_call call(rewards);
+  const grpokit::advantage_config cfg = config_from(advantage_fields(), config.vec());
+  const advantage_tensors in(rewards, group_offsets, seq_log_ratio, seq_weight, group_baseline);
+  require_on(call.device(), in);
+  at::Tensor adv = at::empty_like(in.rewards);
+  at::Tensor keep = at::empty({in.rewards.numel()}, in.rewards.options().dtype(at::kByte));
+  at::Tensor stats = at::empty({advantage_stat_count}, in.rewards.options().dtype(at::kDouble));
+  with_baseline(in.rewards.scalar_type(), std::string(baseline), [&](auto tag) {
+    using P = decltype(tag);
+    using R = grpokit::accum_t<P>;
+    call.run([&](void* ws, std::size_t& bytes) {
+      grpokit::device::compute_advantages_async<P>(in.get<R>(), cfg, {span_of<R>(adv), span_of<std::uint8_t>(keep)},
+                                                   ws, bytes, call.stream());
+    });
+  });
+  call.advantage_outputs(stats);
+  call.nan_if_raised(adv);
+  call.check();
+  return {adv, keep, stats};
+}
+
+}  // namespace
+}  // namespace grpokit_torch
+
+TORCH_LIBRARY_IMPL(grpokit, CUDA, m) { m.impl("compute_advantages", &grpokit_torch::compute_advantages_cuda); }
