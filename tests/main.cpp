@@ -1,6 +1,4 @@
-#if __has_include(<catch2/catch_test_macros.hpp>)
-// Catch2 v3: main comes from Catch2::Catch2WithMain.
-#else
-#define CATCH_CONFIG_MAIN
-#include <catch2/catch.hpp>
-#endif
+// The host tests' runner.
+#include "catch_session.hpp"
+
+int main(int argc, char** argv) { return run_catch_session(argc, argv); }

@@ -249,11 +249,16 @@ class csv_log {
   std::ofstream out_;
 };
 
-// comm: the data-parallel ranks (--parallel mpi), or null for one process.
+// comm: the data-parallel ranks (--parallel mpi), or null for one process. Data-parallel runs are
+// the batch_invariant instantiations, and only they are (train_grpo.cpp's dispatch): each
+// instantiation compiles the one path it runs (a third of the build time of this example).
 template <class P>
 int train(const options& o, const dp_comm* comm = nullptr) {
   static_assert(std::is_same<grpokit::accum_t<P>, float>::value && std::is_same<grpokit::storage_t<P>, float>::value,
                 "the example network is fp32");
+  constexpr bool data_parallel = P::order == grpokit::reduction_order::batch_invariant;
+  if ((comm != nullptr) != data_parallel)
+    throw std::logic_error("train_grpo: a data-parallel run is a batch_invariant one, and only it is");
   // MC-GRPO samples G + 1 rollouts so that G remain after the pivot is dropped.
   const bool median = std::is_same<typename P::baseline_type, grpokit::baseline::median>::value;
   const int per_prompt = o.group_size + (median ? 1 : 0);
@@ -268,9 +273,9 @@ int train(const options& o, const dp_comm* comm = nullptr) {
   std::unique_ptr<loss_backend<P>> loss;
   if (o.device == device_kind::cuda) {
 #if defined(TRAIN_GRPO_WITH_CUDA)
-    // device_loss.cu instantiates TRAIN_GRPO_POLICIES; data-parallel runs (batch_invariant) stay on the
-    // host (parse() refuses --parallel mpi with --device cuda)
-    if constexpr (P::order != grpokit::reduction_order::batch_invariant)
+    // device_loss.cu instantiates TRAIN_GRPO_POLICIES; data-parallel runs stay on the host (parse()
+    // refuses --parallel mpi with --device cuda)
+    if constexpr (!data_parallel)
       loss = make_device_loss<P>();
     else
       throw std::logic_error("--device cuda with --parallel mpi (parse() refuses it)");
@@ -316,8 +321,8 @@ int train(const options& o, const dp_comm* comm = nullptr) {
     const rollouts r = sample(net, prompts, per_prompt, mismatch, gen);
     const auto S = static_cast<std::int64_t>(r.rewards.size());
     // the sequences this process trains on: all of them, or its data-parallel share
-    const rollouts share_r = comm != nullptr ? local_share(r, share_of(S, comm->rank(), comm->size())) : rollouts{};
-    const rollouts& mine = comm != nullptr ? share_r : r;
+    const rollouts share_r = data_parallel ? local_share(r, share_of(S, comm->rank(), comm->size())) : rollouts{};
+    const rollouts& mine = data_parallel ? share_r : r;
     const auto n_mine = static_cast<std::int64_t>(mine.rewards.size());
     const auto T = static_cast<std::int64_t>(mine.tokens.size());
 
@@ -335,7 +340,7 @@ int train(const options& o, const dp_comm* comm = nullptr) {
            t < static_cast<std::size_t>(mine.seq_offsets[s + 1]); ++t)
         seq_log_ratio[s] += logp_old[t] - mine.logp_rollout[t];
     const grpokit::advantage_inputs<float> adv_in{mine.rewards, mine.group_offsets, seq_log_ratio, {}};
-    if (comm != nullptr)
+    if constexpr (data_parallel)
       grpokit::host::compute_advantages<P>(adv_in, cfg.adv, {adv, seq_mask}, grpokit::data_parallel(*comm));
     else
       loss->compute_advantages(adv_in, cfg.adv, {adv, seq_mask});
@@ -367,7 +372,7 @@ int train(const options& o, const dp_comm* comm = nullptr) {
         l.rollouts_per_prompt = per_prompt;
       }
       const grpokit::matrix_view<float> dz{dlogits.data(), T, vocab, vocab};
-      if (comm != nullptr) {
+      if constexpr (data_parallel) {
         l.add(grpokit::host::fused_loss<P>(logits_of(act, mine.tokens), batch, cfg, dz, grpokit::data_parallel(*comm)),
               updates);
         sequence_ordered_gradient(*comm, net, mine, act, dlogits, S, grad);

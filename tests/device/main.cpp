@@ -4,12 +4,7 @@
 #include <cstring>
 #include <cuda_runtime.h>
 
-#if __has_include(<catch2/catch_session.hpp>)
-#include <catch2/catch_session.hpp>
-#else
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
-#endif
+#include "../catch_session.hpp"
 
 int main(int argc, char** argv) {
   const char* size = std::getenv("GRPOKIT_DEVICE_TEST_SIZE");  // device_support::small_sizes()
@@ -26,5 +21,5 @@ int main(int argc, char** argv) {
                 err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
     return 77;
   }
-  return Catch::Session().run(argc, argv);
+  return run_catch_session(argc, argv);
 }

@@ -5,12 +5,7 @@
 
 #include <cstdio>
 
-#if __has_include(<catch2/catch_session.hpp>)
-#include <catch2/catch_session.hpp>
-#else
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
-#endif
+#include "../catch_session.hpp"
 
 #ifdef GRPOKIT_MPI_DEVICE_TEST
 #include <cuda_runtime.h>
@@ -29,7 +24,7 @@ int main(int argc, char** argv) {
     return 77;
   }
 #endif
-  int rc = Catch::Session().run(argc, argv);
+  int rc = run_catch_session(argc, argv);
   int worst = 0;
   MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   MPI_Finalize();
