@@ -184,15 +184,19 @@ def _compute_advantages_fake(rewards, group_offsets, seq_log_ratio, seq_weight, 
             rewards.new_empty((len(advantage_stat_names),), dtype=torch.float64))
 
 
-# ---- autograd: d loss / d logits = dlogits, computed by the forward; only the loss is differentiable ----
+# ---- autograd: the gradients are computed by the forward; only the loss is differentiable ----
+def _scaled(grad_loss, g):
+    # grad_out · g in the loss's dtype (the accumulation type), returned in g's
+    return (grad_loss * g).to(g.dtype)
+
+
 def _fused_loss_setup(ctx, inputs, output):
     ctx.save_for_backward(output[2])
 
 
 def _fused_loss_backward(ctx, grad_loss, grad_metrics, grad_dlogits, grad_logp, grad_entropy):
     (dlogits,) = ctx.saved_tensors
-    # grad_loss has the loss's dtype (the accumulation type)
-    return ((grad_loss * dlogits).to(dlogits.dtype),) + (None,) * 12
+    return (_scaled(grad_loss, dlogits),) + (None,) * 12
 
 
 torch.library.register_autograd("grpokit::fused_loss", _fused_loss_backward, setup_context=_fused_loss_setup)
@@ -206,8 +210,8 @@ def _fused_linear_loss_setup(ctx, inputs, output):
 
 def _fused_linear_loss_backward(ctx, grad_loss, *unused):
     dhidden, dweight, dbias = ctx.saved_tensors
-    scaled = [(grad_loss * g).to(g.dtype) for g in (dhidden, dweight)]
-    return (*scaled, (grad_loss * dbias).to(dbias.dtype) if ctx.has_bias else None) + (None,) * 13
+    return (_scaled(grad_loss, dhidden), _scaled(grad_loss, dweight),
+            _scaled(grad_loss, dbias) if ctx.has_bias else None) + (None,) * 13
 
 
 torch.library.register_autograd("grpokit::fused_linear_loss", _fused_linear_loss_backward,

@@ -42,7 +42,8 @@ struct row_status {
 };
 
 // Status fields start as "none": the maximum, so that atomicMin records the smallest index.
-inline void reset_status(device::status* s, cudaStream_t stream) {
+constexpr unsigned long long status_none = ~0ull;
+inline void reset_status(device::status* s, cudaStream_t stream) {  // every byte 0xff: status_none
   GRPOKIT_CUDA_CHECK(cudaMemsetAsync(s, 0xff, sizeof(device::status), stream));
 }
 
@@ -53,9 +54,16 @@ inline char* aligned_workspace(const void* workspace) {
   const auto p = reinterpret_cast<std::uintptr_t>(workspace);
   return reinterpret_cast<char*>((p + workspace_alignment - 1) / workspace_alignment * workspace_alignment);
 }
-// Status fields hold index + 1 of the first offender, or the reset value ~0 (none).
+// Whether a status as the kernels hold it (before status_as_read) has any flag raised.
+__host__ __device__ inline bool raised(const device::status& s) {
+  static_assert(sizeof(device::status) == 6 * sizeof(unsigned long long), "raised() reads every field: add a new one");
+  return s.bad_target != status_none || s.non_finite != status_none || s.non_finite_seq != status_none ||
+         s.bad_offsets != status_none || s.bad_value != status_none || s.other_rank != status_none;
+}
+
+// Status fields hold index + 1 of the first offender, or status_none.
 inline device::status status_as_read(device::status s) {
-  auto fix = [](unsigned long long v) { return v == ~0ull ? 0ull : v; };
+  auto fix = [](unsigned long long v) { return v == status_none ? 0ull : v; };
   s.bad_target = fix(s.bad_target);
   s.non_finite = fix(s.non_finite);
   s.bad_offsets = fix(s.bad_offsets);

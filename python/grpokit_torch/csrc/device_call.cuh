@@ -50,17 +50,11 @@ inline void require_on(const at::Device& d, const advantage_tensors& in) {
   require_device(d, "group_baseline", in.group_baseline);
 }
 
-__device__ inline bool raised(const grpokit::device::status& s) {
-  constexpr unsigned long long none = ~0ull;  // reset_status' value
-  return s.bad_target != none || s.non_finite != none || s.non_finite_seq != none || s.bad_offsets != none ||
-         s.bad_value != none || s.other_rank != none;
-}
-
 template <class Acc>
 __global__ void loss_outputs_kernel(grpokit::device::workspace_results r, Acc* loss, double* metrics) {
   write_metrics(*r.loss, metrics);
   *loss = static_cast<Acc>(r.loss->loss);
-  if (raised(*r.st)) {
+  if (grpokit::detail::raised(*r.st)) {
     for (int i = 0; i < metric_count; ++i) metrics[i] = NAN;
     *loss = static_cast<Acc>(NAN);
   }
@@ -68,14 +62,14 @@ __global__ void loss_outputs_kernel(grpokit::device::workspace_results r, Acc* l
 
 static __global__ void advantage_outputs_kernel(grpokit::device::workspace_results r, double* stats) {
   write_advantage_stats(*r.advantages, stats);
-  if (raised(*r.st))
+  if (grpokit::detail::raised(*r.st))
     for (int i = 0; i < advantage_stat_count; ++i) stats[i] = NAN;
 }
 
 // Every element NaN when the call raised; returns at once otherwise.
 template <class T>
 __global__ void nan_if_raised_kernel(const grpokit::device::status* st, T* data, std::int64_t n) {
-  if (!raised(*st)) return;
+  if (!grpokit::detail::raised(*st)) return;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
     data[i] = static_cast<T>(NAN);

@@ -32,19 +32,27 @@ inline at::Tensor int64_vector(const char* name, const at::Tensor& t) {
 
 inline at::ScalarType accum_of(at::ScalarType storage) { return storage == at::kDouble ? at::kDouble : at::kFloat; }
 
-// The rows of a call: logits [T, V] (contiguous), targets [T], per-token temperatures [T] or none.
-struct rows {
-  at::Tensor logits, targets, temperature;
-  std::int64_t T = 0, V = 0;
+// The per-token inputs of rows and lm_head_rows: targets [T] as int64, per-token temperatures [T] in
+// the accumulation type, or none.
+struct token_inputs {
+  at::Tensor targets, temperature;
   at::ScalarType accum;
-  rows(const at::Tensor& logits_, const at::Tensor& targets_, const c10::optional<at::Tensor>& temperature_) {
+  token_inputs(at::ScalarType storage, const at::Tensor& targets_, const c10::optional<at::Tensor>& temperature_)
+      : targets(int64_vector("targets", targets_)), accum(accum_of(storage)) {
+    if (temperature_.has_value()) temperature = temperature_->to(accum).contiguous();
+  }
+};
+
+// The rows of a call: logits [T, V] (contiguous) and their token_inputs.
+struct rows : token_inputs {
+  at::Tensor logits;
+  std::int64_t T = 0, V = 0;
+  rows(const at::Tensor& logits_, const at::Tensor& targets_, const c10::optional<at::Tensor>& temperature_)
+      : token_inputs(logits_.scalar_type(), targets_, temperature_) {
     TORCH_CHECK(logits_.dim() == 2, "grpokit: logits must be [T, V], got ", logits_.dim(), " dims");
     logits = logits_.contiguous();
     T = logits.size(0);
     V = logits.size(1);
-    accum = accum_of(logits.scalar_type());
-    targets = int64_vector("targets", targets_);
-    if (temperature_.has_value()) temperature = temperature_->to(accum).contiguous();
   }
   template <class P>
   grpokit::logits_input<grpokit::storage_t<P>, grpokit::accum_t<P>> input() const {
@@ -92,12 +100,13 @@ struct batch {
 
 // hidden [T, D], weight [V, D] and bias [V] or none, all of one dtype (the storage type); targets
 // [T]; per-token temperatures [T] or none.
-struct lm_head_rows {
-  at::Tensor hidden, weight, bias, targets, temperature;
+struct lm_head_rows : token_inputs {
+  at::Tensor hidden, weight, bias;
   std::int64_t T = 0, D = 0, V = 0;
-  at::ScalarType storage, accum;
+  at::ScalarType storage;
   lm_head_rows(const at::Tensor& hidden_, const at::Tensor& weight_, const c10::optional<at::Tensor>& bias_,
-               const at::Tensor& targets_, const c10::optional<at::Tensor>& temperature_) {
+               const at::Tensor& targets_, const c10::optional<at::Tensor>& temperature_)
+      : token_inputs(hidden_.scalar_type(), targets_, temperature_) {
     TORCH_CHECK(hidden_.dim() == 2, "grpokit: hidden must be [T, D], got ", hidden_.dim(), " dims");
     TORCH_CHECK(weight_.dim() == 2 && weight_.size(1) == hidden_.size(1), "grpokit: weight must be [V, D] with D = ",
                 hidden_.size(1), " (hidden's), got ", weight_.sizes());
@@ -116,9 +125,6 @@ struct lm_head_rows {
                   bias_->scalar_type());
       bias = bias_->contiguous();
     }
-    accum = accum_of(storage);
-    targets = int64_vector("targets", targets_);
-    if (temperature_.has_value()) temperature = temperature_->to(accum).contiguous();
   }
   template <class P>
   grpokit::linear_input<grpokit::storage_t<P>, grpokit::accum_t<P>> input() const {

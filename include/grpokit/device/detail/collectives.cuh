@@ -67,7 +67,7 @@ static_assert(sizeof(device::status) == 6 * sizeof(unsigned long long),
 template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(1) merge_status_kernel(const long long* flags, const device::status* all,
                                                          int ranks, int me, device::status* st) {
-  constexpr unsigned long long none = ~0ull;
+  constexpr unsigned long long none = status_none;
   for (int r = 0; r < ranks; ++r) {
     if (r != me && flags[4 * r + 3] != 0) {
       *st = device::status{none, none, none, none, none, static_cast<unsigned long long>(r) + 1ull};
@@ -75,12 +75,7 @@ __global__ void __launch_bounds__(1) merge_status_kernel(const long long* flags,
     }
   }
   for (int r = 0; r < ranks; ++r) {
-    if (r == me) continue;
-    const device::status& o = all[r];
-    const bool raised = o.bad_target != none || o.non_finite != none ||
-                        o.non_finite_seq != none || o.bad_offsets != none || o.bad_value != none ||
-                        o.other_rank != none;
-    if (raised) {
+    if (r != me && raised(all[r])) {
       st->other_rank = static_cast<unsigned long long>(r) + 1ull;
       return;
     }
