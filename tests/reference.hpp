@@ -77,6 +77,7 @@ inline adv_out advantages(const std::vector<ld>& rewards, const std::vector<std:
                           const std::vector<ld>& weight = {}, const std::vector<ld>& group_base = {}) {
   adv_out out{std::vector<ld>(rewards.size()), std::vector<int>(rewards.size(), 1)};
   const ld batch_std = bessel_std(rewards);
+  const ld nonzero = static_cast<ld>(std::count_if(rewards.begin(), rewards.end(), [](ld v) { return v != 0; }));
   for (std::size_t g = 0; g + 1 < groups.size(); ++g) {
     const std::size_t lo = static_cast<std::size_t>(groups[g]), hi = static_cast<std::size_t>(groups[g + 1]);
     std::vector<ld> r(rewards.begin() + lo, rewards.begin() + hi);
@@ -136,6 +137,8 @@ inline adv_out advantages(const std::vector<ld>& rewards, const std::vector<std:
       ld div = 1;
       if (cfg.scale == grpokit::adv_scale::group) div = std::max<ld>(spread, cfg.std_floor) + eps;
       if (cfg.scale == grpokit::adv_scale::batch) div = std::max<ld>(batch_std, cfg.std_floor) + cfg.eps;
+      if (cfg.scale == grpokit::adv_scale::gpg)  // GPG: alpha = S / max(#(r != 0), 1)
+        div = std::max<ld>(nonzero, 1) / static_cast<ld>(rewards.size());
       if (cfg.equal_group_weight)  // every group weighs as a group of the mean size
         div *= static_cast<ld>(n) * static_cast<ld>(groups.size() - 1) / static_cast<ld>(rewards.size());
       out.adv[lo + i] = c[i] / div;
@@ -151,6 +154,7 @@ inline adv_out advantages(const std::vector<ld>& rewards, const std::vector<std:
     const ld factor = std::sqrt(std::min<ld>(1, ess / log_ratio.size() / cfg.ess_ratio_ref));
     for (ld& a : out.adv) a *= factor;
   }
+  for (ld& a : out.adv) a = std::min<ld>(std::max<ld>(a, cfg.clip_low), cfg.clip_high);
   return out;
 }
 

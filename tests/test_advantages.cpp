@@ -73,9 +73,12 @@ void sweep(double tol) {
   std::mt19937_64 rng(11);
   for (int rep = 0; rep < 20; ++rep) {
     const auto c = make_groups(rng, {1, 2, 3, 5, 8, 7, 1, 64, 4}, rep % 2 == 0);
-    for (auto scale : {grpokit::adv_scale::group, grpokit::adv_scale::batch, grpokit::adv_scale::none}) {
+    for (auto scale :
+         {grpokit::adv_scale::group, grpokit::adv_scale::batch, grpokit::adv_scale::none, grpokit::adv_scale::gpg}) {
       grpokit::advantage_config cfg;
       cfg.scale = scale;
+      if (rep % 3 == 1) cfg.clip_low = -0.75;  // binds some of the advantages of every scale
+      if (rep % 4 == 1) cfg.clip_high = 0.5;
       cfg.mask_zero_variance = rep % 3 == 0;
       cfg.std_floor = rep % 4 == 0 ? 0.1 : 0.0;
       cfg.equal_group_weight = rep % 5 == 1;
@@ -289,4 +292,24 @@ TEST_CASE("a non-finite advantage past the first block names the first such sequ
   std::ostringstream want;
   want << "advantage of sequence " << first_bad << " is not finite";
   REQUIRE_ERROR(grpokit::host::compute_advantages<P>({r, off, {}, {}}, cfg, {adv, keep}), want.str());
+}
+
+TEST_CASE("GPG: alpha = B / #(r != 0) over the batch; the clip binds last", "[advantages]") {
+  // by hand: S = 8 rewards, 3 of them non-zero, alpha = 8/3; group 0 has mean 1/2, so A = +-(1/2)(8/3);
+  // group 1 is all zero and group 2 a singleton: A = 0 (verl's GPG gives a singleton alpha r)
+  using P = grpokit::policy<grpokit::precision<double, double>, grpokit::baseline::mean>;
+  const std::vector<double> r{1, 0, 0, 1, 0, 0, 0, 2};
+  const std::vector<std::int64_t> off{0, 4, 7, 8};
+  std::vector<double> adv(8);
+  std::vector<std::uint8_t> keep(8);
+  grpokit::advantage_config cfg;
+  cfg.scale = grpokit::adv_scale::gpg;
+  grpokit::host::compute_advantages<P>({r, off, {}, {}}, cfg, {adv, keep});
+  const double a = 4.0 / 3.0;
+  const std::vector<double> want{a, -a, -a, a, 0, 0, 0, 0};
+  for (std::size_t i = 0; i < 8; ++i) CHECK(adv[i] == Approx(want[i]).epsilon(1e-15));
+  cfg.clip_low = -1;
+  cfg.clip_high = 1.25;
+  grpokit::host::compute_advantages<P>({r, off, {}, {}}, cfg, {adv, keep});
+  CHECK(adv == std::vector<double>{1.25, -1, -1, 1.25, 0, 0, 0, 0});
 }

@@ -182,6 +182,8 @@ TEST_CASE("every loss_config and advantage_config field is checked finite and in
   with([](auto& c) { c.adv.ess_ratio_ref = 0; }, "adv.ess_ratio_ref must be finite and > 0");
   with([](auto& c) { c.adv.ess_ratio_ref = qnan; }, "adv.ess_ratio_ref must be finite and > 0");
   with([](auto& c) { c.adv.scale = static_cast<grpokit::adv_scale>(5); }, "adv.scale: unknown value");
+  with([](auto& c) { c.adv.clip_low = 0.5; }, "adv.clip_low must be <= 0 and adv.clip_high >= 0");
+  with([](auto& c) { c.adv.clip_high = qnan; }, "adv.clip_low must be <= 0 and adv.clip_high >= 0");
   // +inf is "off" for clamps and thresholds, and a valid configuration
   grpokit::loss_config off;
   off.log_ratio_clamp = off.is_log_ratio_clamp = off.kl_input_clamp = inf;

@@ -9,6 +9,7 @@ enum class adv_scale {
   group,  // divide by the group's spread: Bessel std (mean, leave_one_out, ess_scaled), MAD (median)
   batch,  // divide by the Bessel std of all rewards of the batch (TRL scale_rewards="batch")
   none,   // no scaling (Dr. GRPO)
+  gpg,    // multiply by alpha = B / #(r != 0) over the batch's B rewards (GPG; verl adv_estimator=gpg)
 };
 
 enum class objective {

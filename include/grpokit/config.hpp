@@ -24,6 +24,10 @@ struct advantage_config {
   // whatever its size (difficulty-sized groups, docs/group_plan.md); off: a group of n rollouts
   // weighs n times one rollout, as in GRPO
   bool equal_group_weight = false;
+  // A = clamp(A, clip_low, clip_high), last (NeMo-RL grpo.advantage_clip_low / _high); the
+  // infinities: no clipping. clip_low <= 0 <= clip_high.
+  double clip_low = -std::numeric_limits<double>::infinity();
+  double clip_high = std::numeric_limits<double>::infinity();
 };
 
 // ---- policy loss -------------------------------------------------------------------------

@@ -225,6 +225,21 @@ class ComputeAdvantages(unittest.TestCase):
             self.assertEqual(gk.advantage_stats_dict(out.stats)["groups"], len(sizes))
             self.assertEqual(out.seq_mask.dtype, torch.uint8)
 
+    def test_gpg_scale_and_clip(self):
+        # GPG: (r - group mean) * S / #(r != 0); then clamp(A, clip_low, clip_high); singletons 0
+        g = torch.Generator().manual_seed(2)
+        sizes = [3, 1, 5, 4]
+        rewards = torch.randint(0, 3, (sum(sizes),), generator=g).double()
+        offsets = torch.tensor([0] + torch.tensor(sizes).cumsum(0).tolist())
+        out = gk.compute_advantages(rewards, offsets, scale="gpg", clip_low=-0.9, clip_high=1.1)
+        alpha = rewards.numel() / max(int((rewards != 0).sum()), 1)
+        want = torch.cat([(rewards[a:b] - rewards[a:b].mean()) * alpha if b - a > 1 else torch.zeros(1).double()
+                          for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]).clamp(-0.9, 1.1)
+        torch.testing.assert_close(out.adv, want, rtol=1e-12, atol=1e-12)
+        self.assertTrue(bool((out.adv == 1.1).any() or (out.adv == -0.9).any()))  # the clip binds
+        with self.assertRaisesRegex(RuntimeError, "clip_low must be <= 0"):
+            gk.compute_advantages(rewards, offsets, clip_low=0.5)
+
     def test_median_and_errors(self):
         rewards = torch.tensor([0.0, 1.0, 3.0, 5.0, 2.0], dtype=torch.float64)
         out = gk.compute_advantages(rewards, torch.tensor([0, 5]), baseline="median", scale="none")

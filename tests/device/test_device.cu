@@ -311,11 +311,14 @@ TEST_CASE("device compute_advantages matches the host for every baseline", "[dev
     advantages_match_host<decltype(policy_tag)>(r, offsets, lr, gb, cfg, false);
   };
   using D = grpokit::precision<double, double>;
-  for (auto scale : {grpokit::adv_scale::group, grpokit::adv_scale::batch, grpokit::adv_scale::none}) {
+  for (auto scale :
+       {grpokit::adv_scale::group, grpokit::adv_scale::batch, grpokit::adv_scale::none, grpokit::adv_scale::gpg}) {
     grpokit::advantage_config cfg;
     cfg.scale = scale;
     cfg.mask_zero_variance = scale == grpokit::adv_scale::batch;
     cfg.equal_group_weight = scale != grpokit::adv_scale::none;
+    if (scale != grpokit::adv_scale::group) cfg.clip_low = -0.6;
+    if (scale == grpokit::adv_scale::none || scale == grpokit::adv_scale::gpg) cfg.clip_high = 0.4;
     check(grpokit::policy<D, grpokit::baseline::mean>{}, cfg);
     check(grpokit::policy<D, grpokit::baseline::median>{}, cfg);
     check(grpokit::policy<D, grpokit::baseline::leave_one_out>{}, cfg);

@@ -131,7 +131,9 @@ grpokit::loss_config config(bytes_in& in, kind& k) {
   field(c.adv.eps, 1e-3);
   field(c.adv.std_floor, 0.1);
   field(c.adv.ess_ratio_ref, 0.25);
-  c.adv.scale = static_cast<grpokit::adv_scale>(choice(3));
+  c.adv.scale = static_cast<grpokit::adv_scale>(choice(4));
+  field(c.adv.clip_low, -1);  // rejected when positive
+  field(c.adv.clip_high, 1);
   c.adv.mask_zero_variance = in.flag();
   c.check_finite = in.u8() < 230;
   return c;

@@ -31,6 +31,10 @@ GRPOKIT_HD void batch_reward_stats(const double* r, const double* log_ratio, std
   st.reward_mean = m.mean;
   st.reward_std = m.std;
   batch_div = (st.reward_std > cfg.std_floor ? st.reward_std : cfg.std_floor) + cfg.eps;
+  if (cfg.scale == adv_scale::gpg && S > 0) {  // A = (r - b) / batch_div = alpha (r - b), alpha = S / #(r != 0)
+    const double nonzero = ops.sum(S, [=](std::int64_t i) { return r[i] != 0 ? 1.0 : 0.0; });
+    batch_div = (nonzero > 0 ? nonzero : 1.0) / static_cast<double>(S);
+  }
   if (log_ratio != nullptr) {
     st.ess = std::exp(log_ess(log_ratio, S, ops));
     st.ess_ratio = S > 0 ? st.ess / static_cast<double>(S) : 0;
@@ -91,7 +95,10 @@ GRPOKIT_HD bool process_group(group_io& io, const advantage_config& cfg, double 
   const double group_div = (spread > cfg.std_floor ? spread : cfg.std_floor) + io.eps;
   const double size_factor = cfg.equal_group_weight ? static_cast<double>(io.n) / mean_group_size : 1.0;
   const double scale =
-      (cfg.scale == adv_scale::group ? group_div : cfg.scale == adv_scale::batch ? batch_div : 1.0) * size_factor;
+      (cfg.scale == adv_scale::group                                         ? group_div
+       : cfg.scale == adv_scale::batch || cfg.scale == adv_scale::gpg ? batch_div
+                                                                      : 1.0) *
+      size_factor;
   const bool zero = zero_variance && zero_equal_groups<B>::value, mask = zero && cfg.mask_zero_variance;
   ops.for_each(io.n, [=](std::int64_t i) {
     if (zero) io.centered[i] = 0;
@@ -101,9 +108,12 @@ GRPOKIT_HD bool process_group(group_io& io, const advantage_config& cfg, double 
   return zero_variance;
 }
 
-// A zero-variance rollout has centered == 0 exactly and gets 0 even when the divisor is 0.
-GRPOKIT_HD inline double advantage_value(double centered, double divisor, double fold) {
-  return centered == 0 ? 0.0 : centered / divisor * fold;
+// A zero-variance rollout has centered == 0 exactly and gets 0 even when the divisor is 0. Then the
+// clip (0 is inside it); a NaN stays NaN, to be reported.
+GRPOKIT_HD inline double advantage_value(double centered, double divisor, double fold, const advantage_config& cfg) {
+  if (centered == 0) return 0.0;
+  const double a = centered / divisor * fold;
+  return a < cfg.clip_low ? cfg.clip_low : a > cfg.clip_high ? cfg.clip_high : a;
 }
 
 // Mean and population std of the advantages of the kept sequences.

@@ -117,13 +117,15 @@ void require_temperature(const loss_config& cfg, span<const Real> per_token) {
 // Every field of advantage_config: finite and in range, the enum a known value.
 inline void require_advantage_config(const advantage_config& c) {
   const int scale = static_cast<int>(c.scale);
-  GRPOKIT_REQUIRE(scale >= 0 && scale <= static_cast<int>(adv_scale::none), "adv.scale: unknown value ", scale);
+  GRPOKIT_REQUIRE(scale >= 0 && scale <= static_cast<int>(adv_scale::gpg), "adv.scale: unknown value ", scale);
   GRPOKIT_REQUIRE(std::isfinite(c.eps) && c.eps >= 0, "adv.eps must be finite and >= 0, got ", c.eps);
   GRPOKIT_REQUIRE(std::isfinite(c.std_floor) && c.std_floor >= 0, "adv.std_floor must be finite and >= 0, got ",
                   c.std_floor);
   GRPOKIT_REQUIRE(std::isfinite(c.mad_eps) && c.mad_eps >= 0, "adv.mad_eps must be finite and >= 0, got ", c.mad_eps);
   GRPOKIT_REQUIRE(std::isfinite(c.ess_ratio_ref) && c.ess_ratio_ref > 0,
                   "adv.ess_ratio_ref must be finite and > 0, got ", c.ess_ratio_ref);
+  GRPOKIT_REQUIRE(c.clip_low <= 0 && c.clip_high >= 0, "adv.clip_low must be <= 0 and adv.clip_high >= 0, got ",
+                  c.clip_low, " and ", c.clip_high);
 }
 
 // Every field of loss_config: finite and in range, every enum a known value. A clamp or a threshold

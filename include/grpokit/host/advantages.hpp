@@ -4,6 +4,8 @@
 //   A_i = (r_i - b_i) / (max(spread, std_floor) + eps)     (scale = group)
 //   A_i = (r_i - b_i) / (max(std_batch, std_floor) + eps)  (scale = batch)
 //   A_i =  r_i - b_i                                        (scale = none)
+//   A_i = (r_i - b_i) * B / #(r != 0)                       (scale = gpg: GPG's alpha)
+// then A_i = clamp(A_i, clip_low, clip_high).
 // A group whose rewards are all equal (singletons included) gets A = 0 exactly, and with
 // cfg.adv.mask_zero_variance its sequences get seq_mask = 0.
 #include <algorithm>
@@ -74,7 +76,7 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
     st.singleton_groups += in.group_offsets[g + 1] - in.group_offsets[g] == 1;
   }
   const double fold = cfg.fold_lr_factor ? st.lr_factor : 1.0;
-  const auto advantage = [&](std::int64_t i) { return detail::advantage_value(centered[i], divisor[i], fold); };
+  const auto advantage = [&](std::int64_t i) { return detail::advantage_value(centered[i], divisor[i], fold, cfg); };
   // the outputs, and the first rollout whose advantage is not finite (the outputs are then partial)
   const std::int64_t bad = batch_ops.first(S, [&](std::int64_t i) {
     const double a = advantage(i);

@@ -89,7 +89,7 @@ inline const std::vector<config_field<grpokit::loss_config>>& loss_fields() {
 inline const std::vector<config_field<grpokit::advantage_config>>& advantage_fields() {
   using C = grpokit::advantage_config;
   static const std::vector<config_field<C>> fields = {
-      choice("scale", &C::scale, {"group", "batch", "none"}),
+      choice("scale", &C::scale, {"group", "batch", "none", "gpg"}),
       number("eps", &C::eps),
       number("std_floor", &C::std_floor),
       number("mad_eps", &C::mad_eps),
@@ -97,6 +97,8 @@ inline const std::vector<config_field<grpokit::advantage_config>>& advantage_fie
       flag("fold_lr_factor", &C::fold_lr_factor),
       number("ess_ratio_ref", &C::ess_ratio_ref),
       flag("equal_group_weight", &C::equal_group_weight),
+      number("clip_low", &C::clip_low),
+      number("clip_high", &C::clip_high),
   };
   return fields;
 }
