@@ -70,7 +70,7 @@ inline ld lower_median(std::vector<ld> r) {
   return r[(r.size() - 1) / 2];
 }
 
-enum class base { mean, median, loo, ess, external };
+enum class base { mean, median, loo, ess, external, pass_at_k };
 
 inline adv_out advantages(const std::vector<ld>& rewards, const std::vector<std::int64_t>& groups, base b,
                           const grpokit::advantage_config& cfg, const std::vector<ld>& log_ratio = {},
@@ -123,6 +123,14 @@ inline adv_out advantages(const std::vector<ld>& rewards, const std::vector<std:
         }
         const ld bl = den > 0 ? num / den : mean(r);
         for (std::size_t i = 0; i < n; ++i) c[i] = r[i] - bl;
+        break;
+      }
+      case base::pass_at_k: {  // only the best gets r_max - r_second (equal maxima: 0 either way)
+        const std::size_t top = static_cast<std::size_t>(std::max_element(r.begin(), r.end()) - r.begin());
+        ld second = -INFINITY;
+        for (std::size_t i = 0; i < n; ++i)
+          if (i != top) second = std::max(second, r[i]);
+        for (std::size_t i = 0; i < n; ++i) c[i] = i == top && n > 1 ? r[i] - second : 0;
         break;
       }
       case base::external:  // ReMax: the caller's baseline; equal rewards keep r - b

@@ -88,6 +88,7 @@ void sweep(double tol) {
       check<grpokit::baseline::ess_scaled, Real>(c, ref::base::ess, cfg, false, tol);
       check<grpokit::baseline::ess_scaled, Real>(c, ref::base::ess, cfg, true, tol);
       check<grpokit::baseline::external, Real>(c, ref::base::external, cfg, false, tol);
+      check<grpokit::baseline::pass_at_k, Real>(c, ref::base::pass_at_k, cfg, false, tol);
       cfg.fold_lr_factor = true;
       check<grpokit::baseline::ess_scaled, Real>(c, ref::base::ess, cfg, false, tol);
     }

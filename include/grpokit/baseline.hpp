@@ -185,6 +185,23 @@ struct external : detail::serial_center<external> {
   }
 };
 
+// GRPO pass@k (arXiv 2503.19595; verl adv_estimator=grpo_passk): only the group's best rollout has
+// r_max - r_second, every other rollout 0; spread = Bessel std. Equal maxima need no tie rule: the
+// two best rewards are then equal and every rollout gets 0.
+struct pass_at_k : detail::serial_center<pass_at_k> {
+  using policy_axis = axis::baseline;
+  template <class Ops>
+  GRPOKIT_HD static double center_with(const Ops& ops, group_io& g, const advantage_config&) {
+    const double* r = g.rewards;
+    const double best = ops.max(g.n, -INFINITY, [=](std::int64_t i) { return r[i]; });
+    const std::int64_t top = ops.first(g.n, [=](std::int64_t i) { return r[i] == best; });
+    const double second = ops.max(g.n, -INFINITY, [=](std::int64_t i) { return i == top ? -INFINITY : r[i]; });
+    const double gap = g.n > 1 ? best - second : 0.0;  // a singleton: no second
+    ops.for_each(g.n, [=](std::int64_t i) { g.centered[i] = i == top ? gap : 0.0; });
+    return detail::group_std(r, g.n, ops);
+  }
+};
+
 }  // namespace baseline
 
 namespace detail {

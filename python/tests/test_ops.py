@@ -240,6 +240,14 @@ class ComputeAdvantages(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "clip_low must be <= 0"):
             gk.compute_advantages(rewards, offsets, clip_low=0.5)
 
+    def test_pass_at_k(self):
+        # only the best rollout gets (r_max - r_second) / (std + eps); equal maxima: 0 throughout
+        rewards = torch.tensor([0.0, 2.0, 1.0, 2.0, 0.5, 3.0, 1.0], dtype=torch.float64)
+        out = gk.compute_advantages(rewards, torch.tensor([0, 4, 7]), baseline="pass_at_k")
+        second = rewards[4:7]
+        want = [0.0] * 5 + [(3.0 - 1.0) / (second.std().item() + 1e-6), 0.0]  # group 0: the top two tie
+        torch.testing.assert_close(out.adv, torch.tensor(want, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+
     def test_median_and_errors(self):
         rewards = torch.tensor([0.0, 1.0, 3.0, 5.0, 2.0], dtype=torch.float64)
         out = gk.compute_advantages(rewards, torch.tensor([0, 5]), baseline="median", scale="none")

@@ -324,6 +324,7 @@ TEST_CASE("device compute_advantages matches the host for every baseline", "[dev
     check(grpokit::policy<D, grpokit::baseline::leave_one_out>{}, cfg);
     check(grpokit::policy<D, grpokit::baseline::ess_scaled>{}, cfg);
     check(grpokit::policy<D, grpokit::baseline::external>{}, cfg);
+    check(grpokit::policy<D, grpokit::baseline::pass_at_k>{}, cfg);
   }
 }
 

@@ -20,7 +20,9 @@ namespace grpokit_torch {
 // The built set (each is a compiled instantiation of every operator).
 inline std::vector<std::string> reduction_names() { return {"deterministic", "batch_invariant"}; }
 inline std::vector<std::string> mask_names() { return {"padding", "trust_region", "vocab_prune"}; }
-inline std::vector<std::string> baseline_names() { return {"mean", "median", "leave_one_out", "ess_scaled", "external"}; }
+inline std::vector<std::string> baseline_names() {
+  return {"mean", "median", "leave_one_out", "ess_scaled", "external", "pass_at_k"};
+}
 
 // rows_only: the call computes rows only (token_logprobs), where a sequence mask changes nothing:
 // trust_region runs as padding.
@@ -65,7 +67,8 @@ void with_baseline_of(const std::string& baseline, F&& f) {
   if (baseline == "leave_one_out") return f(grpokit::policy<Precision, bl::leave_one_out>{});
   if (baseline == "ess_scaled") return f(grpokit::policy<Precision, bl::ess_scaled>{});
   if (baseline == "external") return f(grpokit::policy<Precision, bl::external>{});
-  TORCH_CHECK(false, "grpokit: baseline must be one of mean, median, leave_one_out, ess_scaled, external; got '",
+  if (baseline == "pass_at_k") return f(grpokit::policy<Precision, bl::pass_at_k>{});
+  TORCH_CHECK(false, "grpokit: baseline must be one of mean, median, leave_one_out, ess_scaled, external, pass_at_k; got '",
               baseline, "'");
 }
 template <class F>
