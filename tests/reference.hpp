@@ -184,7 +184,7 @@ struct mask_features {
 struct loss_out {
   ld loss = 0;
   ld kept = 0, tokens = 0, clip_low = 0, clip_high = 0, dual = 0;
-  ld masked_prune = 0, masked_importance = 0, masked_custom = 0, masked_sequence = 0, seqs_trm = 0;
+  ld masked_prune = 0, masked_importance = 0, masked_custom = 0, masked_sequence = 0, seqs_trm = 0, seqs_opsm = 0;
   ld w_min = inf, w_max = -inf, w_sum = 0;
 };
 
@@ -246,7 +246,7 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
   for (std::size_t s = 0; s < S; ++s) {
     const auto lo = static_cast<std::size_t>(b.seq_offsets[s]), hi = static_cast<std::size_t>(b.seq_offsets[s + 1]);
     // sequence-level quantities (detached unless noted)
-    ld sum_log_ratio = 0, gspo_live = 0, gspo_det = 0, trm_max = 0, trm_mean = 0;
+    ld sum_log_ratio = 0, gspo_live = 0, gspo_det = 0, trm_max = 0, trm_mean = 0, opsm_sum = 0;
     for (std::size_t t = lo; t < hi; ++t) {
       if (!stat[t]) continue;
       const ld d = has_roll ? old(t) - b.logp_rollout[t] : 0;
@@ -255,6 +255,7 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
         gspo_live += logp[t] - b.logp_old[t];
         gspo_det += logp_detached[t] - b.logp_old[t];
       }
+      opsm_sum += (has_roll ? b.logp_rollout[t] : old(t)) - logp_detached[t];  // sampler minus current
       if (mf.trust_region) {
         const ld dc = clampl(d, -20, 20);
         trm_max = std::max(trm_max, std::fabs(divergence(c.trm_max_estimator, dc)));
@@ -267,6 +268,10 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
         (trm_max > c.trm_max_threshold || std::fabs(trm_mean / ns) > c.trm_mean_threshold)) {
       keep_seq = false;
       o.seqs_trm += 1;
+    }
+    if (b.adv[s] < 0 && n_stat[s] > 0 && opsm_sum / ns > c.opsm_threshold) {  // OPSM
+      keep_seq = false;
+      o.seqs_opsm += 1;
     }
     if (mf.importance && c.importance_sequence && n_stat[s] > 0) {
       const ld geo = std::exp(clampl(sum_log_ratio / ns, -20, 20));

@@ -177,6 +177,7 @@ TEST_CASE("every loss_config and advantage_config field is checked finite and in
   with([](auto& c) { c.norm_constant = 5e-324; }, "norm_constant must be 0 (unset) or >= 1");
   with([](auto& c) { c.is_max = qnan; }, "is_min <= is_max");
   with([](auto& c) { c.importance_hi = qnan; }, "importance_lo <= importance_hi");
+  with([](auto& c) { c.opsm_threshold = qnan; }, "opsm_threshold must not be NaN");
   with([](auto& c) { c.adv.eps = inf; }, "adv.eps must be finite");
   with([](auto& c) { c.adv.std_floor = inf; }, "adv.std_floor must be finite");
   with([](auto& c) { c.adv.ess_ratio_ref = 0; }, "adv.ess_ratio_ref must be finite and > 0");

@@ -41,6 +41,7 @@ void check_policy_loss(std::uint64_t seed, const grpokit::loss_config& cfg, ref:
   CHECK(m.masked_tokens_importance == static_cast<std::int64_t>(want.masked_importance));
   CHECK(m.masked_tokens_sequence == static_cast<std::int64_t>(want.masked_sequence));
   CHECK(m.masked_seqs_trust_region == static_cast<std::int64_t>(want.seqs_trm));
+  CHECK(m.masked_seqs_opsm == static_cast<std::int64_t>(want.seqs_opsm));
   if (want.kept > 0) {
     CHECK(m.clip_frac_low == Approx(static_cast<double>(want.clip_low / want.kept)));
     CHECK(m.clip_frac_high == Approx(static_cast<double>(want.clip_high / want.kept)));
@@ -95,6 +96,7 @@ grpokit::loss_config config(std::uint64_t k) {
   c.importance_sequence = k % 2 == 1;
   c.importance_lo = 0.8;
   c.importance_hi = 1.25;
+  if (k % 7 < 3) c.opsm_threshold = (k % 7) * 0.05;  // OPSM with delta 0, 0.05, 0.1 in 3 configs of 7
   return c;
 }
 

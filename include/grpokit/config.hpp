@@ -78,6 +78,10 @@ struct loss_config {
   bool importance_sequence = false;  // importance mask: geometric-mean sequence ratio instead of token
   double importance_lo = 0.5;
   double importance_hi = 2.0;
+  // OPSM (off-policy sequence masking; DeepSeek-V3.2, TRL off_policy_mask_threshold, slime
+  // opsm_delta): a sequence with A < 0 whose mean over its tokens of logp_sample - logp exceeds
+  // this is dropped (logp_sample: logp_rollout, else logp_old, else logp). +inf: off. Any mask policy.
+  double opsm_threshold = std::numeric_limits<double>::infinity();
 
   // input checking: non-finite logits / log-probs throw grpokit::error (host) or set a status (device)
   bool check_finite = true;

@@ -20,10 +20,11 @@ struct loss_metrics {
   std::int64_t masked_tokens_vocab_prune = 0;  // sampled token outside the safe vocabulary
   std::int64_t masked_tokens_importance = 0;  // token-level importance mask
   std::int64_t masked_tokens_custom = 0;      // a user-defined mask's keep() == false
-  std::int64_t masked_tokens_sequence = 0;    // tokens of sequences dropped by TRM / importance
+  std::int64_t masked_tokens_sequence = 0;    // tokens of sequences dropped by TRM / importance / OPSM
   std::int64_t masked_seqs_advantage = 0;     // seq_mask == 0 (pivot, zero variance)
   std::int64_t masked_seqs_trust_region = 0;
   std::int64_t masked_seqs_importance = 0;
+  std::int64_t masked_seqs_opsm = 0;  // A < 0 and off-policy beyond opsm_threshold
   // rollout mismatch, trainer (logp_old, else logp) vs rollout, over response tokens
   double mismatch_abs_mean = 0, mismatch_abs_max = 0, mismatch_k3 = 0;
   // importance weights applied to the kept tokens

@@ -100,6 +100,7 @@ TEST_CASE("device policy_loss on its own, empty batches, and a workspace planned
   grpokit::loss_config cfg = grpokit::presets::grpo::config();
   cfg.trm_max_threshold = 0.4;
   cfg.entropy_coef = 0.02;
+  cfg.opsm_threshold = 0.02;
   std::mt19937_64 rng(4);
   ref::problem p = ref::make_problem(rng, lengths_for(60), 3, 1.0);
   std::vector<double> logp(p.T), ent(p.T);
@@ -119,6 +120,8 @@ TEST_CASE("device policy_loss on its own, empty batches, and a workspace planned
                                                    big.data(), big.size());
   CHECK(support::close(got.loss, want.loss, 1e-12, 1e-14));
   CHECK(got.metrics.masked_seqs_trust_region == want.metrics.masked_seqs_trust_region);
+  CHECK(want.metrics.masked_seqs_opsm > 0);  // OPSM bites
+  CHECK(got.metrics.masked_seqs_opsm == want.metrics.masked_seqs_opsm);
   const auto g1 = gd.host(), g2 = ge.host();
   for (std::int64_t t = 0; t < p.T; ++t) {
     CHECK(support::close(g1[t], hd[t], 1e-12, 1e-15));

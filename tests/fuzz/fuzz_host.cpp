@@ -128,6 +128,7 @@ grpokit::loss_config config(bytes_in& in, kind& k) {
   field(c.trm_mean_threshold, 0.5);
   field(c.prune_rho, 0.1);
   field(c.importance_hi, 1);
+  field(c.opsm_threshold, 0.05);
   field(c.adv.eps, 1e-3);
   field(c.adv.std_floor, 0.1);
   field(c.adv.ess_ratio_ref, 0.25);

@@ -19,7 +19,7 @@ struct loss_partial {
   double w_sum = 0, w_sq = 0;
   double w_min = std::numeric_limits<double>::infinity(), w_max = -std::numeric_limits<double>::infinity();
   double masked_padding = 0, masked_prune = 0, masked_importance = 0, masked_custom = 0, masked_sequence = 0;
-  double seqs = 0, seqs_adv_masked = 0, seqs_trm = 0, seqs_imp = 0;
+  double seqs = 0, seqs_adv_masked = 0, seqs_trm = 0, seqs_imp = 0, seqs_opsm = 0;
   double adv_sum = 0, adv_sq = 0;
 };
 
@@ -55,6 +55,7 @@ GRPOKIT_HD inline loss_partial combine(const loss_partial& a, const loss_partial
   r.seqs_adv_masked = a.seqs_adv_masked + b.seqs_adv_masked;
   r.seqs_trm = a.seqs_trm + b.seqs_trm;
   r.seqs_imp = a.seqs_imp + b.seqs_imp;
+  r.seqs_opsm = a.seqs_opsm + b.seqs_opsm;
   r.adv_sum = a.adv_sum + b.adv_sum;
   r.adv_sq = a.adv_sq + b.adv_sq;
   return r;
@@ -87,6 +88,7 @@ GRPOKIT_HD inline loss_result finish(const loss_partial& total, std::int64_t tok
   m.masked_seqs_advantage = static_cast<std::int64_t>(total.seqs_adv_masked);
   m.masked_seqs_trust_region = static_cast<std::int64_t>(total.seqs_trm);
   m.masked_seqs_importance = static_cast<std::int64_t>(total.seqs_imp);
+  m.masked_seqs_opsm = static_cast<std::int64_t>(total.seqs_opsm);
   if (total.mism_n > 0) {
     m.mismatch_abs_mean = total.mism_abs / total.mism_n;
     m.mismatch_abs_max = total.mism_max;

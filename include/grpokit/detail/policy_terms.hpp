@@ -44,6 +44,10 @@ struct policy_terms {
   GRPOKIT_HD double rollout_log_ratio(std::int64_t t) const {
     return trainer_logp(t) - static_cast<double>(batch.logp_rollout[t]);
   }
+  // The log-prob of the policy that sampled token t, as OPSM sees it: the rollout's, else pi_old's.
+  GRPOKIT_HD double sampler_logp(std::int64_t t) const {
+    return has_rollout() ? static_cast<double>(batch.logp_rollout[t]) : trainer_logp(t);
+  }
 
   GRPOKIT_HD token_state classify(std::int64_t t, std::int64_t s) const {
     const bool counted = (batch.token_mask.empty() || batch.token_mask[t] != 0) &&
@@ -79,8 +83,8 @@ struct policy_terms {
     std::int64_t stat = 0;     // tokens not dropped by a token-level mask
     double gspo_ratio = 1, gspo_ratio_grad = 1;  // sequence ratio and d r / d logp_t
     double is_weight = 1;      // exp(clamp(sum_t d_t)) for sequence-level IS
-    bool keep_trust_region = true, keep_importance = true;
-    GRPOKIT_HD bool keep() const { return keep_trust_region && keep_importance; }
+    bool keep_trust_region = true, keep_importance = true, keep_opsm = true;
+    GRPOKIT_HD bool keep() const { return keep_trust_region && keep_importance && keep_opsm; }
   };
 
   GRPOKIT_HD sequence_summary summarize(std::int64_t s) const {
@@ -127,6 +131,12 @@ struct policy_terms {
         return math::divergence_term<Ops>(cfg.trm_mean_estimator, clamp_log_ratio(rollout_log_ratio(t)));
       }) / n_stat;
       out.keep_trust_region = trm_max <= cfg.trm_max_threshold && std::fabs(mean) <= cfg.trm_mean_threshold;
+    }
+    if (cfg.opsm_threshold < INFINITY && batch.adv[s] < 0 && out.stat > 0) {
+      const double mean = stat_sum([&](std::int64_t t) {
+        return sampler_logp(t) - static_cast<double>(cur.logp[t]);
+      }) / n_stat;
+      out.keep_opsm = !(mean > cfg.opsm_threshold);
     }
     return out;
   }
@@ -232,6 +242,7 @@ struct policy_terms {
       p.adv_sq = static_cast<double>(batch.adv[s]) * static_cast<double>(batch.adv[s]);
       p.seqs_trm = q.keep_trust_region ? 0 : 1;
       p.seqs_imp = q.keep_importance ? 0 : 1;
+      p.seqs_opsm = q.keep_opsm ? 0 : 1;
     }
     for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t) {
       grads.dlogp[t] = Real(0);

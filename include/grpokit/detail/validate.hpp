@@ -190,6 +190,7 @@ inline void require_loss_config(const loss_config& c) {
   GRPOKIT_REQUIRE(c.importance_lo >= 0 && c.importance_lo <= c.importance_hi,
                   "need 0 <= importance_lo <= importance_hi (importance_hi may be +inf), got [", c.importance_lo, ", ",
                   c.importance_hi, "]");
+  GRPOKIT_REQUIRE(!std::isnan(c.opsm_threshold), "opsm_threshold must not be NaN (+inf: off)");
   GRPOKIT_REQUIRE(c.trm_max_threshold >= 0 && c.trm_mean_threshold >= 0,
                   "TRM thresholds must be >= 0 (+inf: off), got ", c.trm_max_threshold, " and ", c.trm_mean_threshold);
   require_advantage_config(c.adv);

@@ -81,6 +81,7 @@ inline const std::vector<config_field<grpokit::loss_config>>& loss_fields() {
       flag("importance_sequence", &C::importance_sequence),
       number("importance_lo", &C::importance_lo),
       number("importance_hi", &C::importance_hi),
+      number("opsm_threshold", &C::opsm_threshold),
       flag("check_finite", &C::check_finite),
   };
   return fields;

@@ -11,7 +11,7 @@
 
 namespace grpokit_torch {
 
-constexpr int metric_count = 30;
+constexpr int metric_count = 31;
 constexpr int advantage_stat_count = 11;
 static_assert(sizeof(grpokit::loss_metrics) == (metric_count - 1) * 8, "metric_names / write_metrics: add the metric");
 static_assert(sizeof(grpokit::advantage_stats) == advantage_stat_count * 8,
@@ -24,7 +24,7 @@ inline std::vector<std::string> metric_names() {
           "tokens",        "tokens_kept",      "seqs",            "masked_tokens_padding",
           "masked_tokens_vocab_prune",         "masked_tokens_importance",           "masked_tokens_custom",
           "masked_tokens_sequence",            "masked_seqs_advantage",              "masked_seqs_trust_region",
-          "masked_seqs_importance",            "mismatch_abs_mean", "mismatch_abs_max", "mismatch_k3",
+          "masked_seqs_importance",            "masked_seqs_opsm", "mismatch_abs_mean", "mismatch_abs_max", "mismatch_k3",
           "is_weight_min", "is_weight_mean",   "is_weight_max",   "is_ess",          "adv_mean",
           "adv_std"};
 }
@@ -52,6 +52,7 @@ GRPOKIT_HD inline void write_metrics(const grpokit::loss_result& r, double* out)
       static_cast<double>(m.masked_seqs_advantage),
       static_cast<double>(m.masked_seqs_trust_region),
       static_cast<double>(m.masked_seqs_importance),
+      static_cast<double>(m.masked_seqs_opsm),
       m.mismatch_abs_mean,
       m.mismatch_abs_max,
       m.mismatch_k3,
