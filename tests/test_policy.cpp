@@ -71,6 +71,12 @@ TEST_CASE("presets carry the published defaults", "[policy][presets]") {
   static_assert(std::is_same<presets::vcpo::policy<>::baseline_type, baseline::ess_scaled>::value, "");
   CHECK(presets::gspo::config().eps_low == 3e-4);
   CHECK(presets::cispo::config().obj == objective::cispo);
+  const auto gpg = presets::gpg::config();
+  CHECK(gpg.obj == objective::reinforce);
+  CHECK(gpg.adv.scale == adv_scale::gpg);
+  CHECK(gpg.kl == kl_estimator::none);
+  static_assert(std::is_same<presets::grpo_pass_at_k::policy<>::baseline_type, baseline::pass_at_k>::value, "");
+  CHECK(presets::grpo_pass_at_k::config().kl == kl_estimator::k3);
   static_assert(presets::grpo::policy<precision<double, double>, reduction::batch_invariant>::order ==
                     reduction_order::batch_invariant,
                 "");

@@ -99,4 +99,22 @@ struct cispo : preset_policy<baseline::mean> {
   }
 };
 
+// GPG (arXiv 2504.02546; verl adv_estimator=gpg, policy_loss gpg): group mean baseline times
+// alpha = B / #(r != 0), the plain policy gradient -A logp, token mean, no KL.
+struct gpg : preset_policy<baseline::mean> {
+  static loss_config config() {
+    loss_config c;
+    c.obj = objective::reinforce;
+    c.adv.scale = adv_scale::gpg;
+    c.agg = aggregation::token_mean;
+    return c;
+  }
+};
+
+// GRPO pass@k (arXiv 2503.19595; verl adv_estimator=grpo_passk): GRPO's loss, only the best rollout
+// of each group with a non-zero advantage.
+struct grpo_pass_at_k : preset_policy<baseline::pass_at_k> {
+  static loss_config config() { return grpo::config(); }
+};
+
 }  // namespace grpokit::presets
