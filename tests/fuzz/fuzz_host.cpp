@@ -291,10 +291,10 @@ void run(bytes_in& in, int entry) {
       // max is past it (FLT_MAX - (-3e37) is not a float): promised only for |r| <= max / 4; GPG
       // multiplies r - baseline by alpha <= S: promised for |r| <= max / (4 S)
       const double max_r = static_cast<double>(std::numeric_limits<R>::max());
-      const bool representable =
-          cfg.adv.scale == grpokit::adv_scale::none ? max_abs(rewards) <= max_r / 4
-          : cfg.adv.scale == grpokit::adv_scale::gpg ? max_abs(rewards) <= max_r / (4 * static_cast<double>(n > 0 ? n : 1))
-                                                     : true;
+      const double alpha_max = static_cast<double>(n > 0 ? n : 1);
+      const bool representable = cfg.adv.scale == grpokit::adv_scale::none  ? max_abs(rewards) <= max_r / 4
+                                 : cfg.adv.scale == grpokit::adv_scale::gpg ? max_abs(rewards) <= max_r / (4 * alpha_max)
+                                                                            : true;
       if (rk.finite && k.finite && k.moderate && representable) require_finite(a, "compute_advantages adv");
       break;
     }

@@ -24,15 +24,15 @@ inline void require_device(const at::Device& d, const char* name, const at::Tens
 
 // Every tensor of a call's inputs on the call's device (checked once converted: a conversion keeps
 // the device).
-inline void require_on(const at::Device& d, const rows& r) {
+inline void require_on(const at::Device& d, const token_inputs& r) {
   require_device(d, "targets", r.targets);
   require_device(d, "token_temperature", r.temperature);
 }
+inline void require_on(const at::Device& d, const rows& r) { require_on(d, static_cast<const token_inputs&>(r)); }
 inline void require_on(const at::Device& d, const lm_head_rows& r) {
   require_device(d, "weight", r.weight);
   require_device(d, "bias", r.bias);
-  require_device(d, "targets", r.targets);
-  require_device(d, "token_temperature", r.temperature);
+  require_on(d, static_cast<const token_inputs&>(r));
 }
 inline void require_on(const at::Device& d, const batch& b) {
   require_device(d, "seq_offsets", b.seq_offsets);

@@ -24,7 +24,8 @@ inline std::vector<std::string> metric_names() {
           "tokens",        "tokens_kept",      "seqs",            "masked_tokens_padding",
           "masked_tokens_vocab_prune",         "masked_tokens_importance",           "masked_tokens_custom",
           "masked_tokens_sequence",            "masked_seqs_advantage",              "masked_seqs_trust_region",
-          "masked_seqs_importance",            "masked_seqs_opsm", "mismatch_abs_mean", "mismatch_abs_max", "mismatch_k3",
+          "masked_seqs_importance",            "masked_seqs_opsm",
+          "mismatch_abs_mean",                 "mismatch_abs_max",                   "mismatch_k3",
           "is_weight_min", "is_weight_mean",   "is_weight_max",   "is_ess",          "adv_mean",
           "adv_std"};
 }

@@ -68,7 +68,9 @@ void with_baseline_of(const std::string& baseline, F&& f) {
   if (baseline == "ess_scaled") return f(grpokit::policy<Precision, bl::ess_scaled>{});
   if (baseline == "external") return f(grpokit::policy<Precision, bl::external>{});
   if (baseline == "pass_at_k") return f(grpokit::policy<Precision, bl::pass_at_k>{});
-  TORCH_CHECK(false, "grpokit: baseline must be one of mean, median, leave_one_out, ess_scaled, external, pass_at_k; got '",
+  TORCH_CHECK(false,
+              "grpokit: baseline must be one of mean, median, leave_one_out, ess_scaled, external, pass_at_k; "
+              "got '",
               baseline, "'");
 }
 template <class F>
