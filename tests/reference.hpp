@@ -185,7 +185,9 @@ struct loss_out {
   ld loss = 0;
   ld kept = 0, tokens = 0, clip_low = 0, clip_high = 0, dual = 0;
   ld masked_prune = 0, masked_importance = 0, masked_custom = 0, masked_sequence = 0, seqs_trm = 0, seqs_opsm = 0;
+  ld masked_dppo = 0;
   ld w_min = inf, w_max = -inf, w_sum = 0;
+  ld chi2_token = 0, chi2_seq = 0, ppl_ratio = 0;  // rollout mismatch (verl's definitions)
 };
 
 inline ld clampl(ld x, ld lo, ld hi) { return std::min(std::max(x, lo), hi); }
@@ -232,6 +234,21 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
           continue;
         }
       }
+      if (c.dppo != grpokit::dppo_divergence::none && (has_old || has_roll)) {  // DPPO (verl dppo_tv / dppo_kl)
+        const ld p = std::exp(logp_detached[t]), pa = std::exp(has_old ? b.logp_old[t] : b.logp_rollout[t]);
+        const ld A = b.adv[s];
+        bool keep;
+        if (c.dppo == grpokit::dppo_divergence::tv) {
+          keep = A > 0 ? p - pa <= c.dppo_high : p - pa >= -c.dppo_low;
+        } else {
+          const ld bkl = pa * std::log(pa / p) + (1 - pa) * std::log((1 - pa + 1e-8L) / (1 - p + 1e-8L));
+          keep = A > 0 ? (bkl <= c.dppo_high || p <= pa) : (bkl <= c.dppo_low || p >= pa);
+        }
+        if (!keep) {
+          o.masked_dppo += 1;
+          continue;
+        }
+      }
       stat[t] = 1;
       n_stat[s] += 1;
     }
@@ -243,14 +260,24 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
   o.tokens = local_tokens;
   const ld N_tok = c.global_tokens > 0 ? c.global_tokens : local_tokens;
   const ld N_seq = c.global_seqs > 0 ? c.global_seqs : local_seqs;
+  ld rho2_sum = 0, rho2_n = 0, seq_rho2_sum = 0, ppl_ratio_sum = 0, mism_seqs = 0;
   for (std::size_t s = 0; s < S; ++s) {
     const auto lo = static_cast<std::size_t>(b.seq_offsets[s]), hi = static_cast<std::size_t>(b.seq_offsets[s + 1]);
     // sequence-level quantities (detached unless noted)
-    ld sum_log_ratio = 0, gspo_live = 0, gspo_det = 0, trm_max = 0, trm_mean = 0, opsm_sum = 0;
+    ld sum_log_ratio = 0, gspo_live = 0, gspo_det = 0, trm_max = 0, trm_mean = 0, opsm_sum = 0, gmpo_det = 0;
+    const ld A = b.adv[s];
+    auto gmpo_clip = [&](ld delta) {  // sign-aware: A > 0 caps at eps_high, A < 0 floors at -eps_low
+      return A > 0 ? std::min<ld>(delta, c.eps_high) : A < 0 ? std::max<ld>(delta, -c.eps_low) : ld(0);
+    };
     for (std::size_t t = lo; t < hi; ++t) {
       if (!stat[t]) continue;
       const ld d = has_roll ? old(t) - b.logp_rollout[t] : 0;
       sum_log_ratio += d;
+      gmpo_det += gmpo_clip(logp_detached[t] - old(t));
+      if (has_roll) {
+        rho2_sum += std::exp(2 * clampl(d, -20, 20));
+        rho2_n += 1;
+      }
       if (has_old) {
         gspo_live += logp[t] - b.logp_old[t];
         gspo_det += logp_detached[t] - b.logp_old[t];
@@ -263,6 +290,11 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
       }
     }
     const ld ns = std::max<ld>(n_stat[s], 1);
+    if (has_roll && n_stat[s] > 0) {
+      seq_rho2_sum += std::exp(2 * clampl(sum_log_ratio, -20, 20));
+      ppl_ratio_sum += std::exp(clampl(-sum_log_ratio / n_stat[s], -20, 20));  // PPL_trainer / PPL_rollout
+      mism_seqs += 1;
+    }
     bool keep_seq = true;
     if (mf.trust_region && n_stat[s] > 0 &&
         (trm_max > c.trm_max_threshold || std::fabs(trm_mean / ns) > c.trm_mean_threshold)) {
@@ -289,7 +321,7 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
       case grpokit::aggregation::seq_mean_token_sum_norm: agg_w = N_seq > 0 ? 1 / (N_seq * c.norm_constant) : 0; break;
     }
     agg_w *= c.dp_size;
-    const ld A = b.adv[s];
+    const ld ent_w = c.entropy_token_mean ? (N_tok > 0 ? c.dp_size / N_tok : 0) : agg_w;
     for (std::size_t t = lo; t < hi; ++t) {
       if (!stat[t]) continue;
       if (!keep_seq) {
@@ -303,6 +335,12 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
         // GSPO-token: log r = logp - sg(logp) + sg(s_i), clamped above
         const ld log_r = logp[t] - logp_detached[t] + gspo_det / ns;
         r = std::exp(std::min<ld>(log_r, c.gspo_log_ratio_max));
+      } else if (c.obj == grpokit::objective::gmpo) {
+        // GMPO-token, as GSPO-token: log r = sg(M_i) + clip(Delta_t) - sg(clip(Delta_t)), M_i the
+        // sequence's mean clipped log-ratio (constant where the +-log_ratio_clamp holds it)
+        const ld m = gmpo_det / ns, mc = clampl(m, -c.log_ratio_clamp, c.log_ratio_clamp);
+        const ld live = gmpo_clip(logp[t] - old(t)) - gmpo_clip(logp_detached[t] - old(t));
+        r = std::exp(mc + (m == mc ? live : 0));
       } else {
         r = std::exp(clampl(logp[t] - old(t), -c.log_ratio_clamp, c.log_ratio_clamp));
       }
@@ -313,6 +351,7 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
       ld pg = 0;
       switch (c.obj) {
         case grpokit::objective::reinforce: pg = -A * logp[t]; break;
+        case grpokit::objective::gmpo: pg = -A * r; break;
         case grpokit::objective::cispo: pg = -clampl(r_det, lo_b, hi_b) * A * logp[t]; break;
         case grpokit::objective::sapo: {
           const ld tau = A > 0 ? c.tau_pos : c.tau_neg;
@@ -329,7 +368,13 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
           break;
         }
       }
-      if (c.obj != grpokit::objective::reinforce && c.obj != grpokit::objective::sapo) {
+      if (c.obj == grpokit::objective::gmpo) {
+        const ld delta = logp_detached[t] - old(t);
+        o.clip_low += A < 0 && delta < -c.eps_low;
+        o.clip_high += A > 0 && delta > c.eps_high;
+      } else if (c.obj == grpokit::objective::cispo && c.cispo_clip_frac_any_sign) {
+        o.clip_high += r_det < lo_b || r_det > hi_b;
+      } else if (c.obj != grpokit::objective::reinforce && c.obj != grpokit::objective::sapo) {
         o.clip_low += A < 0 && r_det < lo_b;
         o.clip_high += A > 0 && r_det > hi_b;
       }
@@ -358,8 +403,13 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
       }
       (void)has_ref;
       const ld ent = entropy.empty() ? 0 : entropy[t];
-      o.loss += agg_w * (w * pg + c.kl_coef * kl - c.entropy_coef * ent);
+      o.loss += agg_w * (w * pg + c.kl_coef * kl) - ent_w * c.entropy_coef * ent;
     }
+  }
+  if (rho2_n > 0) o.chi2_token = rho2_sum / rho2_n - 1;
+  if (mism_seqs > 0) {
+    o.chi2_seq = seq_rho2_sum / mism_seqs - 1;
+    o.ppl_ratio = ppl_ratio_sum / mism_seqs;
   }
   return o;
 }

@@ -178,6 +178,19 @@ TEST_CASE("every loss_config and advantage_config field is checked finite and in
   with([](auto& c) { c.is_max = qnan; }, "is_min <= is_max");
   with([](auto& c) { c.importance_hi = qnan; }, "importance_lo <= importance_hi");
   with([](auto& c) { c.opsm_threshold = qnan; }, "opsm_threshold must not be NaN");
+  with([](auto& c) { c.obj = static_cast<grpokit::objective>(6); }, "obj: unknown value 6");
+  with([](auto& c) { c.dppo = static_cast<grpokit::dppo_divergence>(3); }, "dppo: unknown value 3");
+  with([](auto& c) { c.dppo_low = -0.1; }, "dppo_low and dppo_high must be >= 0");
+  with([](auto& c) { c.dppo_high = qnan; }, "dppo_low and dppo_high must be >= 0");
+  {  // the DPPO mask's anchor: logp_old, else logp_rollout; neither is an error
+    grpokit::loss_config c;
+    c.dppo = grpokit::dppo_divergence::tv;
+    batch_fixture g;
+    g.logp_old.clear();
+    CHECK(std::isfinite(g.fused(c).loss));
+    g.logp_rollout.clear();
+    REQUIRE_ERROR(g.fused(c), "dppo needs logp_old or logp_rollout");
+  }
   with([](auto& c) { c.adv.eps = inf; }, "adv.eps must be finite");
   with([](auto& c) { c.adv.std_floor = inf; }, "adv.std_floor must be finite");
   with([](auto& c) { c.adv.ess_ratio_ref = 0; }, "adv.ess_ratio_ref must be finite and > 0");

@@ -77,6 +77,10 @@ TEST_CASE("presets carry the published defaults", "[policy][presets]") {
   CHECK(gpg.kl == kl_estimator::none);
   static_assert(std::is_same<presets::grpo_pass_at_k::policy<>::baseline_type, baseline::pass_at_k>::value, "");
   CHECK(presets::grpo_pass_at_k::config().kl == kl_estimator::k3);
+  CHECK(presets::gmpo::config().obj == objective::gmpo);
+  CHECK(presets::gmpo::config().eps_low == 0.4);
+  CHECK(presets::dppo_tv::config().dppo == dppo_divergence::tv);
+  CHECK(presets::dppo_tv::config().obj == objective::cispo);
   static_assert(presets::grpo::policy<precision<double, double>, reduction::batch_invariant>::order ==
                     reduction_order::batch_invariant,
                 "");

@@ -42,6 +42,10 @@ void check_policy_loss(std::uint64_t seed, const grpokit::loss_config& cfg, ref:
   CHECK(m.masked_tokens_sequence == static_cast<std::int64_t>(want.masked_sequence));
   CHECK(m.masked_seqs_trust_region == static_cast<std::int64_t>(want.seqs_trm));
   CHECK(m.masked_seqs_opsm == static_cast<std::int64_t>(want.seqs_opsm));
+  CHECK(m.masked_tokens_dppo == static_cast<std::int64_t>(want.masked_dppo));
+  CHECK(support::close(m.mismatch_chi2_token, static_cast<double>(want.chi2_token), tol, tol));
+  CHECK(support::close(m.mismatch_chi2_seq, static_cast<double>(want.chi2_seq), tol, tol));
+  CHECK(support::close(m.mismatch_ppl_ratio, static_cast<double>(want.ppl_ratio), tol, tol));
   if (want.kept > 0) {
     CHECK(m.clip_frac_low == Approx(static_cast<double>(want.clip_low / want.kept)));
     CHECK(m.clip_frac_high == Approx(static_cast<double>(want.clip_high / want.kept)));
@@ -73,18 +77,21 @@ void check_policy_loss(std::uint64_t seed, const grpokit::loss_config& cfg, ref:
 
 grpokit::loss_config config(std::uint64_t k) {
   grpokit::loss_config c;
-  const grpokit::objective objs[] = {grpokit::objective::ppo_clip, grpokit::objective::cispo, grpokit::objective::gspo,
-                                     grpokit::objective::sapo, grpokit::objective::reinforce};
+  const grpokit::objective objs[] = {grpokit::objective::ppo_clip, grpokit::objective::cispo,
+                                     grpokit::objective::gspo,     grpokit::objective::sapo,
+                                     grpokit::objective::reinforce, grpokit::objective::gmpo};
   const grpokit::is_correction iss[] = {grpokit::is_correction::none, grpokit::is_correction::token_truncate,
                                         grpokit::is_correction::sequence_truncate, grpokit::is_correction::token_mask,
                                         grpokit::is_correction::sequence_mask};
   const grpokit::kl_estimator kls[] = {grpokit::kl_estimator::none, grpokit::kl_estimator::k1,
                                        grpokit::kl_estimator::k2, grpokit::kl_estimator::k3};
-  c.obj = objs[k % 5];
+  c.obj = objs[k % 6];  // 6 against the 5 aggregations: every objective meets every aggregation
   c.is = iss[(k / 5) % 5];
   c.kl = kls[(k / 25) % 4];
   c.kl_coef = 0.3;
   c.entropy_coef = 0.02;
+  c.eps_low = 0.15;  // asymmetric: a swapped bound fails
+  c.eps_high = 0.25;
   c.is_min = 0.5;
   c.is_max = 1.5;
   c.agg = static_cast<grpokit::aggregation>(k % 5);
@@ -97,6 +104,18 @@ grpokit::loss_config config(std::uint64_t k) {
   c.importance_lo = 0.8;
   c.importance_hi = 1.25;
   if (k % 7 < 3) c.opsm_threshold = (k % 7) * 0.05;  // OPSM with delta 0, 0.05, 0.1 in 3 configs of 7
+  // DPPO: TV in a quarter of the configs, the Bernoulli KL in another, with bounds that bite
+  if (k % 4 == 1) {
+    c.dppo = grpokit::dppo_divergence::tv;
+    c.dppo_low = 0.03;
+    c.dppo_high = 0.05;
+  } else if (k % 4 == 3) {
+    c.dppo = grpokit::dppo_divergence::binary_kl;
+    c.dppo_low = 0.01;
+    c.dppo_high = 0.02;
+  }
+  c.entropy_token_mean = k % 3 == 2;
+  c.cispo_clip_frac_any_sign = k % 4 == 1;  // k % 6 == 1 (cispo) is odd: both settings occur
   return c;
 }
 

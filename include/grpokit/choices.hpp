@@ -18,7 +18,12 @@ enum class objective {
   gspo,       // PPO clip on the sequence ratio exp(mean_t (logp - logp_old)), GSPO-token gradient
   sapo,       // -sigmoid(tau (r - 1)) 4/tau A, tau = tau_pos for A > 0 else tau_neg
   reinforce,  // -A logp
+  gmpo,       // -A exp(mean_t clip_A(logp - logp_old)), the clip sign-aware in log space (GMPO; verl geo_mean)
 };
+
+// The trust region of the DPPO mask (verl dppo_tv / dppo_kl, prime-rl), on the sampled token's
+// probability p against the anchor's p_a: tv: p - p_a; binary_kl: KL(Bernoulli(p_a) || Bernoulli(p)).
+enum class dppo_divergence { none, tv, binary_kl };
 
 // Importance-sampling correction against the rollout (inference-engine) policy, detached.
 // The log-ratio is logp_old - logp_rollout (logp when logp_old is absent, i.e. bypass mode).

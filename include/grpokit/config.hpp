@@ -58,6 +58,11 @@ struct loss_config {
 
   // entropy bonus: loss -= entropy_coef * agg(H)
   double entropy_coef = 0.0;
+  // the entropy bonus as a token mean (weights 1 / N_tokens) whatever agg is (TRL); off: agg's weights (verl)
+  bool entropy_token_mean = false;
+  // cispo: clip_frac_high counts every token whose weight the clip changes, whatever the sign of A,
+  // and clip_frac_low is 0 (verl's pg_clipfrac); off: the PPO conditions of docs/objectives.md
+  bool cispo_clip_frac_any_sign = false;
 
   // logits -> logp
   double temperature = 1.0;  // scalar; a per-token temperature span overrides it
@@ -82,6 +87,14 @@ struct loss_config {
   // opsm_delta): a sequence with A < 0 whose mean over its tokens of logp_sample - logp exceeds
   // this is dropped (logp_sample: logp_rollout, else logp_old, else logp). +inf: off. Any mask policy.
   double opsm_threshold = std::numeric_limits<double>::infinity();
+  // DPPO trust mask (verl dppo_tv / dppo_kl, prime-rl's default loss): a token leaves the loss when
+  // its sampled-token probability moved out of the trust region in the direction its advantage
+  // pushes, against the anchor logp_old (else logp_rollout). tv: A > 0 drops p - p_a > dppo_high,
+  // A <= 0 drops p - p_a < -dppo_low; binary_kl: the Bernoulli KL beyond the same bounds, with p
+  // moving the same way. none: off. Any mask policy.
+  dppo_divergence dppo = dppo_divergence::none;
+  double dppo_low = 0.2;
+  double dppo_high = 0.2;
 
   // input checking: non-finite logits / log-probs throw grpokit::error (host) or set a status (device)
   bool check_finite = true;

@@ -20,6 +20,7 @@ struct loss_metrics {
   std::int64_t masked_tokens_vocab_prune = 0;  // sampled token outside the safe vocabulary
   std::int64_t masked_tokens_importance = 0;  // token-level importance mask
   std::int64_t masked_tokens_custom = 0;      // a user-defined mask's keep() == false
+  std::int64_t masked_tokens_dppo = 0;        // outside the DPPO trust region (cfg.dppo)
   std::int64_t masked_tokens_sequence = 0;    // tokens of sequences dropped by TRM / importance / OPSM
   std::int64_t masked_seqs_advantage = 0;     // seq_mask == 0 (pivot, zero variance)
   std::int64_t masked_seqs_trust_region = 0;
@@ -27,6 +28,10 @@ struct loss_metrics {
   std::int64_t masked_seqs_opsm = 0;  // A < 0 and off-policy beyond opsm_threshold
   // rollout mismatch, trainer (logp_old, else logp) vs rollout, over response tokens
   double mismatch_abs_mean = 0, mismatch_abs_max = 0, mismatch_k3 = 0;
+  // chi^2 divergences, rho = exp(clamp(d, +-is_log_ratio_clamp)), d = trainer - rollout log-prob
+  // (verl): token mean(rho^2) - 1; sequence mean_i(exp(2 clamp(sum_t d))) - 1; and the perplexity
+  // ratio mean_i exp(-mean_t d) = mean_i PPL_trainer / PPL_rollout, over sequences with such tokens
+  double mismatch_chi2_token = 0, mismatch_chi2_seq = 0, mismatch_ppl_ratio = 0;
   // importance weights applied to the kept tokens
   double is_weight_min = 0, is_weight_mean = 0, is_weight_max = 0;
   double is_ess = 0;  // (sum w)^2 / (n sum w^2), in (0, 1]

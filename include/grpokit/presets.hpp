@@ -117,4 +117,34 @@ struct grpo_pass_at_k : preset_policy<baseline::pass_at_k> {
   static loss_config config() { return grpo::config(); }
 };
 
+// GMPO (arXiv 2507.20673; verl policy_loss geo_mean): the geometric mean of the token ratios,
+// clipped sign-aware in log space at +-0.4 (the paper's (e^-0.4, e^0.4)), the mean over sequences.
+struct gmpo : preset_policy<baseline::mean> {
+  static loss_config config() {
+    loss_config c;
+    c.obj = objective::gmpo;
+    c.eps_low = 0.4;
+    c.eps_high = 0.4;
+    c.agg = aggregation::seq_mean_token_mean;
+    return c;
+  }
+};
+
+// DPPO-TV (arXiv 2602.04879; verl policy_loss dppo_tv): -A sg(min(r, 3)) logp, the cap as CISPO's
+// (eps_low = 1, eps_high = clip_ratio_c - 1 = 2), with the TV trust mask |p - p_old| <= 0.2 on the
+// side the advantage pushes, token mean.
+struct dppo_tv : preset_policy<baseline::mean> {
+  static loss_config config() {
+    loss_config c;
+    c.obj = objective::cispo;
+    c.eps_low = 1.0;
+    c.eps_high = 2.0;
+    c.dppo = dppo_divergence::tv;
+    c.dppo_low = 0.2;
+    c.dppo_high = 0.2;
+    c.agg = aggregation::token_mean;
+    return c;
+  }
+};
+
 }  // namespace grpokit::presets

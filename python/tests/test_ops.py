@@ -131,6 +131,43 @@ class FusedLoss(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "row 2 contains NaN"):
             gk.fused_loss(bad, targets, offsets, adv)
 
+    def test_gmpo_dppo_and_mismatch_metrics_against_pytorch(self):
+        """GMPO as verl's geo_mean (mean over sequences of -A_i exp(mean_t of the sign-aware clipped
+        log-ratio)) under seq_mean_token_mean, with its autograd gradient; the DPPO-TV mask's count;
+        verl's chi^2 and perplexity-ratio mismatch metrics."""
+        logits, targets, offsets, adv, old, rollout = packed(3, [4, 6, 3, 5], 40, torch.float64)
+        bounds = list(zip(offsets[:-1].tolist(), offsets[1:].tolist()))
+        x = logits.clone().requires_grad_()
+        out = gk.fused_loss(x, targets, offsets, adv, logp_old=old, obj="gmpo", eps_low=0.1, eps_high=0.15,
+                            agg="seq_mean_token_mean")
+        out.loss.backward()
+        xr = logits.clone().requires_grad_()
+        logp = torch.log_softmax(xr, -1).gather(1, targets[:, None]).squeeze(1)
+        A = torch.repeat_interleave(adv, torch.tensor([b - a for a, b in bounds]))
+        d, sgn = logp - old, torch.sign(A)
+        clipped = sgn * torch.minimum(sgn * d, sgn * torch.clamp(d, -0.1, 0.15))
+        want = torch.stack([-adv[i] * torch.exp(clipped[a:b].mean()) for i, (a, b) in enumerate(bounds)]).mean()
+        want.backward()
+        self.assertAlmostEqual(out.loss.item(), want.item(), delta=1e-12)
+        torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-12)
+
+        out = gk.fused_loss(logits, targets, offsets, adv, logp_old=old, logp_rollout=rollout, dppo="tv",
+                            dppo_low=0.002, dppo_high=0.003)
+        m = gk.metrics_dict(out.metrics)
+        dp = logp.detach().exp() - old.exp()
+        dropped = torch.where(A > 0, dp > 0.003, dp < -0.002)
+        self.assertGreater(dropped.sum().item(), 0)
+        self.assertEqual(m["masked_tokens_dppo"], dropped.sum().item())
+        keep = ~dropped  # the mismatch metrics are over the tokens the token-level masks keep
+        lam = (old - rollout).clamp(-20, 20)
+        self.assertAlmostEqual(m["mismatch_chi2_token"], (lam[keep].exp() ** 2).mean().item() - 1, delta=1e-12)
+        seq_sum = [lam[a:b][keep[a:b]].sum() for a, b in bounds if keep[a:b].any()]
+        seq_mean = [lam[a:b][keep[a:b]].mean() for a, b in bounds if keep[a:b].any()]
+        self.assertAlmostEqual(m["mismatch_chi2_seq"],
+                               torch.stack([(2 * v).exp() for v in seq_sum]).mean().item() - 1, delta=1e-12)
+        self.assertAlmostEqual(m["mismatch_ppl_ratio"], torch.stack([(-v).exp() for v in seq_mean]).mean().item(),
+                               delta=1e-12)
+
     def test_defaults_are_the_cpp_defaults(self):
         d = gk.loss_config_defaults
         self.assertEqual((d["obj"], d["eps_low"], d["agg"], d["kl"], d["check_finite"]),

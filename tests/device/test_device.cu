@@ -95,19 +95,30 @@ TEST_CASE("device token_logprobs: bitwise the host rows under batch_invariant, e
                                                                                          true);
 }
 
+// A packed batch of about T tokens over V = 3 with the current policy's log-probs and entropies,
+// and the old, reference and rollout log-probs near them: policy_loss's inputs.
+struct policy_inputs {
+  ref::problem p;
+  std::vector<double> logp, ent;
+  policy_inputs(std::uint64_t seed, std::int64_t T) {
+    std::mt19937_64 rng(seed);
+    p = ref::make_problem(rng, lengths_for(T), 3, 1.0);
+    std::uniform_real_distribution<double> u(-3, -0.01), h(0.1, 2);
+    for (std::int64_t t = 0; t < p.T; ++t) logp.push_back(u(rng));
+    for (std::int64_t t = 0; t < p.T; ++t) ent.push_back(h(rng));
+    ref::add_policies(rng, p, support::cast<ref::ld>(logp), 0.3);
+  }
+};
+
 TEST_CASE("device policy_loss on its own, empty batches, and a workspace planned for a larger shape", "[device]") {
   using P = grpokit::policy<grpokit::precision<double, double>, grpokit::mask::trust_region>;
   grpokit::loss_config cfg = grpokit::presets::grpo::config();
   cfg.trm_max_threshold = 0.4;
   cfg.entropy_coef = 0.02;
   cfg.opsm_threshold = 0.02;
-  std::mt19937_64 rng(4);
-  ref::problem p = ref::make_problem(rng, lengths_for(60), 3, 1.0);
-  std::vector<double> logp(p.T), ent(p.T);
-  std::uniform_real_distribution<double> u(-3, -0.01), h(0.1, 2);
-  for (auto& v : logp) v = u(rng);
-  for (auto& v : ent) v = h(rng);
-  ref::add_policies(rng, p, support::cast<ref::ld>(logp), 0.3);
+  const policy_inputs in(4, 60);
+  const ref::problem& p = in.p;
+  const std::vector<double>&logp = in.logp, &ent = in.ent;
   support::host_run<P> hr;
   support::load_batch(hr, p);
   std::vector<double> hd(p.T), he(p.T);
@@ -135,6 +146,51 @@ TEST_CASE("device policy_loss on its own, empty batches, and a workspace planned
   CHECK(grpokit::device::policy_loss<P>({none.cspan(), {}}, empty, {}, {none.span(), {}}, big.data(), big.size()).loss == 0);
   REQUIRE_ERROR((grpokit::device::policy_loss<P>({dl.cspan(), {}}, empty, {}, {gd.span(), {}}, big.data(), big.size())),
                 "last offset must be");
+}
+
+TEST_CASE("device policy_loss: GMPO, the DPPO masks, the entropy token mean and the mismatch metrics", "[device]") {
+  // the shared per-sequence math under the device schedule: the host's values, and each feature bites
+  using P = grpokit::policy<grpokit::precision<double, double>>;
+  const policy_inputs in(11, 40);
+  const ref::problem& p = in.p;
+  const std::vector<double>&logp = in.logp, &ent = in.ent;
+  support::host_run<P> hr;
+  support::load_batch(hr, p);
+  device_problem<P> d(p);
+  buffer<double> dl(logp), de(ent), gd(p.T), ge(p.T);
+  buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>({p.T, 3, p.S}));
+  for (const auto div : {grpokit::dppo_divergence::tv, grpokit::dppo_divergence::binary_kl}) {
+    grpokit::loss_config cfg;
+    cfg.obj = grpokit::objective::gmpo;
+    cfg.eps_low = 0.1;
+    cfg.eps_high = 0.15;
+    cfg.agg = grpokit::aggregation::seq_mean_token_mean;
+    cfg.dppo = div;
+    cfg.dppo_low = 0.02;
+    cfg.dppo_high = 0.03;
+    cfg.entropy_coef = 0.02;
+    cfg.entropy_token_mean = true;
+    std::vector<double> hd(p.T), he(p.T);
+    const auto want = grpokit::host::policy_loss<P>({logp, ent}, hr.batch(p), cfg, {hd, he});
+    const auto got = grpokit::device::policy_loss<P>({dl.cspan(), de.cspan()}, d.batch(), cfg,
+                                                     {gd.span(), ge.span()}, ws.data(), ws.size());
+    INFO("dppo " << int(div));
+    CHECK(want.metrics.masked_tokens_dppo > 0);
+    CHECK(want.metrics.clip_frac_low + want.metrics.clip_frac_high > 0);
+    CHECK(got.metrics.masked_tokens_dppo == want.metrics.masked_tokens_dppo);
+    CHECK(support::close(got.loss, want.loss, 1e-12, 1e-14));
+    CHECK(got.metrics.clip_frac_low == want.metrics.clip_frac_low);
+    CHECK(got.metrics.clip_frac_high == want.metrics.clip_frac_high);
+    CHECK(want.metrics.mismatch_chi2_token != 0);
+    CHECK(support::close(got.metrics.mismatch_chi2_token, want.metrics.mismatch_chi2_token, 1e-12, 1e-14));
+    CHECK(support::close(got.metrics.mismatch_chi2_seq, want.metrics.mismatch_chi2_seq, 1e-12, 1e-14));
+    CHECK(support::close(got.metrics.mismatch_ppl_ratio, want.metrics.mismatch_ppl_ratio, 1e-12, 1e-14));
+    const auto g1 = gd.host(), g2 = ge.host();
+    for (std::int64_t t = 0; t < p.T; ++t) {
+      CHECK(support::close(g1[t], hd[t], 1e-12, 1e-15));
+      CHECK(support::close(g2[t], he[t], 1e-12, 1e-15));
+    }
+  }
 }
 
 TEST_CASE("device token_logprobs: fast and deterministic within fp32 accuracy", "[device]") {

@@ -27,7 +27,16 @@ namespace {
 class bytes_in {
  public:
   bytes_in(const std::uint8_t* p, std::size_t n) : p_(p), n_(n) {}
-  std::uint8_t u8() { return i_ < n_ ? p_[i_++] : 0; }
+  std::uint8_t u8() {
+    if (i_ >= n_) return 0;
+    return backwards_ ? p_[n_ - 1 - i_++] : p_[i_++];
+  }
+  // The same bytes read from the last one backwards, by a reader of their own.
+  bytes_in reversed() const {
+    bytes_in r(p_, n_);
+    r.backwards_ = true;
+    return r;
+  }
   bool flag() { return (u8() & 1) != 0; }
   std::int64_t range(std::int64_t lo, std::int64_t hi) {  // [lo, hi]
     const std::uint32_t r = static_cast<std::uint32_t>(u8()) | (static_cast<std::uint32_t>(u8()) << 8);
@@ -52,6 +61,7 @@ class bytes_in {
   const std::uint8_t* p_;
   std::size_t n_;
   std::size_t i_ = 0;
+  bool backwards_ = false;
 };
 
 // Shapes and offsets: mostly consistent, sometimes not.
@@ -137,6 +147,15 @@ grpokit::loss_config config(bytes_in& in, kind& k) {
   field(c.adv.clip_high, 1);
   c.adv.mask_zero_variance = in.flag();
   c.check_finite = in.u8() < 230;
+  // The fields added later are drawn from the end of the bytes, backwards: every other read keeps
+  // the bytes it had, so the corpus' older inputs keep their meaning (and gain these options).
+  bytes_in tail = in.reversed();
+  if (tail.u8() < 40) c.obj = grpokit::objective::gmpo;
+  c.dppo = static_cast<grpokit::dppo_divergence>(tail.u8() % 3);
+  if (tail.flag()) c.dppo_low = tail.value(k.finite, k.moderate);  // rejected when negative or NaN
+  if (tail.flag()) c.dppo_high = 0.05 * static_cast<double>(tail.range(0, 4));
+  c.entropy_token_mean = tail.flag();
+  c.cispo_clip_frac_any_sign = tail.flag();
   return c;
 }
 

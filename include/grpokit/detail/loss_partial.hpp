@@ -15,10 +15,12 @@ struct loss_partial {
   double pg = 0, kl = 0, ent = 0;
   double kept = 0, clip_low = 0, clip_high = 0, clip_dual = 0;
   double kl_old = 0, kl_ref = 0, entropy = 0;
-  double mism_n = 0, mism_abs = 0, mism_k3 = 0, mism_max = 0;
+  double mism_n = 0, mism_abs = 0, mism_k3 = 0, mism_max = 0, mism_rho2 = 0;
+  double mism_seqs = 0, mism_seq_rho2 = 0, mism_ppl_ratio = 0;
   double w_sum = 0, w_sq = 0;
   double w_min = std::numeric_limits<double>::infinity(), w_max = -std::numeric_limits<double>::infinity();
   double masked_padding = 0, masked_prune = 0, masked_importance = 0, masked_custom = 0, masked_sequence = 0;
+  double masked_dppo = 0;
   double seqs = 0, seqs_adv_masked = 0, seqs_trm = 0, seqs_imp = 0, seqs_opsm = 0;
   double adv_sum = 0, adv_sq = 0;
 };
@@ -42,6 +44,10 @@ GRPOKIT_HD inline loss_partial combine(const loss_partial& a, const loss_partial
   r.mism_abs = a.mism_abs + b.mism_abs;
   r.mism_k3 = a.mism_k3 + b.mism_k3;
   r.mism_max = max_of(a.mism_max, b.mism_max);
+  r.mism_rho2 = a.mism_rho2 + b.mism_rho2;
+  r.mism_seqs = a.mism_seqs + b.mism_seqs;
+  r.mism_seq_rho2 = a.mism_seq_rho2 + b.mism_seq_rho2;
+  r.mism_ppl_ratio = a.mism_ppl_ratio + b.mism_ppl_ratio;
   r.w_sum = a.w_sum + b.w_sum;
   r.w_sq = a.w_sq + b.w_sq;
   r.w_min = min_of(a.w_min, b.w_min);
@@ -50,6 +56,7 @@ GRPOKIT_HD inline loss_partial combine(const loss_partial& a, const loss_partial
   r.masked_prune = a.masked_prune + b.masked_prune;
   r.masked_importance = a.masked_importance + b.masked_importance;
   r.masked_custom = a.masked_custom + b.masked_custom;
+  r.masked_dppo = a.masked_dppo + b.masked_dppo;
   r.masked_sequence = a.masked_sequence + b.masked_sequence;
   r.seqs = a.seqs + b.seqs;
   r.seqs_adv_masked = a.seqs_adv_masked + b.seqs_adv_masked;
@@ -84,6 +91,7 @@ GRPOKIT_HD inline loss_result finish(const loss_partial& total, std::int64_t tok
   m.masked_tokens_vocab_prune = static_cast<std::int64_t>(total.masked_prune);
   m.masked_tokens_importance = static_cast<std::int64_t>(total.masked_importance);
   m.masked_tokens_custom = static_cast<std::int64_t>(total.masked_custom);
+  m.masked_tokens_dppo = static_cast<std::int64_t>(total.masked_dppo);
   m.masked_tokens_sequence = static_cast<std::int64_t>(total.masked_sequence);
   m.masked_seqs_advantage = static_cast<std::int64_t>(total.seqs_adv_masked);
   m.masked_seqs_trust_region = static_cast<std::int64_t>(total.seqs_trm);
@@ -93,6 +101,11 @@ GRPOKIT_HD inline loss_result finish(const loss_partial& total, std::int64_t tok
     m.mismatch_abs_mean = total.mism_abs / total.mism_n;
     m.mismatch_abs_max = total.mism_max;
     m.mismatch_k3 = total.mism_k3 / total.mism_n;
+    m.mismatch_chi2_token = total.mism_rho2 / total.mism_n - 1.0;
+  }
+  if (total.mism_seqs > 0) {
+    m.mismatch_chi2_seq = total.mism_seq_rho2 / total.mism_seqs - 1.0;
+    m.mismatch_ppl_ratio = total.mism_ppl_ratio / total.mism_seqs;
   }
   if (kept > 0) {
     m.is_weight_min = total.w_min;

@@ -9,6 +9,7 @@
 #include "../config.hpp"
 #include "../inputs.hpp"
 #include "../mask.hpp"
+#include "../math/dppo.hpp"
 #include "../math/kl.hpp"
 #include "../math/surrogate.hpp"
 #include "loss_partial.hpp"
@@ -23,7 +24,7 @@ GRPOKIT_HD inline math::surrogate_params surrogate_params_of(const loss_config& 
 }
 
 // Why a token is not in the loss (the first reason that applies).
-enum class token_state : std::uint8_t { kept_candidate, padding, vocab_prune, custom, importance };
+enum class token_state : std::uint8_t { kept_candidate, padding, vocab_prune, custom, importance, dppo };
 
 template <class P, class Ops>
 struct policy_terms {
@@ -71,7 +72,26 @@ struct policy_terms {
       const double ratio = Ops::exp(clamp_log_ratio(rollout_log_ratio(t)));
       if (!(ratio >= cfg.importance_lo && ratio <= cfg.importance_hi)) return token_state::importance;
     }
+    if (cfg.dppo != dppo_divergence::none && (has_old() || has_rollout())) {
+      const double anchor = has_old() ? static_cast<double>(batch.logp_old[t]) : static_cast<double>(batch.logp_rollout[t]);
+      if (!math::dppo_keep<Ops>(cfg.dppo, cur.logp[t], anchor, batch.adv[s], cfg.dppo_low, cfg.dppo_high))
+        return token_state::dppo;
+    }
     return token_state::kept_candidate;
+  }
+
+  // GMPO: the token's log-ratio to pi_old (0 on-policy) and whether the sign-aware clip holds it
+  // (A > 0 caps it at eps_high, A < 0 floors it at -eps_low; A = 0 contributes 0, as sign(A) does in verl)
+  GRPOKIT_HD double gmpo_delta(std::int64_t t) const {
+    return has_old() ? static_cast<double>(cur.logp[t]) - static_cast<double>(batch.logp_old[t]) : 0.0;
+  }
+  GRPOKIT_HD bool gmpo_clipped(double delta, double adv) const {
+    return (adv > 0 && delta > cfg.eps_high) || (adv < 0 && delta < -cfg.eps_low);
+  }
+  GRPOKIT_HD double gmpo_clipped_delta(double delta, double adv) const {
+    if (adv > 0) return std::fmin(delta, cfg.eps_high);
+    if (adv < 0) return std::fmax(delta, -cfg.eps_low);
+    return 0.0;
   }
 
   GRPOKIT_HD double clamp_log_ratio(double d) const {
@@ -81,7 +101,7 @@ struct policy_terms {
   struct sequence_summary {
     std::int64_t counted = 0;  // response tokens (the denominators)
     std::int64_t stat = 0;     // tokens not dropped by a token-level mask
-    double gspo_ratio = 1, gspo_ratio_grad = 1;  // sequence ratio and d r / d logp_t
+    double gspo_ratio = 1, gspo_ratio_grad = 1;  // sequence ratio (GSPO, GMPO) and d r / d logp_t
     double is_weight = 1;      // exp(clamp(sum_t d_t)) for sequence-level IS
     bool keep_trust_region = true, keep_importance = true, keep_opsm = true;
     GRPOKIT_HD bool keep() const { return keep_trust_region && keep_importance && keep_opsm; }
@@ -113,6 +133,13 @@ struct policy_terms {
         return static_cast<double>(cur.logp[t]) - static_cast<double>(batch.logp_old[t]);
       }) / n_stat;
       const double clamped = std::fmin(mean, cfg.gspo_log_ratio_max);
+      out.gspo_ratio = Ops::exp(clamped);
+      out.gspo_ratio_grad = mean == clamped ? out.gspo_ratio : 0.0;
+    }
+    if (cfg.obj == objective::gmpo) {  // the geometric mean of the clipped token ratios, within +-log_ratio_clamp
+      const double adv = batch.adv[s];
+      const double mean = stat_sum([&](std::int64_t t) { return gmpo_clipped_delta(gmpo_delta(t), adv); }) / n_stat;
+      const double clamped = std::fmin(std::fmax(mean, -cfg.log_ratio_clamp), cfg.log_ratio_clamp);
       out.gspo_ratio = Ops::exp(clamped);
       out.gspo_ratio_grad = mean == clamped ? out.gspo_ratio : 0.0;
     }
@@ -175,14 +202,28 @@ struct policy_terms {
     const double logp = cur.logp[t];
     const double adv = batch.adv[s];
     double r, dr;
+    const bool gmpo_clip = cfg.obj == objective::gmpo && gmpo_clipped(gmpo_delta(t), adv);
     if (cfg.obj == objective::gspo) {
       r = seq.gspo_ratio;
       dr = seq.gspo_ratio_grad;
+    } else if (cfg.obj == objective::gmpo) {
+      // GMPO-token form, as GSPO-token: d r_i / d logp_t = r_i / n_i where the clip lets logp_t
+      // through; the aggregation's sum over the n_i tokens of the sequence supplies the 1 / n_i
+      r = seq.gspo_ratio;
+      dr = gmpo_clip ? 0.0 : seq.gspo_ratio_grad;
     } else {
       math::token_ratio<Ops>(logp, has_old() ? static_cast<double>(batch.logp_old[t]) : logp, cfg.log_ratio_clamp, r,
                              dr);
     }
     out.sur = math::surrogate<Ops>(surrogate_params_of(cfg), adv, logp, r, dr);
+    if (cfg.obj == objective::gmpo) {  // where the sign-aware clip holds the token
+      out.sur.clipped_low = adv < 0 && gmpo_clip;
+      out.sur.clipped_high = adv > 0 && gmpo_clip;
+    }
+    if (cfg.obj == objective::cispo && cfg.cispo_clip_frac_any_sign) {  // verl: ratio != clip(ratio)
+      out.sur.clipped_high = r < 1.0 - cfg.eps_low || r > 1.0 + cfg.eps_high;
+      out.sur.clipped_low = false;
+    }
     out.is_weight = is_weight(t, seq);
     out.pg = out.is_weight * out.sur.value;
     out.dpg = out.is_weight * out.sur.grad;
@@ -208,8 +249,11 @@ struct policy_terms {
 
   // Aggregation weight of a token of a sequence with `counted` response tokens.
   GRPOKIT_HD double token_weight(std::int64_t counted, double n_tokens, double n_seqs) const {
+    return token_weight(cfg.agg, counted, n_tokens, n_seqs);
+  }
+  GRPOKIT_HD double token_weight(aggregation agg, std::int64_t counted, double n_tokens, double n_seqs) const {
     double w;
-    switch (cfg.agg) {
+    switch (agg) {
       case aggregation::token_mean:
         w = n_tokens > 0 ? 1.0 / n_tokens : 0.0;
         break;
@@ -234,6 +278,8 @@ struct policy_terms {
                                               double n_seqs, const policy_grads<Real>& grads) const {
     loss_partial p;
     const double w = token_weight(q.counted, n_tokens, n_seqs);
+    const double w_entropy =
+        cfg.entropy_token_mean ? token_weight(aggregation::token_mean, q.counted, n_tokens, n_seqs) : w;
     const bool seq_in = batch.seq_mask.empty() || batch.seq_mask[s] != 0;
     p.seqs_adv_masked = seq_in ? 0 : 1;
     if (q.counted > 0) {
@@ -244,6 +290,7 @@ struct policy_terms {
       p.seqs_imp = q.keep_importance ? 0 : 1;
       p.seqs_opsm = q.keep_opsm ? 0 : 1;
     }
+    double seq_log_ratio = 0, seq_mismatch_tokens = 0;
     for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t) {
       grads.dlogp[t] = Real(0);
       if (!grads.dentropy.empty()) grads.dentropy[t] = Real(0);
@@ -252,6 +299,7 @@ struct policy_terms {
       p.masked_prune += st == token_state::vocab_prune;
       p.masked_custom += st == token_state::custom;
       p.masked_importance += st == token_state::importance;
+      p.masked_dppo += st == token_state::dppo;
       if (st != token_state::kept_candidate) continue;
       if (has_rollout()) {
         const double d = rollout_log_ratio(t);
@@ -259,6 +307,9 @@ struct policy_terms {
         p.mism_abs += std::fabs(d);
         p.mism_max = max_of(p.mism_max, std::fabs(d));
         p.mism_k3 += math::divergence_term<Ops>(divergence::k3, clamp_log_ratio(d));
+        p.mism_rho2 += Ops::exp(2.0 * clamp_log_ratio(d));
+        seq_log_ratio += d;
+        seq_mismatch_tokens += 1;
       }
       if (!q.keep()) {
         p.masked_sequence += 1;
@@ -283,9 +334,14 @@ struct policy_terms {
       grads.dlogp[t] = static_cast<Real>(w * (k.dpg + cfg.kl_coef * k.dkl));
       if (!cur.entropy.empty()) {
         p.entropy += cur.entropy[t];
-        p.ent -= w * cfg.entropy_coef * cur.entropy[t];
-        if (!grads.dentropy.empty()) grads.dentropy[t] = static_cast<Real>(-w * cfg.entropy_coef);
+        p.ent -= w_entropy * cfg.entropy_coef * cur.entropy[t];
+        if (!grads.dentropy.empty()) grads.dentropy[t] = static_cast<Real>(-w_entropy * cfg.entropy_coef);
       }
+    }
+    if (seq_mismatch_tokens > 0) {  // the sequence-level mismatch metrics (verl chi2_seq, ppl_ratio)
+      p.mism_seqs = 1;
+      p.mism_seq_rho2 = Ops::exp(2.0 * clamp_log_ratio(seq_log_ratio));
+      p.mism_ppl_ratio = Ops::exp(clamp_log_ratio(-seq_log_ratio / seq_mismatch_tokens));
     }
     return p;
   }

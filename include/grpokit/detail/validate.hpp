@@ -135,7 +135,8 @@ inline void require_loss_config(const loss_config& c) {
     GRPOKIT_REQUIRE(static_cast<int>(v) >= 0 && static_cast<int>(v) <= static_cast<int>(last), name, ": unknown value ",
                     static_cast<int>(v));
   };
-  known("obj", c.obj, objective::reinforce);
+  known("obj", c.obj, objective::gmpo);
+  known("dppo", c.dppo, dppo_divergence::binary_kl);
   known("is", c.is, is_correction::sequence_mask);
   known("kl", c.kl, kl_estimator::k3);
   known("agg", c.agg, aggregation::seq_mean_token_sum_norm);
@@ -191,6 +192,8 @@ inline void require_loss_config(const loss_config& c) {
                   "need 0 <= importance_lo <= importance_hi (importance_hi may be +inf), got [", c.importance_lo, ", ",
                   c.importance_hi, "]");
   GRPOKIT_REQUIRE(!std::isnan(c.opsm_threshold), "opsm_threshold must not be NaN (+inf: off)");
+  GRPOKIT_REQUIRE(c.dppo_low >= 0 && c.dppo_high >= 0, "dppo_low and dppo_high must be >= 0 (+inf: no bound), got ",
+                  c.dppo_low, " and ", c.dppo_high);
   GRPOKIT_REQUIRE(c.trm_max_threshold >= 0 && c.trm_mean_threshold >= 0,
                   "TRM thresholds must be >= 0 (+inf: off), got ", c.trm_max_threshold, " and ", c.trm_mean_threshold);
   require_advantage_config(c.adv);
@@ -302,6 +305,8 @@ void require_batch_shapes(const rollout_batch<Real>& batch, std::int64_t T, cons
                   "importance-sampling correction needs logp_rollout");
   GRPOKIT_REQUIRE(!NeedsRollout || given(batch.logp_rollout),
                   "the trust_region and importance masks need logp_rollout");
+  GRPOKIT_REQUIRE(cfg.dppo == dppo_divergence::none || given(batch.logp_old) || given(batch.logp_rollout),
+                  "dppo needs logp_old or logp_rollout (the anchor of its trust region)");
 }
 
 // policy_loss: the batch, the current policy and the gradients, which must not overlap any input

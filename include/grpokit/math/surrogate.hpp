@@ -47,6 +47,11 @@ GRPOKIT_HD inline surrogate_term surrogate(const surrogate_params& cfg, double a
       t.grad = -adv;
       t.clipped_low = t.clipped_high = false;
       return t;
+    case objective::gmpo:  // r: the sequence's clipped geometric-mean ratio (policy_terms)
+      t.value = -adv * r;
+      t.grad = -adv * dr;
+      t.clipped_low = t.clipped_high = false;
+      return t;
     case objective::cispo: {
       const double w = std::fmin(std::fmax(r, lo), hi);  // detached
       t.value = -w * adv * logp;

@@ -47,7 +47,7 @@ config_field<Config> choice(const char* name, Enum Config::*member, std::vector<
 inline const std::vector<config_field<grpokit::loss_config>>& loss_fields() {
   using C = grpokit::loss_config;
   static const std::vector<config_field<C>> fields = {
-      choice("obj", &C::obj, {"ppo_clip", "cispo", "gspo", "sapo", "reinforce"}),
+      choice("obj", &C::obj, {"ppo_clip", "cispo", "gspo", "sapo", "reinforce", "gmpo"}),
       number("eps_low", &C::eps_low),
       number("eps_high", &C::eps_high),
       number("dual_clip", &C::dual_clip),
@@ -66,6 +66,8 @@ inline const std::vector<config_field<grpokit::loss_config>>& loss_fields() {
       number("kl_input_clamp", &C::kl_input_clamp),
       number("kl_output_clamp", &C::kl_output_clamp),
       number("entropy_coef", &C::entropy_coef),
+      flag("entropy_token_mean", &C::entropy_token_mean),
+      flag("cispo_clip_frac_any_sign", &C::cispo_clip_frac_any_sign),
       number("temperature", &C::temperature),
       choice("agg", &C::agg,
              {"token_mean", "token_sum", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"}),
@@ -82,6 +84,9 @@ inline const std::vector<config_field<grpokit::loss_config>>& loss_fields() {
       number("importance_lo", &C::importance_lo),
       number("importance_hi", &C::importance_hi),
       number("opsm_threshold", &C::opsm_threshold),
+      choice("dppo", &C::dppo, {"none", "tv", "binary_kl"}),
+      number("dppo_low", &C::dppo_low),
+      number("dppo_high", &C::dppo_high),
       flag("check_finite", &C::check_finite),
   };
   return fields;

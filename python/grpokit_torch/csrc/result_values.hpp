@@ -11,7 +11,7 @@
 
 namespace grpokit_torch {
 
-constexpr int metric_count = 31;
+constexpr int metric_count = 35;
 constexpr int advantage_stat_count = 11;
 static_assert(sizeof(grpokit::loss_metrics) == (metric_count - 1) * 8, "metric_names / write_metrics: add the metric");
 static_assert(sizeof(grpokit::advantage_stats) == advantage_stat_count * 8,
@@ -23,9 +23,11 @@ inline std::vector<std::string> metric_names() {
           "clip_frac_high", "clip_frac_dual",  "approx_kl_old",   "kl_ref",          "entropy_mean",
           "tokens",        "tokens_kept",      "seqs",            "masked_tokens_padding",
           "masked_tokens_vocab_prune",         "masked_tokens_importance",           "masked_tokens_custom",
+          "masked_tokens_dppo",
           "masked_tokens_sequence",            "masked_seqs_advantage",              "masked_seqs_trust_region",
           "masked_seqs_importance",            "masked_seqs_opsm",
           "mismatch_abs_mean",                 "mismatch_abs_max",                   "mismatch_k3",
+          "mismatch_chi2_token",               "mismatch_chi2_seq",                  "mismatch_ppl_ratio",
           "is_weight_min", "is_weight_mean",   "is_weight_max",   "is_ess",          "adv_mean",
           "adv_std"};
 }
@@ -49,6 +51,7 @@ GRPOKIT_HD inline void write_metrics(const grpokit::loss_result& r, double* out)
       static_cast<double>(m.masked_tokens_vocab_prune),
       static_cast<double>(m.masked_tokens_importance),
       static_cast<double>(m.masked_tokens_custom),
+      static_cast<double>(m.masked_tokens_dppo),
       static_cast<double>(m.masked_tokens_sequence),
       static_cast<double>(m.masked_seqs_advantage),
       static_cast<double>(m.masked_seqs_trust_region),
@@ -57,6 +60,9 @@ GRPOKIT_HD inline void write_metrics(const grpokit::loss_result& r, double* out)
       m.mismatch_abs_mean,
       m.mismatch_abs_max,
       m.mismatch_k3,
+      m.mismatch_chi2_token,
+      m.mismatch_chi2_seq,
+      m.mismatch_ppl_ratio,
       m.is_weight_min,
       m.is_weight_mean,
       m.is_weight_max,
