@@ -393,13 +393,18 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
       o.w_sum += w;
       ld kl = 0;
       if (c.kl != grpokit::kl_estimator::none) {
-        const ld diff = logp[t] - b.logp_ref[t];
-        if (c.kl == grpokit::kl_estimator::k1) kl = diff;
-        if (c.kl == grpokit::kl_estimator::k2) kl = diff * diff / 2;
-        if (c.kl == grpokit::kl_estimator::k3) {
+        auto estimate = [&](ld lp) {
+          const ld diff = lp - b.logp_ref[t];
+          if (c.kl == grpokit::kl_estimator::k1) return diff;
+          if (c.kl == grpokit::kl_estimator::k2) return diff * diff / 2;
           const ld dd = clampl(-diff, -c.kl_input_clamp, c.kl_input_clamp);
-          kl = clampl(std::exp(dd) - dd - 1, -c.kl_output_clamp, c.kl_output_clamp);
-        }
+          return clampl(std::exp(dd) - dd - 1, -c.kl_output_clamp, c.kl_output_clamp);
+        };
+        auto k2 = [&](ld lp) { return (lp - b.logp_ref[t]) * (lp - b.logp_ref[t]) / 2; };
+        // straight-through (verl '+'): the value of the estimate, the gradient of k2
+        kl = c.kl_straight_through ? estimate(logp_detached[t]) + k2(logp[t]) - k2(logp_detached[t]) : estimate(logp[t]);
+        if (c.kl_is_weighted)  // times the live token ratio pi / pi_old (TRL use_bias_correction_kl)
+          kl *= std::exp(clampl(logp[t] - old(t), -c.log_ratio_clamp, c.log_ratio_clamp));
       }
       (void)has_ref;
       const ld ent = entropy.empty() ? 0 : entropy[t];

@@ -115,6 +115,8 @@ grpokit::loss_config config(std::uint64_t k) {
     c.dppo_high = 0.02;
   }
   c.entropy_token_mean = k % 3 == 2;
+  c.kl_straight_through = k % 5 == 3;
+  c.kl_is_weighted = k % 3 == 1;
   c.cispo_clip_frac_any_sign = k % 4 == 1;  // k % 6 == 1 (cispo) is odd: both settings occur
   return c;
 }

@@ -55,6 +55,13 @@ struct loss_config {
   double kl_coef = 0.001;           // beta (verl kl_loss_coef)
   double kl_input_clamp = 20.0;     // k3: clamp of logp_ref - logp
   double kl_output_clamp = 10.0;    // k3: clamp of the estimate
+  // the gradient of the KL term is k2's, logp - logp_ref, whatever the estimator's value (verl's
+  // '+' suffix, k1+ / k3+: a straight-through unbiased gradient)
+  bool kl_straight_through = false;
+  // the KL term times the token ratio r = pi / pi_old, with its gradient (TRL use_bias_correction_kl,
+  // slime use_unbiased_kl: the estimate under the sampling policy; on-policy the value is unchanged
+  // and the gradient gains the score term kl)
+  bool kl_is_weighted = false;
 
   // entropy bonus: loss -= entropy_coef * agg(H)
   double entropy_coef = 0.0;

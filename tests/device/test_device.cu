@@ -148,7 +148,8 @@ TEST_CASE("device policy_loss on its own, empty batches, and a workspace planned
                 "last offset must be");
 }
 
-TEST_CASE("device policy_loss: GMPO, the DPPO masks, the entropy token mean and the mismatch metrics", "[device]") {
+TEST_CASE("device policy_loss: GMPO, the DPPO masks, the entropy token mean, k3+ and the mismatch metrics",
+          "[device]") {
   // the shared per-sequence math under the device schedule: the host's values, and each feature bites
   using P = grpokit::policy<grpokit::precision<double, double>>;
   const policy_inputs in(11, 40);
@@ -170,6 +171,9 @@ TEST_CASE("device policy_loss: GMPO, the DPPO masks, the entropy token mean and 
     cfg.dppo_high = 0.03;
     cfg.entropy_coef = 0.02;
     cfg.entropy_token_mean = true;
+    cfg.kl = grpokit::kl_estimator::k3;  // k3+ weighted by the token ratio in one of the two runs
+    cfg.kl_coef = 0.1;
+    cfg.kl_straight_through = cfg.kl_is_weighted = div == grpokit::dppo_divergence::binary_kl;
     std::vector<double> hd(p.T), he(p.T);
     const auto want = grpokit::host::policy_loss<P>({logp, ent}, hr.batch(p), cfg, {hd, he});
     const auto got = grpokit::device::policy_loss<P>({dl.cspan(), de.cspan()}, d.batch(), cfg,

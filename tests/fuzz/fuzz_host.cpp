@@ -156,6 +156,8 @@ grpokit::loss_config config(bytes_in& in, kind& k) {
   if (tail.flag()) c.dppo_high = 0.05 * static_cast<double>(tail.range(0, 4));
   c.entropy_token_mean = tail.flag();
   c.cispo_clip_frac_any_sign = tail.flag();
+  c.kl_straight_through = tail.flag();
+  c.kl_is_weighted = tail.flag();
   return c;
 }
 

@@ -233,7 +233,14 @@ struct policy_terms {
       out.kl_log = k.value;
       if (cfg.kl != kl_estimator::none) {
         out.kl = k.value;
-        out.dkl = k.grad;
+        out.dkl = cfg.kl_straight_through ? logp - static_cast<double>(batch.logp_ref[t]) : k.grad;
+        if (cfg.kl_is_weighted) {  // (kl r)' = kl' r + kl r'
+          double w, dw;
+          math::token_ratio<Ops>(logp, has_old() ? static_cast<double>(batch.logp_old[t]) : logp, cfg.log_ratio_clamp, w,
+                                 dw);
+          out.dkl = out.dkl * w + out.kl * dw;
+          out.kl *= w;
+        }
       }
     }
     return out;

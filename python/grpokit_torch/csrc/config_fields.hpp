@@ -65,6 +65,8 @@ inline const std::vector<config_field<grpokit::loss_config>>& loss_fields() {
       number("kl_coef", &C::kl_coef),
       number("kl_input_clamp", &C::kl_input_clamp),
       number("kl_output_clamp", &C::kl_output_clamp),
+      flag("kl_straight_through", &C::kl_straight_through),
+      flag("kl_is_weighted", &C::kl_is_weighted),
       number("entropy_coef", &C::entropy_coef),
       flag("entropy_token_mean", &C::entropy_token_mean),
       flag("cispo_clip_frac_any_sign", &C::cispo_clip_frac_any_sign),
