@@ -70,12 +70,14 @@ inline ld lower_median(std::vector<ld> r) {
   return r[(r.size() - 1) / 2];
 }
 
-enum class base { mean, median, loo, ess, external, pass_at_k };
+enum class base { mean, median, loo, ess, external, pass_at_k, opo };
 
 inline adv_out advantages(const std::vector<ld>& rewards, const std::vector<std::int64_t>& groups, base b,
                           const grpokit::advantage_config& cfg, const std::vector<ld>& log_ratio = {},
-                          const std::vector<ld>& weight = {}, const std::vector<ld>& group_base = {}) {
+                          const std::vector<ld>& weight = {}, const std::vector<ld>& group_base = {},
+                          const std::vector<ld>& tokens = {}) {
   adv_out out{std::vector<ld>(rewards.size()), std::vector<int>(rewards.size(), 1)};
+  std::vector<ld> centered(rewards.size()), divisor(rewards.size());
   const ld batch_std = bessel_std(rewards);
   const ld nonzero = static_cast<ld>(std::count_if(rewards.begin(), rewards.end(), [](ld v) { return v != 0; }));
   for (std::size_t g = 0; g + 1 < groups.size(); ++g) {
@@ -136,6 +138,16 @@ inline adv_out advantages(const std::vector<ld>& rewards, const std::vector<std:
       case base::external:  // ReMax: the caller's baseline; equal rewards keep r - b
         for (std::size_t i = 0; i < n; ++i) c[i] = r[i] - group_base[g];
         break;
+      case base::opo: {  // OPO: the length-weighted mean (all lengths 0: the mean)
+        ld num = 0, den = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+          num += tokens[lo + i] * r[i];
+          den += tokens[lo + i];
+        }
+        const ld bl = den > 0 ? num / den : mean(r);
+        for (std::size_t i = 0; i < n; ++i) c[i] = r[i] - bl;
+        break;
+      }
     }
     for (std::size_t i = 0; i < n; ++i) {
       if (all_equal && b != base::external) {
@@ -149,9 +161,26 @@ inline adv_out advantages(const std::vector<ld>& rewards, const std::vector<std:
         div = std::max<ld>(nonzero, 1) / static_cast<ld>(rewards.size());
       if (cfg.equal_group_weight)  // every group weighs as a group of the mean size
         div *= static_cast<ld>(n) * static_cast<ld>(groups.size() - 1) / static_cast<ld>(rewards.size());
-      out.adv[lo + i] = c[i] / div;
+      centered[lo + i] = c[i];
+      divisor[lo + i] = div;
     }
   }
+  ld shift = 0, batch_div = 1;
+  if (cfg.scale == grpokit::adv_scale::whiten) {  // REINFORCE++-baseline: verl's masked_whiten of r - b
+    const bool counted = std::accumulate(tokens.begin(), tokens.end(), ld(0)) > 0;  // else each rollout once
+    auto wt = [&](std::size_t i) { return counted ? tokens[i] : ld(1); };
+    ld W = 0, sum = 0;
+    for (std::size_t i = 0; i < rewards.size(); ++i) {
+      W += wt(i);
+      sum += wt(i) * centered[i];
+    }
+    shift = sum / W;
+    ld ss = 0;
+    for (std::size_t i = 0; i < rewards.size(); ++i) ss += wt(i) * (centered[i] - shift) * (centered[i] - shift);
+    const ld sd = W > 1 ? std::sqrt(ss / (W - 1)) : 0;
+    batch_div = std::max<ld>(sd, cfg.std_floor) + cfg.eps;
+  }
+  for (std::size_t i = 0; i < rewards.size(); ++i) out.adv[i] = (centered[i] - shift) / (divisor[i] * batch_div);
   if (cfg.fold_lr_factor && !log_ratio.empty()) {
     ld s1 = 0, s2 = 0;
     for (ld l : log_ratio) {

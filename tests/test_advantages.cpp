@@ -17,6 +17,7 @@ struct groups_case {
   std::vector<std::int64_t> offsets;
   std::vector<double> log_ratio, weight;
   std::vector<double> group_base;  // [G] an external baseline: often a reward of the group, sometimes not
+  std::vector<double> tokens;      // [S] response lengths, some 0
 };
 
 groups_case make_groups(std::mt19937_64& rng, const std::vector<std::int64_t>& sizes, bool binary) {
@@ -31,6 +32,7 @@ groups_case make_groups(std::mt19937_64& rng, const std::vector<std::int64_t>& s
   for (std::size_t i = 0; i < c.rewards.size(); ++i) {
     c.log_ratio.push_back(n(rng) * 3);
     c.weight.push_back(std::fabs(n(rng)));
+    c.tokens.push_back(coin(rng) ? std::floor(std::fabs(n(rng)) * 40) : std::floor(std::fabs(n(rng)) * 3));
   }
   for (std::size_t g = 0; g + 1 < c.offsets.size(); ++g)
     c.group_base.push_back(coin(rng) ? c.rewards[static_cast<std::size_t>(c.offsets[g])] : n(rng));
@@ -38,18 +40,20 @@ groups_case make_groups(std::mt19937_64& rng, const std::vector<std::int64_t>& s
 }
 
 template <class Baseline, class Real>
-void check(const groups_case& c, ref::base b, const grpokit::advantage_config& cfg, bool with_weight, double tol) {
+void check(const groups_case& c, ref::base b, const grpokit::advantage_config& cfg, bool with_weight, double tol,
+           bool with_tokens = false) {
   using P = grpokit::policy<grpokit::precision<Real, Real>, Baseline>;
   const std::int64_t S = static_cast<std::int64_t>(c.rewards.size());
   const auto r = support::cast<Real>(c.rewards);
   const auto lr = support::cast<Real>(c.log_ratio);
   const auto w = with_weight ? support::cast<Real>(c.weight) : std::vector<Real>{};
   const auto gb = b == ref::base::external ? support::cast<Real>(c.group_base) : std::vector<Real>{};
+  const auto tk = with_tokens || b == ref::base::opo ? support::cast<Real>(c.tokens) : std::vector<Real>{};
   std::vector<Real> adv(S);
   std::vector<std::uint8_t> keep(S);
-  const auto st = grpokit::host::compute_advantages<P>({r, c.offsets, lr, w, gb}, cfg, {adv, keep});
+  const auto st = grpokit::host::compute_advantages<P>({r, c.offsets, lr, w, gb, tk}, cfg, {adv, keep});
   const auto want = ref::advantages(support::cast<ref::ld>(r), c.offsets, b, cfg, support::cast<ref::ld>(lr),
-                                    support::cast<ref::ld>(w), support::cast<ref::ld>(gb));
+                                    support::cast<ref::ld>(w), support::cast<ref::ld>(gb), support::cast<ref::ld>(tk));
   std::int64_t zero_var = 0, singles = 0;
   for (std::size_t g = 0; g + 1 < c.offsets.size(); ++g) {
     const auto lo = c.offsets[g], hi = c.offsets[g + 1];
@@ -73,8 +77,8 @@ void sweep(double tol) {
   std::mt19937_64 rng(11);
   for (int rep = 0; rep < 20; ++rep) {
     const auto c = make_groups(rng, {1, 2, 3, 5, 8, 7, 1, 64, 4}, rep % 2 == 0);
-    for (auto scale :
-         {grpokit::adv_scale::group, grpokit::adv_scale::batch, grpokit::adv_scale::none, grpokit::adv_scale::gpg}) {
+    for (auto scale : {grpokit::adv_scale::group, grpokit::adv_scale::batch, grpokit::adv_scale::none,
+                       grpokit::adv_scale::gpg, grpokit::adv_scale::whiten}) {
       grpokit::advantage_config cfg;
       cfg.scale = scale;
       if (rep % 3 == 1) cfg.clip_low = -0.75;  // binds some of the advantages of every scale
@@ -89,6 +93,8 @@ void sweep(double tol) {
       check<grpokit::baseline::ess_scaled, Real>(c, ref::base::ess, cfg, true, tol);
       check<grpokit::baseline::external, Real>(c, ref::base::external, cfg, false, tol);
       check<grpokit::baseline::pass_at_k, Real>(c, ref::base::pass_at_k, cfg, false, tol);
+      check<grpokit::baseline::opo, Real>(c, ref::base::opo, cfg, false, tol);
+      check<grpokit::baseline::mean, Real>(c, ref::base::mean, cfg, false, tol, /*with_tokens=*/true);
       cfg.fold_lr_factor = true;
       check<grpokit::baseline::ess_scaled, Real>(c, ref::base::ess, cfg, false, tol);
     }
@@ -313,4 +319,34 @@ TEST_CASE("GPG: alpha = B / #(r != 0) over the batch; the clip binds last", "[ad
   cfg.clip_high = 1.25;
   grpokit::host::compute_advantages<P>({r, off, {}, {}}, cfg, {adv, keep});
   CHECK(adv == std::vector<double>{1.25, -1, -1, 1.25, 0, 0, 0, 0});
+}
+
+TEST_CASE("OPO: the length-weighted baseline; whiten: REINFORCE++-baseline's token-weighted batch whitening",
+          "[advantages]") {
+  using D = grpokit::precision<double, double>;
+  // OPO, group {1, 0} with 3 and 1 tokens: b = 3/4; group {2, 2, 5} with 0, 1, 1 tokens: b = 3.5
+  std::vector<double> r{1, 0, 2, 2, 5}, tokens{3, 1, 0, 1, 1}, adv(5);
+  const std::vector<std::int64_t> off{0, 2, 5};
+  std::vector<std::uint8_t> keep(5);
+  grpokit::advantage_config cfg;
+  cfg.scale = grpokit::adv_scale::none;
+  grpokit::host::compute_advantages<grpokit::policy<D, grpokit::baseline::opo>>({r, off, {}, {}, {}, tokens}, cfg,
+                                                                                {adv, keep});
+  CHECK(adv == std::vector<double>{0.25, -0.75, -1.5, -1.5, 1.5});
+  REQUIRE_ERROR((grpokit::host::compute_advantages<grpokit::policy<D, grpokit::baseline::opo>>({r, off, {}, {}}, cfg,
+                                                                                               {adv, keep})),
+                "seq_tokens: the opo baseline needs 5 per-sequence token counts, got 0");
+  tokens[1] = -1;
+  REQUIRE_ERROR((grpokit::host::compute_advantages<grpokit::policy<D, grpokit::baseline::opo>>(
+                    {r, off, {}, {}, {}, tokens}, cfg, {adv, keep})),
+                "seq_tokens[1] must be >= 0");
+  // whiten with the mean baseline: centred {0.5, -0.5, -1, -1, 2} with tokens {1, 1, 2, 1, 1}: the
+  // token-weighted mean is -1/6, the Bessel variance sum w (c - mean)^2 / (6 - 1) = (22/3) / 5
+  tokens = {1, 1, 2, 1, 1};
+  cfg.scale = grpokit::adv_scale::whiten;
+  cfg.eps = 0;
+  grpokit::host::compute_advantages<grpokit::policy<D>>({r, off, {}, {}, {}, tokens}, cfg, {adv, keep});
+  const double sd = std::sqrt(22.0 / 15.0);
+  const std::vector<double> c{0.5, -0.5, -1, -1, 2};
+  for (std::size_t i = 0; i < 5; ++i) CHECK(adv[i] == Approx((c[i] + 1.0 / 6.0) / sd));
 }

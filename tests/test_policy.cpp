@@ -78,6 +78,9 @@ TEST_CASE("presets carry the published defaults", "[policy][presets]") {
   static_assert(std::is_same<presets::grpo_pass_at_k::policy<>::baseline_type, baseline::pass_at_k>::value, "");
   CHECK(presets::grpo_pass_at_k::config().kl == kl_estimator::k3);
   CHECK(presets::gmpo::config().obj == objective::gmpo);
+  static_assert(std::is_same<presets::opo::policy<>::baseline_type, baseline::opo>::value, "");
+  CHECK(presets::opo::config().adv.scale == adv_scale::none);
+  CHECK(presets::reinforce_pp_baseline::config().adv.scale == adv_scale::whiten);
   CHECK(presets::gmpo::config().eps_low == 0.4);
   CHECK(presets::dppo_tv::config().dppo == dppo_divergence::tv);
   CHECK(presets::dppo_tv::config().obj == objective::cispo);

@@ -10,6 +10,7 @@
 // group's spread (used when cfg.scale == adv_scale::group). Optionally
 //   static constexpr bool needs_log_ratio = true;       // requires per-sequence log-ratios
 //   static constexpr bool needs_group_baseline = true;  // requires advantage_inputs::group_baseline
+//   static constexpr bool needs_seq_tokens = true;      // requires advantage_inputs::seq_tokens
 //   static constexpr bool zero_equal_groups = false;    // a group of equal rewards keeps r - b (default:
 //                                                       // A = 0, and masked with mask_zero_variance)
 // and, so that the device can give a large group a block of threads,
@@ -32,6 +33,7 @@ struct group_io {
   const double* rewards = nullptr;    // [n]
   const double* log_ratio = nullptr;  // [n] sum_t (logp - logp_rollout), or null
   const double* weight = nullptr;     // [n] caller's baseline weights (ess_scaled), or null
+  const double* tokens = nullptr;     // [n] response tokens of each rollout (advantage_inputs::seq_tokens), or null
   std::int64_t n = 0;
   double* centered = nullptr;    // [n] out
   std::uint8_t* keep = nullptr;  // [n] in/out, preset to 1
@@ -75,6 +77,27 @@ GRPOKIT_HD moments group_moments(const double* r, std::int64_t n, const Ops& ops
       return d * d;
     });
     m.std = std::ldexp(std::sqrt(ss / static_cast<double>(n - 1)), e);
+  }
+  return m;
+}
+// The same weighted by w >= 0 as counts (verl's masked_mean / masked_var over a token mask, each
+// rollout's value repeated w_i times): mean = sum w x / W, std^2 = sum w (x - mean)^2 / (W - 1),
+// W = sum w; std = 0 for W <= 1. Null w, or W = 0: the unweighted moments.
+template <class Ops = serial_ops>
+GRPOKIT_HD moments weighted_moments(const double* x, const double* w, std::int64_t n, const Ops& ops = {}) {
+  const double W = w == nullptr ? 0.0 : ops.sum(n, [=](std::int64_t i) { return w[i]; });
+  if (!(W > 0)) return group_moments(x, n, ops);
+  const int e = moment_exponent(x, n, ops);
+  const pow2_scale down(-e);
+  const double mu = ops.sum(n, [=](std::int64_t i) { return w[i] * down(x[i]); }) / W;
+  moments m;
+  m.mean = std::ldexp(mu, e);
+  if (W > 1) {
+    const double ss = ops.sum(n, [=](std::int64_t i) {
+      const double d = down(x[i]) - mu;
+      return w[i] * d * d;
+    });
+    m.std = std::ldexp(std::sqrt(ss / (W - 1)), e);
   }
   return m;
 }
@@ -202,6 +225,20 @@ struct pass_at_k : detail::serial_center<pass_at_k> {
   }
 };
 
+// OPO (arXiv 2505.23585; verl adv_estimator=opo): the length-weighted mean b = sum |y_i| r_i / sum |y_i|
+// over the group (advantage_inputs::seq_tokens; all lengths 0: the plain mean); spread = Bessel std.
+// OPO itself is adv_scale::none: A = r - b.
+struct opo : detail::serial_center<opo> {
+  using policy_axis = axis::baseline;
+  static constexpr bool needs_seq_tokens = true;
+  template <class Ops>
+  GRPOKIT_HD static double center_with(const Ops& ops, group_io& g, const advantage_config&) {
+    const double b = detail::weighted_moments(g.rewards, g.tokens, g.n, ops).mean;
+    ops.for_each(g.n, [=](std::int64_t i) { g.centered[i] = g.rewards[i] - b; });
+    return detail::group_std(g.rewards, g.n, ops);
+  }
+};
+
 }  // namespace baseline
 
 namespace detail {
@@ -231,6 +268,12 @@ struct needs_group_baseline : std::false_type {};
 template <class B>
 struct needs_group_baseline<B, std::void_t<decltype(B::needs_group_baseline)>>
     : std::integral_constant<bool, B::needs_group_baseline> {};
+
+template <class B, class = void>
+struct needs_seq_tokens : std::false_type {};
+template <class B>
+struct needs_seq_tokens<B, std::void_t<decltype(B::needs_seq_tokens)>>
+    : std::integral_constant<bool, B::needs_seq_tokens> {};
 
 template <class B, class = void>
 struct zero_equal_groups : std::true_type {};

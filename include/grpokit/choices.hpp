@@ -10,6 +10,8 @@ enum class adv_scale {
   batch,  // divide by the Bessel std of all rewards of the batch (TRL scale_rewards="batch")
   none,   // no scaling (Dr. GRPO)
   gpg,    // multiply by alpha = B / #(r != 0) over the batch's B rewards (GPG; verl adv_estimator=gpg)
+  whiten, // (r - b - mu) / (sigma + eps), mu, sigma the token-weighted mean and Bessel std of r - b
+          // over the batch (REINFORCE++-baseline; verl masked_whiten)
 };
 
 enum class objective {

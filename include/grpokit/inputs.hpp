@@ -68,6 +68,8 @@ struct advantage_inputs {
   span<const Real> seq_weight;            // [S] optional baseline weights W_i (ess_scaled)
   span<const Real> group_baseline = {};   // [G] the caller's baseline per group (baseline::external);
                                           // defaulted: the older four-field initialisers still compile
+  span<const Real> seq_tokens = {};       // [S] response tokens of each rollout (>= 0): baseline::opo's
+                                          // weights, adv_scale::whiten's; empty: whiten weighs rollouts alike
 };
 
 template <class Real>

@@ -117,6 +117,26 @@ struct grpo_pass_at_k : preset_policy<baseline::pass_at_k> {
   static loss_config config() { return grpo::config(); }
 };
 
+// OPO (arXiv 2505.23585; verl adv_estimator=opo): the length-weighted group baseline, A = r - b
+// unscaled (advantage_inputs::seq_tokens), grpokit's default loss.
+struct opo : preset_policy<baseline::opo> {
+  static loss_config config() {
+    loss_config c;
+    c.adv.scale = adv_scale::none;
+    return c;
+  }
+};
+
+// REINFORCE++-baseline (arXiv 2501.03262; verl adv_estimator=reinforce_plus_plus_baseline): r - the
+// group mean, whitened over the batch's tokens (advantage_inputs::seq_tokens), grpokit's default loss.
+struct reinforce_pp_baseline : preset_policy<baseline::mean> {
+  static loss_config config() {
+    loss_config c;
+    c.adv.scale = adv_scale::whiten;
+    return c;
+  }
+};
+
 // GMPO (arXiv 2507.20673; verl policy_loss geo_mean): the geometric mean of the token ratios,
 // clipped sign-aware in log space at +-0.4 (the paper's (e^-0.4, e^0.4)), the mean over sequences.
 struct gmpo : preset_policy<baseline::mean> {

@@ -136,11 +136,12 @@ def fused_linear_loss(hidden, weight, targets, seq_offsets, adv, *, bias=None, t
 
 
 def compute_advantages(rewards, group_offsets, *, seq_log_ratio=None, seq_weight=None, group_baseline=None,
-                       baseline="mean", **config) -> Advantages:
-    """Group advantages of rewards [S], groups [G + 1] offsets (docs/baseline.md)."""
+                       seq_tokens=None, baseline="mean", **config) -> Advantages:
+    """Group advantages of rewards [S], groups [G + 1] offsets (docs/baseline.md). seq_tokens: the
+    response lengths [S] (baseline="opo", scale="whiten"), any numeric dtype."""
     cfg = _config(_ADV_FIELDS, config, "compute_advantages")
     return Advantages(*torch.ops.grpokit.compute_advantages(rewards, group_offsets, seq_log_ratio, seq_weight,
-                                                            group_baseline, cfg, baseline))
+                                                            group_baseline, seq_tokens, cfg, baseline))
 
 
 # ---- fake (meta) kernels: shapes and dtypes only, for torch.compile and FakeTensor ----
@@ -178,7 +179,8 @@ def _fused_linear_loss_fake(hidden, weight, bias, targets, seq_offsets, adv, log
 
 
 @torch.library.register_fake("grpokit::compute_advantages")
-def _compute_advantages_fake(rewards, group_offsets, seq_log_ratio, seq_weight, group_baseline, config, baseline):
+def _compute_advantages_fake(rewards, group_offsets, seq_log_ratio, seq_weight, group_baseline, seq_tokens, config,
+                             baseline):
     S = rewards.shape[0]
     return (rewards.new_empty((S,)), rewards.new_empty((S,), dtype=torch.uint8),
             rewards.new_empty((len(advantage_stat_names),), dtype=torch.float64))

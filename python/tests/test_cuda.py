@@ -80,9 +80,12 @@ class DeviceAgainstHost(unittest.TestCase):
         offsets = torch.tensor([0] + torch.tensor(sizes).cumsum(0).tolist())
         for dtype in (torch.float32, torch.float64):
             rewards = torch.randint(0, 4, (sum(sizes),), generator=g).to(dtype)
-            for baseline in ("mean", "median", "leave_one_out"):
-                host = gk.compute_advantages(rewards, offsets, baseline=baseline)
-                dev = gk.compute_advantages(*cuda(rewards, offsets), baseline=baseline)
+            lengths = torch.randint(0, 50, (sum(sizes),), generator=g)
+            for baseline, scale in (("mean", "group"), ("median", "group"), ("leave_one_out", "group"),
+                                    ("opo", "whiten")):
+                host = gk.compute_advantages(rewards, offsets, seq_tokens=lengths, baseline=baseline, scale=scale)
+                dev = gk.compute_advantages(*cuda(rewards, offsets), seq_tokens=lengths.cuda(), baseline=baseline,
+                                            scale=scale)
                 with self.subTest(dtype=dtype, baseline=baseline):
                     torch.testing.assert_close(dev.adv.cpu(), host.adv, rtol=1e-6, atol=1e-6)
                     self.assertTrue(torch.equal(dev.seq_mask.cpu(), host.seq_mask))

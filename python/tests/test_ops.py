@@ -285,6 +285,22 @@ class ComputeAdvantages(unittest.TestCase):
         want = [0.0] * 5 + [(3.0 - 1.0) / (second.std().item() + 1e-6), 0.0]  # group 0: the top two tie
         torch.testing.assert_close(out.adv, torch.tensor(want, dtype=torch.float64), rtol=1e-12, atol=1e-12)
 
+    def test_opo_and_whiten_against_verl(self):
+        """OPO's length-weighted baseline (verl compute_opo_outcome_advantage) and REINFORCE++-baseline's
+        whitening of r - group mean tiled over each response (verl masked_whiten; grpokit's sigma + eps)."""
+        rewards = torch.tensor([1.0, 0.0, 0.5, 2.0, 2.0, 0.0, 1.0], dtype=torch.float64)
+        offsets, groups = torch.tensor([0, 3, 7]), ((0, 3), (3, 7))
+        lengths = torch.tensor([5, 2, 9, 1, 4, 4, 7])
+        out = gk.compute_advantages(rewards, offsets, seq_tokens=lengths, baseline="opo", scale="none")
+        want = [rewards[a:b] - (lengths[a:b] * rewards[a:b]).sum() / lengths[a:b].sum() for a, b in groups]
+        torch.testing.assert_close(out.adv, torch.cat(want), rtol=1e-12, atol=1e-12)
+        out = gk.compute_advantages(rewards, offsets, seq_tokens=lengths, scale="whiten", eps=0.0)
+        centred = torch.cat([rewards[a:b] - rewards[a:b].mean() for a, b in groups])
+        tiled = torch.repeat_interleave(centred, lengths)
+        torch.testing.assert_close(out.adv, (centred - tiled.mean()) / tiled.std(), rtol=1e-12, atol=1e-12)
+        with self.assertRaisesRegex(RuntimeError, "seq_tokens: the opo baseline needs"):
+            gk.compute_advantages(rewards, offsets, baseline="opo")
+
     def test_median_and_errors(self):
         rewards = torch.tensor([0.0, 1.0, 3.0, 5.0, 2.0], dtype=torch.float64)
         out = gk.compute_advantages(rewards, torch.tensor([0, 5]), baseline="median", scale="none")
@@ -311,7 +327,8 @@ class Compile(unittest.TestCase):
                                adv, old, None, None, None, None, None, 2, cfg, "deterministic", "padding"))
         acfg = gk._config(gk._ADV_FIELDS, {}, "opcheck")
         torch.library.opcheck(torch.ops.grpokit.compute_advantages.default,
-                              (torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0, 3]), None, None, None, acfg, "mean"))
+                              (torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0, 3]), None, None, None, None, acfg,
+                               "mean"))
 
     def test_compile_fullgraph(self):
         torch.manual_seed(0)

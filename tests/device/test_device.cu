@@ -336,15 +336,17 @@ void advantages_match_host(const std::vector<double>& r, const std::vector<std::
                            const std::vector<double>& lr, const std::vector<double>& gb,
                            const grpokit::advantage_config& cfg, bool bitwise) {
   const auto S = static_cast<std::int64_t>(r.size());
-  std::vector<double> ha(S);
+  std::vector<double> ha(S), tokens(S);
+  for (std::int64_t i = 0; i < S; ++i) tokens[i] = static_cast<double>((i * 7919) % 23);  // lengths, some 0
   std::vector<std::uint8_t> hk(S);
-  const auto hs = grpokit::host::compute_advantages<P>({r, offsets, lr, {}, gb}, cfg, {ha, hk});
-  buffer<double> dr(r), dlr(lr), dgb(gb), da(S);
+  const auto hs = grpokit::host::compute_advantages<P>({r, offsets, lr, {}, gb, tokens}, cfg, {ha, hk});
+  buffer<double> dr(r), dlr(lr), dgb(gb), dtok(tokens), da(S);
   buffer<std::int64_t> doff(offsets);
   buffer<std::uint8_t> dk(S);
   buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>({0, 0, S}));
-  const auto ds = grpokit::device::compute_advantages<P>({dr.cspan(), doff.cspan(), dlr.cspan(), {}, dgb.cspan()}, cfg,
-                                                         {da.span(), dk.span()}, ws.data(), ws.size());
+  const auto ds = grpokit::device::compute_advantages<P>(
+      {dr.cspan(), doff.cspan(), dlr.cspan(), {}, dgb.cspan(), dtok.cspan()}, cfg, {da.span(), dk.span()}, ws.data(),
+      ws.size());
   const auto got = da.host();
   if (bitwise) CHECK(support::same_bits(got, ha));
   for (std::int64_t i = 0; i < S; ++i) CHECK(support::close(got[i], ha[i], 1e-12, 1e-12));
@@ -374,8 +376,8 @@ TEST_CASE("device compute_advantages matches the host for every baseline", "[dev
     advantages_match_host<decltype(policy_tag)>(r, offsets, lr, gb, cfg, false);
   };
   using D = grpokit::precision<double, double>;
-  for (auto scale :
-       {grpokit::adv_scale::group, grpokit::adv_scale::batch, grpokit::adv_scale::none, grpokit::adv_scale::gpg}) {
+  for (auto scale : {grpokit::adv_scale::group, grpokit::adv_scale::batch, grpokit::adv_scale::none,
+                     grpokit::adv_scale::gpg, grpokit::adv_scale::whiten}) {
     grpokit::advantage_config cfg;
     cfg.scale = scale;
     cfg.mask_zero_variance = scale == grpokit::adv_scale::batch;
@@ -388,6 +390,7 @@ TEST_CASE("device compute_advantages matches the host for every baseline", "[dev
     check(grpokit::policy<D, grpokit::baseline::ess_scaled>{}, cfg);
     check(grpokit::policy<D, grpokit::baseline::external>{}, cfg);
     check(grpokit::policy<D, grpokit::baseline::pass_at_k>{}, cfg);
+    check(grpokit::policy<D, grpokit::baseline::opo>{}, cfg);
   }
 }
 
@@ -415,16 +418,21 @@ TEST_CASE("device compute_advantages: a block per large group (n = 512, 4096; ti
       auto check = [&](auto policy_tag, grpokit::advantage_config cfg, bool bitwise) {
         advantages_match_host<decltype(policy_tag)>(r, offsets, lr, gb, cfg, bitwise);
       };
-      for (auto scale : {grpokit::adv_scale::group, grpokit::adv_scale::batch}) {
+      for (auto scale : {grpokit::adv_scale::group, grpokit::adv_scale::batch, grpokit::adv_scale::whiten}) {
         grpokit::advantage_config cfg;
         cfg.scale = scale;
         cfg.mask_zero_variance = true;
+        if (scale == grpokit::adv_scale::whiten) {  // the batch block's whitening over a block's groups
+          check(grpokit::policy<D, grpokit::baseline::opo>{}, cfg, false);
+          continue;
+        }
         // the median and the MAD are order statistics: with the group's own scale, bitwise the host
         check(grpokit::policy<D, grpokit::baseline::median>{}, cfg, scale == grpokit::adv_scale::group);
         check(grpokit::policy<D, grpokit::baseline::mean>{}, cfg, false);
         check(grpokit::policy<D, grpokit::baseline::leave_one_out>{}, cfg, false);
         check(grpokit::policy<D, grpokit::baseline::ess_scaled>{}, cfg, false);
         check(grpokit::policy<D, grpokit::baseline::external>{}, cfg, false);
+        check(grpokit::policy<D, grpokit::baseline::opo>{}, cfg, false);
       }
     }
   }

@@ -158,6 +158,7 @@ grpokit::loss_config config(bytes_in& in, kind& k) {
   c.cispo_clip_frac_any_sign = tail.flag();
   c.kl_straight_through = tail.flag();
   c.kl_is_weighted = tail.flag();
+  if (tail.u8() < 40) c.adv.scale = grpokit::adv_scale::whiten;
   return c;
 }
 
@@ -305,17 +306,24 @@ void run(bytes_in& in, int entry) {
       const std::vector<R> rewards = values<R>(in, n, rk), lr = values<R>(in, in.flag() ? n : 0, k),
                            w = values<R>(in, in.flag() ? n : 0, k);
       const std::vector<std::int64_t> groups = offsets(in, in.range(0, 4), n);
+      const std::vector<R> tokens = values<R>(in, in.flag() ? n : 0, k);  // drawn last: older inputs keep their meaning
       std::vector<R> a(static_cast<std::size_t>(n));
       std::vector<std::uint8_t> keep(static_cast<std::size_t>(n));
-      grpokit::host::compute_advantages<P>({rewards, groups, lr, w}, cfg.adv, {a, keep});
+      grpokit::host::compute_advantages<P>({rewards, groups, lr, w, {}, tokens}, cfg.adv, {a, keep});
       // without a spread to divide by (adv_scale::none), r - baseline of rewards near the type's
       // max is past it (FLT_MAX - (-3e37) is not a float): promised only for |r| <= max / 4; GPG
       // multiplies r - baseline by alpha <= S: promised for |r| <= max / (4 S)
       const double max_r = static_cast<double>(std::numeric_limits<R>::max());
       const double alpha_max = static_cast<double>(n > 0 ? n : 1);
+      // whiten: (r - b - mu) / sigma is a standardised value, at most sqrt(sum of the weights) when every
+      // weight is >= 1; a rollout of weight < 1 (0 tokens) can lie any distance from the others' spread
+      bool weights_at_least_1 = true;
+      for (const R& t : tokens) weights_at_least_1 = weights_at_least_1 && t >= R(1);
       const bool representable = cfg.adv.scale == grpokit::adv_scale::none  ? max_abs(rewards) <= max_r / 4
                                  : cfg.adv.scale == grpokit::adv_scale::gpg ? max_abs(rewards) <= max_r / (4 * alpha_max)
-                                                                            : true;
+                                 : cfg.adv.scale == grpokit::adv_scale::whiten
+                                     ? max_abs(rewards) <= max_r / 4 && weights_at_least_1
+                                     : true;
       if (rk.finite && k.finite && k.moderate && representable) require_finite(a, "compute_advantages adv");
       break;
     }

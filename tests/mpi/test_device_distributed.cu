@@ -560,7 +560,7 @@ TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one 
 // one-process device call on the whole batch: the rank's advantages and mask and the statistics
 // bitwise (the same kernels on the same gathered inputs).
 template <class P>
-void compare_advantages(std::uint64_t seed) {
+void compare_advantages(std::uint64_t seed, bool with_tokens = false) {
   const grid& g = the_grid();
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<std::int64_t> size(1, 6);
@@ -569,10 +569,11 @@ void compare_advantages(std::uint64_t seed) {
   std::vector<std::int64_t> offsets{0};
   for (int k = 0; k < 7; ++k) offsets.push_back(offsets.back() + size(rng));
   const std::int64_t S = offsets.back();
-  std::vector<double> r(S), lr(S), gb(offsets.size() - 1);
+  std::vector<double> r(S), lr(S), gb(offsets.size() - 1), tokens(with_tokens ? S : 0);
   for (auto& v : r) v = coin(rng) * 0.5;
   for (auto& v : lr) v = n(rng);
   for (auto& v : gb) v = coin(rng) * 0.25;
+  for (auto& v : tokens) v = coin(rng) * 5;
   const auto c = cuts(seed, S, g.dp_size);
   const std::int64_t s0 = c[g.dp_rank], s1 = c[g.dp_rank + 1];
   std::int64_t most = 0;
@@ -580,25 +581,27 @@ void compare_advantages(std::uint64_t seed) {
   INFO("seed " << seed << ", dp " << g.dp_size << ", rank " << g.dp_rank << ", sequences [" << s0 << ", " << s1
                 << ") of " << S);
   grpokit::advantage_config cfg;
-  cfg.scale = grpokit::adv_scale::batch;
+  cfg.scale = with_tokens ? grpokit::adv_scale::whiten : grpokit::adv_scale::batch;
   cfg.mask_zero_variance = true;
-  const buffer<double> dr(r), dlr(lr), dgb(gb);
+  const buffer<double> dr(r), dlr(lr), dgb(gb), dtok(tokens);
   const buffer<std::int64_t> doff(offsets);
   buffer<double> da(S);
   buffer<std::uint8_t> dk(S);
   buffer<unsigned char> ws1(grpokit::device::workspace_bytes<P>({0, 0, S}));
-  const auto want = grpokit::device::compute_advantages<P>({dr.cspan(), doff.cspan(), dlr.cspan(), {}, dgb.cspan()},
-                                                           cfg, {da.span(), dk.span()}, ws1.data(), ws1.size());
+  const auto want =
+      grpokit::device::compute_advantages<P>({dr.cspan(), doff.cspan(), dlr.cspan(), {}, dgb.cspan(), dtok.cspan()},
+                                             cfg, {da.span(), dk.span()}, ws1.data(), ws1.size());
   const buffer<double> mr(std::vector<double>(r.begin() + s0, r.begin() + s1)),
-      mlr(std::vector<double>(lr.begin() + s0, lr.begin() + s1));
+      mlr(std::vector<double>(lr.begin() + s0, lr.begin() + s1)),
+      mtok(with_tokens ? std::vector<double>(tokens.begin() + s0, tokens.begin() + s1) : std::vector<double>{});
   buffer<double> ma(s1 - s0);
   buffer<std::uint8_t> mk(s1 - s0);
   const grpokit::device::shape planned{0, 0, most};
   const auto lay = layout();
   buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>(planned, lay));
-  const auto got = grpokit::device::compute_advantages<P>({mr.cspan(), doff.cspan(), mlr.cspan(), {}, dgb.cspan()},
-                                                          cfg, {ma.span(), mk.span()}, ws.data(), ws.size(), planned,
-                                                          lay);
+  const auto got =
+      grpokit::device::compute_advantages<P>({mr.cspan(), doff.cspan(), mlr.cspan(), {}, dgb.cspan(), mtok.cspan()},
+                                             cfg, {ma.span(), mk.span()}, ws.data(), ws.size(), planned, lay);
   CHECK(std::memcmp(&got, &want, sizeof(got)) == 0);
   CHECK(same_bits(ma.host(), da.host(), s0));
   CHECK(same_bits(mk.host(), dk.host(), s0));
@@ -611,6 +614,7 @@ TEST_CASE("device data parallel compute_advantages: groups across ranks, bitwise
     compare_advantages<policy<D, grpokit::baseline::median>>(seed);
     compare_advantages<policy<D, grpokit::baseline::ess_scaled>>(seed);
     compare_advantages<policy<D, grpokit::baseline::external>>(seed);
+    compare_advantages<policy<D, grpokit::baseline::opo>>(seed, true);
   }
   // a rank with a wrong output size: rejected there, raised on every rank
   using P = policy<D>;

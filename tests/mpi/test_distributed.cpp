@@ -277,7 +277,8 @@ TEST_CASE("distributed fused_loss: within rounding otherwise") {
 
 TEST_CASE("distributed compute_advantages: groups split across ranks, bitwise one process") {
   const grid& g = the_grid();
-  auto run = [&](auto baseline_tag, bool with_log_ratio) {
+  // with_tokens: the sequences' token counts gathered too, and adv_scale::whiten over the whole batch
+  auto run = [&](auto baseline_tag, bool with_log_ratio, bool with_tokens = false) {
     using B = decltype(baseline_tag);
     using P = policy<precision<double, double>, B>;
     std::mt19937_64 rng(77 + static_cast<int>(with_log_ratio));
@@ -285,22 +286,25 @@ TEST_CASE("distributed compute_advantages: groups split across ranks, bitwise on
     std::vector<std::int64_t> groups{0};
     while (groups.back() < 41) groups.push_back(std::min<std::int64_t>(41, groups.back() + size(rng)));
     const std::int64_t S = groups.back();
-    std::vector<double> rewards(S), lr(with_log_ratio ? S : 0);
+    std::vector<double> rewards(S), lr(with_log_ratio ? S : 0), tokens(with_tokens ? S : 0);
     std::uniform_int_distribution<int> coin(0, 3);
     std::normal_distribution<double> n(0, 1);
     for (auto& r : rewards) r = coin(rng) == 0 ? 1.0 : n(rng);
     for (auto& l : lr) l = 0.3 * n(rng);
+    for (auto& t : tokens) t = coin(rng) * 7;
     grpokit::advantage_config cfg;
     cfg.mask_zero_variance = true;
+    if (with_tokens) cfg.scale = grpokit::adv_scale::whiten;
     std::vector<double> adv(S);
     std::vector<std::uint8_t> keep(S);
-    const auto want = grpokit::host::compute_advantages<P>({rewards, groups, lr, {}}, cfg, {adv, keep});
+    const auto want = grpokit::host::compute_advantages<P>({rewards, groups, lr, {}, {}, tokens}, cfg, {adv, keep});
     const auto c = cuts(rng, S, g.dp_size, 1, false);
     const std::int64_t s0 = c[g.dp_rank], s1 = c[g.dp_rank + 1];
     std::vector<double> my_adv(s1 - s0);
     std::vector<std::uint8_t> my_keep(s1 - s0);
-    const auto my_r = slice(rewards, s0, s1), my_lr = slice(lr, s0, s1);
-    const auto got = grpokit::host::compute_advantages<P>({my_r, groups, my_lr, {}}, cfg, {my_adv, my_keep}, layout());
+    const auto my_r = slice(rewards, s0, s1), my_lr = slice(lr, s0, s1), my_tokens = slice(tokens, s0, s1);
+    const auto got = grpokit::host::compute_advantages<P>({my_r, groups, my_lr, {}, {}, my_tokens}, cfg,
+                                                          {my_adv, my_keep}, layout());
     INFO("rank " << g.rank << " sequences [" << s0 << ", " << s1 << ")");
     CHECK(same_bits(got, want));
     check_values("adv", my_adv.data(), adv.data() + s0, s1 - s0, true, 0);
@@ -310,6 +314,8 @@ TEST_CASE("distributed compute_advantages: groups split across ranks, bitwise on
   run(grpokit::baseline::median{}, false);
   run(grpokit::baseline::leave_one_out{}, false);
   run(grpokit::baseline::ess_scaled{}, true);
+  run(grpokit::baseline::opo{}, false, true);
+  run(grpokit::baseline::mean{}, false, true);
 }
 
 TEST_CASE("distributed fused_linear_loss: the vocabulary-parallel LM head") {

@@ -49,6 +49,7 @@ struct advantage_arrays {
   const double* rewards;
   const double* log_ratio;
   const double* weight;
+  const double* tokens;
   double* centered;
   std::uint8_t* keep;
   double* divisor;
@@ -64,6 +65,7 @@ GRPOKIT_HD group_io group_view(const advantage_arrays& a, const advantage_inputs
   io.rewards = a.rewards + b;
   io.log_ratio = in.seq_log_ratio.empty() ? nullptr : a.log_ratio + b;
   io.weight = in.seq_weight.empty() ? nullptr : a.weight + b;
+  io.tokens = in.seq_tokens.empty() ? nullptr : a.tokens + b;
   io.n = in.group_offsets[g + 1] - b;
   io.centered = a.centered + b;
   io.keep = a.keep + b;
@@ -94,6 +96,7 @@ GRPOKIT_HD bool process_group(group_io& io, const advantage_config& cfg, double 
   const bool zero_variance = ops.first(io.n, [=](std::int64_t i) { return r[i] != r[0]; }) == io.n;
   const double group_div = (spread > cfg.std_floor ? spread : cfg.std_floor) + io.eps;
   const double size_factor = cfg.equal_group_weight ? static_cast<double>(io.n) / mean_group_size : 1.0;
+  // whiten: the batch's divisor is known only once every group is centred (whiten_stats)
   const double scale =
       (cfg.scale == adv_scale::group                                         ? group_div
        : cfg.scale == adv_scale::batch || cfg.scale == adv_scale::gpg ? batch_div
@@ -108,8 +111,26 @@ GRPOKIT_HD bool process_group(group_io& io, const advantage_config& cfg, double 
   return zero_variance;
 }
 
+// adv_scale::whiten, once every group is centred: the shift and the divisor of the whole batch, the
+// mean and the Bessel std of the centred values weighted by the rollouts' tokens (verl's masked_whiten
+// of r - b repeated over each response; without seq_tokens, each rollout once). Other scales:
+// shift 0, divisor 1 (the groups' divisors are final).
+struct batch_shift {
+  double shift = 0, divisor = 1;
+};
+template <class Ops = serial_ops>
+GRPOKIT_HD batch_shift whiten_stats(const double* centered, const double* tokens, std::int64_t S,
+                                    const advantage_config& cfg, const Ops& ops = {}) {
+  batch_shift b;
+  if (cfg.scale != adv_scale::whiten) return b;
+  const moments m = weighted_moments(centered, tokens, S, ops);
+  b.shift = m.mean;
+  b.divisor = (m.std > cfg.std_floor ? m.std : cfg.std_floor) + cfg.eps;
+  return b;
+}
+
 // A zero-variance rollout has centered == 0 exactly and gets 0 even when the divisor is 0. Then the
-// clip (0 is inside it); a NaN stays NaN, to be reported.
+// clip (0 is inside it); a NaN stays NaN, to be reported. (Under whiten, centered is r - b - shift.)
 GRPOKIT_HD inline double advantage_value(double centered, double divisor, double fold, const advantage_config& cfg) {
   if (centered == 0) return 0.0;
   const double a = centered / divisor * fold;

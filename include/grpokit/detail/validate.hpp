@@ -117,7 +117,7 @@ void require_temperature(const loss_config& cfg, span<const Real> per_token) {
 // Every field of advantage_config: finite and in range, the enum a known value.
 inline void require_advantage_config(const advantage_config& c) {
   const int scale = static_cast<int>(c.scale);
-  GRPOKIT_REQUIRE(scale >= 0 && scale <= static_cast<int>(adv_scale::gpg), "adv.scale: unknown value ", scale);
+  GRPOKIT_REQUIRE(scale >= 0 && scale <= static_cast<int>(adv_scale::whiten), "adv.scale: unknown value ", scale);
   GRPOKIT_REQUIRE(std::isfinite(c.eps) && c.eps >= 0, "adv.eps must be finite and >= 0, got ", c.eps);
   GRPOKIT_REQUIRE(std::isfinite(c.std_floor) && c.std_floor >= 0, "adv.std_floor must be finite and >= 0, got ",
                   c.std_floor);
@@ -220,7 +220,7 @@ void require_logits_data(const logits_input<S, Real>& in, const loss_config& cfg
 template <class Real>
 void require_advantage_shapes(const advantage_inputs<Real>& in, const advantage_config& cfg,
                               const advantage_outputs<Real>& out, bool needs_log_ratio,
-                              bool needs_group_baseline = false) {
+                              bool needs_group_baseline = false, bool needs_seq_tokens = false) {
   require_advantage_config(cfg);
   const std::int64_t S = in.rewards.size();
   GRPOKIT_REQUIRE(in.group_offsets.size() >= 1, "group_offsets: needs at least one element (G + 1 offsets)");
@@ -231,6 +231,10 @@ void require_advantage_shapes(const advantage_inputs<Real>& in, const advantage_
                     " per-sequence log-ratios, got ", in.seq_log_ratio.size());
   require_size_or_empty("seq_log_ratio", in.seq_log_ratio, S);
   require_size_or_empty("seq_weight", in.seq_weight, S);
+  if (needs_seq_tokens)
+    GRPOKIT_REQUIRE(in.seq_tokens.size() == S, "seq_tokens: the opo baseline needs ", S,
+                    " per-sequence token counts, got ", in.seq_tokens.size());
+  require_size_or_empty("seq_tokens", in.seq_tokens, S);
   const std::int64_t G = in.group_offsets.size() - 1;
   if (needs_group_baseline)
     GRPOKIT_REQUIRE(in.group_baseline.size() == G, "group_baseline: the external baseline needs ", G,
@@ -244,8 +248,11 @@ void require_advantage_data(const advantage_inputs<Real>& in) {
   require_finite("seq_log_ratio", in.seq_log_ratio);
   require_finite("seq_weight", in.seq_weight);
   require_finite("group_baseline", in.group_baseline);
+  require_finite("seq_tokens", in.seq_tokens);
   for (std::int64_t i = 0; i < in.seq_weight.size(); ++i)
     GRPOKIT_REQUIRE(in.seq_weight[i] >= 0, "seq_weight[", i, "] must be >= 0, got ", in.seq_weight[i]);
+  for (std::int64_t i = 0; i < in.seq_tokens.size(); ++i)
+    GRPOKIT_REQUIRE(in.seq_tokens[i] >= 0, "seq_tokens[", i, "] must be >= 0, got ", in.seq_tokens[i]);
 }
 
 // dlogits: the logits' shape, and aliasing the logits only in in-place mode (same buffer and stride).

@@ -4,7 +4,8 @@
 // block for the batch statistics; a thread per group of at most tuning::small_group_max rollouts
 // (serial_ops: the host's order) and a block per larger group (block_ops: fixed-order
 // block reductions, radix selection for the median); a thread per rollout for the advantages; one
-// block for their moments. Nothing synchronises the host but compute_advantages' return.
+// block for their moments (and, before the advantages, one for adv_scale::whiten's batch shift).
+// Nothing synchronises the host but compute_advantages' return.
 #include <cstdint>
 #include <cuda_runtime.h>
 
@@ -23,7 +24,7 @@
 
 namespace grpokit::detail {
 
-// Scratch (double [S] each, in ws.adv_scratch): r, log_ratio, weight, centered, divisor.
+// Scratch (double [S] each, in ws.adv_scratch): r, log_ratio, weight, centered, divisor, tokens.
 struct advantage_scratch {
   double* base;
   std::int64_t S;
@@ -32,9 +33,10 @@ struct advantage_scratch {
   __device__ double* weight() const { return base + 2 * S; }
   __device__ double* centered() const { return base + 3 * S; }
   __device__ double* divisor() const { return base + 4 * S; }
+  __device__ double* tokens() const { return base + 5 * S; }
   // the divisors' space is a group's scratch until process_group writes them
   __device__ advantage_arrays arrays(std::uint8_t* keep) const {
-    return {rewards(), log_ratio(), weight(), centered(), keep, divisor(), divisor()};
+    return {rewards(), log_ratio(), weight(), tokens(), centered(), keep, divisor(), divisor()};
   }
 };
 
@@ -56,6 +58,10 @@ __global__ void __launch_bounds__(device::tuning::group_threads)
     if (!in.seq_weight.empty()) {
       const double w = sc.weight()[i] = in.seq_weight[i];
       if (!(w >= 0) || !isfinite(w)) flag_error(&st->bad_value, i);
+    }
+    if (!in.seq_tokens.empty()) {
+      const double n = sc.tokens()[i] = in.seq_tokens[i];
+      if (!(n >= 0) || !isfinite(n)) flag_error(&st->bad_value, i);
     }
   }
   if (i == 0 && G == 0 && (in.group_offsets[0] != 0 || S != 0)) {  // no groups: no rollouts either
@@ -92,6 +98,8 @@ __global__ void __launch_bounds__(device::tuning::batch_threads)
   stats_out->ess = stats.ess;
   stats_out->ess_ratio = stats.ess_ratio;
   stats_out->lr_factor = stats.lr_factor;
+  stats_out->whiten_shift = 0;  // adv_scale::whiten: advantage_whiten_kernel's
+  stats_out->whiten_divisor = 1;
 }
 
 // The groups that a block takes: more than small_group_max rollouts, where the baseline can run on
@@ -142,6 +150,20 @@ __global__ void __launch_bounds__(device::tuning::large_group_threads)
   }
 }
 
+// One block: adv_scale::whiten's shift and divisor of the whole batch, once every group is centred.
+template <class Real>
+__global__ void __launch_bounds__(device::tuning::batch_threads)
+    advantage_whiten_kernel(advantage_inputs<Real> in, advantage_config cfg, advantage_scratch sc,
+                            advantage_device_stats* stats) {
+  __shared__ typename block_ops<device::tuning::batch_threads>::storage shared;
+  if (stats->offsets_bad) return;
+  const batch_shift b = whiten_stats(sc.centered(), in.seq_tokens.empty() ? nullptr : sc.tokens(), in.rewards.size(),
+                                     cfg, block_ops<device::tuning::batch_threads>{&shared});
+  if (threadIdx.x != 0) return;
+  stats->whiten_shift = b.shift;
+  stats->whiten_divisor = b.divisor;
+}
+
 template <class Real>
 __global__ void __launch_bounds__(device::tuning::group_threads)
     advantage_output_kernel(advantage_inputs<Real> in, advantage_config cfg, advantage_scratch sc,
@@ -155,7 +177,8 @@ __global__ void __launch_bounds__(device::tuning::group_threads)
     return;
   }
   const double fold = cfg.fold_lr_factor ? stats->lr_factor : 1.0;
-  const double a = detail::advantage_value(sc.centered()[i], sc.divisor()[i], fold, cfg);
+  const double a =
+      detail::advantage_value(sc.centered()[i] - stats->whiten_shift, sc.divisor()[i] * stats->whiten_divisor, fold, cfg);
   if (!isfinite(a)) flag_error(&st->non_finite_seq, i);
   out.adv[i] = static_cast<Real>(a);
   out.seq_mask[i] = keep[i];
@@ -209,7 +232,7 @@ void compute_advantages_async(const advantage_inputs<accum_t<P>>& in, const adva
   using B = typename P::baseline_type;
   const std::int64_t S = in.rewards.size();
   detail::require_advantage_shapes(in, cfg, out, detail::needs_log_ratio<B>::value,
-                                   detail::needs_group_baseline<B>::value);
+                                   detail::needs_group_baseline<B>::value, detail::needs_seq_tokens<B>::value);
   const shape sh{0, 0, S};
   const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh);
   if (!opened) return;  // the size query
@@ -234,6 +257,10 @@ void compute_advantages_async(const advantage_inputs<accum_t<P>>& in, const adva
           in, cfg, sc, ws.adv_keep, ws.adv_large, ws.adv_stats);
       GRPOKIT_CUDA_CHECK_LAUNCH();
     }
+  }
+  if (cfg.scale == adv_scale::whiten) {
+    detail::advantage_whiten_kernel<Real><<<1, tuning::batch_threads, 0, stream>>>(in, cfg, sc, ws.adv_stats);
+    GRPOKIT_CUDA_CHECK_LAUNCH();
   }
   if (S > 0) {
     detail::advantage_output_kernel<Real><<<tuning::blocks_for(S, threads), threads, 0, stream>>>(

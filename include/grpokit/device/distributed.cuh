@@ -44,6 +44,9 @@
 
 namespace grpokit::detail {
 
+// The per-sequence inputs compute_advantages gathers: rewards, seq_log_ratio, seq_weight, seq_tokens.
+constexpr int advantage_sources = 4;
+
 // What a data-parallel call adds to the workspace, after the layout of the planned shape.
 struct dp_buffers {
   long long* counts_send = nullptr;          // [4]: tokens, sequences, this rank's S, 1 if it rejected its input
@@ -75,9 +78,9 @@ dp_buffers take_dp_buffers(carver& c, const device::shape& planned, int ranks) {
   // three per-sequence inputs (rewards, log-ratios, weights) in accum_t<P>, kept as doubles' room
   static_assert(sizeof(accum_t<P>) <= sizeof(double), "the advantage buffers hold accum_t<P> in double slots");
   b.seqs = planned.seqs;
-  b.adv_send = c.take<double>(3 * b.seqs);
-  b.adv_all = c.take<double>(3 * ranks * b.seqs);
-  b.adv_whole = c.take<double>(4 * ranks * b.seqs);  // the three inputs and the advantages
+  b.adv_send = c.take<double>(advantage_sources * b.seqs);
+  b.adv_all = c.take<double>(advantage_sources * ranks * b.seqs);
+  b.adv_whole = c.take<double>((advantage_sources + 1) * ranks * b.seqs);  // the inputs and the advantages
   b.keep_whole = c.take<std::uint8_t>(ranks * b.seqs);
   b.inner_bytes = device::workspace_bytes<P>(device::shape{0, 0, ranks * b.seqs});
   b.inner = c.take<unsigned char>(static_cast<std::int64_t>(b.inner_bytes));
@@ -613,7 +616,7 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   long long mine[4] = {0, 0, 0, 1};
   try {
     detail::require_advantage_shapes(in, cfg, out, detail::needs_log_ratio<B>::value,
-                                     detail::needs_group_baseline<B>::value);
+                                     detail::needs_group_baseline<B>::value, detail::needs_seq_tokens<B>::value);
     GRPOKIT_REQUIRE(S <= planned.seqs, "compute_advantages: ", S, " sequences, more than the plan's ", planned.seqs,
                     " (size every rank's workspace for the largest rank)");
     std::vector<std::int64_t> offsets(static_cast<std::size_t>(in.group_offsets.size()));
@@ -627,7 +630,7 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
     const std::uint64_t groups = detail::values_fingerprint(span<const std::int64_t>(offsets.data(), offsets.size())) ^
                                  (detail::values_fingerprint(span<const Real>(baseline.data(), baseline.size())) * 31);
     mine[0] = S;
-    mine[1] = (in.seq_log_ratio.empty() ? 0 : 1) | (in.seq_weight.empty() ? 0 : 2);
+    mine[1] = (in.seq_log_ratio.empty() ? 0 : 1) | (in.seq_weight.empty() ? 0 : 2) | (in.seq_tokens.empty() ? 0 : 4);
     mine[2] = static_cast<long long>(groups);
     mine[3] = 0;
   } catch (...) {
@@ -649,7 +652,8 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
     GRPOKIT_REQUIRE(a[2] == mine[2], "compute_advantages: every rank must pass the same group_offsets and group_baseline");
     // an optional per-sequence input is given by every rank that has sequences, or by none
     if (a[0] > 0 && mine[0] > 0)
-      GRPOKIT_REQUIRE(a[1] == mine[1], "compute_advantages: seq_log_ratio / seq_weight given by some ranks and not by others");
+      GRPOKIT_REQUIRE(a[1] == mine[1],
+                      "compute_advantages: seq_log_ratio / seq_weight / seq_tokens given by some ranks and not by others");
     begin[static_cast<std::size_t>(r) + 1] = begin[static_cast<std::size_t>(r)] + a[0];
   }
   long long inputs = 0;  // which per-sequence inputs the batch has (from any rank with sequences)
@@ -660,30 +664,31 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   Real* send = reinterpret_cast<Real*>(b.adv_send);
   Real* gathered = reinterpret_cast<Real*>(b.adv_all);
   Real* whole = reinterpret_cast<Real*>(b.adv_whole);
-  const span<const Real> sources[3] = {in.rewards, in.seq_log_ratio, in.seq_weight};
-  const bool present[3] = {true, (inputs & 1) != 0, (inputs & 2) != 0};
+  constexpr int K = detail::advantage_sources;
+  const span<const Real> sources[K] = {in.rewards, in.seq_log_ratio, in.seq_weight, in.seq_tokens};
+  const bool present[K] = {true, (inputs & 1) != 0, (inputs & 2) != 0, (inputs & 4) != 0};
   const std::int64_t n = b.seqs;
-  GRPOKIT_CUDA_CHECK(cudaMemsetAsync(send, 0, 3 * n * sizeof(Real), stream));  // defined bytes past S
-  for (int k = 0; k < 3; ++k)
+  GRPOKIT_CUDA_CHECK(cudaMemsetAsync(send, 0, K * n * sizeof(Real), stream));  // defined bytes past S
+  for (int k = 0; k < K; ++k)
     if (present[k] && S > 0)
       GRPOKIT_CUDA_CHECK(
           cudaMemcpyAsync(send + k * n, sources[k].data(), S * sizeof(Real), cudaMemcpyDeviceToDevice, stream));
-  detail::device_all_gather(layout.dp, send, gathered, 3 * n * sizeof(Real), stream);
-  for (int k = 0; k < 3; ++k)
+  detail::device_all_gather(layout.dp, send, gathered, K * n * sizeof(Real), stream);
+  for (int k = 0; k < K; ++k)
     for (int r = 0; r < R && present[k]; ++r) {
       const std::int64_t count = begin[static_cast<std::size_t>(r) + 1] - begin[static_cast<std::size_t>(r)];
       if (count > 0)
         GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(whole + k * R * n + begin[static_cast<std::size_t>(r)],
-                                           gathered + (static_cast<std::int64_t>(r) * 3 + k) * n, count * sizeof(Real),
+                                           gathered + (static_cast<std::int64_t>(r) * K + k) * n, count * sizeof(Real),
                                            cudaMemcpyDeviceToDevice, stream));
     }
   // 3. the one-process call on the whole batch, and this rank's sequences of it
   auto whole_span = [&](int k) { return present[k] ? span<const Real>(whole + k * R * n, total) : span<const Real>{}; };
-  const span<Real> adv(whole + 3 * R * n, total);
+  const span<Real> adv(whole + K * R * n, total);
   const span<std::uint8_t> keep(b.keep_whole, total);
   std::size_t inner_bytes = b.inner_bytes;
   compute_advantages_async<P>(advantage_inputs<Real>{whole_span(0), in.group_offsets, whole_span(1), whole_span(2),
-                                                     in.group_baseline},
+                                                     in.group_baseline, whole_span(3)},
                               cfg, advantage_outputs<Real>{adv, keep}, b.inner, inner_bytes, stream);
   const std::int64_t first = begin[static_cast<std::size_t>(me)];
   if (S > 0) {

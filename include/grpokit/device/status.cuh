@@ -17,8 +17,8 @@ struct status {
   unsigned long long non_finite = 0;      // token / row: NaN/Inf logits (checking on) or log-prob input
   unsigned long long non_finite_seq = 0;  // sequence: NaN/Inf reward, advantage or sequence log-ratio
   unsigned long long bad_offsets = 0;     // decreasing offsets, wrong first/last offset, empty group
-  unsigned long long bad_value = 0;       // row/sequence/group: temperature <= 0 or non-finite, seq_weight < 0,
-                                          // group_baseline non-finite
+  unsigned long long bad_value = 0;       // row/sequence/group: temperature <= 0 or non-finite, seq_weight or
+                                          // seq_tokens < 0, group_baseline non-finite
   unsigned long long other_rank = 0;      // data / vocabulary parallel (device/distributed.cuh): the first
                                           // other rank that rejected its input or raised a flag
 };
@@ -89,8 +89,8 @@ inline void throw_if_error(const status& s) {
   GRPOKIT_REQUIRE(s.bad_target == 0, "targets[", s.bad_target - 1, "] is out of range [0, V) (found on the device)");
   // a bad temperature also makes its row non-finite: the cause is reported first
   GRPOKIT_REQUIRE(s.bad_value == 0, "input out of its domain at row/sequence/group ", s.bad_value - 1,
-                  " (temperature must be > 0 with a finite inverse, seq_weight >= 0, group_baseline finite; found on "
-                  "the device)");
+                  " (temperature must be > 0 with a finite inverse, seq_weight, seq_tokens >= 0, group_baseline finite; "
+                  "found on the device)");
   GRPOKIT_REQUIRE(s.non_finite == 0, "non-finite input at row/token ", s.non_finite - 1, " (found on the device)");
   GRPOKIT_REQUIRE(s.non_finite_seq == 0, "non-finite reward / advantage / log-ratio of sequence ", s.non_finite_seq - 1,
                   " (found on the device)");

@@ -91,6 +91,7 @@ struct advantage_device_stats {
   unsigned long long large_groups;                            // how many of adv_large the block kernel takes
   double adv_mean, adv_std;
   unsigned long long excluded_seqs;
+  double whiten_shift, whiten_divisor;  // adv_scale::whiten's, else 0 and 1 (the batch kernel's)
 };
 
 // Every buffer any entry point takes, in one fixed order: an entry point takes the prefix it needs
@@ -109,7 +110,7 @@ struct layout {
   typename terms_for<P>::sequence_summary* summaries = nullptr;                                  // [S]
   detail::loss_partial* partials = nullptr;                                                      // [S]
   long long* counts = nullptr;                                                                   // [2]
-  double* adv_scratch = nullptr;                                                                 // [5 S] advantages
+  double* adv_scratch = nullptr;                                                                 // [6 S] advantages
   std::uint8_t* adv_keep = nullptr;                                                              // [S]
   std::int64_t* adv_large = nullptr;  // [S] the groups of more than tuning::small_group_max rollouts
   advantage_device_stats* adv_stats = nullptr;
@@ -141,7 +142,7 @@ struct layout {
     summaries = c.take<typename terms_for<P>::sequence_summary>(s.seqs);
     partials = c.take<detail::loss_partial>(std::max<std::int64_t>(s.seqs, 1));  // [0]: the total, also for S = 0
     counts = c.take<long long>(2);
-    adv_scratch = c.take<double>(5 * s.seqs);
+    adv_scratch = c.take<double>(6 * s.seqs);
     adv_keep = c.take<std::uint8_t>(s.seqs);
     adv_large = c.take<std::int64_t>(s.seqs);
     adv_stats = c.take<advantage_device_stats>(1);

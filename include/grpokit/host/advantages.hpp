@@ -5,6 +5,8 @@
 //   A_i = (r_i - b_i) / (max(std_batch, std_floor) + eps)  (scale = batch)
 //   A_i =  r_i - b_i                                        (scale = none)
 //   A_i = (r_i - b_i) * B / #(r != 0)                       (scale = gpg: GPG's alpha)
+//   A_i = (r_i - b_i - mu) / (max(sigma, std_floor) + eps)  (scale = whiten: mu, sigma of r - b over
+//                                                            the batch, weighted by seq_tokens)
 // then A_i = clamp(A_i, clip_low, clip_high).
 // A group whose rewards are all equal (singletons included) gets A = 0 exactly, and with
 // cfg.adv.mask_zero_variance its sequences get seq_mask = 0.
@@ -35,7 +37,7 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   using B = typename P::baseline_type;
   const std::int64_t S = in.rewards.size();
   detail::require_advantage_shapes(in, cfg, out, detail::needs_log_ratio<B>::value,
-                                   detail::needs_group_baseline<B>::value);
+                                   detail::needs_group_baseline<B>::value, detail::needs_seq_tokens<B>::value);
   detail::require_advantage_data(in);
 
   // the rollouts in double; scratch without initialisation (every group writes all of its own)
@@ -44,7 +46,8 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
     detail::parallel_for(x.size(), [&](std::int64_t i) { d[static_cast<std::size_t>(i)] = x[i]; });
     return d;
   };
-  const std::vector<double> r = doubles(in.rewards), lr = doubles(in.seq_log_ratio), w = doubles(in.seq_weight);
+  const std::vector<double> r = doubles(in.rewards), lr = doubles(in.seq_log_ratio), w = doubles(in.seq_weight),
+                            tokens = doubles(in.seq_tokens);
   const auto uninitialised = [&](auto zero) {
     using T = decltype(zero);
     try {
@@ -64,8 +67,8 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   // groups in parallel: each writes only its own rollouts, so the result is the serial one
   std::vector<std::uint8_t> zero_variance(static_cast<std::size_t>(st.groups));
   const double mean_group_size = static_cast<double>(S) / static_cast<double>(st.groups);
-  const detail::advantage_arrays arrays{r.data(), lr.data(),      w.data(),     centered.get(),
-                                       keep.get(), divisor.get(), scratch.get()};
+  const detail::advantage_arrays arrays{r.data(),      lr.data(),  w.data(),      tokens.data(),
+                                       centered.get(), keep.get(), divisor.get(), scratch.get()};
   detail::parallel_for(st.groups, [&](std::int64_t g) {
     group_io io = detail::group_view(arrays, in, cfg, g);
     zero_variance[static_cast<std::size_t>(g)] =
@@ -76,7 +79,11 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
     st.singleton_groups += in.group_offsets[g + 1] - in.group_offsets[g] == 1;
   }
   const double fold = cfg.fold_lr_factor ? st.lr_factor : 1.0;
-  const auto advantage = [&](std::int64_t i) { return detail::advantage_value(centered[i], divisor[i], fold, cfg); };
+  const detail::batch_shift whiten =
+      detail::whiten_stats(centered.get(), tokens.empty() ? nullptr : tokens.data(), S, cfg, batch_ops);
+  const auto advantage = [&](std::int64_t i) {
+    return detail::advantage_value(centered[i] - whiten.shift, divisor[i] * whiten.divisor, fold, cfg);
+  };
   // the outputs, and the first rollout whose advantage is not finite (the outputs are then partial)
   const std::int64_t bad = batch_ops.first(S, [&](std::int64_t i) {
     const double a = advantage(i);

@@ -66,6 +66,7 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
     detail::require_size("seq_mask", out.seq_mask, S);
     detail::require_size_or_empty("seq_log_ratio", in.seq_log_ratio, S);
     detail::require_size_or_empty("seq_weight", in.seq_weight, S);
+    detail::require_size_or_empty("seq_tokens", in.seq_tokens, S);
   });
   // what must be the same on every rank: the group offsets and the per-group baselines
   const std::uint64_t mine[2] = {detail::values_fingerprint(in.group_offsets),
@@ -75,6 +76,7 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
   const auto rewards = detail::gather_varying(dp, in.rewards.data(), S, &first);
   const auto log_ratio = detail::gather_varying(dp, in.seq_log_ratio.data(), in.seq_log_ratio.size());
   const auto weight = detail::gather_varying(dp, in.seq_weight.data(), in.seq_weight.size());
+  const auto tokens = detail::gather_varying(dp, in.seq_tokens.data(), in.seq_tokens.size());
   const std::int64_t total = first.back();
   advantage_stats st;
   std::vector<Real> adv;
@@ -89,10 +91,13 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
                     "compute_advantages: seq_log_ratio given by some ranks and not by others");
     GRPOKIT_REQUIRE(weight.empty() || static_cast<std::int64_t>(weight.size()) == total,
                     "compute_advantages: seq_weight given by some ranks and not by others");
+    GRPOKIT_REQUIRE(tokens.empty() || static_cast<std::int64_t>(tokens.size()) == total,
+                    "compute_advantages: seq_tokens given by some ranks and not by others");
     adv = detail::scratch<Real>(total, "compute_advantages");
     keep = detail::scratch<std::uint8_t>(total, "compute_advantages");
-    st = compute_advantages<P>(advantage_inputs<Real>{rewards, in.group_offsets, log_ratio, weight, in.group_baseline},
-                               cfg, advantage_outputs<Real>{adv, keep});
+    st = compute_advantages<P>(
+        advantage_inputs<Real>{rewards, in.group_offsets, log_ratio, weight, in.group_baseline, tokens}, cfg,
+        advantage_outputs<Real>{adv, keep});
   });
   const std::int64_t begin = first[static_cast<std::size_t>(dp.rank())];
   for (std::int64_t i = 0; i < S; ++i) {

@@ -15,9 +15,9 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> compute_advantages_cpu(
     const at::Tensor& rewards, const at::Tensor& group_offsets, const c10::optional<at::Tensor>& seq_log_ratio,
     const c10::optional<at::Tensor>& seq_weight, const c10::optional<at::Tensor>& group_baseline,
-    c10::ArrayRef<double> config, c10::string_view baseline) {
+    const c10::optional<at::Tensor>& seq_tokens, c10::ArrayRef<double> config, c10::string_view baseline) {
   const grpokit::advantage_config cfg = config_from(advantage_fields(), config.vec());
-  const advantage_tensors in(rewards, group_offsets, seq_log_ratio, seq_weight, group_baseline);
+  const advantage_tensors in(rewards, group_offsets, seq_log_ratio, seq_weight, group_baseline, seq_tokens);
   at::Tensor adv = at::empty_like(in.rewards);
   at::Tensor keep = at::empty({in.rewards.numel()}, in.rewards.options().dtype(at::kByte));
   grpokit::advantage_stats st;

@@ -97,7 +97,7 @@ inline const std::vector<config_field<grpokit::loss_config>>& loss_fields() {
 inline const std::vector<config_field<grpokit::advantage_config>>& advantage_fields() {
   using C = grpokit::advantage_config;
   static const std::vector<config_field<C>> fields = {
-      choice("scale", &C::scale, {"group", "batch", "none", "gpg"}),
+      choice("scale", &C::scale, {"group", "batch", "none", "gpg", "whiten"}),
       number("eps", &C::eps),
       number("std_floor", &C::std_floor),
       number("mad_eps", &C::mad_eps),

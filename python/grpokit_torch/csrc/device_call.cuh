@@ -48,6 +48,7 @@ inline void require_on(const at::Device& d, const advantage_tensors& in) {
   require_device(d, "seq_log_ratio", in.seq_log_ratio);
   require_device(d, "seq_weight", in.seq_weight);
   require_device(d, "group_baseline", in.group_baseline);
+  require_device(d, "seq_tokens", in.seq_tokens);
 }
 
 template <class Acc>

@@ -20,7 +20,8 @@ TORCH_LIBRARY(grpokit, m) {
         "Tensor? token_temperature, int token_chunk, float[] config, str reduction, str mask) -> (Tensor loss, "
         "Tensor metrics, Tensor dhidden, Tensor dweight, Tensor dbias, Tensor logp, Tensor entropy)");
   m.def("compute_advantages(Tensor rewards, Tensor group_offsets, Tensor? seq_log_ratio, Tensor? seq_weight, "
-        "Tensor? group_baseline, float[] config, str baseline) -> (Tensor adv, Tensor seq_mask, Tensor stats)");
+        "Tensor? group_baseline, Tensor? seq_tokens, float[] config, str baseline) -> (Tensor adv, Tensor seq_mask, "
+        "Tensor stats)");
 }
 
 // What Python needs to offer the keyword arguments and name the outputs.

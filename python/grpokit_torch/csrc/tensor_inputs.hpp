@@ -175,12 +175,12 @@ struct linear_outputs {
 };
 
 // The inputs of compute_advantages: rewards [S] (float32 or float64: the precision), group offsets,
-// and the optional per-sequence inputs in the rewards' dtype.
+// and the optional per-sequence inputs in the rewards' dtype (seq_tokens, counts, too).
 struct advantage_tensors {
-  at::Tensor rewards, group_offsets, seq_log_ratio, seq_weight, group_baseline;
+  at::Tensor rewards, group_offsets, seq_log_ratio, seq_weight, group_baseline, seq_tokens;
   advantage_tensors(const at::Tensor& rewards_, const at::Tensor& group_offsets_,
                     const c10::optional<at::Tensor>& seq_log_ratio_, const c10::optional<at::Tensor>& seq_weight_,
-                    const c10::optional<at::Tensor>& group_baseline_) {
+                    const c10::optional<at::Tensor>& group_baseline_, const c10::optional<at::Tensor>& seq_tokens_) {
     TORCH_CHECK(rewards_.dim() == 1, "grpokit.compute_advantages: rewards must be 1-D, got ", rewards_.dim(), " dims");
     TORCH_CHECK(rewards_.scalar_type() == at::kFloat || rewards_.scalar_type() == at::kDouble,
                 "grpokit.compute_advantages: rewards must be float32 or float64, got ", rewards_.scalar_type());
@@ -192,11 +192,12 @@ struct advantage_tensors {
     seq_log_ratio = same(seq_log_ratio_);
     seq_weight = same(seq_weight_);
     group_baseline = same(group_baseline_);
+    seq_tokens = same(seq_tokens_);
   }
   template <class R>
   grpokit::advantage_inputs<R> get() const {
     return {cspan_of<R>(rewards), cspan_of<std::int64_t>(group_offsets), cspan_of<R>(seq_log_ratio),
-            cspan_of<R>(seq_weight), cspan_of<R>(group_baseline)};
+            cspan_of<R>(seq_weight), cspan_of<R>(group_baseline), cspan_of<R>(seq_tokens)};
   }
 };
 

@@ -21,7 +21,13 @@ namespace grpokit_torch {
 inline std::vector<std::string> reduction_names() { return {"deterministic", "batch_invariant"}; }
 inline std::vector<std::string> mask_names() { return {"padding", "trust_region", "vocab_prune"}; }
 inline std::vector<std::string> baseline_names() {
-  return {"mean", "median", "leave_one_out", "ess_scaled", "external", "pass_at_k"};
+  return {"mean", "median", "leave_one_out", "ess_scaled", "external", "pass_at_k", "opo"};
+}
+// "a, b, c": the names an error message offers
+inline std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
 }
 
 // rows_only: the call computes rows only (token_logprobs), where a sequence mask changes nothing:
@@ -35,7 +41,7 @@ void with_mask(const std::string& mask, F&& f) {
     if (mask == "trust_region") return f(grpokit::policy<Precision, Reduction, mk::trust_region>{});
   }
   if (mask == "vocab_prune") return f(grpokit::policy<Precision, Reduction, mk::vocab_prune>{});
-  TORCH_CHECK(false, "grpokit: mask must be one of padding, trust_region, vocab_prune; got '", mask, "'");
+  TORCH_CHECK(false, "grpokit: mask must be one of ", joined(mask_names()), "; got '", mask, "'");
 }
 
 template <class Precision, bool rows_only, class F>
@@ -43,7 +49,7 @@ void with_reduction(const std::string& reduction, const std::string& mask, F&& f
   namespace rd = grpokit::reduction;
   if (reduction == "deterministic") return with_mask<Precision, rd::deterministic, rows_only>(mask, f);
   if (reduction == "batch_invariant") return with_mask<Precision, rd::batch_invariant, rows_only>(mask, f);
-  TORCH_CHECK(false, "grpokit: reduction must be deterministic or batch_invariant; got '", reduction, "'");
+  TORCH_CHECK(false, "grpokit: reduction must be one of ", joined(reduction_names()), "; got '", reduction, "'");
 }
 
 // The logits' dtype is the storage type; the accumulation is float64 for float64 logits, float32
@@ -68,10 +74,8 @@ void with_baseline_of(const std::string& baseline, F&& f) {
   if (baseline == "ess_scaled") return f(grpokit::policy<Precision, bl::ess_scaled>{});
   if (baseline == "external") return f(grpokit::policy<Precision, bl::external>{});
   if (baseline == "pass_at_k") return f(grpokit::policy<Precision, bl::pass_at_k>{});
-  TORCH_CHECK(false,
-              "grpokit: baseline must be one of mean, median, leave_one_out, ess_scaled, external, pass_at_k; "
-              "got '",
-              baseline, "'");
+  if (baseline == "opo") return f(grpokit::policy<Precision, bl::opo>{});
+  TORCH_CHECK(false, "grpokit: baseline must be one of ", joined(baseline_names()), "; got '", baseline, "'");
 }
 template <class F>
 void with_baseline(at::ScalarType rewards, const std::string& baseline, F&& f) {
