@@ -431,7 +431,8 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
         };
         auto k2 = [&](ld lp) { return (lp - b.logp_ref[t]) * (lp - b.logp_ref[t]) / 2; };
         // straight-through (verl '+'): the value of the estimate, the gradient of k2
-        kl = c.kl_straight_through ? estimate(logp_detached[t]) + k2(logp[t]) - k2(logp_detached[t]) : estimate(logp[t]);
+        kl = c.kl_straight_through ? estimate(logp_detached[t]) + k2(logp[t]) - k2(logp_detached[t])
+                                   : estimate(logp[t]);
         if (c.kl_is_weighted)  // times the live token ratio pi / pi_old (TRL use_bias_correction_kl)
           kl *= std::exp(clampl(logp[t] - old(t), -c.log_ratio_clamp, c.log_ratio_clamp));
       }

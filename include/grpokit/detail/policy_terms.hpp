@@ -73,7 +73,7 @@ struct policy_terms {
       if (!(ratio >= cfg.importance_lo && ratio <= cfg.importance_hi)) return token_state::importance;
     }
     if (cfg.dppo != dppo_divergence::none && (has_old() || has_rollout())) {
-      const double anchor = has_old() ? static_cast<double>(batch.logp_old[t]) : static_cast<double>(batch.logp_rollout[t]);
+      const double anchor = static_cast<double>(has_old() ? batch.logp_old[t] : batch.logp_rollout[t]);
       if (!math::dppo_keep<Ops>(cfg.dppo, cur.logp[t], anchor, batch.adv[s], cfg.dppo_low, cfg.dppo_high))
         return token_state::dppo;
     }
@@ -212,8 +212,7 @@ struct policy_terms {
       r = seq.gspo_ratio;
       dr = gmpo_clip ? 0.0 : seq.gspo_ratio_grad;
     } else {
-      math::token_ratio<Ops>(logp, has_old() ? static_cast<double>(batch.logp_old[t]) : logp, cfg.log_ratio_clamp, r,
-                             dr);
+      math::token_ratio<Ops>(logp, trainer_logp(t), cfg.log_ratio_clamp, r, dr);
     }
     out.sur = math::surrogate<Ops>(surrogate_params_of(cfg), adv, logp, r, dr);
     if (cfg.obj == objective::gmpo) {  // where the sign-aware clip holds the token
@@ -236,8 +235,7 @@ struct policy_terms {
         out.dkl = cfg.kl_straight_through ? logp - static_cast<double>(batch.logp_ref[t]) : k.grad;
         if (cfg.kl_is_weighted) {  // (kl r)' = kl' r + kl r'
           double w, dw;
-          math::token_ratio<Ops>(logp, has_old() ? static_cast<double>(batch.logp_old[t]) : logp, cfg.log_ratio_clamp, w,
-                                 dw);
+          math::token_ratio<Ops>(logp, trainer_logp(t), cfg.log_ratio_clamp, w, dw);
           out.dkl = out.dkl * w + out.kl * dw;
           out.kl *= w;
         }

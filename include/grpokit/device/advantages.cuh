@@ -177,8 +177,8 @@ __global__ void __launch_bounds__(device::tuning::group_threads)
     return;
   }
   const double fold = cfg.fold_lr_factor ? stats->lr_factor : 1.0;
-  const double a =
-      detail::advantage_value(sc.centered()[i] - stats->whiten_shift, sc.divisor()[i] * stats->whiten_divisor, fold, cfg);
+  const double centered = sc.centered()[i] - stats->whiten_shift, divisor = sc.divisor()[i] * stats->whiten_divisor;
+  const double a = detail::advantage_value(centered, divisor, fold, cfg);
   if (!isfinite(a)) flag_error(&st->non_finite_seq, i);
   out.adv[i] = static_cast<Real>(a);
   out.seq_mask[i] = keep[i];

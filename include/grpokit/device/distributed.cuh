@@ -652,8 +652,8 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
     GRPOKIT_REQUIRE(a[2] == mine[2], "compute_advantages: every rank must pass the same group_offsets and group_baseline");
     // an optional per-sequence input is given by every rank that has sequences, or by none
     if (a[0] > 0 && mine[0] > 0)
-      GRPOKIT_REQUIRE(a[1] == mine[1],
-                      "compute_advantages: seq_log_ratio / seq_weight / seq_tokens given by some ranks and not by others");
+      GRPOKIT_REQUIRE(a[1] == mine[1], "compute_advantages: seq_log_ratio / seq_weight / seq_tokens given by some "
+                                       "ranks and not by others");
     begin[static_cast<std::size_t>(r) + 1] = begin[static_cast<std::size_t>(r)] + a[0];
   }
   long long inputs = 0;  // which per-sequence inputs the batch has (from any rank with sequences)

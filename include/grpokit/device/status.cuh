@@ -89,8 +89,8 @@ inline void throw_if_error(const status& s) {
   GRPOKIT_REQUIRE(s.bad_target == 0, "targets[", s.bad_target - 1, "] is out of range [0, V) (found on the device)");
   // a bad temperature also makes its row non-finite: the cause is reported first
   GRPOKIT_REQUIRE(s.bad_value == 0, "input out of its domain at row/sequence/group ", s.bad_value - 1,
-                  " (temperature must be > 0 with a finite inverse, seq_weight, seq_tokens >= 0, group_baseline finite; "
-                  "found on the device)");
+                  " (temperature must be > 0 with a finite inverse, seq_weight, seq_tokens >= 0, group_baseline "
+                  "finite; found on the device)");
   GRPOKIT_REQUIRE(s.non_finite == 0, "non-finite input at row/token ", s.non_finite - 1, " (found on the device)");
   GRPOKIT_REQUIRE(s.non_finite_seq == 0, "non-finite reward / advantage / log-ratio of sequence ", s.non_finite_seq - 1,
                   " (found on the device)");
