@@ -104,19 +104,20 @@ grpokit::loss_config config(std::uint64_t k) {
   c.importance_lo = 0.8;
   c.importance_hi = 1.25;
   if (k % 7 < 3) c.opsm_threshold = (k % 7) * 0.05;  // OPSM with delta 0, 0.05, 0.1 in 3 configs of 7
-  // DPPO: TV in a quarter of the configs, the Bernoulli KL in another, with bounds that bite
-  if (k % 4 == 1) {
+  // DPPO: TV in a quarter of the configs, the Bernoulli KL in another, with bounds that bite; k / 5,
+  // not k: a selector sharing a factor with the objective's k % 6 would meet only half the objectives
+  if ((k / 5) % 4 == 1) {
     c.dppo = grpokit::dppo_divergence::tv;
     c.dppo_low = 0.03;
     c.dppo_high = 0.05;
-  } else if (k % 4 == 3) {
+  } else if ((k / 5) % 4 == 3) {
     c.dppo = grpokit::dppo_divergence::binary_kl;
     c.dppo_low = 0.01;
     c.dppo_high = 0.02;
   }
   c.entropy_token_mean = k % 3 == 2;
   c.kl_straight_through = k % 5 == 3;
-  c.kl_is_weighted = k % 3 == 1;
+  c.kl_is_weighted = (k / 7) % 3 == 1;  // meets gspo and gmpo (k % 3 == 1 never does)
   c.cispo_clip_frac_any_sign = k % 4 == 1;  // k % 6 == 1 (cispo) is odd: both settings occur
   return c;
 }

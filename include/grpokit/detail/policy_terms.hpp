@@ -107,6 +107,12 @@ struct policy_terms {
     GRPOKIT_HD bool keep() const { return keep_trust_region && keep_importance && keep_opsm; }
   };
 
+  // GSPO's and GMPO's sequence ratio exp(clamped mean log-ratio), and its gradient: 0 where the clamp holds
+  GRPOKIT_HD static void set_sequence_ratio(sequence_summary& out, double mean, double clamped) {
+    out.gspo_ratio = Ops::exp(clamped);
+    out.gspo_ratio_grad = mean == clamped ? out.gspo_ratio : 0.0;
+  }
+
   GRPOKIT_HD sequence_summary summarize(std::int64_t s) const {
     sequence_summary out;
     const std::int64_t b = batch.seq_offsets[s], n = batch.seq_offsets[s + 1] - b;
@@ -132,16 +138,12 @@ struct policy_terms {
       const double mean = stat_sum([&](std::int64_t t) {
         return static_cast<double>(cur.logp[t]) - static_cast<double>(batch.logp_old[t]);
       }) / n_stat;
-      const double clamped = std::fmin(mean, cfg.gspo_log_ratio_max);
-      out.gspo_ratio = Ops::exp(clamped);
-      out.gspo_ratio_grad = mean == clamped ? out.gspo_ratio : 0.0;
+      set_sequence_ratio(out, mean, std::fmin(mean, cfg.gspo_log_ratio_max));
     }
     if (cfg.obj == objective::gmpo) {  // the geometric mean of the clipped token ratios, within +-log_ratio_clamp
       const double adv = batch.adv[s];
       const double mean = stat_sum([&](std::int64_t t) { return gmpo_clipped_delta(gmpo_delta(t), adv); }) / n_stat;
-      const double clamped = std::fmin(std::fmax(mean, -cfg.log_ratio_clamp), cfg.log_ratio_clamp);
-      out.gspo_ratio = Ops::exp(clamped);
-      out.gspo_ratio_grad = mean == clamped ? out.gspo_ratio : 0.0;
+      set_sequence_ratio(out, mean, std::fmin(std::fmax(mean, -cfg.log_ratio_clamp), cfg.log_ratio_clamp));
     }
     const bool seq_is = cfg.is == is_correction::sequence_truncate || cfg.is == is_correction::sequence_mask;
     const bool seq_importance = P::importance_mask && cfg.importance_sequence;
@@ -201,7 +203,12 @@ struct policy_terms {
     token_term out;
     const double logp = cur.logp[t];
     const double adv = batch.adv[s];
-    double r, dr;
+    // the token ratio pi / pi_old, wanted by the token-level objectives and by the IS-weighted KL
+    double token_r = 1, token_dr = 1;
+    const bool sequence_ratio = cfg.obj == objective::gspo || cfg.obj == objective::gmpo;
+    if (!sequence_ratio || cfg.kl_is_weighted)
+      math::token_ratio<Ops>(logp, trainer_logp(t), cfg.log_ratio_clamp, token_r, token_dr);
+    double r = token_r, dr = token_dr;
     const bool gmpo_clip = cfg.obj == objective::gmpo && gmpo_clipped(gmpo_delta(t), adv);
     if (cfg.obj == objective::gspo) {
       r = seq.gspo_ratio;
@@ -211,8 +218,6 @@ struct policy_terms {
       // through; the aggregation's sum over the n_i tokens of the sequence supplies the 1 / n_i
       r = seq.gspo_ratio;
       dr = gmpo_clip ? 0.0 : seq.gspo_ratio_grad;
-    } else {
-      math::token_ratio<Ops>(logp, trainer_logp(t), cfg.log_ratio_clamp, r, dr);
     }
     out.sur = math::surrogate<Ops>(surrogate_params_of(cfg), adv, logp, r, dr);
     if (cfg.obj == objective::gmpo) {  // where the sign-aware clip holds the token
@@ -234,10 +239,8 @@ struct policy_terms {
         out.kl = k.value;
         out.dkl = cfg.kl_straight_through ? logp - static_cast<double>(batch.logp_ref[t]) : k.grad;
         if (cfg.kl_is_weighted) {  // (kl r)' = kl' r + kl r'
-          double w, dw;
-          math::token_ratio<Ops>(logp, trainer_logp(t), cfg.log_ratio_clamp, w, dw);
-          out.dkl = out.dkl * w + out.kl * dw;
-          out.kl *= w;
+          out.dkl = out.dkl * token_r + out.kl * token_dr;
+          out.kl *= token_r;
         }
       }
     }

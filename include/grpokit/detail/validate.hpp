@@ -47,6 +47,10 @@ void require_finite(const char* name, span<const Real> s) {
   for (std::int64_t i = 0; i < s.size(); ++i)
     GRPOKIT_REQUIRE(std::isfinite(static_cast<double>(s[i])), name, "[", i, "] is not finite (", s[i], ")");
 }
+template <class Real>
+void require_nonnegative(const char* name, span<const Real> s) {
+  for (std::int64_t i = 0; i < s.size(); ++i) GRPOKIT_REQUIRE(s[i] >= 0, name, "[", i, "] must be >= 0, got ", s[i]);
+}
 
 template <class T>
 void require_matrix(const char* name, const matrix_view<T>& m) {
@@ -249,10 +253,8 @@ void require_advantage_data(const advantage_inputs<Real>& in) {
   require_finite("seq_weight", in.seq_weight);
   require_finite("group_baseline", in.group_baseline);
   require_finite("seq_tokens", in.seq_tokens);
-  for (std::int64_t i = 0; i < in.seq_weight.size(); ++i)
-    GRPOKIT_REQUIRE(in.seq_weight[i] >= 0, "seq_weight[", i, "] must be >= 0, got ", in.seq_weight[i]);
-  for (std::int64_t i = 0; i < in.seq_tokens.size(); ++i)
-    GRPOKIT_REQUIRE(in.seq_tokens[i] >= 0, "seq_tokens[", i, "] must be >= 0, got ", in.seq_tokens[i]);
+  require_nonnegative("seq_weight", in.seq_weight);
+  require_nonnegative("seq_tokens", in.seq_tokens);
 }
 
 // dlogits: the logits' shape, and aliasing the logits only in in-place mode (same buffer and stride).

@@ -55,14 +55,14 @@ __global__ void __launch_bounds__(device::tuning::group_threads)
       const double lr = sc.log_ratio()[i] = in.seq_log_ratio[i];
       if (!isfinite(lr)) flag_error(&st->non_finite_seq, i);
     }
-    if (!in.seq_weight.empty()) {
-      const double w = sc.weight()[i] = in.seq_weight[i];
+    // the weights of the baseline and the whitening: finite and >= 0
+    auto load_weight = [&](span<const Real> x, double* to) {
+      if (x.empty()) return;
+      const double w = to[i] = x[i];
       if (!(w >= 0) || !isfinite(w)) flag_error(&st->bad_value, i);
-    }
-    if (!in.seq_tokens.empty()) {
-      const double n = sc.tokens()[i] = in.seq_tokens[i];
-      if (!(n >= 0) || !isfinite(n)) flag_error(&st->bad_value, i);
-    }
+    };
+    load_weight(in.seq_weight, sc.weight());
+    load_weight(in.seq_tokens, sc.tokens());
   }
   if (i == 0 && G == 0 && (in.group_offsets[0] != 0 || S != 0)) {  // no groups: no rollouts either
     flag_error(&st->bad_offsets, 0);

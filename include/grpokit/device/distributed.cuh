@@ -75,7 +75,7 @@ dp_buffers take_dp_buffers(carver& c, const device::shape& planned, int ranks) {
   b.status_all = c.take<device::status>(ranks);
   b.partials_all = c.take<detail::loss_partial>(ranks * b.cap);
   if (P::order == reduction_order::batch_invariant) b.tree = c.take<detail::loss_partial>(ranks * b.cap);
-  // three per-sequence inputs (rewards, log-ratios, weights) in accum_t<P>, kept as doubles' room
+  // the advantage_sources per-sequence inputs in accum_t<P>, kept as doubles' room
   static_assert(sizeof(accum_t<P>) <= sizeof(double), "the advantage buffers hold accum_t<P> in double slots");
   b.seqs = planned.seqs;
   b.adv_send = c.take<double>(advantage_sources * b.seqs);

@@ -87,12 +87,13 @@ advantage_stats compute_advantages(const advantage_inputs<accum_t<P>>& in, const
       GRPOKIT_REQUIRE(all[r] == mine[0] && all[r + 1] == mine[1],
                       "compute_advantages: every rank must pass the same group_offsets and group_baseline");
     // an optional per-sequence input is given by every rank that has sequences, or by none
-    GRPOKIT_REQUIRE(log_ratio.empty() || static_cast<std::int64_t>(log_ratio.size()) == total,
-                    "compute_advantages: seq_log_ratio given by some ranks and not by others");
-    GRPOKIT_REQUIRE(weight.empty() || static_cast<std::int64_t>(weight.size()) == total,
-                    "compute_advantages: seq_weight given by some ranks and not by others");
-    GRPOKIT_REQUIRE(tokens.empty() || static_cast<std::int64_t>(tokens.size()) == total,
-                    "compute_advantages: seq_tokens given by some ranks and not by others");
+    auto all_or_none = [&](const char* name, const std::vector<Real>& gathered) {
+      GRPOKIT_REQUIRE(gathered.empty() || static_cast<std::int64_t>(gathered.size()) == total,
+                      "compute_advantages: ", name, " given by some ranks and not by others");
+    };
+    all_or_none("seq_log_ratio", log_ratio);
+    all_or_none("seq_weight", weight);
+    all_or_none("seq_tokens", tokens);
     adv = detail::scratch<Real>(total, "compute_advantages");
     keep = detail::scratch<std::uint8_t>(total, "compute_advantages");
     st = compute_advantages<P>(
