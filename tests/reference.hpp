@@ -202,6 +202,7 @@ struct batch {
   std::vector<std::int64_t> seq_offsets;
   std::vector<ld> adv, logp_old, logp_ref, logp_rollout;
   std::vector<int> token_mask, seq_mask;
+  std::vector<int> positive;  // [S] VAPO's correct rollouts
 };
 
 struct mask_features {
@@ -217,6 +218,7 @@ struct loss_out {
   ld masked_dppo = 0;
   ld w_min = inf, w_max = -inf, w_sum = 0;
   ld chi2_token = 0, chi2_seq = 0, ppl_ratio = 0;  // rollout mismatch (verl's definitions)
+  ld is_divisor = 1, nll = 0;  // is_batch_normalize's batch mean; VAPO's NLL term
 };
 
 inline ld clampl(ld x, ld lo, ld hi) { return std::min(std::max(x, lo), hi); }
@@ -289,9 +291,60 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
   o.tokens = local_tokens;
   const ld N_tok = c.global_tokens > 0 ? c.global_tokens : local_tokens;
   const ld N_seq = c.global_seqs > 0 ? c.global_seqs : local_seqs;
+  // the importance weight of token t of a sequence whose weight is seq_w (detached)
+  auto is_weight = [&](std::size_t t, ld seq_w) {
+    const ld d = has_roll ? clampl(old(t) - b.logp_rollout[t], -20, 20) : 0;
+    switch (c.is) {
+      case grpokit::is_correction::token_truncate: return clampl(std::exp(d), c.is_min, c.is_max);
+      case grpokit::is_correction::sequence_truncate: return clampl(seq_w, c.is_min, c.is_max);
+      case grpokit::is_correction::token_mask: return std::exp(d) >= c.is_min && std::exp(d) <= c.is_max ? std::exp(d) : ld(0);
+      case grpokit::is_correction::sequence_mask: return seq_w >= c.is_min && seq_w <= c.is_max ? seq_w : ld(0);
+      default: return ld(1);
+    }
+  };
+  auto seq_weight = [&](std::size_t s) {  // exp of the clamped sum of the kept tokens' log-ratios
+    ld sum = 0;
+    for (auto t = static_cast<std::size_t>(b.seq_offsets[s]); t < static_cast<std::size_t>(b.seq_offsets[s + 1]); ++t)
+      if (stat[t] && has_roll) sum += old(t) - b.logp_rollout[t];
+    return std::exp(clampl(sum, -20, 20));
+  };
+  // the batch's statistics: the IS weights' mean (verl rollout_is_batch_normalize) over the response
+  // tokens or the non-empty sequences, and the count of VAPO's NLL tokens
+  const bool seq_level = c.is == grpokit::is_correction::sequence_truncate || c.is == grpokit::is_correction::sequence_mask;
+  if (c.is_batch_normalize && c.is != grpokit::is_correction::none) {
+    ld sum = 0, n = 0;
+    for (std::size_t s = 0; s < S; ++s) {
+      if (n_count[s] == 0) continue;
+      const ld sw = seq_weight(s);
+      if (seq_level) {
+        sum += is_weight(static_cast<std::size_t>(b.seq_offsets[s]), sw);
+        n += 1;
+        continue;
+      }
+      for (auto t = static_cast<std::size_t>(b.seq_offsets[s]); t < static_cast<std::size_t>(b.seq_offsets[s + 1]); ++t)
+        if (cnt[t]) {
+          sum += is_weight(t, sw);
+          n += 1;
+        }
+    }
+    if (n > 0 && sum / n > 1e-8L) o.is_divisor = sum / n;
+  }
+  auto nll_token = [&](std::size_t t, std::size_t s) {
+    return c.positive_nll_coef != 0 && b.positive[s] && cnt[t] && !(mf.vocab_prune && logp_detached[t] == -inf);
+  };
+  ld nll_tokens = 0;
+  for (std::size_t s = 0; s < S; ++s)
+    for (auto t = static_cast<std::size_t>(b.seq_offsets[s]); t < static_cast<std::size_t>(b.seq_offsets[s + 1]); ++t)
+      nll_tokens += nll_token(t, s);
   ld rho2_sum = 0, rho2_n = 0, seq_rho2_sum = 0, ppl_ratio_sum = 0, mism_seqs = 0;
   for (std::size_t s = 0; s < S; ++s) {
     const auto lo = static_cast<std::size_t>(b.seq_offsets[s]), hi = static_cast<std::size_t>(b.seq_offsets[s + 1]);
+    for (std::size_t t = lo; t < hi; ++t)
+      if (nll_tokens > 0 && nll_token(t, s)) {  // VAPO (NeMo-RL): a mean over the batch's NLL tokens, times dp_size
+        const ld term = -c.positive_nll_coef * c.dp_size / nll_tokens * logp[t];
+        o.nll += term;
+        o.loss += term;
+      }
     // sequence-level quantities (detached unless noted)
     ld sum_log_ratio = 0, gspo_live = 0, gspo_det = 0, trm_max = 0, trm_mean = 0, opsm_sum = 0, gmpo_det = 0;
     const ld A = b.adv[s];
@@ -407,16 +460,8 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
         o.clip_low += A < 0 && r_det < lo_b;
         o.clip_high += A > 0 && r_det > hi_b;
       }
-      // importance weight (detached)
-      ld w = 1;
-      const ld d = has_roll ? clampl(old(t) - b.logp_rollout[t], -20, 20) : 0;
-      switch (c.is) {
-        case grpokit::is_correction::token_truncate: w = clampl(std::exp(d), c.is_min, c.is_max); break;
-        case grpokit::is_correction::sequence_truncate: w = clampl(seq_w, c.is_min, c.is_max); break;
-        case grpokit::is_correction::token_mask: w = std::exp(d) >= c.is_min && std::exp(d) <= c.is_max ? std::exp(d) : 0; break;
-        case grpokit::is_correction::sequence_mask: w = seq_w >= c.is_min && seq_w <= c.is_max ? seq_w : 0; break;
-        default: break;
-      }
+      // importance weight (detached), over the batch's mean
+      const ld w = is_weight(t, seq_w) / o.is_divisor;
       o.w_min = std::min(o.w_min, w);
       o.w_max = std::max(o.w_max, w);
       o.w_sum += w;
@@ -482,6 +527,8 @@ inline problem make_problem(std::mt19937_64& rng, const std::vector<std::int64_t
   }
   std::normal_distribution<double> adv(0, 1);
   for (std::int64_t s = 0; s < p.S; ++s) p.b.adv.push_back(adv(rng));
+  // VAPO's correct rollouts: 3 in 5, drawing nothing (the random streams of older tests stay)
+  for (std::int64_t s = 0; s < p.S; ++s) p.b.positive.push_back((s * 7 + 3) % 5 < 3 ? 1 : 0);
   if (with_masks) {
     for (std::int64_t t = 0; t < p.T; ++t) p.b.token_mask.push_back(unit(rng) < 0.9 ? 1 : 0);
     for (std::int64_t s = 0; s < p.S; ++s) p.b.seq_mask.push_back(unit(rng) < 0.9 ? 1 : 0);

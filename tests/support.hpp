@@ -80,7 +80,7 @@ struct host_run {
   using R = typename P::accum_type;
   std::vector<S> logits;
   std::vector<R> temperature, adv, logp_old, logp_ref, logp_rollout;
-  std::vector<std::uint8_t> token_mask, seq_mask;
+  std::vector<std::uint8_t> token_mask, seq_mask, positive;
   std::vector<R> logp, entropy;
   std::vector<S> dlogits;
   grpokit::loss_result result;
@@ -97,6 +97,7 @@ struct host_run {
     b.logp_rollout = logp_rollout;
     b.token_mask = token_mask;
     b.seq_mask = seq_mask;
+    b.positive = positive;
     return b;
   }
 };
@@ -112,6 +113,7 @@ void load_batch(host_run<P>& h, const ref::problem& p) {
   h.logp_rollout = cast<R>(p.b.logp_rollout);
   h.token_mask = bytes(p.b.token_mask);
   h.seq_mask = bytes(p.b.seq_mask);
+  h.positive = bytes(p.b.positive);
 }
 
 template <class P>

@@ -29,6 +29,7 @@ struct batch_fixture {
   std::vector<std::int64_t> seq_offsets{0, 2, 6};
   std::vector<float> adv{1.0f, -0.5f};
   std::vector<float> logp_old, logp_ref, logp_rollout;
+  std::vector<std::uint8_t> positive;
   std::vector<float> dlogits;
   batch_fixture() : logits(static_cast<std::size_t>(T * V)), dlogits(logits.size()) {
     std::mt19937 rng(7);
@@ -50,6 +51,7 @@ struct batch_fixture {
     b.logp_old = logp_old;
     b.logp_ref = logp_ref;
     b.logp_rollout = logp_rollout;
+    b.positive = positive;
     return b;
   }
   template <class P = F>
@@ -190,6 +192,18 @@ TEST_CASE("every loss_config and advantage_config field is checked finite and in
     CHECK(std::isfinite(g.fused(c).loss));
     g.logp_rollout.clear();
     REQUIRE_ERROR(g.fused(c), "dppo needs logp_old or logp_rollout");
+  }
+  with([](auto& c) { c.positive_nll_coef = -0.1; }, "positive_nll_coef must be finite and >= 0");
+  with([](auto& c) { c.positive_nll_coef = inf; }, "positive_nll_coef must be finite and >= 0");
+  {  // VAPO's NLL needs the positive flags, one per sequence; given without it they are checked too
+    grpokit::loss_config c;
+    c.positive_nll_coef = 0.1;
+    batch_fixture g;
+    REQUIRE_ERROR(g.fused(c), "positive_nll_coef != 0 needs batch.positive (2 flags), got 0");
+    g.positive = {1, 0};
+    CHECK(g.fused(c).metrics.loss_nll > 0);
+    g.positive = {1};
+    REQUIRE_ERROR(g.fused({}), "positive");
   }
   with([](auto& c) { c.adv.eps = inf; }, "adv.eps must be finite");
   with([](auto& c) { c.adv.std_floor = inf; }, "adv.std_floor must be finite");

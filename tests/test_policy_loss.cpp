@@ -17,7 +17,7 @@ void check_policy_loss(std::uint64_t seed, const grpokit::loss_config& cfg, ref:
   std::vector<ref::ld> logp(p.T), ent(p.T);
   for (auto& v : logp) v = static_cast<R>(u(rng));
   for (auto& v : ent) v = static_cast<R>(h(rng));
-  if (mf.vocab_prune) logp[3] = logp[10] = -ref::inf;
+  if (mf.vocab_prune) logp[3] = logp[10] = logp[17] = -ref::inf;  // 17: in a positive rollout (VAPO)
   ref::add_policies(rng, p, logp, 0.3);
   if (on_policy) p.b.logp_old.clear();
   for (auto* v : {&p.b.logp_old, &p.b.logp_ref, &p.b.logp_rollout, &p.b.adv})
@@ -26,8 +26,8 @@ void check_policy_loss(std::uint64_t seed, const grpokit::loss_config& cfg, ref:
   const auto rl = support::cast<R>(logp), re = support::cast<R>(ent);
   const auto adv = support::cast<R>(p.b.adv), old = support::cast<R>(p.b.logp_old),
              refp = support::cast<R>(p.b.logp_ref), roll = support::cast<R>(p.b.logp_rollout);
-  const auto tm = support::bytes(p.b.token_mask), sm = support::bytes(p.b.seq_mask);
-  grpokit::rollout_batch<R> b{p.b.seq_offsets, adv, old, refp, roll, tm, sm};
+  const auto tm = support::bytes(p.b.token_mask), sm = support::bytes(p.b.seq_mask), pos = support::bytes(p.b.positive);
+  grpokit::rollout_batch<R> b{p.b.seq_offsets, adv, old, refp, roll, tm, sm, pos};
   std::vector<R> dlogp(p.T), dent(p.T);
   const auto res = grpokit::host::policy_loss<P>({rl, re}, b, cfg, {dlogp, dent});
 
@@ -46,6 +46,8 @@ void check_policy_loss(std::uint64_t seed, const grpokit::loss_config& cfg, ref:
   CHECK(support::close(m.mismatch_chi2_token, static_cast<double>(want.chi2_token), tol, tol));
   CHECK(support::close(m.mismatch_chi2_seq, static_cast<double>(want.chi2_seq), tol, tol));
   CHECK(support::close(m.mismatch_ppl_ratio, static_cast<double>(want.ppl_ratio), tol, tol));
+  CHECK(support::close(m.is_batch_norm_factor, static_cast<double>(want.is_divisor), tol, tol));
+  CHECK(support::close(m.loss_nll, static_cast<double>(want.nll), tol, tol));
   if (want.kept > 0) {
     CHECK(m.clip_frac_low == Approx(static_cast<double>(want.clip_low / want.kept)));
     CHECK(m.clip_frac_high == Approx(static_cast<double>(want.clip_high / want.kept)));
@@ -119,6 +121,9 @@ grpokit::loss_config config(std::uint64_t k) {
   c.kl_straight_through = k % 5 == 3;
   c.kl_is_weighted = (k / 7) % 3 == 1;  // meets gspo and gmpo (k % 3 == 1 never does)
   c.cispo_clip_frac_any_sign = k % 4 == 1;  // k % 6 == 1 (cispo) is odd: both settings occur
+  c.is_batch_normalize = (k / 2) % 2 == 0;  // meets every IS mode, objective and importance level
+  c.positive_nll_coef = (k / 4) % 3 == 1 ? 0.7 : 0.0;
+  c.dp_size = k % 4 == 2 ? 3 : 1;
   return c;
 }
 
@@ -139,6 +144,56 @@ TEST_CASE("policy_loss in fp32 accumulation stays within fp32 accuracy", "[polic
   for (std::uint64_t k = 0; k < 100; k += 7)
     check_policy_loss<grpokit::policy<grpokit::precision<float, float>, grpokit::reduction::batch_invariant>>(
         k, config(k), {}, false, 2e-5);
+}
+
+TEST_CASE("IS batch normalisation and VAPO's positive NLL, by hand", "[policy_loss]") {
+  // on-policy REINFORCE, token_sum; logp - logp_rollout = ln 2, 0, -ln 2: token weights 2, 1, 1/2
+  // (mean 7/6), sequence weights 2, 1/2 (mean 5/4); rollout 0 is the positive one
+  using P = grpokit::policy<grpokit::precision<double, double>>;
+  const double ln2 = std::log(2.0);
+  std::vector<double> logp{-1, -2, -0.5}, roll{-1 - ln2, -2, -0.5 + ln2}, adv{1, -2}, dlogp(3);
+  std::vector<std::int64_t> off{0, 2, 3};
+  std::vector<std::uint8_t> positive{1, 0};
+  grpokit::rollout_batch<double> b;
+  b.seq_offsets = off;
+  b.adv = adv;
+  b.logp_rollout = roll;
+  b.positive = positive;
+  grpokit::loss_config c;
+  c.obj = grpokit::objective::reinforce;
+  c.agg = grpokit::aggregation::token_sum;
+  c.is_max = 10;
+  c.is_batch_normalize = true;
+  c.positive_nll_coef = 0.5;  // 0.5 x mean(1, 2) = 0.75, gradient -0.25 on tokens 0 and 1
+  SECTION("token level: weights 12/7, 6/7, 3/7") {
+    c.is = grpokit::is_correction::token_truncate;
+    const auto r = grpokit::host::policy_loss<P>({logp, {}}, b, c, {dlogp, {}});
+    CHECK(r.metrics.is_batch_norm_factor == Approx(7.0 / 6));
+    CHECK(r.metrics.is_weight_mean == Approx(1.0));  // the applied weights average 1
+    CHECK(r.metrics.loss_pg == Approx(3.0));         // 12/7 + 2 x 6/7 - 3/7
+    CHECK(r.metrics.loss_nll == Approx(0.75));
+    CHECK(r.loss == Approx(3.75));
+    CHECK(dlogp[0] == Approx(-12.0 / 7 - 0.25));
+    CHECK(dlogp[1] == Approx(-6.0 / 7 - 0.25));
+    CHECK(dlogp[2] == Approx(6.0 / 7));
+  }
+  SECTION("sequence level: weights 8/5, 2/5") {
+    c.is = grpokit::is_correction::sequence_truncate;
+    const auto r = grpokit::host::policy_loss<P>({logp, {}}, b, c, {dlogp, {}});
+    CHECK(r.metrics.is_batch_norm_factor == Approx(1.25));
+    CHECK(r.loss == Approx(1.6 * 3 - 0.4 + 0.75));
+    CHECK(dlogp[2] == Approx(0.8));
+  }
+  SECTION("off: the weights as they are, no NLL") {
+    c.is = grpokit::is_correction::token_truncate;
+    c.is_batch_normalize = false;
+    c.positive_nll_coef = 0;
+    b.positive = {};  // not needed then
+    const auto r = grpokit::host::policy_loss<P>({logp, {}}, b, c, {dlogp, {}});
+    CHECK(r.metrics.is_batch_norm_factor == 1);
+    CHECK(r.loss == Approx(2.0 + 2.0 - 0.5));
+    CHECK(r.metrics.loss_nll == 0);
+  }
 }
 
 TEST_CASE("all tokens masked gives loss 0 and zero gradients", "[policy_loss]") {

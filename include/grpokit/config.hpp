@@ -49,6 +49,11 @@ struct loss_config {
   double is_min = 0.0;
   double is_max = 2.0;  // verl rollout_is_threshold
   double is_log_ratio_clamp = 20.0;  // verl SAFETY_BOUND
+  // the IS weights divided by their mean over the whole batch (every rank), verl
+  // rollout_is_batch_normalize: the mean over the response tokens (token levels) or the non-empty
+  // sequences (sequence levels) of the truncated / masked weights, before the trust-region,
+  // importance and DPPO masks; applied when it exceeds 1e-8. A pass over the batch before the loss.
+  bool is_batch_normalize = false;
 
   // KL to the reference policy
   kl_estimator kl = kl_estimator::none;
@@ -70,6 +75,12 @@ struct loss_config {
   // cispo: clip_frac_high counts every token whose weight the clip changes, whatever the sign of A,
   // and clip_frac_low is 0 (verl's pg_clipfrac); off: the PPO conditions of docs/objectives.md
   bool cispo_clip_frac_any_sign = false;
+
+  // VAPO's positive-example NLL (NeMo-RL positive_example_nll_weight): loss += coef * the mean of
+  // -logp over the response tokens of the positive rollouts (batch.positive), a mean over the whole
+  // batch (every rank) times dp_size; vocabulary-pruned tokens have no log-prob and are left out.
+  // 0: off.
+  double positive_nll_coef = 0;
 
   // logits -> logp
   double temperature = 1.0;  // scalar; a per-token temperature span overrides it

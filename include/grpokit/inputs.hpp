@@ -50,6 +50,9 @@ struct rollout_batch {
   span<const Real> logp_rollout;         // [T] inference engine, required by IS / TRM / importance
   span<const std::uint8_t> token_mask;   // [T] 1 = response token; empty: all
   span<const std::uint8_t> seq_mask;     // [S] 1 = in the loss (compute_advantages); empty: all
+  // [S] 1 = a correct rollout, for VAPO's NLL (cfg.positive_nll_coef, which needs it); defaulted: the
+  // older initialisers still compile
+  span<const std::uint8_t> positive = {};
 };
 
 // d loss / d logp and d loss / d entropy (written by policy_loss).

@@ -5,8 +5,9 @@
 namespace grpokit {
 
 struct loss_metrics {
-  // loss components (already aggregated and scaled: loss = pg + kl + entropy)
+  // loss components (already aggregated and scaled: loss = pg + kl + entropy + nll)
   double loss_pg = 0, loss_kl = 0, loss_entropy = 0;
+  double loss_nll = 0;  // VAPO's positive-example NLL (positive_nll_coef)
   // fractions of the kept tokens
   double clip_frac_low = 0, clip_frac_high = 0, clip_frac_dual = 0;
   double approx_kl_old = 0;  // mean(logp_old - logp) (verl ppo_kl); 0 on-policy
@@ -35,6 +36,7 @@ struct loss_metrics {
   // importance weights applied to the kept tokens
   double is_weight_min = 0, is_weight_mean = 0, is_weight_max = 0;
   double is_ess = 0;  // (sum w)^2 / (n sum w^2), in (0, 1]
+  double is_batch_norm_factor = 1;  // the batch mean the weights were divided by (is_batch_normalize), else 1
   // advantages of the non-empty sequences in the loss (population std)
   double adv_mean = 0, adv_std = 0;
 };

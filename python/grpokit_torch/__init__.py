@@ -113,25 +113,26 @@ def token_logprobs(logits, targets, *, token_temperature=None, reduction="determ
 
 
 def fused_loss(logits, targets, seq_offsets, adv, *, logp_old=None, logp_ref=None, logp_rollout=None,
-               token_mask=None, seq_mask=None, token_temperature=None, reduction="deterministic",
+               token_mask=None, seq_mask=None, positive=None, token_temperature=None, reduction="deterministic",
                mask="padding", **config) -> LossOutput:
-    """The policy-gradient loss of a packed batch from its logits [T, V] (docs/pytorch.md)."""
+    """The policy-gradient loss of a packed batch from its logits [T, V] (docs/pytorch.md). positive:
+    [S] flags of the correct rollouts, for VAPO's NLL term (positive_nll_coef)."""
     cfg = _config(_LOSS_FIELDS, config, "fused_loss")
     loss, metrics, _, logp, entropy = torch.ops.grpokit.fused_loss(
-        logits, targets, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask,
+        logits, targets, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask, positive,
         token_temperature, cfg, reduction, mask)
     return LossOutput(loss, metrics, logp, entropy)
 
 
 def fused_linear_loss(hidden, weight, targets, seq_offsets, adv, *, bias=None, token_chunk=1024, logp_old=None,
-                      logp_ref=None, logp_rollout=None, token_mask=None, seq_mask=None, token_temperature=None,
-                      reduction="deterministic", mask="padding", **config) -> LinearLossOutput:
+                      logp_ref=None, logp_rollout=None, token_mask=None, seq_mask=None, positive=None,
+                      token_temperature=None, reduction="deterministic", mask="padding", **config) -> LinearLossOutput:
     """The loss of fused_loss from hidden [T, D] and the LM head weight [V, D] (bias [V]): logits
     hidden @ weight.T + bias are made token_chunk rows at a time and never kept (docs/pytorch.md)."""
     cfg = _config(_LOSS_FIELDS, config, "fused_linear_loss")
     loss, metrics, _, _, _, logp, entropy = torch.ops.grpokit.fused_linear_loss(
         hidden, weight, bias, targets, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask,
-        token_temperature, token_chunk, cfg, reduction, mask)
+        positive, token_temperature, token_chunk, cfg, reduction, mask)
     return LinearLossOutput(loss, metrics, logp, entropy)
 
 
@@ -158,7 +159,7 @@ def _token_logprobs_fake(logits, targets, token_temperature, config, reduction, 
 
 @torch.library.register_fake("grpokit::fused_loss")
 def _fused_loss_fake(logits, targets, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask,
-                     token_temperature, config, reduction, mask):
+                     positive, token_temperature, config, reduction, mask):
     acc = _accum(logits.dtype)
     T = logits.shape[0]
     return (logits.new_empty((), dtype=acc), logits.new_empty((len(metric_names),), dtype=torch.float64),
@@ -168,7 +169,7 @@ def _fused_loss_fake(logits, targets, seq_offsets, adv, logp_old, logp_ref, logp
 
 @torch.library.register_fake("grpokit::fused_linear_loss")
 def _fused_linear_loss_fake(hidden, weight, bias, targets, seq_offsets, adv, logp_old, logp_ref, logp_rollout,
-                            token_mask, seq_mask, token_temperature, token_chunk, config, reduction, mask):
+                            token_mask, seq_mask, positive, token_temperature, token_chunk, config, reduction, mask):
     acc = _accum(hidden.dtype)
     T, V = hidden.shape[0], weight.shape[0]
     return (hidden.new_empty((), dtype=acc), hidden.new_empty((len(metric_names),), dtype=torch.float64),
@@ -198,7 +199,7 @@ def _fused_loss_setup(ctx, inputs, output):
 
 def _fused_loss_backward(ctx, grad_loss, grad_metrics, grad_dlogits, grad_logp, grad_entropy):
     (dlogits,) = ctx.saved_tensors
-    return (_scaled(grad_loss, dlogits),) + (None,) * 12
+    return (_scaled(grad_loss, dlogits),) + (None,) * 13
 
 
 torch.library.register_autograd("grpokit::fused_loss", _fused_loss_backward, setup_context=_fused_loss_setup)
@@ -213,7 +214,7 @@ def _fused_linear_loss_setup(ctx, inputs, output):
 def _fused_linear_loss_backward(ctx, grad_loss, *unused):
     dhidden, dweight, dbias = ctx.saved_tensors
     return (_scaled(grad_loss, dhidden), _scaled(grad_loss, dweight),
-            _scaled(grad_loss, dbias) if ctx.has_bias else None) + (None,) * 13
+            _scaled(grad_loss, dbias) if ctx.has_bias else None) + (None,) * 14
 
 
 torch.library.register_autograd("grpokit::fused_linear_loss", _fused_linear_loss_backward,

@@ -56,6 +56,20 @@ class DeviceAgainstHost(unittest.TestCase):
                             self.assertTrue(torch.equal(host.logp, dev.logp.cpu()))
                             self.assertTrue(torch.equal(host.entropy, dev.entropy.cpu()))
 
+    def test_batch_pass_against_host(self):
+        """is_batch_normalize and VAPO's NLL: the pass over the batch before the loss, on the device."""
+        logits, targets, offsets, adv, old, ref = packed(5, [4, 1, 6, 3], 211, torch.float32)
+        positive = torch.tensor([1, 1, 0, 1], dtype=torch.uint8)
+        kw = dict(logp_old=old, logp_rollout=ref, positive=positive, is_correction="token_truncate",
+                  is_batch_normalize=True, positive_nll_coef=0.2)
+        host = gk.fused_loss(logits, targets, offsets, adv, **kw)
+        dev = gk.fused_loss(logits.cuda(), *cuda(targets, offsets, adv),
+                            **{k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
+        m = gk.metrics_dict(dev.metrics.cpu())
+        self.assertNotEqual(m["is_batch_norm_factor"], 1.0)
+        self.assertGreater(m["loss_nll"], 0.0)
+        torch.testing.assert_close(dev.metrics.cpu(), host.metrics, rtol=1e-5, atol=1e-6)
+
     def test_fused_linear_loss_against_host(self):
         for dtype, tol in DTYPES.items():
             hidden, weight, b, targets, offsets, adv, old, ref = lm_head_batch(7, [5, 1, 9], 16, 257, dtype)

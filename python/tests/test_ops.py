@@ -168,6 +168,35 @@ class FusedLoss(unittest.TestCase):
         self.assertAlmostEqual(m["mismatch_ppl_ratio"], torch.stack([(-v).exp() for v in seq_mean]).mean().item(),
                                delta=1e-12)
 
+    def test_is_batch_normalize_and_positive_nll_against_verl_and_nemo_rl(self):
+        """verl's rollout_is_batch_normalize (token level: the truncated weights over their mean on the
+        response tokens) with REINFORCE, plus NeMo-RL's VAPO term (mu times the mean -logp over the
+        tokens of the correct rollouts), loss and autograd gradient."""
+        logits, targets, offsets, adv, old, rollout = packed(4, [4, 6, 3, 5], 40, torch.float64)
+        lengths = (offsets[1:] - offsets[:-1])
+        positive = torch.tensor([1, 0, 1, 0], dtype=torch.uint8)
+        x = logits.clone().requires_grad_()
+        out = gk.fused_loss(x, targets, offsets, adv, logp_old=old, logp_rollout=rollout, positive=positive,
+                            obj="reinforce", is_correction="token_truncate", is_max=1.02, is_batch_normalize=True,
+                            positive_nll_coef=0.3)
+        out.loss.backward()
+        xr = logits.clone().requires_grad_()
+        logp = torch.log_softmax(xr, -1).gather(1, targets[:, None]).squeeze(1)
+        A = torch.repeat_interleave(adv, lengths)
+        w = torch.exp((old - rollout).clamp(-20, 20)).clamp(max=1.02)
+        self.assertLess(w.mean().item(), 0.99)  # the normalisation bites
+        w = w / w.mean()
+        correct = torch.repeat_interleave(positive.bool(), lengths)
+        want = (w * -A * logp).mean() + 0.3 * (-logp[correct]).mean()
+        want.backward()
+        m = gk.metrics_dict(out.metrics)
+        self.assertAlmostEqual(out.loss.item(), want.item(), delta=1e-12)
+        self.assertAlmostEqual(m["loss_nll"], 0.3 * (-logp[correct]).mean().item(), delta=1e-12)
+        self.assertAlmostEqual(m["is_weight_mean"], 1.0, delta=1e-12)
+        torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-12)
+        with self.assertRaisesRegex(RuntimeError, "positive_nll_coef != 0 needs batch.positive"):
+            gk.fused_loss(logits, targets, offsets, adv, positive_nll_coef=0.3)
+
     def test_defaults_are_the_cpp_defaults(self):
         d = gk.loss_config_defaults
         self.assertEqual((d["obj"], d["eps_low"], d["agg"], d["kl"], d["check_finite"]),
@@ -318,13 +347,15 @@ class Compile(unittest.TestCase):
         cfg = gk._config(gk._LOSS_FIELDS, {}, "opcheck")
         torch.library.opcheck(torch.ops.grpokit.token_logprobs.default,
                               (logits, targets, None, cfg, "deterministic", "padding"))
+        vapo = gk._config(gk._LOSS_FIELDS, {"positive_nll_coef": 0.1}, "opcheck")
+        positive = torch.tensor([1, 0], dtype=torch.uint8)
         torch.library.opcheck(torch.ops.grpokit.fused_loss.default,
-                              (x, targets, offsets, adv, old, None, None, None, None, None, cfg, "deterministic",
-                               "padding"))
+                              (x, targets, offsets, adv, old, None, None, None, None, positive, None, vapo,
+                               "deterministic", "padding"))
         hidden, weight, b, targets, offsets, adv, old, _ = lm_head_batch(3, [2, 3], 4, 13, torch.float32)
         torch.library.opcheck(torch.ops.grpokit.fused_linear_loss.default,
                               (hidden.requires_grad_(), weight.requires_grad_(), b.requires_grad_(), targets, offsets,
-                               adv, old, None, None, None, None, None, 2, cfg, "deterministic", "padding"))
+                               adv, old, None, None, None, None, None, None, 2, cfg, "deterministic", "padding"))
         acfg = gk._config(gk._ADV_FIELDS, {}, "opcheck")
         torch.library.opcheck(torch.ops.grpokit.compute_advantages.default,
                               (torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0, 3]), None, None, None, None, acfg,

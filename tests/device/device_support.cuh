@@ -58,7 +58,7 @@ struct device_problem {
   buffer<S> logits;
   buffer<std::int64_t> targets, seq_offsets;
   buffer<R> temperature, adv, logp_old, logp_ref, logp_rollout;
-  buffer<std::uint8_t> token_mask, seq_mask;
+  buffer<std::uint8_t> token_mask, seq_mask, positive;
   buffer<unsigned char> workspace;
 
   explicit device_problem(const ref::problem& p_)
@@ -73,6 +73,7 @@ struct device_problem {
         logp_rollout(support::cast<R>(p_.b.logp_rollout)),
         token_mask(support::bytes(p_.b.token_mask)),
         seq_mask(support::bytes(p_.b.seq_mask)),
+        positive(support::bytes(p_.b.positive)),
         workspace(grpokit::device::workspace_bytes<P>({p_.T, p_.V, p_.S})) {}
 
   grpokit::logits_input<S, R> input() const {
@@ -87,6 +88,7 @@ struct device_problem {
     b.logp_rollout = logp_rollout.cspan();
     b.token_mask = token_mask.cspan();
     b.seq_mask = seq_mask.cspan();
+    b.positive = positive.cspan();
     return b;
   }
   void* ws() const { return workspace.data(); }

@@ -197,6 +197,39 @@ TEST_CASE("device policy_loss: GMPO, the DPPO masks, the entropy token mean, k3+
   }
 }
 
+TEST_CASE("device policy_loss: the batch pass (IS weights over their batch mean, VAPO's NLL)", "[device]") {
+  // the per-sequence partials of the pass before the loss, combined by the host's tree
+  using P = grpokit::policy<grpokit::precision<double, double>, grpokit::reduction::batch_invariant>;
+  const policy_inputs in(12, 45);
+  const ref::problem& p = in.p;
+  support::host_run<P> hr;
+  support::load_batch(hr, p);
+  device_problem<P> d(p);
+  buffer<double> dl(in.logp), de(in.ent), gd(p.T), ge(p.T);
+  buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>({p.T, 3, p.S}));
+  for (const auto is : {grpokit::is_correction::token_truncate, grpokit::is_correction::sequence_mask}) {
+    grpokit::loss_config cfg;
+    cfg.is = is;
+    cfg.is_max = 3;
+    cfg.is_batch_normalize = true;
+    cfg.positive_nll_coef = is == grpokit::is_correction::token_truncate ? 0.3 : 0.0;
+    cfg.dp_size = 2;
+    std::vector<double> hd(p.T), he(p.T);
+    const auto want = grpokit::host::policy_loss<P>({in.logp, in.ent}, hr.batch(p), cfg, {hd, he});
+    const auto got = grpokit::device::policy_loss<P>({dl.cspan(), de.cspan()}, d.batch(), cfg,
+                                                     {gd.span(), ge.span()}, ws.data(), ws.size());
+    INFO("is " << int(is));
+    CHECK(want.metrics.is_batch_norm_factor != 1);  // each feature bites
+    CHECK((cfg.positive_nll_coef == 0 || want.metrics.loss_nll != 0));
+    CHECK(support::close(got.loss, want.loss, 1e-12, 1e-14));
+    CHECK(support::close(got.metrics.loss_nll, want.metrics.loss_nll, 1e-12, 1e-14));
+    CHECK(support::close(got.metrics.is_batch_norm_factor, want.metrics.is_batch_norm_factor, 1e-12, 1e-14));
+    CHECK(support::close(got.metrics.is_weight_mean, want.metrics.is_weight_mean, 1e-12, 1e-14));
+    const auto g1 = gd.host();
+    for (std::int64_t t = 0; t < p.T; ++t) CHECK(support::close(g1[t], hd[t], 1e-12, 1e-15));
+  }
+}
+
 TEST_CASE("device token_logprobs: fast and deterministic within fp32 accuracy", "[device]") {
   using fast = grpokit::policy<grpokit::reduction::fast, grpokit::precision<__nv_bfloat16, float>>;
   using det = grpokit::policy<grpokit::reduction::deterministic, grpokit::chunk<512>>;
@@ -508,6 +541,7 @@ TEST_CASE("device data errors come back through the status, never out of bounds"
     p.b.seq_offsets = {0, 5, 3, 7};
     p.b.adv = {1, -1, 0.5};
     p.b.seq_mask = {1, 1, 1};
+    p.b.positive = {1, 0, 1};
     p.S = 3;
     device_problem<P> d(p);
     buffer<float> dl(p.logits.size());

@@ -159,6 +159,8 @@ grpokit::loss_config config(bytes_in& in, kind& k) {
   c.kl_straight_through = tail.flag();
   c.kl_is_weighted = tail.flag();
   if (tail.u8() < 40) c.adv.scale = grpokit::adv_scale::whiten;
+  c.is_batch_normalize = tail.flag();
+  if (tail.u8() < 60) c.positive_nll_coef = tail.value(k.finite, k.moderate);  // rejected when negative or not finite
   return c;
 }
 
@@ -210,7 +212,7 @@ bool moderate_scaled_logits(double max_logit, const std::vector<R>& temperature,
 }
 bool grows_with_logp(const grpokit::loss_config& c) {
   return c.obj == grpokit::objective::cispo || c.obj == grpokit::objective::reinforce ||
-         c.kl == grpokit::kl_estimator::k1 || c.kl == grpokit::kl_estimator::k2;
+         c.kl == grpokit::kl_estimator::k1 || c.kl == grpokit::kl_estimator::k2 || c.positive_nll_coef != 0;
 }
 
 using pf = grpokit::precision<float, float>;
@@ -251,6 +253,10 @@ void run(bytes_in& in, int entry) {
   b.logp_rollout = logp_rollout;
   b.token_mask = token_mask;
   b.seq_mask = seq_mask;
+  std::vector<std::uint8_t> positive;  // VAPO's correct rollouts: those with A > 0, drawing no byte
+  if (cfg.positive_nll_coef != 0)
+    for (const R a : adv) positive.push_back(a > 0 ? 1 : 0);
+  b.positive = positive;
   const grpokit::logits_input<S, R> li{{logits.data(), T, V, V}, maybe_wrong(in, targets), temperature};
   // the finiteness promise: finite (and, but for the logits, moderate) inputs, finite clamps
   const bool promised = cfg.check_finite && finite_config(cfg) && logits_kind.finite && k.finite && k.moderate;

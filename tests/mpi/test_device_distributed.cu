@@ -74,6 +74,7 @@ ref::problem share_of(const ref::problem& p, std::int64_t s0, std::int64_t s1, s
   q.b.logp_rollout = tokens(p.b.logp_rollout);
   q.b.token_mask = tokens(p.b.token_mask);
   q.b.seq_mask = seqs(p.b.seq_mask);
+  q.b.positive = seqs(p.b.positive);
   return q;
 }
 
@@ -151,6 +152,8 @@ void compare_fused(bool bitwise) {
   cfgs[0].kl_coef = 0.05;
   cfgs[0].entropy_coef = 0.01;
   cfgs[0].is = grpokit::is_correction::token_truncate;
+  cfgs[0].is_batch_normalize = true;  // the batch pass over the ranks
+  cfgs[0].positive_nll_coef = 0.2;
   cfgs[1].obj = grpokit::objective::gspo;
   cfgs[1].agg = grpokit::aggregation::seq_mean_token_mean;
   cfgs[2].agg = grpokit::aggregation::token_sum;
@@ -188,7 +191,10 @@ void compare_fused(bool bitwise) {
       CHECK(close(got.metrics.loss_pg, want.metrics.loss_pg, 1e-5));
       CHECK(close(got.metrics.entropy_mean, want.metrics.entropy_mean, 1e-5));
       CHECK(close(got.metrics.kl_ref, want.metrics.kl_ref, 1e-5));
+      CHECK(close(got.metrics.loss_nll, want.metrics.loss_nll, 1e-5));
+      CHECK(close(got.metrics.is_batch_norm_factor, want.metrics.is_batch_norm_factor, 1e-5));
     }
+    CHECK((cfg.positive_nll_coef == 0 || want.metrics.loss_nll != 0));  // the NLL bites
     CHECK(got.metrics.tokens == want.metrics.tokens);
     CHECK(got.metrics.seqs == want.metrics.seqs);
     CHECK(got.metrics.tokens_kept == want.metrics.tokens_kept);
@@ -196,7 +202,17 @@ void compare_fused(bool bitwise) {
     // the rows: the tiles merged in the unsharded order (chunk-aligned slices), integer normalisers
     CHECK(same_bits(logp_m.host(), logp_w.host(), sh.t0));
     CHECK(same_bits(ent_m.host(), ent_w.host(), sh.t0));
-    CHECK(same_bits(dmine.host(), block(dwhole.host(), p.V, sh.t0, q.T, sh.c0, sh.c1), 0));
+    // ... except where the IS weights' batch mean is combined in rank order (reduction::fast)
+    const auto dwant = block(dwhole.host(), p.V, sh.t0, q.T, sh.c0, sh.c1);
+    if (bitwise || !cfg.is_batch_normalize) {
+      CHECK(same_bits(dmine.host(), dwant, 0));
+    } else {
+      const auto dgot = dmine.host();
+      std::int64_t bad = 0;
+      for (std::size_t i = 0; i < dgot.size(); ++i)
+        bad += !close(grpokit::math::load<double>(dgot[i]), grpokit::math::load<double>(dwant[i]), 1e-5);
+      CHECK(bad == 0);
+    }
 
     // logits_backward alone over the slices, from the one-process lse / entropy and made-up gradients
     std::vector<R> dlogp(static_cast<std::size_t>(p.T)), dent(dlogp.size());
@@ -519,6 +535,9 @@ TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one 
   cfg.kl = grpokit::kl_estimator::k3;
   cfg.kl_coef = 0.05;
   cfg.entropy_coef = 0.01;
+  cfg.is = grpokit::is_correction::token_truncate;  // with a batch pass: its gathers, also on rejection
+  cfg.is_batch_normalize = true;
+  cfg.positive_nll_coef = 0.1;
   // the current policy: the rollout log-probs, entropies from the old ones
   device_problem<P> whole(p), mine(q);
   auto entropy_of = [](const device_problem<P>& d) {
@@ -539,6 +558,8 @@ TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one 
                                                    {dlogp_m.span(), dent_m.span()}, ws.data(), ws.size(), planned, lay,
                                                    stream);
   CHECK(std::memcmp(&got, &want, sizeof(got)) == 0);
+  CHECK(want.metrics.is_batch_norm_factor != 1);
+  CHECK(want.metrics.loss_nll != 0);
   const std::int64_t t0 = p.b.seq_offsets[c[rank]];
   CHECK(same_bits(dlogp_m.host(), dlogp_w.host(), t0));
   CHECK(same_bits(dent_m.host(), dent_w.host(), t0));
@@ -665,6 +686,7 @@ TEST_CASE("device data and vocabulary parallel: an error on one rank throws on e
           q.b.seq_offsets.push_back(0);
           q.b.adv.push_back(0.5L);
           if (!q.b.seq_mask.empty()) q.b.seq_mask.push_back(1);
+          q.b.positive.push_back(1);  // the share's flags (none for an empty share), now one sequence's
         }
         q.b.seq_offsets.back() = q.T;
         for (auto* v : {&q.b.logp_old, &q.b.logp_ref, &q.b.logp_rollout})

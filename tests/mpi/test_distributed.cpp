@@ -89,7 +89,7 @@ struct local_run {
   std::vector<S> logits, dlogits;
   std::vector<std::int64_t> targets, offsets;
   std::vector<R> temperature, adv, logp_old, logp_ref, logp_rollout, logp, entropy;
-  std::vector<std::uint8_t> token_mask, seq_mask;
+  std::vector<std::uint8_t> token_mask, seq_mask, positive;
 
   local_run(const support::host_run<P>& whole, const ref::problem& p, const share& sh)
       : T(sh.t1 - sh.t0), V(sh.c1 - sh.c0) {
@@ -108,12 +108,13 @@ struct local_run {
     logp_rollout = slice(whole.logp_rollout, sh.t0, sh.t1);
     token_mask = slice(whole.token_mask, sh.t0, sh.t1);
     seq_mask = slice(whole.seq_mask, sh.s0, sh.s1);
+    positive = slice(whole.positive, sh.s0, sh.s1);
     logp.resize(static_cast<std::size_t>(T));
     entropy.resize(static_cast<std::size_t>(T));
   }
   grpokit::logits_input<S, R> input() const { return {{logits.data(), T, V, V}, targets, temperature}; }
   grpokit::rollout_batch<R> batch() const {
-    return {offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask};
+    return {offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask, positive};
   }
 };
 
@@ -138,6 +139,8 @@ void check_metrics(const grpokit::loss_result& got, const grpokit::loss_result& 
     CHECK(close(g.kl_ref, w.kl_ref, tol));
     CHECK(close(g.is_ess, w.is_ess, tol));
     CHECK(close(g.adv_std, w.adv_std, tol));
+    CHECK(close(g.loss_nll, w.loss_nll, tol));
+    CHECK(close(g.is_batch_norm_factor, w.is_batch_norm_factor, tol));
   }
   CHECK(g.tokens == w.tokens);
   CHECK(g.tokens_kept == w.tokens_kept);
@@ -166,6 +169,8 @@ std::vector<loss_config> configs() {
   a.kl_coef = 0.05;
   a.entropy_coef = 0.01;
   a.is = grpokit::is_correction::token_truncate;
+  a.is_batch_normalize = true;  // the batch pass over the ranks
+  a.positive_nll_coef = 0.2;
   out.push_back(a);
   loss_config b;
   b.obj = grpokit::objective::gspo;
@@ -180,6 +185,7 @@ std::vector<loss_config> configs() {
   loss_config d;
   d.agg = grpokit::aggregation::seq_mean_token_sum;
   d.is = grpokit::is_correction::sequence_truncate;
+  d.is_batch_normalize = true;
   d.entropy_coef = -0.02;
   out.push_back(d);
   loss_config e;

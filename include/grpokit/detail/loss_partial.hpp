@@ -1,6 +1,8 @@
 #pragma once
 // Per-sequence partial sums of the loss and the metrics (written by policy_terms), the fixed-tree
-// combine, and the metrics computed from the combined total.
+// combine, and the metrics computed from the combined total. The pass over the batch before the
+// loss (needs_batch_pass) sums its per-sequence statistics in the same partials, by the same
+// combine and gathers, so that they are the whole batch's on every rank.
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -23,6 +25,9 @@ struct loss_partial {
   double masked_dppo = 0;
   double seqs = 0, seqs_adv_masked = 0, seqs_trm = 0, seqs_imp = 0, seqs_opsm = 0;
   double adv_sum = 0, adv_sq = 0;
+  double nll = 0;  // VAPO's positive-example NLL, weighted
+  // the batch pass: IS weights and their count (is_batch_normalize), positive response tokens (NLL)
+  double batch_is_sum = 0, batch_is_n = 0, batch_positive_tokens = 0;
 };
 
 GRPOKIT_HD inline double max_of(double a, double b) { return a > b ? a : b; }
@@ -65,17 +70,46 @@ GRPOKIT_HD inline loss_partial combine(const loss_partial& a, const loss_partial
   r.seqs_opsm = a.seqs_opsm + b.seqs_opsm;
   r.adv_sum = a.adv_sum + b.adv_sum;
   r.adv_sq = a.adv_sq + b.adv_sq;
+  r.nll = a.nll + b.nll;
+  r.batch_is_sum = a.batch_is_sum + b.batch_is_sum;
+  r.batch_is_n = a.batch_is_n + b.batch_is_n;
+  r.batch_positive_tokens = a.batch_positive_tokens + b.batch_positive_tokens;
   return r;
 }
 
+// Whether the loss needs statistics of the whole batch before its pass over the tokens.
+GRPOKIT_HD inline bool needs_batch_pass(const loss_config& c) {
+  return (c.is_batch_normalize && c.is != is_correction::none) || c.positive_nll_coef != 0;
+}
+
+// What the batch pass gives the loss pass.
+struct batch_stats {
+  double is_divisor = 1;  // the IS weights' batch mean (verl: used when > 1e-8), else 1
+  double nll_weight = 0;  // positive_nll_coef dp_size / (positive response tokens), 0 without any
+};
+
+GRPOKIT_HD inline batch_stats batch_stats_of(const loss_partial& total, const loss_config& c) {
+  batch_stats b;
+  if (c.is_batch_normalize && c.is != is_correction::none && total.batch_is_n > 0) {
+    const double mean = total.batch_is_sum / total.batch_is_n;
+    if (mean > 1e-8) b.is_divisor = mean;
+  }
+  if (total.batch_positive_tokens > 0) b.nll_weight = c.positive_nll_coef * c.dp_size / total.batch_positive_tokens;
+  return b;
+}
+
 // The loss and the metrics from the combined partial; `tokens` is the local response-token count.
-GRPOKIT_HD inline loss_result finish(const loss_partial& total, std::int64_t tokens, const loss_config& cfg) {
+// `batch`: what the batch pass gave (the defaults without one).
+GRPOKIT_HD inline loss_result finish(const loss_partial& total, std::int64_t tokens, const loss_config& cfg,
+                                     const batch_stats& batch = {}) {
   loss_result res;
   loss_metrics& m = res.metrics;
   m.loss_pg = total.pg;
   m.loss_kl = total.kl;
   m.loss_entropy = cfg.entropy_coef != 0 ? total.ent : 0.0;
-  res.loss = m.loss_pg + m.loss_kl + m.loss_entropy;
+  m.loss_nll = total.nll;
+  res.loss = m.loss_pg + m.loss_kl + m.loss_entropy + m.loss_nll;
+  m.is_batch_norm_factor = batch.is_divisor;
   const double kept = total.kept;
   auto per_kept = [&](double v) { return kept > 0 ? v / kept : 0.0; };
   m.clip_frac_low = per_kept(total.clip_low);

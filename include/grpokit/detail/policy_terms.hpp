@@ -145,7 +145,7 @@ struct policy_terms {
       const double mean = stat_sum([&](std::int64_t t) { return gmpo_clipped_delta(gmpo_delta(t), adv); }) / n_stat;
       set_sequence_ratio(out, mean, std::fmin(std::fmax(mean, -cfg.log_ratio_clamp), cfg.log_ratio_clamp));
     }
-    const bool seq_is = cfg.is == is_correction::sequence_truncate || cfg.is == is_correction::sequence_mask;
+    const bool seq_is = sequence_level_is(cfg.is);
     const bool seq_importance = P::importance_mask && cfg.importance_sequence;
     if ((seq_is || seq_importance) && out.stat > 0) {
       const double sum = stat_sum([&](std::int64_t t) { return rollout_log_ratio(t); });
@@ -170,7 +170,37 @@ struct policy_terms {
     return out;
   }
 
-  // The importance weight applied to a kept token (detached).
+  GRPOKIT_HD static bool sequence_level_is(is_correction is) {
+    return is == is_correction::sequence_truncate || is == is_correction::sequence_mask;
+  }
+  // VAPO's NLL covers the response tokens of a positive rollout that have a log-prob (not pruned).
+  GRPOKIT_HD bool nll_token(token_state st, std::int64_t s) const {
+    return cfg.positive_nll_coef != 0 && batch.positive[s] != 0 && st != token_state::padding &&
+           st != token_state::vocab_prune;
+  }
+
+  // Sequence s's part of the batch pass (needs_batch_pass): its IS weights, over the response
+  // tokens (token levels) or once (sequence levels), and its NLL tokens.
+  GRPOKIT_HD loss_partial batch_partial(std::int64_t s, const sequence_summary& q) const {
+    loss_partial p;
+    const std::int64_t b = batch.seq_offsets[s], n = batch.seq_offsets[s + 1] - b;
+    if (cfg.is_batch_normalize && cfg.is != is_correction::none && q.counted > 0) {
+      if (sequence_level_is(cfg.is)) {
+        p.batch_is_sum = is_weight(b, q);
+        p.batch_is_n = 1;
+      } else {
+        p.batch_is_sum = lane_sum(n, [&](std::int64_t j) {
+          return classify(b + j, s) != token_state::padding ? is_weight(b + j, q) : 0.0;
+        });
+        p.batch_is_n = static_cast<double>(q.counted);
+      }
+    }
+    if (cfg.positive_nll_coef != 0 && batch.positive[s] != 0)
+      for (std::int64_t j = 0; j < n; ++j) p.batch_positive_tokens += nll_token(classify(b + j, s), s);
+    return p;
+  }
+
+  // The importance weight applied to a kept token (detached), before the batch normalisation.
   GRPOKIT_HD double is_weight(std::int64_t t, const sequence_summary& seq) const {
     double w;
     switch (cfg.is) {
@@ -199,7 +229,9 @@ struct policy_terms {
     math::surrogate_term sur;
   };
 
-  GRPOKIT_HD token_term term(std::int64_t t, std::int64_t s, const sequence_summary& seq) const {
+  // `is_divisor`: the batch mean of the IS weights (is_batch_normalize), else 1.
+  GRPOKIT_HD token_term term(std::int64_t t, std::int64_t s, const sequence_summary& seq,
+                             double is_divisor = 1) const {
     token_term out;
     const double logp = cur.logp[t];
     const double adv = batch.adv[s];
@@ -228,7 +260,7 @@ struct policy_terms {
       out.sur.clipped_high = r < 1.0 - cfg.eps_low || r > 1.0 + cfg.eps_high;
       out.sur.clipped_low = false;
     }
-    out.is_weight = is_weight(t, seq);
+    out.is_weight = is_weight(t, seq) / is_divisor;
     out.pg = out.is_weight * out.sur.value;
     out.dpg = out.is_weight * out.sur.grad;
     if (has_ref()) {
@@ -281,9 +313,11 @@ struct policy_terms {
     }
     return w * cfg.dp_size;
   }
-  // Writes dlogp / dentropy of the tokens of sequence s and returns its loss and metric sums.
+  // Writes dlogp / dentropy of the tokens of sequence s and returns its loss and metric sums;
+  // `whole`: what the batch pass gave.
   GRPOKIT_HD loss_partial accumulate_sequence(std::int64_t s, const sequence_summary& q, double n_tokens,
-                                              double n_seqs, const policy_grads<Real>& grads) const {
+                                              double n_seqs, const batch_stats& whole,
+                                              const policy_grads<Real>& grads) const {
     loss_partial p;
     const double w = token_weight(q.counted, n_tokens, n_seqs);
     const double w_entropy =
@@ -308,6 +342,12 @@ struct policy_terms {
       p.masked_custom += st == token_state::custom;
       p.masked_importance += st == token_state::importance;
       p.masked_dppo += st == token_state::dppo;
+      // VAPO's NLL, whatever the masks after padding and pruning do (NeMo-RL: the response mask)
+      const double nll_grad = nll_token(st, s) ? -whole.nll_weight : 0.0;
+      if (nll_grad != 0) {
+        p.nll += nll_grad * static_cast<double>(cur.logp[t]);
+        grads.dlogp[t] = static_cast<Real>(nll_grad);
+      }
       if (st != token_state::kept_candidate) continue;
       if (has_rollout()) {
         const double d = rollout_log_ratio(t);
@@ -323,7 +363,7 @@ struct policy_terms {
         p.masked_sequence += 1;
         continue;
       }
-      const token_term k = term(t, s, q);
+      const token_term k = term(t, s, q, whole.is_divisor);
       p.kept += 1;
       p.pg += w * k.pg;
       p.kl += w * cfg.kl_coef * k.kl;
@@ -339,7 +379,7 @@ struct policy_terms {
       p.w_sq += k.is_weight * k.is_weight;
       p.w_min = min_of(p.w_min, k.is_weight);
       p.w_max = max_of(p.w_max, k.is_weight);
-      grads.dlogp[t] = static_cast<Real>(w * (k.dpg + cfg.kl_coef * k.dkl));
+      grads.dlogp[t] = static_cast<Real>(w * (k.dpg + cfg.kl_coef * k.dkl) + nll_grad);
       if (!cur.entropy.empty()) {
         p.entropy += cur.entropy[t];
         p.ent -= w_entropy * cfg.entropy_coef * cur.entropy[t];

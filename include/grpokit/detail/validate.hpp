@@ -196,6 +196,8 @@ inline void require_loss_config(const loss_config& c) {
                   "need 0 <= importance_lo <= importance_hi (importance_hi may be +inf), got [", c.importance_lo, ", ",
                   c.importance_hi, "]");
   GRPOKIT_REQUIRE(!std::isnan(c.opsm_threshold), "opsm_threshold must not be NaN (+inf: off)");
+  GRPOKIT_REQUIRE(c.positive_nll_coef >= 0 && std::isfinite(c.positive_nll_coef),
+                  "positive_nll_coef must be finite and >= 0 (0: off), got ", c.positive_nll_coef);
   GRPOKIT_REQUIRE(c.dppo_low >= 0 && c.dppo_high >= 0, "dppo_low and dppo_high must be >= 0 (+inf: no bound), got ",
                   c.dppo_low, " and ", c.dppo_high);
   GRPOKIT_REQUIRE(c.trm_max_threshold >= 0 && c.trm_mean_threshold >= 0,
@@ -308,6 +310,9 @@ void require_batch_shapes(const rollout_batch<Real>& batch, std::int64_t T, cons
   require_size_or_empty("logp_rollout", batch.logp_rollout, T);
   require_size_or_empty("token_mask", batch.token_mask, T);
   require_size_or_empty("seq_mask", batch.seq_mask, S);
+  require_size_or_empty("positive", batch.positive, S);
+  GRPOKIT_REQUIRE(cfg.positive_nll_coef == 0 || batch.positive.size() == S,
+                  "positive_nll_coef != 0 needs batch.positive (", S, " flags), got ", batch.positive.size());
   auto given = [T](auto s) { return s.size() == T; };
   GRPOKIT_REQUIRE(cfg.kl == kl_estimator::none || given(batch.logp_ref), "kl != none needs logp_ref");
   GRPOKIT_REQUIRE(cfg.is == is_correction::none || given(batch.logp_rollout),
@@ -342,8 +347,8 @@ void require_policy_shapes(const current_policy<Real>& cur, const rollout_batch<
   GRPOKIT_REQUIRE(!spans_overlap(grads.dlogp, grads.dentropy), "policy_loss: dlogp and dentropy overlap");
   for (const auto& out : outputs)
     GRPOKIT_REQUIRE(!spans_overlap(out, batch.seq_offsets) && !spans_overlap(out, batch.token_mask) &&
-                        !spans_overlap(out, batch.seq_mask),
-                    "policy_loss: dlogp / dentropy overlap seq_offsets, token_mask or seq_mask");
+                        !spans_overlap(out, batch.seq_mask) && !spans_overlap(out, batch.positive),
+                    "policy_loss: dlogp / dentropy overlap seq_offsets, token_mask, seq_mask or positive");
 }
 
 // fused_loss / fused_linear_loss write sum_p2 while the batch, the temperatures and `rows` (the

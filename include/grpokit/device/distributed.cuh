@@ -3,6 +3,8 @@
 // (host/distributed.hpp). Data parallel: each rank of layout.dp holds whole sequences, and every
 // rank gets the loss and metrics of the whole batch and the gradients of its own tokens:
 //   - the token and sequence counts are gathered and summed once (integers: exact);
+//   - the batch pass (detail::needs_batch_pass: statistics of the whole batch the loss needs, such
+//     as the IS weights' mean) is combined over the ranks as the partials are, before the loss;
 //   - batch_invariant: every sequence's partial is gathered and the whole batch's partials are
 //     combined by the one-process tree (bitwise the one-process result); otherwise each rank's
 //     total is gathered and the totals are combined in rank order (within rounding);
@@ -188,18 +190,9 @@ class dp_policy_loss {
     gather_counts(ws_.counts, S, false);
     sum_counts_kernel<<<1, 1, 0, stream_>>>(dp_.counts_all, comm_.size(), ws_.counts);
     GRPOKIT_CUDA_CHECK_LAUNCH();
+    if (needs_batch_pass(cfg)) combine_over_ranks(S, ws_.batch);
     launch_accumulate<P>(cur, batch, cfg, grads, ws_, stream_);
-    if constexpr (P::order == reduction_order::batch_invariant) {
-      clear_partials(S);
-      gather_partials();
-      gathered_tree_kernel<<<1, device::tuning::sequence_threads, 0, stream_>>>(
-          dp_.partials_all, dp_.counts_all, comm_.size(), dp_.cap, dp_.tree, ws_.partials);
-    } else {
-      launch_partials_tree(ws_.partials, S, stream_);
-      gather_partials();
-      combine_totals_kernel<<<1, 1, 0, stream_>>>(dp_.partials_all, comm_.size(), ws_.partials);
-    }
-    GRPOKIT_CUDA_CHECK_LAUNCH();
+    combine_over_ranks(S, ws_.partials);
   }
   // After every kernel that may raise a flag: every rank's status, merged into this rank's.
   void agree_on_status() const {
@@ -207,14 +200,32 @@ class dp_policy_loss {
     merge_status_kernel<<<1, 1, 0, stream_>>>(dp_.counts_all, dp_.status_all, comm_.size(), comm_.rank(), ws_.st);
     GRPOKIT_CUDA_CHECK_LAUNCH();
   }
-  // The same gathers as run() from a rank whose input was rejected (agree_on_status follows).
-  void run_rejected() const {
+  // The same gathers as run() from a rank whose input was rejected (agree_on_status follows); the
+  // configuration, the same on every rank, says whether there is a batch pass.
+  void run_rejected(const loss_config& cfg) const {
     gather_counts(nullptr, 0, true);
-    clear_partials(0);
-    gather_partials();
+    for (int pass = needs_batch_pass(cfg) ? 2 : 1; pass > 0; --pass) {
+      clear_partials(0);
+      gather_partials();
+    }
   }
 
  private:
+  // The partials ws.partials[0, S) of every rank combined into *out: under batch_invariant the
+  // one-process tree over all of them, otherwise each rank's total, in rank order.
+  void combine_over_ranks(std::int64_t S, detail::loss_partial* out) const {
+    if constexpr (P::order == reduction_order::batch_invariant) {
+      clear_partials(S);
+      gather_partials();
+      gathered_tree_kernel<<<1, device::tuning::sequence_threads, 0, stream_>>>(
+          dp_.partials_all, dp_.counts_all, comm_.size(), dp_.cap, dp_.tree, out);
+    } else {
+      launch_partials_tree(ws_.partials, S, stream_);
+      gather_partials();
+      combine_totals_kernel<<<1, 1, 0, stream_>>>(dp_.partials_all, comm_.size(), out);
+    }
+    GRPOKIT_CUDA_CHECK_LAUNCH();
+  }
   void gather_counts(const long long* counts, std::int64_t S, bool rejected) const {
     pack_counts_kernel<<<1, 1, 0, stream_>>>(counts, S, rejected ? 1 : 0, dp_.counts_send);
     GRPOKIT_CUDA_CHECK_LAUNCH();
@@ -261,11 +272,12 @@ class distributed_steps {
   static constexpr bool by_tp = !std::is_same<TP, single_process>::value;
 
   // Runs `check`; on a rejection makes the collectives of the call's steps with flags, then rethrows.
+  // `loss`: the configuration of the call's policy loss, or null without one.
   template <class Check>
-  void check_or_take_part(Check&& check, rows_step rows, bool loss) const {
+  void check_or_take_part(Check&& check, rows_step rows, const loss_config* loss) const {
     check_or_else(check, [&] {
       rows_rejected(rows);
-      if (loss) loss_rejected();
+      if (loss != nullptr) loss_rejected(*loss);
     });
   }
   // Runs `check`; on a rejection runs `take_part` (the call's steps with flags: rows_rejected,
@@ -293,8 +305,8 @@ class distributed_steps {
       if (rows == rows_step::forward) tp_.forward_rejected();
     }
   }
-  void loss_rejected() const {
-    if constexpr (by_dp) dp_.run_rejected();
+  void loss_rejected(const loss_config& cfg) const {
+    if constexpr (by_dp) dp_.run_rejected(cfg);
   }
   // logp, entropy, lse of every row (over the TP slices, or the rows of this rank alone).
   // first_row: the index of row 0 in the caller's batch (the status reports rows by it).
@@ -404,7 +416,7 @@ void fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_t<P>, a
       },
       [&] {
         for (std::int64_t k = 0; k < chunks; ++k) steps.rows_rejected(rows_step::forward);
-        steps.loss_rejected();
+        steps.loss_rejected(cfg);
         for (std::int64_t k = 0; k < chunks; ++k) steps.rows_rejected(rows_step::backward);
       });
   reset_status(ws.st, stream);
@@ -446,7 +458,7 @@ void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in, const loss
         detail::require_size_or_empty("entropy", out.entropy, in.logits.rows);
         detail::require_within_plan(shape{in.logits.rows, in.logits.cols, 0}, planned);
       },
-      detail::rows_step::forward, /*loss=*/false);
+      detail::rows_step::forward, /*loss=*/nullptr);
   detail::reset_status(w.ws.st, stream);
   steps.forward(in, cfg, out);
   steps.agree_on_status();
@@ -470,7 +482,7 @@ void logits_backward(const logits_input<storage_t<P>, accum_t<P>>& in, const bac
         detail::require_backward_shapes(in, g, dlogits, mode);
         detail::require_within_plan(shape{in.logits.rows, in.logits.cols, 0}, planned);
       },
-      detail::rows_step::backward, /*loss=*/false);
+      detail::rows_step::backward, /*loss=*/nullptr);
   detail::reset_status(w.ws.st, stream);
   steps.backward_only(in, cfg);
   detail::launch_backward<P>(in, g, cfg, dlogits, w.ws, stream, 0, steps.slice());
@@ -494,7 +506,7 @@ void policy_loss_async(const current_policy<accum_t<P>>& cur, const rollout_batc
         detail::check_policy_shapes<P>(cur, batch, cfg, grads);
         detail::require_within_plan(shape{0, 0, batch.seq_offsets.size() - 1}, planned);
       },
-      detail::rows_step::none, /*loss=*/true);
+      detail::rows_step::none, &cfg);
   detail::reset_status(w.ws.st, stream);
   steps.policy_loss(cur, batch, cfg, grads);
   steps.agree_on_status();
@@ -531,7 +543,7 @@ void fused_loss_async(const logits_input<storage_t<P>, accum_t<P>>& in, const ro
         detail::require_within_plan(shape{in.logits.rows, in.logits.cols, batch.seq_offsets.size() - 1}, planned);
         rows.check_views(w.ws);
       },
-      detail::rows_step::forward, /*loss=*/true);
+      detail::rows_step::forward, &cfg);
   detail::reset_status(w.ws.st, stream);
   steps.forward(in, cfg, rows.stats(w.ws));
   rows.sum_p2(w.ws, stream);  // one TP rank (checked)

@@ -110,6 +110,8 @@ struct layout {
   typename terms_for<P>::sequence_summary* summaries = nullptr;                                  // [S]
   detail::loss_partial* partials = nullptr;                                                      // [S]
   long long* counts = nullptr;                                                                   // [2]
+  // [1] the total of the batch pass (detail::needs_batch_pass)
+  detail::loss_partial* batch = nullptr;
   double* adv_scratch = nullptr;                                                                 // [6 S] advantages
   std::uint8_t* adv_keep = nullptr;                                                              // [S]
   std::int64_t* adv_large = nullptr;  // [S] the groups of more than tuning::small_group_max rollouts
@@ -142,6 +144,7 @@ struct layout {
     summaries = c.take<typename terms_for<P>::sequence_summary>(s.seqs);
     partials = c.take<detail::loss_partial>(std::max<std::int64_t>(s.seqs, 1));  // [0]: the total, also for S = 0
     counts = c.take<long long>(2);
+    batch = c.take<detail::loss_partial>(1);
     adv_scratch = c.take<double>(6 * s.seqs);
     adv_keep = c.take<std::uint8_t>(s.seqs);
     adv_large = c.take<std::int64_t>(s.seqs);

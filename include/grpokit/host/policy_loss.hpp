@@ -53,8 +53,9 @@ namespace grpokit::detail {
 
 // The loss over the sequences of this process; `global_counts(tokens, seqs)` gives the token and
 // sequence counts of the whole batch (the local ones in one process), `total(parts)` combines the
-// per-sequence partials of the whole batch (a fixed tree in one process). data_parallel.hpp
-// passes collectives.
+// per-sequence partials of the whole batch (a fixed tree in one process): those of the batch pass
+// first when the configuration needs one, then those of the loss. data_parallel.hpp passes
+// collectives.
 template <class P, class Counts, class Total>
 loss_result policy_loss_with(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
                              const loss_config& cfg, const policy_grads<accum_t<P>>& grads, Counts&& global_counts,
@@ -75,11 +76,18 @@ loss_result policy_loss_with(const current_policy<accum_t<P>>& cur, const rollou
   const double n_tokens = terms.token_count(counts.first), n_seqs = terms.seq_count(counts.second);
 
   auto parts = detail::scratch<detail::loss_partial>(S, "policy_loss");
+  detail::batch_stats whole;
+  if (detail::needs_batch_pass(cfg)) {
+    detail::parallel_for(S, [&](std::int64_t s) {
+      parts[static_cast<std::size_t>(s)] = terms.batch_partial(s, seqs[static_cast<std::size_t>(s)]);
+    });
+    whole = detail::batch_stats_of(total(parts), cfg);
+  }
   detail::parallel_for(S, [&](std::int64_t s) {
     parts[static_cast<std::size_t>(s)] =
-        terms.accumulate_sequence(s, seqs[static_cast<std::size_t>(s)], n_tokens, n_seqs, grads);
+        terms.accumulate_sequence(s, seqs[static_cast<std::size_t>(s)], n_tokens, n_seqs, whole, grads);
   });
-  return detail::finish(total(parts), counts.first, cfg);
+  return detail::finish(total(parts), counts.first, cfg, whole);
 }
 
 // The fixed pairwise tree over the partials (an empty batch gives the empty partial).

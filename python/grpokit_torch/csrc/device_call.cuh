@@ -42,6 +42,7 @@ inline void require_on(const at::Device& d, const batch& b) {
   require_device(d, "logp_rollout", b.logp_rollout);
   require_device(d, "token_mask", b.token_mask);
   require_device(d, "seq_mask", b.seq_mask);
+  require_device(d, "positive", b.positive);
 }
 inline void require_on(const at::Device& d, const advantage_tensors& in) {
   require_device(d, "group_offsets", in.group_offsets);

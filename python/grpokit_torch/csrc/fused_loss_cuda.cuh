@@ -18,12 +18,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_los
     const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& seq_offsets, const at::Tensor& adv,
     const c10::optional<at::Tensor>& logp_old, const c10::optional<at::Tensor>& logp_ref,
     const c10::optional<at::Tensor>& logp_rollout, const c10::optional<at::Tensor>& token_mask,
-    const c10::optional<at::Tensor>& seq_mask, const c10::optional<at::Tensor>& token_temperature,
-    c10::ArrayRef<double> config, c10::string_view reduction, c10::string_view mask) {
+    const c10::optional<at::Tensor>& seq_mask, const c10::optional<at::Tensor>& positive,
+    const c10::optional<at::Tensor>& token_temperature, c10::ArrayRef<double> config, c10::string_view reduction,
+    c10::string_view mask) {
   device_call call(logits);
   const grpokit::loss_config cfg = config_from(loss_fields(), config.vec());
   const rows r(logits, targets, token_temperature);
-  const batch b(r.accum, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask);
+  const batch b(r.accum, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask, positive);
   require_on(call.device(), r);
   require_on(call.device(), b);
   const at::TensorOptions acc = logits.options().dtype(r.accum);
@@ -35,9 +36,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_los
     using R = grpokit::accum_t<P>;
     using S = grpokit::storage_t<P>;
     call.run([&](void* ws, std::size_t& bytes) {
-      grpokit::device::fused_loss_async<P>(r.input<P>(), b.get<R>(), cfg,
-                                           {reinterpret_cast<S*>(dlogits.data_ptr()), r.T, r.V, r.V}, ws, bytes,
-                                           call.stream(), grpokit::fused_outputs<R>{span_of<R>(logp), span_of<R>(entropy)});
+      grpokit::device::fused_loss_async<P>(
+          r.input<P>(), b.get<R>(), cfg, {reinterpret_cast<S*>(dlogits.data_ptr()), r.T, r.V, r.V}, ws, bytes,
+          call.stream(), grpokit::fused_outputs<R>{span_of<R>(logp), span_of<R>(entropy)});
     });
     call.loss_outputs<R>(loss, metrics);
   });

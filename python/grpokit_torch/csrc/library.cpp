@@ -12,12 +12,12 @@ TORCH_LIBRARY(grpokit, m) {
   m.def("token_logprobs(Tensor logits, Tensor targets, Tensor? token_temperature, float[] config, str reduction, "
         "str mask) -> (Tensor logp, Tensor entropy, Tensor lse)");
   m.def("fused_loss(Tensor logits, Tensor targets, Tensor seq_offsets, Tensor adv, Tensor? logp_old, "
-        "Tensor? logp_ref, Tensor? logp_rollout, Tensor? token_mask, Tensor? seq_mask, Tensor? token_temperature, "
-        "float[] config, str reduction, str mask) -> (Tensor loss, Tensor metrics, Tensor dlogits, Tensor logp, "
-        "Tensor entropy)");
+        "Tensor? logp_ref, Tensor? logp_rollout, Tensor? token_mask, Tensor? seq_mask, Tensor? positive, "
+        "Tensor? token_temperature, float[] config, str reduction, str mask) -> (Tensor loss, Tensor metrics, "
+        "Tensor dlogits, Tensor logp, Tensor entropy)");
   m.def("fused_linear_loss(Tensor hidden, Tensor weight, Tensor? bias, Tensor targets, Tensor seq_offsets, "
         "Tensor adv, Tensor? logp_old, Tensor? logp_ref, Tensor? logp_rollout, Tensor? token_mask, Tensor? seq_mask, "
-        "Tensor? token_temperature, int token_chunk, float[] config, str reduction, str mask) -> (Tensor loss, "
+        "Tensor? positive, Tensor? token_temperature, int token_chunk, float[] config, str reduction, str mask) -> (Tensor loss, "
         "Tensor metrics, Tensor dhidden, Tensor dweight, Tensor dbias, Tensor logp, Tensor entropy)");
   m.def("compute_advantages(Tensor rewards, Tensor group_offsets, Tensor? seq_log_ratio, Tensor? seq_weight, "
         "Tensor? group_baseline, Tensor? seq_tokens, float[] config, str baseline) -> (Tensor adv, Tensor seq_mask, "

@@ -11,7 +11,7 @@
 
 namespace grpokit_torch {
 
-constexpr int metric_count = 35;
+constexpr int metric_count = 37;
 constexpr int advantage_stat_count = 11;
 static_assert(sizeof(grpokit::loss_metrics) == (metric_count - 1) * 8, "metric_names / write_metrics: add the metric");
 static_assert(sizeof(grpokit::advantage_stats) == advantage_stat_count * 8,
@@ -19,7 +19,8 @@ static_assert(sizeof(grpokit::advantage_stats) == advantage_stat_count * 8,
 
 // The loss then loss_metrics' fields, in declaration order (counts as doubles).
 inline std::vector<std::string> metric_names() {
-  return {"loss",          "loss_pg",          "loss_kl",         "loss_entropy",    "clip_frac_low",
+  return {"loss",          "loss_pg",          "loss_kl",         "loss_entropy",    "loss_nll",
+          "clip_frac_low",
           "clip_frac_high", "clip_frac_dual",  "approx_kl_old",   "kl_ref",          "entropy_mean",
           "tokens",        "tokens_kept",      "seqs",            "masked_tokens_padding",
           "masked_tokens_vocab_prune",         "masked_tokens_importance",           "masked_tokens_custom",
@@ -28,7 +29,8 @@ inline std::vector<std::string> metric_names() {
           "masked_seqs_importance",            "masked_seqs_opsm",
           "mismatch_abs_mean",                 "mismatch_abs_max",                   "mismatch_k3",
           "mismatch_chi2_token",               "mismatch_chi2_seq",                  "mismatch_ppl_ratio",
-          "is_weight_min", "is_weight_mean",   "is_weight_max",   "is_ess",          "adv_mean",
+          "is_weight_min", "is_weight_mean",   "is_weight_max",   "is_ess",          "is_batch_norm_factor",
+          "adv_mean",
           "adv_std"};
 }
 GRPOKIT_HD inline void write_metrics(const grpokit::loss_result& r, double* out) {
@@ -38,6 +40,7 @@ GRPOKIT_HD inline void write_metrics(const grpokit::loss_result& r, double* out)
       m.loss_pg,
       m.loss_kl,
       m.loss_entropy,
+      m.loss_nll,
       m.clip_frac_low,
       m.clip_frac_high,
       m.clip_frac_dual,
@@ -67,6 +70,7 @@ GRPOKIT_HD inline void write_metrics(const grpokit::loss_result& r, double* out)
       m.is_weight_mean,
       m.is_weight_max,
       m.is_ess,
+      m.is_batch_norm_factor,
       m.adv_mean,
       m.adv_std};
   for (int i = 0; i < metric_count; ++i) out[i] = values[i];

@@ -65,11 +65,11 @@ struct rows : token_inputs {
 
 // The batch of policy_loss, in the accumulation type (masks as bytes).
 struct batch {
-  at::Tensor seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask;
+  at::Tensor seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask, positive;
   batch(at::ScalarType accum, const at::Tensor& seq_offsets_, const at::Tensor& adv_,
         const c10::optional<at::Tensor>& old, const c10::optional<at::Tensor>& ref,
         const c10::optional<at::Tensor>& rollout, const c10::optional<at::Tensor>& token_mask_,
-        const c10::optional<at::Tensor>& seq_mask_) {
+        const c10::optional<at::Tensor>& seq_mask_, const c10::optional<at::Tensor>& positive_) {
     auto real = [&](const c10::optional<at::Tensor>& t) {
       return t.has_value() ? t->to(accum).contiguous() : at::Tensor();
     };
@@ -83,6 +83,7 @@ struct batch {
     logp_rollout = real(rollout);
     token_mask = bytes(token_mask_);
     seq_mask = bytes(seq_mask_);
+    positive = bytes(positive_);
   }
   template <class R>
   grpokit::rollout_batch<R> get() const {
@@ -94,6 +95,7 @@ struct batch {
     b.logp_rollout = cspan_of<R>(logp_rollout);
     b.token_mask = cspan_of<std::uint8_t>(token_mask);
     b.seq_mask = cspan_of<std::uint8_t>(seq_mask);
+    b.positive = cspan_of<std::uint8_t>(positive);
     return b;
   }
 };

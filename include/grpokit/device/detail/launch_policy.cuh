@@ -29,16 +29,24 @@ __device__ inline bool sequence_ok(const rollout_batch<Real>& b, std::int64_t s,
   return lo >= 0 && lo <= hi && hi <= T && (s != 0 || lo == 0) && (s != S - 1 || hi == T);
 }
 
+// What the batch pass left in ws.batch, or the defaults without one (the slot is then unwritten).
+__device__ inline batch_stats batch_stats_at(const loss_partial* whole, const loss_config& cfg) {
+  return needs_batch_pass(cfg) ? batch_stats_of(*whole, cfg) : batch_stats{};
+}
+
 template <class P>
 __global__ void __launch_bounds__(device::tuning::sequence_threads)
     summarize_kernel(current_policy<accum_t<P>> cur, rollout_batch<accum_t<P>> batch, loss_config cfg,
-                     typename terms_for<P>::sequence_summary* out, long long* counts, device::status* st) {
+                     typename terms_for<P>::sequence_summary* out, long long* counts, detail::loss_partial* batch_parts,
+                     device::status* st) {
   using Real = accum_t<P>;
   const std::int64_t s = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t S = batch.seq_offsets.size() - 1;
   if (s >= S) return;
   const std::int64_t T = cur.logp.size();
   typename terms_for<P>::sequence_summary q;
+  const bool batch_pass = detail::needs_batch_pass(cfg);
+  if (batch_pass) batch_parts[s] = detail::loss_partial{};
   if (!sequence_ok(batch, s, T)) {
     flag_error(&st->bad_offsets, s);
     out[s] = q;
@@ -60,6 +68,7 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
   const terms_for<P> terms{cur, batch, cfg};
   q = terms.summarize(s);
   out[s] = q;
+  if (batch_pass) batch_parts[s] = terms.batch_partial(s, q);
   atomicAdd(reinterpret_cast<unsigned long long*>(&counts[0]), static_cast<unsigned long long>(q.counted));
   atomicAdd(reinterpret_cast<unsigned long long*>(&counts[1]), static_cast<unsigned long long>(q.counted > 0));
 }
@@ -68,15 +77,17 @@ template <class P>
 __global__ void __launch_bounds__(device::tuning::sequence_threads)
     accumulate_kernel(current_policy<accum_t<P>> cur, rollout_batch<accum_t<P>> batch, loss_config cfg,
                       const typename terms_for<P>::sequence_summary* summaries, const long long* counts,
-                      policy_grads<accum_t<P>> grads, detail::loss_partial* partials) {
+                      const detail::loss_partial* whole, policy_grads<accum_t<P>> grads,
+                      detail::loss_partial* partials) {
   const std::int64_t s = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t S = batch.seq_offsets.size() - 1;
   if (s >= S) return;
   partials[s] = detail::loss_partial{};
   if (!sequence_ok(batch, s, cur.logp.size())) return;
   const terms_for<P> terms{cur, batch, cfg};
-  partials[s] =
-      terms.accumulate_sequence(s, summaries[s], terms.token_count(counts[0]), terms.seq_count(counts[1]), grads);
+  const detail::batch_stats stats = batch_stats_at(whole, cfg);
+  partials[s] = terms.accumulate_sequence(s, summaries[s], terms.token_count(counts[0]), terms.seq_count(counts[1]),
+                                          stats, grads);
 }
 
 // One level of detail::tree_reduce: items[i] = combine(items[i], items[i + stride]), i % (2 stride) == 0.
@@ -98,8 +109,10 @@ template <int = 0>  // a template: defined once in a program, whichever units in
 __global__ void __launch_bounds__(1) empty_partial_kernel(detail::loss_partial* out) { *out = detail::loss_partial{}; }
 
 // The steps of launch_policy_loss, apart so that the data-parallel form (device/distributed.cuh)
-// can sum the counts over the ranks between the first two and gather the partials after the second.
-// summarize: the per-sequence summaries and the local counts (ws.counts).
+// can sum the counts and the batch pass over the ranks between the first two and gather the
+// partials after the second.
+// summarize: the per-sequence summaries, the local counts (ws.counts) and, when the configuration
+// needs a batch pass, its per-sequence partials (ws.partials).
 template <class P>
 void launch_summarize(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
                       const loss_config& cfg, const layout<P>& ws, cudaStream_t stream) {
@@ -107,8 +120,8 @@ void launch_summarize(const current_policy<accum_t<P>>& cur, const rollout_batch
   GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws.counts, 0, 2 * sizeof(long long), stream));
   if (S == 0) return;
   constexpr int threads = device::tuning::sequence_threads;
-  summarize_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(cur, batch, cfg, ws.summaries,
-                                                                                     ws.counts, ws.st);
+  summarize_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(
+      cur, batch, cfg, ws.summaries, ws.counts, ws.partials, ws.st);
   GRPOKIT_CUDA_CHECK_LAUNCH();
 }
 
@@ -120,8 +133,8 @@ void launch_accumulate(const current_policy<accum_t<P>>& cur, const rollout_batc
   const std::int64_t S = batch.seq_offsets.size() - 1;
   if (S == 0) return;
   constexpr int threads = device::tuning::sequence_threads;
-  accumulate_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(cur, batch, cfg, ws.summaries,
-                                                                                      ws.counts, grads, ws.partials);
+  accumulate_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(
+      cur, batch, cfg, ws.summaries, ws.counts, ws.batch, grads, ws.partials);
   GRPOKIT_CUDA_CHECK_LAUNCH();
 }
 
@@ -141,26 +154,39 @@ inline void launch_partials_tree(detail::loss_partial* partials, std::int64_t S,
   }
 }
 
+// The batch pass of one process: the fixed tree over the per-sequence partials summarize wrote,
+// its total into ws.batch (ws.partials is free again for the loss).
+template <class P>
+void launch_batch_pass(const loss_config& cfg, std::int64_t S, const layout<P>& ws, cudaStream_t stream) {
+  if (!detail::needs_batch_pass(cfg)) return;
+  launch_partials_tree(ws.partials, S, stream);
+  GRPOKIT_CUDA_CHECK(
+      cudaMemcpyAsync(ws.batch, ws.partials, sizeof(detail::loss_partial), cudaMemcpyDeviceToDevice, stream));
+}
+
 // Launches the loss kernels; the combined partial lands in ws.partials[0], the counts in ws.counts.
 template <class P>
 void launch_policy_loss(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
                         const loss_config& cfg, const policy_grads<accum_t<P>>& grads, const layout<P>& ws,
                         cudaStream_t stream) {
   launch_summarize<P>(cur, batch, cfg, ws, stream);
+  launch_batch_pass<P>(cfg, batch.seq_offsets.size() - 1, ws, stream);
   launch_accumulate<P>(cur, batch, cfg, grads, ws, stream);
   launch_partials_tree(ws.partials, batch.seq_offsets.size() - 1, stream);
 }
 
 template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(1) finish_loss_kernel(const detail::loss_partial* total, const long long* counts,
-                                                       loss_config cfg, loss_result* out) {
-  *out = detail::finish(*total, counts[0], cfg);
+                                                       const detail::loss_partial* whole, loss_config cfg,
+                                                       loss_result* out) {
+  const detail::batch_stats stats = batch_stats_at(whole, cfg);
+  *out = detail::finish(*total, counts[0], cfg, stats);
 }
 
 // The loss and the metrics from the combined partial, into the workspace's head (no host sync).
 template <class P>
 void launch_finish_loss(const loss_config& cfg, const layout<P>& ws, cudaStream_t stream) {
-  finish_loss_kernel<<<1, 1, 0, stream>>>(ws.partials, ws.counts, cfg, ws.result);
+  finish_loss_kernel<<<1, 1, 0, stream>>>(ws.partials, ws.counts, ws.batch, cfg, ws.result);
   GRPOKIT_CUDA_CHECK_LAUNCH();
 }
 
