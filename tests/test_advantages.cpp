@@ -350,3 +350,80 @@ TEST_CASE("OPO: the length-weighted baseline; whiten: REINFORCE++-baseline's tok
   const std::vector<double> c{0.5, -0.5, -1, -1, 2};
   for (std::size_t i = 0; i < 5; ++i) CHECK(adv[i] == Approx((c[i] + 1.0 / 6.0) / sd));
 }
+
+TEST_CASE("several rewards per rollout (GDPO): each reward's group advantages, their weighted sum, whitened",
+          "[advantages][multi]") {
+  // against the reference: each column through ref::advantages, the weighted sum in long double, then
+  // the sum whitened as ref::advantages whitens r - 0 (baseline::external with b = 0)
+  using D = grpokit::precision<double, double>;
+  for (std::uint64_t seed = 0; seed < 24; ++seed) {
+    std::mt19937_64 rng(seed);
+    const std::vector<std::int64_t> sizes{4, 1, 3, 5, 2, 7};
+    const std::int64_t K = 1 + static_cast<std::int64_t>(seed % 3);
+    std::vector<groups_case> parts;
+    for (std::int64_t k = 0; k < K; ++k) parts.push_back(make_groups(rng, sizes, k % 2 == 0));
+    const std::int64_t S = static_cast<std::int64_t>(parts[0].rewards.size());
+    std::vector<double> rewards(static_cast<std::size_t>(S * K)), adv(S);
+    for (std::int64_t i = 0; i < S; ++i)
+      for (std::int64_t k = 0; k < K; ++k) rewards[static_cast<std::size_t>(i * K + k)] = parts[k].rewards[i];
+    const std::vector<double> weights = seed % 2 ? std::vector<double>{} : std::vector<double>{1.0, -0.5, 2.0};
+    const std::vector<double> tokens = seed % 4 == 3 ? parts[0].tokens : std::vector<double>{};
+    std::vector<std::uint8_t> keep(S);
+    grpokit::advantage_config cfg;
+    cfg.scale = seed % 3 == 2 ? grpokit::adv_scale::none : grpokit::adv_scale::group;
+    cfg.mask_zero_variance = seed % 5 == 1;
+    cfg.clip_high = seed % 6 == 4 ? 0.5 : cfg.clip_high;
+    auto check = [&](auto policy, ref::base b) {
+      using P = decltype(policy);
+      const grpokit::span<const double> w(weights.data(), std::min<std::int64_t>(K, weights.size()));
+      const auto st = grpokit::host::compute_advantages_multi<P>(
+          {{rewards.data(), S, K, K}, parts[0].offsets, weights.empty() ? grpokit::span<const double>{} : w, tokens},
+          cfg, {adv, keep});
+      grpokit::advantage_config part = cfg;
+      part.clip_low = -ref::inf;
+      part.clip_high = ref::inf;
+      std::vector<ref::ld> sum(static_cast<std::size_t>(S), 0);
+      std::vector<int> keep_all(static_cast<std::size_t>(S), 1);
+      for (std::int64_t k = 0; k < K; ++k) {
+        const auto a = ref::advantages(support::cast<ref::ld>(parts[k].rewards), parts[0].offsets, b, part, {}, {}, {},
+                                       support::cast<ref::ld>(tokens));
+        for (std::int64_t i = 0; i < S; ++i) {
+          sum[i] += (weights.empty() ? 1.0L : static_cast<ref::ld>(weights[k])) * a.adv[i];
+          keep_all[i] = keep_all[i] && a.keep[i];
+        }
+      }
+      grpokit::advantage_config whiten;
+      whiten.scale = grpokit::adv_scale::whiten;
+      whiten.clip_high = cfg.clip_high;
+      const auto want = ref::advantages(sum, parts[0].offsets, ref::base::external, whiten, {}, {},
+                                        std::vector<ref::ld>(sizes.size(), 0), support::cast<ref::ld>(tokens));
+      INFO("seed " << seed << ", K " << K << ", baseline " << int(b));
+      std::int64_t kept = 0;
+      for (std::int64_t i = 0; i < S; ++i) {
+        CHECK(support::close(adv[i], static_cast<double>(want.adv[i]), 1e-10, 1e-12));
+        CHECK(int(keep[i]) == keep_all[i]);
+        kept += keep_all[i];
+      }
+      CHECK(st.excluded_seqs == S - kept);
+    };
+    check(grpokit::policy<D>{}, ref::base::mean);
+    check(grpokit::policy<D, grpokit::baseline::leave_one_out>{}, ref::base::loo);  // NeMo-RL's default
+  }
+}
+
+TEST_CASE("several rewards per rollout: bad shapes and weights", "[advantages][multi]") {
+  using P = grpokit::policy<grpokit::precision<double, double>>;
+  std::vector<double> r{1, 0, 0, 1}, adv(2), w{1, std::nan("")};
+  std::vector<std::uint8_t> keep(2);
+  const std::vector<std::int64_t> off{0, 2};
+  REQUIRE_ERROR((grpokit::host::compute_advantages_multi<P>({{r.data(), 2, 2, 2}, off, w}, {}, {adv, keep})),
+                "weights[1] is not finite");
+  REQUIRE_ERROR(
+      (grpokit::host::compute_advantages_multi<P>({{r.data(), 2, 2, 2}, off, {w.data(), 1}}, {}, {adv, keep})),
+                "weights: needs 2 weights (one per reward) or none, got 1");
+  REQUIRE_ERROR((grpokit::host::compute_advantages_multi<P>({{r.data(), 2, 0, 2}, off, {}}, {}, {adv, keep})),
+                "rewards: needs rows >= 0 and cols >= 1");
+  REQUIRE_ERROR(
+      (grpokit::host::compute_advantages_multi<P>({{r.data(), 2, 2, 2}, off, {}}, {}, {{adv.data(), 1}, keep})),
+                "adv");
+}

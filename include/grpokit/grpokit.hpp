@@ -16,6 +16,7 @@
 #include "host/gradient_noise.hpp"
 #include "host/group_plan.hpp"
 #include "host/logits_backward.hpp"
+#include "host/multi_reward.hpp"
 #include "host/packing.hpp"
 #include "host/policy_loss.hpp"
 #include "host/token_logprobs.hpp"

@@ -75,6 +75,15 @@ struct advantage_inputs {
                                           // weights, adv_scale::whiten's; empty: whiten weighs rollouts alike
 };
 
+// Several rewards per rollout (compute_advantages_multi, GDPO): K rewards per rollout, their weights.
+template <class Real>
+struct multi_reward_inputs {
+  matrix_view<const Real> rewards;         // [S, K]: row i holds rollout i's K rewards
+  span<const std::int64_t> group_offsets;  // [G + 1]
+  span<const double> weights;              // [K] in host memory (a few numbers), or empty: 1 each
+  span<const Real> seq_tokens = {};        // [S] optional: the final whitening's weights (adv_scale::whiten)
+};
+
 template <class Real>
 struct advantage_outputs {
   span<Real> adv;                 // [S]

@@ -78,6 +78,9 @@ struct policy {
   template <class Storage>
   using with_storage = policy<grpokit::precision<Storage, accum_type>, reduction_type, baseline_type, mask_type,
                               chunk_type>;
+  // ... and with another baseline (compute_advantages_multi whitens the sum with baseline::external).
+  template <class Baseline>
+  using with_baseline = policy<precision_type, reduction_type, Baseline, mask_type, chunk_type>;
 };
 
 namespace detail {

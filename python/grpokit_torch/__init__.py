@@ -17,7 +17,8 @@ import torch
 
 from . import _C  # registers the operators torch.ops.grpokit.*
 
-__all__ = ["token_logprobs", "fused_loss", "fused_linear_loss", "compute_advantages", "metrics_dict",
+__all__ = ["token_logprobs", "fused_loss", "fused_linear_loss", "compute_advantages", "compute_advantages_multi",
+           "metrics_dict",
            "advantage_stats_dict", "loss_config_defaults", "advantage_config_defaults", "metric_names",
            "advantage_stat_names", "has_cuda", "set_sync_errors"]
 
@@ -145,6 +146,19 @@ def compute_advantages(rewards, group_offsets, *, seq_log_ratio=None, seq_weight
                                                             group_baseline, seq_tokens, cfg, baseline))
 
 
+def compute_advantages_multi(rewards, group_offsets, *, weights=None, seq_tokens=None, baseline="mean",
+                             **config) -> Advantages:
+    """Several rewards per rollout (GDPO, NeMo-RL's "gdpo"): rewards [S, K]; each reward's group
+    advantages (the baseline, scale and eps of the config, unclipped), their sum weighted by
+    `weights` (K numbers, default 1 each), whitened over the batch (mean and Bessel std, weighted by
+    seq_tokens when given), then clipped; seq_mask keeps the rollouts every reward keeps
+    (docs/baseline.md)."""
+    cfg = _config(_ADV_FIELDS, config, "compute_advantages_multi")
+    w = [] if weights is None else [float(x) for x in weights]
+    return Advantages(*torch.ops.grpokit.compute_advantages_multi(rewards, group_offsets, w, seq_tokens, cfg,
+                                                                  baseline))
+
+
 # ---- fake (meta) kernels: shapes and dtypes only, for torch.compile and FakeTensor ----
 def _accum(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -182,6 +196,13 @@ def _fused_linear_loss_fake(hidden, weight, bias, targets, seq_offsets, adv, log
 @torch.library.register_fake("grpokit::compute_advantages")
 def _compute_advantages_fake(rewards, group_offsets, seq_log_ratio, seq_weight, group_baseline, seq_tokens, config,
                              baseline):
+    S = rewards.shape[0]
+    return (rewards.new_empty((S,)), rewards.new_empty((S,), dtype=torch.uint8),
+            rewards.new_empty((len(advantage_stat_names),), dtype=torch.float64))
+
+
+@torch.library.register_fake("grpokit::compute_advantages_multi")
+def _compute_advantages_multi_fake(rewards, group_offsets, weights, seq_tokens, config, baseline):
     S = rewards.shape[0]
     return (rewards.new_empty((S,)), rewards.new_empty((S,), dtype=torch.uint8),
             rewards.new_empty((len(advantage_stat_names),), dtype=torch.float64))

@@ -88,6 +88,20 @@ class DeviceAgainstHost(unittest.TestCase):
                     torch.testing.assert_close(d.grad.cpu().double(), a.grad.double(), rtol=tol,
                                                atol=tol * a.grad.abs().max().item())
 
+    def test_compute_advantages_multi_against_host(self):
+        g = torch.Generator().manual_seed(4)
+        sizes = [1, 4, 3, 8, 300]
+        offsets = torch.tensor([0] + torch.tensor(sizes).cumsum(0).tolist())
+        for dtype in (torch.float32, torch.float64):
+            rewards = torch.randint(0, 4, (sum(sizes), 3), generator=g).to(dtype)
+            for baseline in ("mean", "leave_one_out", "median"):
+                kw = dict(weights=[1.0, -0.5, 2.0], baseline=baseline, mask_zero_variance=True)
+                host = gk.compute_advantages_multi(rewards, offsets, **kw)
+                dev = gk.compute_advantages_multi(rewards.cuda(), offsets.cuda(), **kw)
+                with self.subTest(dtype=dtype, baseline=baseline):
+                    torch.testing.assert_close(dev.adv.cpu(), host.adv, rtol=1e-5, atol=1e-6)
+                    self.assertTrue(torch.equal(dev.seq_mask.cpu(), host.seq_mask))
+
     def test_compute_advantages_against_host(self):
         g = torch.Generator().manual_seed(3)
         sizes = [1, 4, 3, 8, 600]

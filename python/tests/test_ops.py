@@ -330,6 +330,35 @@ class ComputeAdvantages(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "seq_tokens: the opo baseline needs"):
             gk.compute_advantages(rewards, offsets, baseline="opo")
 
+    def test_multi_reward_against_nemo_rl(self):
+        """GDPO as NeMo-RL's "gdpo" computes it (leave-one-out baseline and std per prompt and reward,
+        divided where the std > 0, the weighted sum, then (A - mean) / std over the batch): with eps = 0
+        the same numbers; the seq_mask keeps every rollout."""
+        g = torch.Generator().manual_seed(3)
+        sizes = [4, 3, 5, 2]
+        offsets = torch.tensor([0] + torch.tensor(sizes).cumsum(0).tolist())
+        rewards = torch.randint(0, 3, (sum(sizes), 2), generator=g).double() * 0.5
+        weights = [1.0, 0.5]
+        out = gk.compute_advantages_multi(rewards, offsets, weights=weights, baseline="leave_one_out", eps=0.0)
+        total = torch.zeros(sum(sizes), dtype=torch.float64)
+        for k, w in enumerate(weights):
+            r = rewards[:, k]
+            a = torch.empty_like(r)
+            for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
+                x, n = r[lo:hi], hi - lo
+                base = (x.sum() - x) / (n - 1)  # the mean of the others
+                var = ((x * x).mean() - x.mean() ** 2) * n / (n - 1)  # NeMo-RL's leave-one-out std (Bessel)
+                std = var.clamp(min=0).sqrt()
+                a[lo:hi] = (x - base) / std if std > 0 else x - base
+            total += w * a
+        want = (total - total.mean()) / total.std()
+        torch.testing.assert_close(out.adv, want, rtol=1e-12, atol=1e-12)
+        self.assertTrue(bool(out.seq_mask.all()))
+        with self.assertRaisesRegex(RuntimeError, "needs per-rollout log-ratios or per-group baselines"):
+            gk.compute_advantages_multi(rewards, offsets, baseline="external")
+        with self.assertRaisesRegex(RuntimeError, "weights: needs 2 weights"):
+            gk.compute_advantages_multi(rewards, offsets, weights=[1.0])
+
     def test_median_and_errors(self):
         rewards = torch.tensor([0.0, 1.0, 3.0, 5.0, 2.0], dtype=torch.float64)
         out = gk.compute_advantages(rewards, torch.tensor([0, 5]), baseline="median", scale="none")
@@ -357,6 +386,9 @@ class Compile(unittest.TestCase):
                               (hidden.requires_grad_(), weight.requires_grad_(), b.requires_grad_(), targets, offsets,
                                adv, old, None, None, None, None, None, None, 2, cfg, "deterministic", "padding"))
         acfg = gk._config(gk._ADV_FIELDS, {}, "opcheck")
+        torch.library.opcheck(torch.ops.grpokit.compute_advantages_multi.default,
+                              (torch.tensor([[1.0, 0.0], [0.0, 0.5], [2.0, 1.0]]), torch.tensor([0, 3]), [1.0, 2.0],
+                               None, acfg, "mean"))
         torch.library.opcheck(torch.ops.grpokit.compute_advantages.default,
                               (torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0, 3]), None, None, None, None, acfg,
                                "mean"))

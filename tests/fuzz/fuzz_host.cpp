@@ -331,6 +331,27 @@ void run(bytes_in& in, int entry) {
                                      ? max_abs(rewards) <= max_r / 4 && weights_at_least_1
                                      : true;
       if (rk.finite && k.finite && k.moderate && representable) require_finite(a, "compute_advantages adv");
+      // several rewards per rollout: K columns from the rewards drawn (rotated), weights from the end
+      // of the bytes (older inputs keep their meaning)
+      if constexpr (grpokit::detail::takes_rewards_only<typename P::baseline_type>) {
+        bytes_in tail = in.reversed();
+        const std::int64_t K = tail.range(0, 3);
+        if (K > 0) {
+          std::vector<R> matrix(static_cast<std::size_t>(n * K));
+          for (std::int64_t i = 0; i < n; ++i)
+            for (std::int64_t c = 0; c < K; ++c)
+              matrix[static_cast<std::size_t>(i * K + c)] = rewards[static_cast<std::size_t>((i + c) % n)];
+          std::vector<double> weights;
+          if (tail.flag())
+            for (std::int64_t c = 0; c < K; ++c) weights.push_back(tail.value(k.finite, k.moderate));
+          grpokit::host::compute_advantages_multi<P>({{matrix.data(), n, K, K}, groups, weights, tokens}, cfg.adv,
+                                                     {a, keep});
+          // standardised sums: finite for finite inputs whose weighted sums stay representable
+          if (rk.finite && k.finite && k.moderate && representable && cfg.adv.scale != grpokit::adv_scale::none &&
+              cfg.adv.scale != grpokit::adv_scale::gpg && weights_at_least_1)
+            require_finite(a, "compute_advantages_multi adv");
+        }
+      }
       break;
     }
     case 5: {  // fused_linear_loss

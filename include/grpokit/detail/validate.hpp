@@ -247,6 +247,17 @@ void require_advantage_shapes(const advantage_inputs<Real>& in, const advantage_
                     " per-group baselines, got ", in.group_baseline.size());
   require_size_or_empty("group_baseline", in.group_baseline, G);
 }
+// compute_advantages_multi's shapes and weights (the weights are in host memory on both paths).
+template <class Real>
+void require_multi_reward_shapes(const multi_reward_inputs<Real>& in, const advantage_outputs<Real>& out) {
+  require_matrix("rewards", in.rewards);  // K >= 1 rewards per rollout
+  GRPOKIT_REQUIRE(in.weights.empty() || in.weights.size() == in.rewards.cols, "weights: needs ", in.rewards.cols,
+                  " weights (one per reward) or none, got ", in.weights.size());
+  for (std::int64_t k = 0; k < in.weights.size(); ++k)
+    GRPOKIT_REQUIRE(std::isfinite(in.weights[k]), "weights[", k, "] is not finite (", in.weights[k], ")");
+  require_size("adv", out.adv, in.rewards.rows);
+}
+
 template <class Real>
 void require_advantage_data(const advantage_inputs<Real>& in) {
   require_offsets("group_offsets", in.group_offsets, in.rewards.size(), /*allow_empty_segments=*/false);

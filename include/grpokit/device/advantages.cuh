@@ -217,27 +217,24 @@ __global__ void __launch_bounds__(1) advantage_finish_kernel(const advantage_dev
   *out = st;
 }
 
-}  // namespace grpokit::detail
-
-namespace grpokit::device {
-
-// The advantages and seq_mask (device spans) without blocking the host: the statistics and the
-// status stay in the workspace (read_advantage_stats, results_of). A null workspace only sets
-// workspace_bytes.
+// compute_advantages' shapes and configuration for policy P's baseline (checked on the host).
 template <class P>
-void compute_advantages_async(const advantage_inputs<accum_t<P>>& in, const advantage_config& cfg,
-                              const advantage_outputs<accum_t<P>>& out, void* workspace, std::size_t& workspace_bytes,
-                              cudaStream_t stream = 0) {
+void require_advantage_call(const advantage_inputs<accum_t<P>>& in, const advantage_config& cfg,
+                            const advantage_outputs<accum_t<P>>& out) {
+  using B = typename P::baseline_type;
+  require_advantage_shapes(in, cfg, out, needs_log_ratio<B>::value, needs_group_baseline<B>::value,
+                           needs_seq_tokens<B>::value);
+}
+
+// The kernels of compute_advantages on a workspace whose status was reset (the status is not reset
+// here: compute_advantages_multi makes several calls whose errors all count).
+template <class P>
+void launch_advantages(const advantage_inputs<accum_t<P>>& in, const advantage_config& cfg,
+                       const advantage_outputs<accum_t<P>>& out, const layout<P>& ws, cudaStream_t stream) {
   using Real = accum_t<P>;
   using B = typename P::baseline_type;
+  namespace tuning = device::tuning;
   const std::int64_t S = in.rewards.size();
-  detail::require_advantage_shapes(in, cfg, out, detail::needs_log_ratio<B>::value,
-                                   detail::needs_group_baseline<B>::value, detail::needs_seq_tokens<B>::value);
-  const shape sh{0, 0, S};
-  const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh);
-  if (!opened) return;  // the size query
-  const detail::layout<P>& ws = *opened;
-  detail::reset_status(ws.st, stream);
   GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws.adv_stats, 0, sizeof(detail::advantage_device_stats), stream));
   const std::int64_t G = in.group_offsets.size() - 1;
   const detail::advantage_scratch sc{ws.adv_scratch, S};
@@ -271,6 +268,26 @@ void compute_advantages_async(const advantage_inputs<accum_t<P>>& in, const adva
   GRPOKIT_CUDA_CHECK_LAUNCH();
   detail::advantage_finish_kernel<<<1, 1, 0, stream>>>(ws.adv_stats, G, !in.seq_log_ratio.empty(), ws.adv_result);
   GRPOKIT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace grpokit::detail
+
+namespace grpokit::device {
+
+// The advantages and seq_mask (device spans) without blocking the host: the statistics and the
+// status stay in the workspace (read_advantage_stats, results_of). A null workspace only sets
+// workspace_bytes.
+template <class P>
+void compute_advantages_async(const advantage_inputs<accum_t<P>>& in, const advantage_config& cfg,
+                              const advantage_outputs<accum_t<P>>& out, void* workspace, std::size_t& workspace_bytes,
+                              cudaStream_t stream = 0) {
+  detail::require_advantage_call<P>(in, cfg, out);
+  const shape sh{0, 0, in.rewards.size()};
+  const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh);
+  if (!opened) return;  // the size query
+  const detail::layout<P>& ws = *opened;
+  detail::reset_status(ws.st, stream);
+  detail::launch_advantages<P>(in, cfg, out, ws, stream);
 }
 
 // compute_advantages_async, then read_advantage_stats: synchronises the stream to return.

@@ -8,6 +8,7 @@
 #include "fused_linear_loss.cuh"
 #include "fused_loss.cuh"
 #include "grpo_lambda.cuh"
+#include "multi_reward.cuh"
 #include "policy_loss.cuh"
 #include "results.cuh"
 #include "status.cuh"

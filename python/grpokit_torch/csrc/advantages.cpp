@@ -29,7 +29,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> compute_advantages_cpu(
   return {adv, keep, advantage_stats_tensor(st)};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> compute_advantages_multi_cpu(
+    const at::Tensor& rewards, const at::Tensor& group_offsets, c10::ArrayRef<double> weights,
+    const c10::optional<at::Tensor>& seq_tokens, c10::ArrayRef<double> config, c10::string_view baseline) {
+  const grpokit::advantage_config cfg = config_from(advantage_fields(), config.vec());
+  const multi_reward_tensors in(rewards, group_offsets, weights, seq_tokens);
+  at::Tensor adv = at::empty({in.rows()}, in.rewards.options());
+  at::Tensor keep = at::empty({in.rows()}, in.rewards.options().dtype(at::kByte));
+  grpokit::advantage_stats st;
+  with_multi_reward_baseline(in.rewards.scalar_type(), std::string(baseline), [&](auto tag) {
+    using P = decltype(tag);
+    using R = grpokit::accum_t<P>;
+    st = grpokit::host::compute_advantages_multi<P>(in.get<R>(), cfg, {span_of<R>(adv), span_of<std::uint8_t>(keep)});
+  });
+  return {adv, keep, advantage_stats_tensor(st)};
+}
+
 }  // namespace
 }  // namespace grpokit_torch
 
-TORCH_LIBRARY_IMPL(grpokit, CPU, m) { m.impl("compute_advantages", &grpokit_torch::compute_advantages_cpu); }
+TORCH_LIBRARY_IMPL(grpokit, CPU, m) {
+  m.impl("compute_advantages", &grpokit_torch::compute_advantages_cpu);
+  m.impl("compute_advantages_multi", &grpokit_torch::compute_advantages_multi_cpu);
+}

@@ -39,7 +39,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> compute_advantages_cuda(
   return {adv, keep, stats};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> compute_advantages_multi_cuda(
+    const at::Tensor& rewards, const at::Tensor& group_offsets, c10::ArrayRef<double> weights,
+    const c10::optional<at::Tensor>& seq_tokens, c10::ArrayRef<double> config, c10::string_view baseline) {
+  device_call call(rewards);
+  const grpokit::advantage_config cfg = config_from(advantage_fields(), config.vec());
+  const multi_reward_tensors in(rewards, group_offsets, weights, seq_tokens);
+  require_device(call.device(), "group_offsets", in.group_offsets);
+  require_device(call.device(), "seq_tokens", in.seq_tokens);
+  at::Tensor adv = at::empty({in.rows()}, in.rewards.options());
+  at::Tensor keep = at::empty({in.rows()}, in.rewards.options().dtype(at::kByte));
+  at::Tensor stats = at::empty({advantage_stat_count}, in.rewards.options().dtype(at::kDouble));
+  with_multi_reward_baseline(in.rewards.scalar_type(), std::string(baseline), [&](auto tag) {
+    using P = decltype(tag);
+    using R = grpokit::accum_t<P>;
+    call.run([&](void* ws, std::size_t& bytes) {
+      grpokit::device::compute_advantages_multi_async<P>(in.get<R>(), cfg,
+                                                         {span_of<R>(adv), span_of<std::uint8_t>(keep)}, ws, bytes,
+                                                         call.stream());
+    });
+  });
+  call.advantage_outputs(stats);
+  call.nan_if_raised(adv);
+  call.check();
+  return {adv, keep, stats};
+}
+
 }  // namespace
 }  // namespace grpokit_torch
 
-TORCH_LIBRARY_IMPL(grpokit, CUDA, m) { m.impl("compute_advantages", &grpokit_torch::compute_advantages_cuda); }
+TORCH_LIBRARY_IMPL(grpokit, CUDA, m) {
+  m.impl("compute_advantages", &grpokit_torch::compute_advantages_cuda);
+  m.impl("compute_advantages_multi", &grpokit_torch::compute_advantages_multi_cuda);
+}

@@ -22,6 +22,8 @@ TORCH_LIBRARY(grpokit, m) {
   m.def("compute_advantages(Tensor rewards, Tensor group_offsets, Tensor? seq_log_ratio, Tensor? seq_weight, "
         "Tensor? group_baseline, Tensor? seq_tokens, float[] config, str baseline) -> (Tensor adv, Tensor seq_mask, "
         "Tensor stats)");
+  m.def("compute_advantages_multi(Tensor rewards, Tensor group_offsets, float[] weights, Tensor? seq_tokens, "
+        "float[] config, str baseline) -> (Tensor adv, Tensor seq_mask, Tensor stats)");
 }
 
 // What Python needs to offer the keyword arguments and name the outputs.

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <vector>
 #include <tuple>
 
 #include <grpokit/inputs.hpp>
@@ -200,6 +201,30 @@ struct advantage_tensors {
   grpokit::advantage_inputs<R> get() const {
     return {cspan_of<R>(rewards), cspan_of<std::int64_t>(group_offsets), cspan_of<R>(seq_log_ratio),
             cspan_of<R>(seq_weight), cspan_of<R>(group_baseline), cspan_of<R>(seq_tokens)};
+  }
+};
+
+// compute_advantages_multi's inputs: rewards [S, K] (float32 / float64), the weights as numbers.
+struct multi_reward_tensors {
+  at::Tensor rewards, group_offsets, seq_tokens;
+  std::vector<double> weights;
+  multi_reward_tensors(const at::Tensor& rewards_, const at::Tensor& group_offsets_, c10::ArrayRef<double> weights_,
+                       const c10::optional<at::Tensor>& seq_tokens_)
+      : weights(weights_.vec()) {
+    TORCH_CHECK(rewards_.dim() == 2, "grpokit.compute_advantages_multi: rewards must be 2-D [S, K], got ",
+                rewards_.dim(), " dims");
+    TORCH_CHECK(rewards_.scalar_type() == at::kFloat || rewards_.scalar_type() == at::kDouble,
+                "grpokit.compute_advantages_multi: rewards must be float32 or float64, got ", rewards_.scalar_type());
+    rewards = rewards_.contiguous();
+    group_offsets = int64_vector("group_offsets", group_offsets_);
+    seq_tokens = seq_tokens_.has_value() ? seq_tokens_->to(rewards.scalar_type()).contiguous() : at::Tensor();
+  }
+  std::int64_t rows() const { return rewards.size(0); }
+  template <class R>
+  grpokit::multi_reward_inputs<R> get() const {
+    const std::int64_t K = rewards.size(1);
+    return {{static_cast<const R*>(rewards.data_ptr()), rows(), K, K}, cspan_of<std::int64_t>(group_offsets),
+            {weights.data(), static_cast<std::int64_t>(weights.size())}, cspan_of<R>(seq_tokens)};
   }
 };
 

@@ -82,6 +82,18 @@ void with_baseline(at::ScalarType rewards, const std::string& baseline, F&& f) {
   if (rewards == at::kDouble) return with_baseline_of<grpokit::precision<double, double>>(baseline, f);
   return with_baseline_of<grpokit::precision<float, float>>(baseline, f);
 }
+// compute_advantages_multi: the baselines that take the rewards alone (a clear error for the others).
+template <class F>
+void with_multi_reward_baseline(at::ScalarType rewards, const std::string& baseline, F&& f) {
+  with_baseline(rewards, baseline, [&](auto tag) {
+    using P = decltype(tag);
+    if constexpr (grpokit::detail::takes_rewards_only<typename P::baseline_type>)
+      f(tag);
+    else
+      TORCH_CHECK(false, "grpokit.compute_advantages_multi: baseline '", baseline,
+                  "' needs per-rollout log-ratios or per-group baselines, which it does not take");
+  });
+}
 
 
 // The metrics and the advantage statistics as float64 tensors on the CPU (result_values.hpp).
