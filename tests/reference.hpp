@@ -322,7 +322,7 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
         continue;
       }
       for (auto t = static_cast<std::size_t>(b.seq_offsets[s]); t < static_cast<std::size_t>(b.seq_offsets[s + 1]); ++t)
-        if (cnt[t]) {
+        if (cnt[t] && !(mf.vocab_prune && logp_detached[t] == -inf)) {  // the response tokens with a log-prob
           sum += is_weight(t, sw);
           n += 1;
         }

@@ -373,6 +373,9 @@ TEST_CASE("several rewards per rollout (GDPO): each reward's group advantages, t
     cfg.scale = seed % 3 == 2 ? grpokit::adv_scale::none : grpokit::adv_scale::group;
     cfg.mask_zero_variance = seed % 5 == 1;
     cfg.clip_high = seed % 6 == 4 ? 0.5 : cfg.clip_high;
+    cfg.clip_low = seed % 7 == 3 ? -0.4 : cfg.clip_low;
+    cfg.std_floor = seed % 4 == 1 ? 0.8 : 0.0;  // binds on the components' spreads and on the sum's
+    cfg.eps = seed % 3 == 1 ? 0.05 : cfg.eps;
     auto check = [&](auto policy, ref::base b) {
       using P = decltype(policy);
       const grpokit::span<const double> w(weights.data(), std::min<std::int64_t>(K, weights.size()));
@@ -394,17 +397,27 @@ TEST_CASE("several rewards per rollout (GDPO): each reward's group advantages, t
       }
       grpokit::advantage_config whiten;
       whiten.scale = grpokit::adv_scale::whiten;
+      whiten.clip_low = cfg.clip_low;
       whiten.clip_high = cfg.clip_high;
+      whiten.eps = cfg.eps;
+      whiten.std_floor = cfg.std_floor;
       const auto want = ref::advantages(sum, parts[0].offsets, ref::base::external, whiten, {}, {},
                                         std::vector<ref::ld>(sizes.size(), 0), support::cast<ref::ld>(tokens));
       INFO("seed " << seed << ", K " << K << ", baseline " << int(b));
       std::int64_t kept = 0;
+      ref::ld sum_kept = 0, sq_kept = 0;
       for (std::int64_t i = 0; i < S; ++i) {
         CHECK(support::close(adv[i], static_cast<double>(want.adv[i]), 1e-10, 1e-12));
         CHECK(int(keep[i]) == keep_all[i]);
         kept += keep_all[i];
+        if (keep_all[i]) sum_kept += want.adv[i];
       }
       CHECK(st.excluded_seqs == S - kept);
+      const ref::ld mean_kept = kept > 0 ? sum_kept / kept : 0;  // the moments over the rollouts kept
+      for (std::int64_t i = 0; i < S; ++i)
+        if (keep_all[i]) sq_kept += (want.adv[i] - mean_kept) * (want.adv[i] - mean_kept);
+      CHECK(support::close(st.adv_mean, static_cast<double>(mean_kept), 1e-10, 1e-12));
+      CHECK(support::close(st.adv_std, static_cast<double>(kept > 0 ? std::sqrt(sq_kept / kept) : 0), 1e-10, 1e-12));
     };
     check(grpokit::policy<D>{}, ref::base::mean);
     check(grpokit::policy<D, grpokit::baseline::leave_one_out>{}, ref::base::loo);  // NeMo-RL's default

@@ -50,7 +50,7 @@ struct loss_config {
   double is_max = 2.0;  // verl rollout_is_threshold
   double is_log_ratio_clamp = 20.0;  // verl SAFETY_BOUND
   // the IS weights divided by their mean over the whole batch (every rank), verl
-  // rollout_is_batch_normalize: the mean over the response tokens (token levels) or the non-empty
+  // rollout_is_batch_normalize: the mean over the response tokens but pruned ones (token levels) or the non-empty
   // sequences (sequence levels) of the truncated / masked weights, before the trust-region,
   // importance and DPPO masks; applied when it exceeds 1e-8. A pass over the batch before the loss.
   bool is_batch_normalize = false;

@@ -173,14 +173,18 @@ struct policy_terms {
   GRPOKIT_HD static bool sequence_level_is(is_correction is) {
     return is == is_correction::sequence_truncate || is == is_correction::sequence_mask;
   }
-  // VAPO's NLL covers the response tokens of a positive rollout that have a log-prob (not pruned).
+  // A response token with a log-prob: neither padding nor pruned.
+  GRPOKIT_HD static bool has_log_prob(token_state st) {
+    return st != token_state::padding && st != token_state::vocab_prune;
+  }
+  // VAPO's NLL covers the response tokens of a positive rollout that have a log-prob.
   GRPOKIT_HD bool nll_token(token_state st, std::int64_t s) const {
-    return cfg.positive_nll_coef != 0 && batch.positive[s] != 0 && st != token_state::padding &&
-           st != token_state::vocab_prune;
+    return cfg.positive_nll_coef != 0 && batch.positive[s] != 0 && has_log_prob(st);
   }
 
   // Sequence s's part of the batch pass (needs_batch_pass): its IS weights, over the response
-  // tokens (token levels) or once (sequence levels), and its NLL tokens.
+  // tokens with a log-prob (token levels; a pruned token's weight means nothing without pi_old)
+  // or once (sequence levels), and its NLL tokens.
   GRPOKIT_HD loss_partial batch_partial(std::int64_t s, const sequence_summary& q) const {
     loss_partial p;
     const std::int64_t b = batch.seq_offsets[s], n = batch.seq_offsets[s + 1] - b;
@@ -189,10 +193,11 @@ struct policy_terms {
         p.batch_is_sum = is_weight(b, q);
         p.batch_is_n = 1;
       } else {
-        p.batch_is_sum = lane_sum(n, [&](std::int64_t j) {
-          return classify(b + j, s) != token_state::padding ? is_weight(b + j, q) : 0.0;
-        });
-        p.batch_is_n = static_cast<double>(q.counted);
+        double n_weights = 0;
+        for (std::int64_t j = 0; j < n; ++j) n_weights += has_log_prob(classify(b + j, s));
+        p.batch_is_sum =
+            lane_sum(n, [&](std::int64_t j) { return has_log_prob(classify(b + j, s)) ? is_weight(b + j, q) : 0.0; });
+        p.batch_is_n = n_weights;
       }
     }
     if (cfg.positive_nll_coef != 0 && batch.positive[s] != 0)

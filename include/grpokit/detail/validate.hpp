@@ -370,7 +370,7 @@ void require_sum_p2_apart(span<Real> sum_p2, const rollout_batch<Real>& batch, s
   if (sum_p2.empty()) return;
   const span<const Real> inputs[] = {batch.adv, batch.logp_old, batch.logp_ref, batch.logp_rollout, temperature};
   bool overlap = spans_overlap(sum_p2, batch.seq_offsets) || spans_overlap(sum_p2, batch.token_mask) ||
-                 spans_overlap(sum_p2, batch.seq_mask);
+                 spans_overlap(sum_p2, batch.seq_mask) || spans_overlap(sum_p2, batch.positive);
   for (const auto& in : inputs) overlap = overlap || spans_overlap(sum_p2, in);
   const matrix_view<Real> as_rows{sum_p2.data(), 1, sum_p2.size(), sum_p2.size()};
   ((overlap = overlap || matrices_overlap(as_rows, rows)), ...);
