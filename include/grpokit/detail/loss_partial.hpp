@@ -77,10 +77,13 @@ GRPOKIT_HD inline loss_partial combine(const loss_partial& a, const loss_partial
   return r;
 }
 
-// Whether the loss needs statistics of the whole batch before its pass over the tokens.
-GRPOKIT_HD inline bool needs_batch_pass(const loss_config& c) {
-  return (c.is_batch_normalize && c.is != is_correction::none) || c.positive_nll_coef != 0;
+// Whether the IS weights are divided by their batch mean (is_batch_normalize, with an IS correction).
+GRPOKIT_HD inline bool normalizes_is(const loss_config& c) {
+  return c.is_batch_normalize && c.is != is_correction::none;
 }
+
+// Whether the loss needs statistics of the whole batch before its pass over the tokens.
+GRPOKIT_HD inline bool needs_batch_pass(const loss_config& c) { return normalizes_is(c) || c.positive_nll_coef != 0; }
 
 // What the batch pass gives the loss pass.
 struct batch_stats {
@@ -90,7 +93,7 @@ struct batch_stats {
 
 GRPOKIT_HD inline batch_stats batch_stats_of(const loss_partial& total, const loss_config& c) {
   batch_stats b;
-  if (c.is_batch_normalize && c.is != is_correction::none && total.batch_is_n > 0) {
+  if (normalizes_is(c) && total.batch_is_n > 0) {
     const double mean = total.batch_is_sum / total.batch_is_n;
     if (mean > 1e-8) b.is_divisor = mean;
   }

@@ -101,6 +101,7 @@ struct policy_terms {
   struct sequence_summary {
     std::int64_t counted = 0;  // response tokens (the denominators)
     std::int64_t stat = 0;     // tokens not dropped by a token-level mask
+    std::int64_t pruned = 0;   // response tokens outside the safe vocabulary (no log-prob)
     double gspo_ratio = 1, gspo_ratio_grad = 1;  // sequence ratio (GSPO, GMPO) and d r / d logp_t
     double is_weight = 1;      // exp(clamp(sum_t d_t)) for sequence-level IS
     bool keep_trust_region = true, keep_importance = true, keep_opsm = true;
@@ -120,6 +121,7 @@ struct policy_terms {
     for (std::int64_t j = 0; j < n; ++j) {
       const token_state st = classify(b + j, s);
       out.counted += st != token_state::padding;
+      out.pruned += st == token_state::vocab_prune;
       if (st != token_state::kept_candidate) continue;
       ++out.stat;
       if (P::trust_region) {
@@ -178,9 +180,7 @@ struct policy_terms {
     return st != token_state::padding && st != token_state::vocab_prune;
   }
   // VAPO's NLL covers the response tokens of a positive rollout that have a log-prob.
-  GRPOKIT_HD bool nll_token(token_state st, std::int64_t s) const {
-    return cfg.positive_nll_coef != 0 && batch.positive[s] != 0 && has_log_prob(st);
-  }
+  GRPOKIT_HD bool nll_rollout(std::int64_t s) const { return cfg.positive_nll_coef != 0 && batch.positive[s] != 0; }
 
   // Sequence s's part of the batch pass (needs_batch_pass): its IS weights, over the response
   // tokens with a log-prob (token levels; a pruned token's weight means nothing without pi_old)
@@ -188,20 +188,18 @@ struct policy_terms {
   GRPOKIT_HD loss_partial batch_partial(std::int64_t s, const sequence_summary& q) const {
     loss_partial p;
     const std::int64_t b = batch.seq_offsets[s], n = batch.seq_offsets[s + 1] - b;
-    if (cfg.is_batch_normalize && cfg.is != is_correction::none && q.counted > 0) {
+    const double with_log_prob = static_cast<double>(q.counted - q.pruned);
+    if (normalizes_is(cfg) && q.counted > 0) {
       if (sequence_level_is(cfg.is)) {
         p.batch_is_sum = is_weight(b, q);
         p.batch_is_n = 1;
       } else {
-        double n_weights = 0;
-        for (std::int64_t j = 0; j < n; ++j) n_weights += has_log_prob(classify(b + j, s));
         p.batch_is_sum =
             lane_sum(n, [&](std::int64_t j) { return has_log_prob(classify(b + j, s)) ? is_weight(b + j, q) : 0.0; });
-        p.batch_is_n = n_weights;
+        p.batch_is_n = with_log_prob;
       }
     }
-    if (cfg.positive_nll_coef != 0 && batch.positive[s] != 0)
-      for (std::int64_t j = 0; j < n; ++j) p.batch_positive_tokens += nll_token(classify(b + j, s), s);
+    if (nll_rollout(s)) p.batch_positive_tokens = with_log_prob;
     return p;
   }
 
@@ -328,6 +326,7 @@ struct policy_terms {
     const double w_entropy =
         cfg.entropy_token_mean ? token_weight(aggregation::token_mean, q.counted, n_tokens, n_seqs) : w;
     const bool seq_in = batch.seq_mask.empty() || batch.seq_mask[s] != 0;
+    const bool nll = nll_rollout(s);
     p.seqs_adv_masked = seq_in ? 0 : 1;
     if (q.counted > 0) {
       p.seqs = 1;
@@ -348,7 +347,7 @@ struct policy_terms {
       p.masked_importance += st == token_state::importance;
       p.masked_dppo += st == token_state::dppo;
       // VAPO's NLL, whatever the masks after padding and pruning do (NeMo-RL: the response mask)
-      const double nll_grad = nll_token(st, s) ? -whole.nll_weight : 0.0;
+      const double nll_grad = nll && has_log_prob(st) ? -whole.nll_weight : 0.0;
       if (nll_grad != 0) {
         p.nll += nll_grad * static_cast<double>(cur.logp[t]);
         grads.dlogp[t] = static_cast<Real>(nll_grad);

@@ -253,8 +253,7 @@ void require_multi_reward_shapes(const multi_reward_inputs<Real>& in, const adva
   require_matrix("rewards", in.rewards);  // K >= 1 rewards per rollout
   GRPOKIT_REQUIRE(in.weights.empty() || in.weights.size() == in.rewards.cols, "weights: needs ", in.rewards.cols,
                   " weights (one per reward) or none, got ", in.weights.size());
-  for (std::int64_t k = 0; k < in.weights.size(); ++k)
-    GRPOKIT_REQUIRE(std::isfinite(in.weights[k]), "weights[", k, "] is not finite (", in.weights[k], ")");
+  require_finite("weights", in.weights);
   require_size("adv", out.adv, in.rewards.rows);
 }
 
