@@ -219,6 +219,7 @@ struct loss_out {
   ld w_min = inf, w_max = -inf, w_sum = 0;
   ld chi2_token = 0, chi2_seq = 0, ppl_ratio = 0;  // rollout mismatch (verl's definitions)
   ld is_divisor = 1, nll = 0;  // is_batch_normalize's batch mean; VAPO's NLL term
+  ld entropy_threshold = -inf, masked_entropy = 0;  // top_entropy_quantile
 };
 
 inline ld clampl(ld x, ld lo, ld hi) { return std::min(std::max(x, lo), hi); }
@@ -328,6 +329,21 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
         }
     }
     if (n > 0 && sum / n > 1e-8L) o.is_divisor = sum / n;
+  }
+  // TRL's top-entropy mask: torch.quantile(entropies of the response tokens, 1 - rho), linear
+  // interpolation between the sorted neighbours
+  if (c.top_entropy_quantile < 1) {
+    std::vector<ld> h;
+    for (std::size_t t = 0; t < logp.size(); ++t)
+      if (cnt[t]) h.push_back(entropy[t]);
+    std::sort(h.begin(), h.end());
+    if (!h.empty()) {
+      // the position in double, as grpokit's convention (torch: in the entropies' dtype): an exact
+      // integer position stays one
+      const ld pos = (1 - c.top_entropy_quantile) * static_cast<double>(h.size() - 1);
+      const std::size_t lo = static_cast<std::size_t>(std::floor(pos)), hi = std::min(lo + 1, h.size() - 1);
+      o.entropy_threshold = h[lo] + (pos - static_cast<ld>(lo)) * (h[hi] - h[lo]);
+    }
   }
   auto nll_token = [&](std::size_t t, std::size_t s) {
     return c.positive_nll_coef != 0 && b.positive[s] && cnt[t] && !(mf.vocab_prune && logp_detached[t] == -inf);
@@ -483,6 +499,10 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
       }
       (void)has_ref;
       const ld ent = entropy.empty() ? 0 : entropy[t];
+      if (!entropy.empty() && ent < o.entropy_threshold) {  // TRL: the mask multiplies the pg term only
+        o.masked_entropy += 1;
+        pg = 0;
+      }
       o.loss += agg_w * (w * pg + c.kl_coef * kl) - ent_w * c.entropy_coef * ent;
     }
   }

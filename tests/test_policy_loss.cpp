@@ -48,6 +48,9 @@ void check_policy_loss(std::uint64_t seed, const grpokit::loss_config& cfg, ref:
   CHECK(support::close(m.mismatch_ppl_ratio, static_cast<double>(want.ppl_ratio), tol, tol));
   CHECK(support::close(m.is_batch_norm_factor, static_cast<double>(want.is_divisor), tol, tol));
   CHECK(support::close(m.loss_nll, static_cast<double>(want.nll), tol, tol));
+  CHECK(m.masked_tokens_entropy == static_cast<std::int64_t>(want.masked_entropy));
+  if (cfg.top_entropy_quantile < 1)
+    CHECK(support::close(m.entropy_threshold, static_cast<double>(want.entropy_threshold), tol, tol));
   if (want.kept > 0) {
     CHECK(m.clip_frac_low == Approx(static_cast<double>(want.clip_low / want.kept)));
     CHECK(m.clip_frac_high == Approx(static_cast<double>(want.clip_high / want.kept)));
@@ -124,6 +127,9 @@ grpokit::loss_config config(std::uint64_t k) {
   c.is_batch_normalize = (k / 2) % 2 == 0;  // meets every IS mode, objective and importance level
   c.positive_nll_coef = (k / 4) % 3 == 1 ? 0.7 : 0.0;
   c.dp_size = k % 4 == 2 ? 3 : 1;
+  // TRL's top-entropy mask: interpolated (0.6: between two entropies), at an end (0), or off
+  const double rhos[] = {1.0, 0.6, 1.0, 0.0, 0.35};
+  c.top_entropy_quantile = rhos[(k / 3) % 5];
   return c;
 }
 
@@ -193,6 +199,61 @@ TEST_CASE("IS batch normalisation and VAPO's positive NLL, by hand", "[policy_lo
     CHECK(r.metrics.is_batch_norm_factor == 1);
     CHECK(r.loss == Approx(2.0 + 2.0 - 0.5));
     CHECK(r.metrics.loss_nll == 0);
+  }
+}
+
+TEST_CASE("the top-entropy mask (TRL top_entropy_quantile), by hand", "[policy_loss]") {
+  // REINFORCE, token_sum, A = 1: the loss is -sum logp over the tokens that keep their pg term.
+  // Response entropies 0.1, 0.9, 0.3, 0.5 (token 2 is padding: its 5.0 is no candidate).
+  using P = grpokit::policy<grpokit::precision<double, double>>;
+  std::vector<double> logp{-1, -2, -4, -8, -16}, ent{0.1, 0.9, 5.0, 0.3, 0.5}, adv{1, 1}, dlogp(5), dent(5);
+  std::vector<std::int64_t> off{0, 3, 5};
+  std::vector<std::uint8_t> tm{1, 1, 0, 1, 1};
+  grpokit::rollout_batch<double> b;
+  b.seq_offsets = off;
+  b.adv = adv;
+  b.token_mask = tm;
+  grpokit::loss_config c;
+  c.obj = grpokit::objective::reinforce;
+  c.agg = grpokit::aggregation::token_mean;
+  auto run = [&](double rho) {
+    c.top_entropy_quantile = rho;
+    return grpokit::host::policy_loss<P>({logp, ent}, b, c, {dlogp, dent});
+  };
+  SECTION("rho 0.5: the median 0.4 (between 0.3 and 0.5) keeps 0.9 and 0.5") {
+    const auto r = run(0.5);
+    CHECK(r.metrics.entropy_threshold == Approx(0.4));
+    CHECK(r.metrics.masked_tokens_entropy == 2);
+    CHECK(r.metrics.tokens == 4);  // the denominator stays
+    CHECK(r.loss == Approx((2.0 + 16.0) / 4));
+    CHECK(dlogp == std::vector<double>{0, -0.25, 0, 0, -0.25});
+  }
+  SECTION("rho 0.25: quantile 0.75 at position 2.25, 0.5 + 0.25 x 0.4 = 0.6") {
+    const auto r = run(0.25);
+    CHECK(r.metrics.entropy_threshold == Approx(0.6));
+    CHECK(r.loss == Approx(2.0 / 4));
+  }
+  SECTION("rho 0: the maximum only; rho 1: off") {
+    CHECK(run(0.0).metrics.masked_tokens_entropy == 3);
+    const auto off_run = run(1.0);
+    CHECK(off_run.metrics.masked_tokens_entropy == 0);
+    CHECK(off_run.metrics.entropy_threshold == 0);
+    CHECK(off_run.loss == Approx((1.0 + 2.0 + 8.0 + 16.0) / 4));
+  }
+  SECTION("the KL term stays on masked tokens") {
+    std::vector<double> ref{-1.5, -2, -4, -8, -16};
+    b.logp_ref = ref;
+    c.kl = grpokit::kl_estimator::k1;
+    c.kl_coef = 1;
+    const auto r = run(0.0);  // keeps token 1 only (0.9)
+    CHECK(r.metrics.loss_kl == Approx(0.5 / 4));
+    CHECK(dlogp[0] == Approx(0.25));  // k1's gradient only
+  }
+  SECTION("needs the entropy input, and rho in [0, 1]") {
+    c.top_entropy_quantile = 0.5;
+    REQUIRE_ERROR(grpokit::host::policy_loss<P>({logp, {}}, b, c, {dlogp, {}}), "top_entropy_quantile < 1 needs");
+    c.top_entropy_quantile = 1.5;
+    REQUIRE_ERROR(grpokit::host::policy_loss<P>({logp, ent}, b, c, {dlogp, dent}), "top_entropy_quantile must be");
   }
 }
 

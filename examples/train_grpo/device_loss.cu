@@ -115,6 +115,7 @@ class device_loss final : public loss_backend<P> {
     db.logp_rollout = logp_rollout_.upload(batch.logp_rollout, stream_);
     db.token_mask = token_mask_.upload(batch.token_mask, stream_);
     db.seq_mask = seq_mask_.upload(batch.seq_mask, stream_);
+    db.positive = positive_.upload(batch.positive, stream_);  // VAPO's NLL flags (positive_nll_coef)
     const grpokit::span<float> dz = dlogits_.output(T * V);
     const workspace_view ws = workspace({T, V, S});
     const grpokit::loss_result res =
@@ -147,7 +148,7 @@ class device_loss final : public loss_backend<P> {
   device_array<float> logits_, dlogits_, temperature_, logp_, lse_;
   device_array<float> rewards_, seq_log_ratio_, seq_weight_, adv_, logp_old_, logp_ref_, logp_rollout_;
   device_array<std::int64_t> targets_, group_offsets_, seq_offsets_;
-  device_array<std::uint8_t> seq_mask_, token_mask_;
+  device_array<std::uint8_t> seq_mask_, token_mask_, positive_;
   device_array<unsigned char> ws_;
 };
 

@@ -82,6 +82,13 @@ struct loss_config {
   // 0: off.
   double positive_nll_coef = 0;
 
+  // The top-entropy token mask (TRL top_entropy_quantile, "80/20" high-entropy minority tokens):
+  // only the response tokens whose entropy is at least the (1 - this) quantile of the response
+  // tokens' entropies over the whole batch (every rank; torch.quantile's linear interpolation)
+  // keep their policy-gradient term; the KL and entropy terms and every denominator stay. Needs the
+  // entropy input. 1: off; in [0, 1].
+  double top_entropy_quantile = 1.0;
+
   // logits -> logp
   double temperature = 1.0;  // scalar; a per-token temperature span overrides it
 

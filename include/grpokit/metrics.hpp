@@ -23,6 +23,7 @@ struct loss_metrics {
   std::int64_t masked_tokens_custom = 0;      // a user-defined mask's keep() == false
   std::int64_t masked_tokens_dppo = 0;        // outside the DPPO trust region (cfg.dppo)
   std::int64_t masked_tokens_sequence = 0;    // tokens of sequences dropped by TRM / importance / OPSM
+  std::int64_t masked_tokens_entropy = 0;     // kept tokens without a policy-gradient term (top_entropy_quantile)
   std::int64_t masked_seqs_advantage = 0;     // seq_mask == 0 (pivot, zero variance)
   std::int64_t masked_seqs_trust_region = 0;
   std::int64_t masked_seqs_importance = 0;
@@ -37,6 +38,7 @@ struct loss_metrics {
   double is_weight_min = 0, is_weight_mean = 0, is_weight_max = 0;
   double is_ess = 0;  // (sum w)^2 / (n sum w^2), in (0, 1]
   double is_batch_norm_factor = 1;  // the batch mean the weights were divided by (is_batch_normalize), else 1
+  double entropy_threshold = 0;  // the batch entropy quantile of top_entropy_quantile, else 0
   // advantages of the non-empty sequences in the loss (population std)
   double adv_mean = 0, adv_std = 0;
 };

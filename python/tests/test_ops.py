@@ -197,6 +197,40 @@ class FusedLoss(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "positive_nll_coef != 0 needs batch.positive"):
             gk.fused_loss(logits, targets, offsets, adv, positive_nll_coef=0.3)
 
+    def test_top_entropy_quantile_against_trl(self):
+        """TRL's get_high_entropy_mask: tau = torch.quantile(entropies of the completion tokens,
+        1 - top_entropy_quantile), the mask H >= tau multiplies the clipped PPO term; the KL term (k3,
+        beta) stays on every token; the denominator is every completion token (TRL's bnpo / dapo)."""
+        logits, targets, offsets, adv, old, ref = packed(6, [5, 1, 7, 4, 6], 33, torch.float64)
+        lengths = offsets[1:] - offsets[:-1]
+        token_mask = torch.ones(targets.numel(), dtype=torch.uint8)
+        token_mask[[2, 9, 10]] = 0  # padding: no candidate of the quantile
+        for rho in (0.2, 0.5, 0.0):
+            x = logits.clone().requires_grad_()
+            out = gk.fused_loss(x, targets, offsets, adv, logp_old=old, logp_ref=ref, token_mask=token_mask,
+                                dual_clip=0.0, kl="k3", kl_coef=0.04, top_entropy_quantile=rho)
+            out.loss.backward()
+            xr = logits.clone().requires_grad_()
+            logp_all = torch.log_softmax(xr, -1)
+            logp = logp_all.gather(1, targets[:, None]).squeeze(1)
+            with torch.no_grad():
+                entropy = -(logp_all.exp() * logp_all).sum(-1)
+            m = token_mask.bool()
+            tau = torch.quantile(entropy[m], 1 - rho)
+            high = (entropy >= tau) & m
+            A = torch.repeat_interleave(adv, lengths)
+            r = torch.exp(logp - old)
+            pg = -torch.min(r * A, r.clamp(0.8, 1.2) * A) * high
+            k3 = torch.exp(ref - logp) - (ref - logp) - 1
+            want = ((pg + 0.04 * k3) * m).sum() / m.sum()
+            want.backward()
+            got = gk.metrics_dict(out.metrics)
+            self.assertAlmostEqual(got["entropy_threshold"], tau.item(), delta=1e-12)
+            self.assertEqual(got["masked_tokens_entropy"], (m & ~high).sum().item())
+            self.assertGreater(got["masked_tokens_entropy"], 0)
+            self.assertAlmostEqual(out.loss.item(), want.item(), delta=1e-12)
+            torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-12)
+
     def test_defaults_are_the_cpp_defaults(self):
         d = gk.loss_config_defaults
         self.assertEqual((d["obj"], d["eps_low"], d["agg"], d["kl"], d["check_finite"]),

@@ -230,6 +230,38 @@ TEST_CASE("device policy_loss: the batch pass (IS weights over their batch mean,
   }
 }
 
+TEST_CASE("device policy_loss: the top-entropy mask's batch quantile (radix select), ties and zeros", "[device]") {
+  // the quantile is an order statistic of the batch and one interpolation: the host's bits
+  using P = grpokit::policy<grpokit::precision<float, float>>;
+  const policy_inputs in(13, 50);
+  const ref::problem& p = in.p;
+  support::host_run<P> hr;
+  support::load_batch(hr, p);
+  device_problem<P> d(p);
+  std::vector<float> logp(in.logp.begin(), in.logp.end()), ent(in.ent.begin(), in.ent.end());
+  for (std::size_t t = 0; t < ent.size(); t += 5) ent[t] = ent[0];  // ties
+  for (std::size_t t = 3; t < ent.size(); t += 11) ent[t] = 0;       // one-hot rows
+  ent[7] = -0.0f;
+  buffer<float> dl(logp), de(ent), gd(p.T), ge(p.T);
+  buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>({p.T, 3, p.S}));
+  for (const double rho : {0.0, 0.2, 0.5, 0.85, 1.0}) {
+    grpokit::loss_config cfg;
+    cfg.top_entropy_quantile = rho;
+    cfg.entropy_coef = 0.01;
+    std::vector<float> hd(p.T), he(p.T);
+    const auto want = grpokit::host::policy_loss<P>({logp, ent}, hr.batch(p), cfg, {hd, he});
+    const auto got = grpokit::device::policy_loss<P>({dl.cspan(), de.cspan()}, d.batch(), cfg,
+                                                     {gd.span(), ge.span()}, ws.data(), ws.size());
+    INFO("rho " << rho);
+    CHECK((rho == 1 || want.metrics.masked_tokens_entropy > 0));  // the mask bites
+    CHECK(got.metrics.entropy_threshold == want.metrics.entropy_threshold);
+    CHECK(got.metrics.masked_tokens_entropy == want.metrics.masked_tokens_entropy);
+    CHECK(support::close(got.loss, want.loss, 1e-5, 1e-6));
+    const auto g1 = gd.host();
+    for (std::int64_t t = 0; t < p.T; ++t) CHECK(support::close(g1[t], hd[t], 1e-5, 1e-7));
+  }
+}
+
 TEST_CASE("device token_logprobs: fast and deterministic within fp32 accuracy", "[device]") {
   using fast = grpokit::policy<grpokit::reduction::fast, grpokit::precision<__nv_bfloat16, float>>;
   using det = grpokit::policy<grpokit::reduction::deterministic, grpokit::chunk<512>>;

@@ -161,6 +161,9 @@ grpokit::loss_config config(bytes_in& in, kind& k) {
   if (tail.u8() < 40) c.adv.scale = grpokit::adv_scale::whiten;
   c.is_batch_normalize = tail.flag();
   if (tail.u8() < 60) c.positive_nll_coef = tail.value(k.finite, k.moderate);  // rejected when negative or not finite
+  const std::uint8_t rho = tail.u8();  // the top-entropy mask: mostly in [0, 1], beyond it and NaN rejected
+  if (rho < 60) c.top_entropy_quantile = rho / 50.0;
+  else if (rho < 70) c.top_entropy_quantile = tail.value(k.finite, k.moderate);
   return c;
 }
 

@@ -156,6 +156,7 @@ void compare_fused(bool bitwise) {
   cfgs[0].positive_nll_coef = 0.2;
   cfgs[1].obj = grpokit::objective::gspo;
   cfgs[1].agg = grpokit::aggregation::seq_mean_token_mean;
+  cfgs[1].top_entropy_quantile = 0.3;  // the selection's histograms gathered over the ranks
   cfgs[2].agg = grpokit::aggregation::token_sum;
   cfgs[2].kl = grpokit::kl_estimator::k2;
   cfgs[2].kl_coef = 0.1;
@@ -195,6 +196,9 @@ void compare_fused(bool bitwise) {
       CHECK(close(got.metrics.is_batch_norm_factor, want.metrics.is_batch_norm_factor, 1e-5));
     }
     CHECK((cfg.positive_nll_coef == 0 || want.metrics.loss_nll != 0));  // the NLL bites
+    CHECK((cfg.top_entropy_quantile == 1 || want.metrics.masked_tokens_entropy > 0));  // so does the entropy mask
+    CHECK(got.metrics.masked_tokens_entropy == want.metrics.masked_tokens_entropy);
+    CHECK(got.metrics.entropy_threshold == want.metrics.entropy_threshold);  // bitwise entropies: the same quantile
     CHECK(got.metrics.tokens == want.metrics.tokens);
     CHECK(got.metrics.seqs == want.metrics.seqs);
     CHECK(got.metrics.tokens_kept == want.metrics.tokens_kept);
@@ -538,6 +542,7 @@ TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one 
   cfg.is = grpokit::is_correction::token_truncate;  // with a batch pass: its gathers, also on rejection
   cfg.is_batch_normalize = true;
   cfg.positive_nll_coef = 0.1;
+  cfg.top_entropy_quantile = 0.5;  // and a selection: its rounds of gathers, also on rejection
   // the current policy: the rollout log-probs, entropies from the old ones
   device_problem<P> whole(p), mine(q);
   auto entropy_of = [](const device_problem<P>& d) {
@@ -560,6 +565,7 @@ TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one 
   CHECK(std::memcmp(&got, &want, sizeof(got)) == 0);
   CHECK(want.metrics.is_batch_norm_factor != 1);
   CHECK(want.metrics.loss_nll != 0);
+  CHECK(want.metrics.masked_tokens_entropy > 0);
   const std::int64_t t0 = p.b.seq_offsets[c[rank]];
   CHECK(same_bits(dlogp_m.host(), dlogp_w.host(), t0));
   CHECK(same_bits(dent_m.host(), dent_w.host(), t0));
@@ -670,6 +676,7 @@ TEST_CASE("device data and vocabulary parallel: an error on one rank throws on e
   buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>(planned, lay));
   loss_config cfg{};
   cfg.positive_nll_coef = 0.1;  // a batch pass: its gather, also on the rejected rank
+  cfg.top_entropy_quantile = 0.5;  // and the selection's rounds of gathers
   for (const int bad_rank : {0, g.size - 1}) {
     for (const bool on_device : {false, true}) {
       INFO("rank " << g.rank << " of " << g.size << " (tp " << g.tp_size << "), bad rank " << bad_rank

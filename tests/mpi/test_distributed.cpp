@@ -141,7 +141,9 @@ void check_metrics(const grpokit::loss_result& got, const grpokit::loss_result& 
     CHECK(close(g.adv_std, w.adv_std, tol));
     CHECK(close(g.loss_nll, w.loss_nll, tol));
     CHECK(close(g.is_batch_norm_factor, w.is_batch_norm_factor, tol));
+    CHECK(close(g.entropy_threshold, w.entropy_threshold, tol));
   }
+  CHECK(g.masked_tokens_entropy == w.masked_tokens_entropy);
   CHECK(g.tokens == w.tokens);
   CHECK(g.tokens_kept == w.tokens_kept);
   CHECK(g.seqs == w.seqs);
@@ -175,6 +177,7 @@ std::vector<loss_config> configs() {
   loss_config b;
   b.obj = grpokit::objective::gspo;
   b.agg = grpokit::aggregation::seq_mean_token_mean;
+  b.top_entropy_quantile = 0.3;  // the selection's histograms summed over the ranks
   out.push_back(b);
   loss_config c;
   c.obj = grpokit::objective::cispo;

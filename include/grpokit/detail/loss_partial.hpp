@@ -26,6 +26,7 @@ struct loss_partial {
   double seqs = 0, seqs_adv_masked = 0, seqs_trm = 0, seqs_imp = 0, seqs_opsm = 0;
   double adv_sum = 0, adv_sq = 0;
   double nll = 0;  // VAPO's positive-example NLL, weighted
+  double masked_entropy = 0;  // kept tokens whose policy-gradient term the entropy mask removed
   // the batch pass: IS weights and their count (is_batch_normalize), positive response tokens (NLL)
   double batch_is_sum = 0, batch_is_n = 0, batch_positive_tokens = 0;
 };
@@ -71,6 +72,7 @@ GRPOKIT_HD inline loss_partial combine(const loss_partial& a, const loss_partial
   r.adv_sum = a.adv_sum + b.adv_sum;
   r.adv_sq = a.adv_sq + b.adv_sq;
   r.nll = a.nll + b.nll;
+  r.masked_entropy = a.masked_entropy + b.masked_entropy;
   r.batch_is_sum = a.batch_is_sum + b.batch_is_sum;
   r.batch_is_n = a.batch_is_n + b.batch_is_n;
   r.batch_positive_tokens = a.batch_positive_tokens + b.batch_positive_tokens;
@@ -85,10 +87,16 @@ GRPOKIT_HD inline bool normalizes_is(const loss_config& c) {
 // Whether the loss needs statistics of the whole batch before its pass over the tokens.
 GRPOKIT_HD inline bool needs_batch_pass(const loss_config& c) { return normalizes_is(c) || c.positive_nll_coef != 0; }
 
-// What the batch pass gives the loss pass.
+// Whether the loss needs an order statistic of the whole batch (detail/select.hpp) before its
+// pass over the tokens: the top-entropy mask's quantile.
+GRPOKIT_HD inline bool needs_selection(const loss_config& c) { return c.top_entropy_quantile < 1; }
+
+// What the batch pass and the selection give the loss pass.
 struct batch_stats {
   double is_divisor = 1;  // the IS weights' batch mean (verl: used when > 1e-8), else 1
   double nll_weight = 0;  // positive_nll_coef dp_size / (positive response tokens), 0 without any
+  // top_entropy_quantile: a kept token with a lower entropy has no policy-gradient term
+  double entropy_threshold = -std::numeric_limits<double>::infinity();
 };
 
 GRPOKIT_HD inline batch_stats batch_stats_of(const loss_partial& total, const loss_config& c) {
@@ -113,6 +121,8 @@ GRPOKIT_HD inline loss_result finish(const loss_partial& total, std::int64_t tok
   m.loss_nll = total.nll;
   res.loss = m.loss_pg + m.loss_kl + m.loss_entropy + m.loss_nll;
   m.is_batch_norm_factor = batch.is_divisor;
+  m.entropy_threshold = std::isfinite(batch.entropy_threshold) ? batch.entropy_threshold : 0.0;
+  m.masked_tokens_entropy = static_cast<std::int64_t>(total.masked_entropy);
   const double kept = total.kept;
   auto per_kept = [&](double v) { return kept > 0 ? v / kept : 0.0; };
   m.clip_frac_low = per_kept(total.clip_low);

@@ -15,6 +15,7 @@
 #include "loss_partial.hpp"
 #include "macros.hpp"
 #include "reduce.hpp"
+#include "select.hpp"
 
 namespace grpokit::detail {
 
@@ -50,10 +51,13 @@ struct policy_terms {
     return has_rollout() ? static_cast<double>(batch.logp_rollout[t]) : trainer_logp(t);
   }
 
+  // A response token: one the denominators count (neither masked by token_mask nor by seq_mask).
+  GRPOKIT_HD bool is_response(std::int64_t t, std::int64_t s) const {
+    return (batch.token_mask.empty() || batch.token_mask[t] != 0) && (batch.seq_mask.empty() || batch.seq_mask[s] != 0);
+  }
+
   GRPOKIT_HD token_state classify(std::int64_t t, std::int64_t s) const {
-    const bool counted = (batch.token_mask.empty() || batch.token_mask[t] != 0) &&
-                         (batch.seq_mask.empty() || batch.seq_mask[s] != 0);
-    if (!counted) return token_state::padding;
+    if (!is_response(t, s)) return token_state::padding;
     if (P::vocab_prune && !(cur.logp[t] > -std::numeric_limits<Real>::infinity())) return token_state::vocab_prune;
     token_view<Real> v;
     v.logp = cur.logp[t];
@@ -201,6 +205,14 @@ struct policy_terms {
     }
     if (nll_rollout(s)) p.batch_positive_tokens = with_log_prob;
     return p;
+  }
+
+  // The selection's keys of sequence s (detail/select.hpp): the entropies of its response tokens,
+  // the candidates of the top-entropy quantile (TRL: every completion token); add(ordered bits).
+  template <class Add>
+  GRPOKIT_HD void for_each_selection_key(std::int64_t s, Add&& add) const {
+    for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t)
+      if (is_response(t, s)) add(ordered_bits(static_cast<double>(cur.entropy[t])));
   }
 
   // The importance weight applied to a kept token (detached), before the batch normalisation.
@@ -367,7 +379,11 @@ struct policy_terms {
         p.masked_sequence += 1;
         continue;
       }
-      const token_term k = term(t, s, q, whole.is_divisor);
+      token_term k = term(t, s, q, whole.is_divisor);
+      if (!cur.entropy.empty() && static_cast<double>(cur.entropy[t]) < whole.entropy_threshold) {
+        p.masked_entropy += 1;  // TRL: the entropy mask multiplies the policy-gradient term only
+        k.pg = k.dpg = 0;
+      }
       p.kept += 1;
       p.pg += w * k.pg;
       p.kl += w * cfg.kl_coef * k.kl;

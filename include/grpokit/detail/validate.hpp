@@ -198,6 +198,8 @@ inline void require_loss_config(const loss_config& c) {
   GRPOKIT_REQUIRE(!std::isnan(c.opsm_threshold), "opsm_threshold must not be NaN (+inf: off)");
   GRPOKIT_REQUIRE(c.positive_nll_coef >= 0 && std::isfinite(c.positive_nll_coef),
                   "positive_nll_coef must be finite and >= 0 (0: off), got ", c.positive_nll_coef);
+  GRPOKIT_REQUIRE(c.top_entropy_quantile >= 0 && c.top_entropy_quantile <= 1,
+                  "top_entropy_quantile must be in [0, 1] (1: off), got ", c.top_entropy_quantile);
   GRPOKIT_REQUIRE(c.dppo_low >= 0 && c.dppo_high >= 0, "dppo_low and dppo_high must be >= 0 (+inf: no bound), got ",
                   c.dppo_low, " and ", c.dppo_high);
   GRPOKIT_REQUIRE(c.trm_max_threshold >= 0 && c.trm_mean_threshold >= 0,
@@ -345,6 +347,8 @@ void require_policy_shapes(const current_policy<Real>& cur, const rollout_batch<
   require_size_or_empty("dentropy", grads.dentropy, T);
   GRPOKIT_REQUIRE(cfg.entropy_coef == 0 || T == 0 || (cur.entropy.size() == T && grads.dentropy.size() == T),
                   "entropy_coef != 0 needs the entropy input and the dentropy output");
+  GRPOKIT_REQUIRE(cfg.top_entropy_quantile >= 1 || T == 0 || cur.entropy.size() == T,
+                  "top_entropy_quantile < 1 needs the entropy input");
   const span<Real> outputs[] = {grads.dlogp, grads.dentropy};
   const span<const Real> inputs[] = {cur.logp,       cur.entropy,    batch.adv,
                                      batch.logp_old, batch.logp_ref, batch.logp_rollout};

@@ -28,6 +28,7 @@
 #include <cuda_runtime.h>
 #include <exception>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../communicator.hpp"
@@ -56,6 +57,7 @@ struct dp_buffers {
   device::status* status_all = nullptr;      // [R]
   detail::loss_partial* partials_all = nullptr;  // [R cap]
   detail::loss_partial* tree = nullptr;          // [R cap] (batch_invariant)
+  long long* hist_all = nullptr;                 // [R select_hist_size] a selection round's histograms
   std::int64_t cap = 1;  // partials each rank sends: batch_invariant max(planned.seqs, 1), otherwise its total
   // compute_advantages: the per-sequence inputs sent ([seqs] each), gathered ([R seqs] each), the
   // whole batch's ([R seqs] each) and its outputs, and the one-process call's own workspace
@@ -77,6 +79,7 @@ dp_buffers take_dp_buffers(carver& c, const device::shape& planned, int ranks) {
   b.status_all = c.take<device::status>(ranks);
   b.partials_all = c.take<detail::loss_partial>(ranks * b.cap);
   if (P::order == reduction_order::batch_invariant) b.tree = c.take<detail::loss_partial>(ranks * b.cap);
+  b.hist_all = c.take<long long>(static_cast<std::int64_t>(ranks) * select_hist_size);
   // the advantage_sources per-sequence inputs in accum_t<P>, kept as doubles' room
   static_assert(sizeof(accum_t<P>) <= sizeof(double), "the advantage buffers hold accum_t<P> in double slots");
   b.seqs = planned.seqs;
@@ -191,6 +194,7 @@ class dp_policy_loss {
     sum_counts_kernel<<<1, 1, 0, stream_>>>(dp_.counts_all, comm_.size(), ws_.counts);
     GRPOKIT_CUDA_CHECK_LAUNCH();
     if (needs_batch_pass(cfg)) combine_over_ranks(S, ws_.batch);
+    launch_selection<P>(cur, batch, cfg, ws_, stream_, [&] { return gather_histograms(); });
     launch_accumulate<P>(cur, batch, cfg, grads, ws_, stream_);
     combine_over_ranks(S, ws_.partials);
   }
@@ -201,13 +205,19 @@ class dp_policy_loss {
     GRPOKIT_CUDA_CHECK_LAUNCH();
   }
   // The same gathers as run() from a rank whose input was rejected (agree_on_status follows); the
-  // configuration, the same on every rank, says whether there is a batch pass.
+  // configuration, the same on every rank, says whether there is a batch pass and a selection.
   void run_rejected(const loss_config& cfg) const {
     gather_counts(nullptr, 0, true);
-    for (int pass = needs_batch_pass(cfg) ? 2 : 1; pass > 0; --pass) {
+    if (needs_batch_pass(cfg)) {
       clear_partials(0);
       gather_partials();
     }
+    if (needs_selection(cfg)) {
+      GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws_.select_hist, 0, select_hist_size * sizeof(long long), stream_));
+      for (int round = 0; round < select_rounds; ++round) gather_histograms();
+    }
+    clear_partials(0);
+    gather_partials();
   }
 
  private:
@@ -237,6 +247,10 @@ class dp_policy_loss {
   }
   void gather_partials() const {
     device_all_gather(comm_, ws_.partials, dp_.partials_all, dp_.cap * sizeof(detail::loss_partial), stream_);
+  }
+  std::pair<const long long*, int> gather_histograms() const {
+    device_all_gather(comm_, ws_.select_hist, dp_.hist_all, select_hist_size * sizeof(long long), stream_);
+    return {dp_.hist_all, comm_.size()};
   }
   void gather_status() const { device_all_gather(comm_, ws_.st, dp_.status_all, sizeof(device::status), stream_); }
 

@@ -12,6 +12,7 @@
 //     every rank. The rewards are gathered and every rank computes the advantages of the whole batch
 //     (bitwise the one-process result) and keeps its own.
 // Every rank must call with the same configuration; a bad input on any rank throws on every rank.
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -32,14 +33,11 @@ loss_result policy_loss(const current_policy<accum_t<P>>& cur, const rollout_bat
                         const parallel_layout<DP, TP>& layout) {
   const DP& dp = layout.dp;
   detail::collective_check(layout, "policy_loss", [&] { detail::validate_policy_inputs<P>(cur, batch, cfg, grads); });
-  auto global_counts = [&](std::int64_t tokens, std::int64_t seqs) {
-    const auto all = detail::gather_array(dp, std::vector<std::int64_t>{tokens, seqs}.data(), 2);
-    std::pair<std::int64_t, std::int64_t> sum{0, 0};
-    for (std::size_t r = 0; r < all.size(); r += 2) {
-      sum.first += all[r];
-      sum.second += all[r + 1];
-    }
-    return sum;
+  auto sum_over_ranks = [&](std::vector<long long>& v) {  // integers: exact in any order
+    const std::size_t n = v.size();
+    const auto all = detail::gather_array(dp, v.data(), static_cast<std::int64_t>(n));
+    std::fill(v.begin(), v.end(), 0);
+    for (std::size_t i = 0; i < all.size(); ++i) v[i % n] += all[i];
   };
   auto total = [&](std::vector<detail::loss_partial>& parts) {
     if constexpr (P::order == reduction_order::batch_invariant) {
@@ -52,7 +50,7 @@ loss_result policy_loss(const current_policy<accum_t<P>>& cur, const rollout_bat
       return sum;
     }
   };
-  return detail::policy_loss_with<P>(cur, batch, cfg, grads, global_counts, total);
+  return detail::policy_loss_with<P>(cur, batch, cfg, grads, sum_over_ranks, total);
 }
 
 template <class P, class DP, class TP>

@@ -22,6 +22,7 @@
 #include "../detail/ops_for.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
+#include "detail/batch_select.hpp"
 #include "detail/scratch.hpp"
 #include "parallel.hpp"
 
@@ -51,14 +52,14 @@ void validate_policy_inputs(const current_policy<accum_t<P>>& cur, const rollout
 
 namespace grpokit::detail {
 
-// The loss over the sequences of this process; `global_counts(tokens, seqs)` gives the token and
-// sequence counts of the whole batch (the local ones in one process), `total(parts)` combines the
-// per-sequence partials of the whole batch (a fixed tree in one process): those of the batch pass
-// first when the configuration needs one, then those of the loss. data_parallel.hpp passes
-// collectives.
-template <class P, class Counts, class Total>
+// The loss over the sequences of this process; `sum_over_ranks(v)` adds the integers v of every
+// rank into v (the identity in one process): the token and sequence counts and the selection's
+// histograms; `total(parts)` combines the per-sequence partials of the whole batch (a fixed tree in
+// one process): those of the batch pass first when the configuration needs one, then those of the
+// loss. data_parallel.hpp passes collectives.
+template <class P, class Sum, class Total>
 loss_result policy_loss_with(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
-                             const loss_config& cfg, const policy_grads<accum_t<P>>& grads, Counts&& global_counts,
+                             const loss_config& cfg, const policy_grads<accum_t<P>>& grads, Sum&& sum_over_ranks,
                              Total&& total) {
   using Ops = detail::ops_for<P::order>;
   using terms_t = detail::policy_terms<P, Ops>;
@@ -67,13 +68,13 @@ loss_result policy_loss_with(const current_policy<accum_t<P>>& cur, const rollou
 
   auto seqs = detail::scratch<typename terms_t::sequence_summary>(S, "policy_loss");
   detail::parallel_for(S, [&](std::int64_t s) { seqs[static_cast<std::size_t>(s)] = terms.summarize(s); });
-  std::int64_t local_tokens = 0, local_seqs = 0;
+  std::vector<long long> counts{0, 0};  // response tokens, non-empty sequences
   for (const auto& q : seqs) {
-    local_tokens += q.counted;
-    local_seqs += q.counted > 0;
+    counts[0] += q.counted;
+    counts[1] += q.counted > 0;
   }
-  const auto counts = global_counts(local_tokens, local_seqs);
-  const double n_tokens = terms.token_count(counts.first), n_seqs = terms.seq_count(counts.second);
+  sum_over_ranks(counts);
+  const double n_tokens = terms.token_count(counts[0]), n_seqs = terms.seq_count(counts[1]);
 
   auto parts = detail::scratch<detail::loss_partial>(S, "policy_loss");
   detail::batch_stats whole;
@@ -83,11 +84,18 @@ loss_result policy_loss_with(const current_policy<accum_t<P>>& cur, const rollou
     });
     whole = detail::batch_stats_of(total(parts), cfg);
   }
+  if (detail::needs_selection(cfg)) {  // the response tokens' entropy quantile, over every rank
+    const double q = 1 - cfg.top_entropy_quantile;
+    const auto run = detail::host_select(
+        detail::quantile_run(counts[0], q), S,
+        [&](std::int64_t s, auto&& add) { terms.for_each_selection_key(s, add); }, sum_over_ranks);
+    whole.entropy_threshold = detail::quantile_value(run, q);
+  }
   detail::parallel_for(S, [&](std::int64_t s) {
     parts[static_cast<std::size_t>(s)] =
         terms.accumulate_sequence(s, seqs[static_cast<std::size_t>(s)], n_tokens, n_seqs, whole, grads);
   });
-  return detail::finish(total(parts), counts.first, cfg, whole);
+  return detail::finish(total(parts), counts[0], cfg, whole);
 }
 
 // The fixed pairwise tree over the partials (an empty batch gives the empty partial).
@@ -106,8 +114,7 @@ loss_result policy_loss(const current_policy<accum_t<P>>& cur, const rollout_bat
                         const loss_config& cfg, const policy_grads<accum_t<P>>& grads) {
   detail::validate_policy_inputs<P>(cur, batch, cfg, grads);
   return detail::policy_loss_with<P>(
-      cur, batch, cfg, grads, [](std::int64_t tokens, std::int64_t seqs) { return std::make_pair(tokens, seqs); },
-      detail::tree_total);
+      cur, batch, cfg, grads, [](std::vector<long long>&) {}, detail::tree_total);
 }
 
 }  // namespace grpokit::host

@@ -72,6 +72,7 @@ inline const std::vector<config_field<grpokit::loss_config>>& loss_fields() {
       flag("entropy_token_mean", &C::entropy_token_mean),
       flag("cispo_clip_frac_any_sign", &C::cispo_clip_frac_any_sign),
       number("positive_nll_coef", &C::positive_nll_coef),
+      number("top_entropy_quantile", &C::top_entropy_quantile),
       number("temperature", &C::temperature),
       choice("agg", &C::agg,
              {"token_mean", "token_sum", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"}),

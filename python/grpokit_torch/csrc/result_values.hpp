@@ -11,7 +11,7 @@
 
 namespace grpokit_torch {
 
-constexpr int metric_count = 37;
+constexpr int metric_count = 39;
 constexpr int advantage_stat_count = 11;
 static_assert(sizeof(grpokit::loss_metrics) == (metric_count - 1) * 8, "metric_names / write_metrics: add the metric");
 static_assert(sizeof(grpokit::advantage_stats) == advantage_stat_count * 8,
@@ -25,12 +25,12 @@ inline std::vector<std::string> metric_names() {
           "tokens",        "tokens_kept",      "seqs",            "masked_tokens_padding",
           "masked_tokens_vocab_prune",         "masked_tokens_importance",           "masked_tokens_custom",
           "masked_tokens_dppo",
-          "masked_tokens_sequence",            "masked_seqs_advantage",              "masked_seqs_trust_region",
+          "masked_tokens_sequence",            "masked_tokens_entropy",              "masked_seqs_advantage",              "masked_seqs_trust_region",
           "masked_seqs_importance",            "masked_seqs_opsm",
           "mismatch_abs_mean",                 "mismatch_abs_max",                   "mismatch_k3",
           "mismatch_chi2_token",               "mismatch_chi2_seq",                  "mismatch_ppl_ratio",
           "is_weight_min", "is_weight_mean",   "is_weight_max",   "is_ess",          "is_batch_norm_factor",
-          "adv_mean",
+          "entropy_threshold",                 "adv_mean",
           "adv_std"};
 }
 GRPOKIT_HD inline void write_metrics(const grpokit::loss_result& r, double* out) {
@@ -56,6 +56,7 @@ GRPOKIT_HD inline void write_metrics(const grpokit::loss_result& r, double* out)
       static_cast<double>(m.masked_tokens_custom),
       static_cast<double>(m.masked_tokens_dppo),
       static_cast<double>(m.masked_tokens_sequence),
+      static_cast<double>(m.masked_tokens_entropy),
       static_cast<double>(m.masked_seqs_advantage),
       static_cast<double>(m.masked_seqs_trust_region),
       static_cast<double>(m.masked_seqs_importance),
@@ -71,6 +72,7 @@ GRPOKIT_HD inline void write_metrics(const grpokit::loss_result& r, double* out)
       m.is_weight_max,
       m.is_ess,
       m.is_batch_norm_factor,
+      m.entropy_threshold,
       m.adv_mean,
       m.adv_std};
   for (int i = 0; i < metric_count; ++i) out[i] = values[i];

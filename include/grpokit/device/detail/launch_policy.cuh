@@ -4,11 +4,13 @@
 // per-sequence partials combined by the same fixed pairwise tree as the host (detail::tree_reduce),
 // so the result does not depend on the launch.
 #include <cstdint>
+#include <utility>
 #include <cuda_runtime.h>
 
 #include "../../config.hpp"
 #include "../../detail/loss_partial.hpp"
 #include "../../detail/policy_terms.hpp"
+#include "../../detail/select.hpp"
 #include "../../detail/validate.hpp"
 #include "../../inputs.hpp"
 #include "../../math/ops.hpp"
@@ -29,9 +31,13 @@ __device__ inline bool sequence_ok(const rollout_batch<Real>& b, std::int64_t s,
   return lo >= 0 && lo <= hi && hi <= T && (s != 0 || lo == 0) && (s != S - 1 || hi == T);
 }
 
-// What the batch pass left in ws.batch, or the defaults without one (the slot is then unwritten).
-__device__ inline batch_stats batch_stats_at(const loss_partial* whole, const loss_config& cfg) {
-  return needs_batch_pass(cfg) ? batch_stats_of(*whole, cfg) : batch_stats{};
+// What the batch pass left in ws.batch and the selection in ws.select, or the defaults without
+// them (the slots are then unwritten).
+__device__ inline batch_stats batch_stats_at(const loss_partial* whole, const select_run* sel,
+                                             const loss_config& cfg) {
+  batch_stats b = needs_batch_pass(cfg) ? batch_stats_of(*whole, cfg) : batch_stats{};
+  if (needs_selection(cfg)) b.entropy_threshold = quantile_value(*sel, 1 - cfg.top_entropy_quantile);
+  return b;
 }
 
 template <class P>
@@ -77,15 +83,15 @@ template <class P>
 __global__ void __launch_bounds__(device::tuning::sequence_threads)
     accumulate_kernel(current_policy<accum_t<P>> cur, rollout_batch<accum_t<P>> batch, loss_config cfg,
                       const typename terms_for<P>::sequence_summary* summaries, const long long* counts,
-                      const detail::loss_partial* whole, policy_grads<accum_t<P>> grads,
-                      detail::loss_partial* partials) {
+                      const detail::loss_partial* whole, const detail::select_run* sel,
+                      policy_grads<accum_t<P>> grads, detail::loss_partial* partials) {
   const std::int64_t s = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t S = batch.seq_offsets.size() - 1;
   if (s >= S) return;
   partials[s] = detail::loss_partial{};
   if (!sequence_ok(batch, s, cur.logp.size())) return;
   const terms_for<P> terms{cur, batch, cfg};
-  const detail::batch_stats stats = batch_stats_at(whole, cfg);
+  const detail::batch_stats stats = batch_stats_at(whole, sel, cfg);
   partials[s] = terms.accumulate_sequence(s, summaries[s], terms.token_count(counts[0]), terms.seq_count(counts[1]),
                                           stats, grads);
 }
@@ -134,7 +140,7 @@ void launch_accumulate(const current_policy<accum_t<P>>& cur, const rollout_batc
   if (S == 0) return;
   constexpr int threads = device::tuning::sequence_threads;
   accumulate_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(
-      cur, batch, cfg, ws.summaries, ws.counts, ws.batch, grads, ws.partials);
+      cur, batch, cfg, ws.summaries, ws.counts, ws.batch, ws.select, grads, ws.partials);
   GRPOKIT_CUDA_CHECK_LAUNCH();
 }
 
@@ -164,6 +170,77 @@ void launch_batch_pass(const loss_config& cfg, std::int64_t S, const layout<P>& 
       cudaMemcpyAsync(ws.batch, ws.partials, sizeof(detail::loss_partial), cudaMemcpyDeviceToDevice, stream));
 }
 
+// ---- the selection (detail/select.hpp): the top-entropy quantile over the batch -------------
+
+// The run's plan, and the first round's histogram zeroed (a kernel, not a memset, zeroes it between
+// rounds too: one launch fewer per round, and the stream order without memset nodes).
+template <int = 0>  // a template: defined once in a program, whichever units include this header
+__global__ void __launch_bounds__(device::tuning::sequence_threads)
+    select_init_kernel(const long long* counts, double q, select_run* run, long long* hist) {
+  for (int i = threadIdx.x; i < select_hist_size; i += blockDim.x) hist[i] = 0;
+  if (threadIdx.x == 0) *run = quantile_run(counts[0], q);
+}
+
+// One round's histogram of the local keys: a thread per sequence, the block's bins in shared
+// memory, then added to `hist` (zeroed before).
+template <class P>
+__global__ void __launch_bounds__(device::tuning::sequence_threads)
+    select_count_kernel(current_policy<accum_t<P>> cur, rollout_batch<accum_t<P>> batch, loss_config cfg,
+                        const select_run* run, unsigned long long* hist) {
+  __shared__ unsigned long long bins[select_hist_size];
+  for (int i = threadIdx.x; i < select_hist_size; i += blockDim.x) bins[i] = 0;
+  __syncthreads();
+  const std::int64_t s = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t S = batch.seq_offsets.size() - 1;
+  if (s < S && sequence_ok(batch, s, cur.logp.size())) {
+    const select_run r = *run;
+    const terms_for<P> terms{cur, batch, cfg};
+    terms.for_each_selection_key(s, [&](std::uint64_t key) {
+      select_count(r, key, [&](int i) { atomicAdd(&bins[i], 1ull); });
+    });
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < select_hist_size; i += blockDim.x)
+    if (bins[i] != 0) atomicAdd(&hist[i], bins[i]);
+}
+
+// The round's histograms of `ranks` ranks ([ranks][select_hist_size]) summed, the next digits, and
+// this rank's histogram zeroed for the next round (`hists` may be it).
+template <int = 0>  // a template: defined once in a program, whichever units include this header
+__global__ void __launch_bounds__(1)
+    select_step_kernel(const long long* hists, int ranks, select_run* run, long long* mine) {
+  long long sum[select_hist_size];
+  for (int i = 0; i < select_hist_size; ++i) {
+    sum[i] = 0;
+    for (int r = 0; r < ranks; ++r) sum[i] += hists[static_cast<std::int64_t>(r) * select_hist_size + i];
+  }
+  select_step(*run, sum);
+  for (int i = 0; i < select_hist_size; ++i) mine[i] = 0;
+}
+
+// The rounds of the selection over the sequences of this process, after the counts (ws.counts: the
+// whole batch's). `summed()` makes each round's histogram (ws.select_hist) the whole batch's and
+// returns where the ranks' histograms lie and how many there are (this one's in one process).
+template <class P, class Summed>
+void launch_selection(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
+                      const loss_config& cfg, const layout<P>& ws, cudaStream_t stream, Summed&& summed) {
+  if (!detail::needs_selection(cfg)) return;
+  const std::int64_t S = batch.seq_offsets.size() - 1;
+  constexpr int threads = device::tuning::sequence_threads;
+  select_init_kernel<<<1, threads, 0, stream>>>(ws.counts, 1 - cfg.top_entropy_quantile, ws.select, ws.select_hist);
+  GRPOKIT_CUDA_CHECK_LAUNCH();
+  for (int round = 0; round < select_rounds; ++round) {
+    if (S > 0) {
+      select_count_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(
+          cur, batch, cfg, ws.select, reinterpret_cast<unsigned long long*>(ws.select_hist));
+      GRPOKIT_CUDA_CHECK_LAUNCH();
+    }
+    const auto all = summed();
+    select_step_kernel<<<1, 1, 0, stream>>>(all.first, all.second, ws.select, ws.select_hist);
+    GRPOKIT_CUDA_CHECK_LAUNCH();
+  }
+}
+
 // Launches the loss kernels; the combined partial lands in ws.partials[0], the counts in ws.counts.
 template <class P>
 void launch_policy_loss(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
@@ -171,22 +248,25 @@ void launch_policy_loss(const current_policy<accum_t<P>>& cur, const rollout_bat
                         cudaStream_t stream) {
   launch_summarize<P>(cur, batch, cfg, ws, stream);
   launch_batch_pass<P>(cfg, batch.seq_offsets.size() - 1, ws, stream);
+  launch_selection<P>(cur, batch, cfg, ws, stream, [&] {
+    return std::pair<const long long*, int>(ws.select_hist, 1);
+  });
   launch_accumulate<P>(cur, batch, cfg, grads, ws, stream);
   launch_partials_tree(ws.partials, batch.seq_offsets.size() - 1, stream);
 }
 
 template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(1) finish_loss_kernel(const detail::loss_partial* total, const long long* counts,
-                                                       const detail::loss_partial* whole, loss_config cfg,
-                                                       loss_result* out) {
-  const detail::batch_stats stats = batch_stats_at(whole, cfg);
+                                                       const detail::loss_partial* whole, const select_run* sel,
+                                                       loss_config cfg, loss_result* out) {
+  const detail::batch_stats stats = batch_stats_at(whole, sel, cfg);
   *out = detail::finish(*total, counts[0], cfg, stats);
 }
 
 // The loss and the metrics from the combined partial, into the workspace's head (no host sync).
 template <class P>
 void launch_finish_loss(const loss_config& cfg, const layout<P>& ws, cudaStream_t stream) {
-  finish_loss_kernel<<<1, 1, 0, stream>>>(ws.partials, ws.counts, ws.batch, cfg, ws.result);
+  finish_loss_kernel<<<1, 1, 0, stream>>>(ws.partials, ws.counts, ws.batch, ws.select, cfg, ws.result);
   GRPOKIT_CUDA_CHECK_LAUNCH();
 }
 

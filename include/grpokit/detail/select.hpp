@@ -1,0 +1,106 @@
+#pragma once
+// Exact order statistics of per-token keys over the whole batch (every rank), without sorting or
+// gathering the keys: a most-significant-digit radix select over the keys' order-preserving bits,
+// select_rounds rounds of 8-bit digits. Each round counts, into 256 bins, the candidates whose
+// leading digits equal those found so far; the bins are summed over the ranks (integers: exact in
+// any order) and the next digit is the bin where the wanted rank falls. The host and the device run
+// the same rounds; the result is a key of the batch, so it depends neither on the schedule nor on
+// how the batch is split. Two order statistics per run (a quantile interpolates between two).
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "macros.hpp"
+
+namespace grpokit::detail {
+
+constexpr int select_bins = 256;
+constexpr int select_rounds = 8;  // 64-bit keys
+constexpr int select_slots = 2;
+constexpr int select_hist_size = select_slots * select_bins;
+
+// Order-preserving bits of a double (no NaN): a < b exactly when ordered_bits(a) < ordered_bits(b);
+// -0 is +0.
+GRPOKIT_HD inline std::uint64_t ordered_bits(double x) {
+  x = x + 0.0;  // -0 -> +0
+  std::uint64_t b;
+  std::memcpy(&b, &x, sizeof b);
+  return (b >> 63) != 0 ? ~b : b | (std::uint64_t{1} << 63);
+}
+GRPOKIT_HD inline double from_ordered_bits(std::uint64_t b) {
+  b = (b >> 63) != 0 ? b & ~(std::uint64_t{1} << 63) : ~b;
+  double x;
+  std::memcpy(&x, &b, sizeof x);
+  return x;
+}
+
+// The state of one run: for each slot the 0-based ascending rank still wanted among the candidates
+// that share the digits found so far (`prefix`'s leading `round` digits).
+struct select_run {
+  std::int64_t n = 0;  // candidates in the whole batch
+  std::int64_t rank[select_slots] = {0, 0};
+  std::uint64_t prefix[select_slots] = {0, 0};
+  int round = 0;
+};
+
+GRPOKIT_HD inline int select_digit(std::uint64_t bits, int round) {
+  return static_cast<int>((bits >> (8 * (select_rounds - 1 - round))) & 0xff);
+}
+GRPOKIT_HD inline bool select_matches(std::uint64_t bits, std::uint64_t prefix, int round) {
+  if (round == 0) return true;
+  const int shift = 8 * (select_rounds - round);
+  return (bits >> shift) == (prefix >> shift);
+}
+
+// Counts one candidate key into the histogram of the current round: add(index in [0, hist_size)).
+template <class Add>
+GRPOKIT_HD void select_count(const select_run& r, std::uint64_t bits, Add&& add) {
+  for (int k = 0; k < select_slots; ++k)
+    if (select_matches(bits, r.prefix[k], r.round)) add(k * select_bins + select_digit(bits, r.round));
+}
+
+// The next digit of each slot from the round's histogram summed over the ranks.
+GRPOKIT_HD inline void select_step(select_run& r, const long long* hist) {
+  for (int k = 0; k < select_slots; ++k) {
+    std::int64_t below = 0;
+    int d = 0;
+    for (; d < select_bins - 1; ++d) {
+      const long long c = hist[k * select_bins + d];
+      if (r.rank[k] < below + c) break;
+      below += c;
+    }
+    r.rank[k] -= below;
+    r.prefix[k] |= static_cast<std::uint64_t>(d) << (8 * (select_rounds - 1 - r.round));
+  }
+  ++r.round;
+}
+
+// The key of rank r.rank[k] once every round is done.
+GRPOKIT_HD inline double select_value(const select_run& r, int k) { return from_ordered_bits(r.prefix[k]); }
+
+// ---- the top-entropy token mask (TRL top_entropy_quantile) ----------------------------------
+
+// A run for quantile(keys, q) with linear interpolation (torch.quantile's default) over n keys:
+// position q (n - 1), slots floor and floor + 1 (clamped to n - 1).
+GRPOKIT_HD inline select_run quantile_run(std::int64_t n, double q) {
+  select_run r;
+  r.n = n;
+  if (n == 0) return r;
+  const double pos = q * static_cast<double>(n - 1);
+  const std::int64_t lo = static_cast<std::int64_t>(std::floor(pos));
+  r.rank[0] = lo < n - 1 ? lo : n - 1;
+  r.rank[1] = lo + 1 < n - 1 ? lo + 1 : n - 1;
+  return r;
+}
+
+// The quantile once the rounds are done; -inf without keys (nothing to mask).
+GRPOKIT_HD inline double quantile_value(const select_run& r, double q) {
+  if (r.n == 0) return -std::numeric_limits<double>::infinity();
+  const double pos = q * static_cast<double>(r.n - 1);
+  const double w = pos - std::floor(pos);
+  const double a = select_value(r, 0), b = select_value(r, 1);
+  return w < 0.5 ? a + w * (b - a) : b - (b - a) * (1 - w);  // torch.lerp's two forms
+}
+
+}  // namespace grpokit::detail

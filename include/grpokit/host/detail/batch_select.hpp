@@ -1,0 +1,29 @@
+#pragma once
+// The host schedule of detail/select.hpp: the local keys are collected once, then every round
+// counts them into 256 bins per slot and `sum_over_ranks` adds the bins of every rank (the
+// identity in one process).
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "../../detail/select.hpp"
+
+namespace grpokit::detail {
+
+// `for_each_key(s, add)`: the keys of sequence s; `run` is planned (its n and ranks) and is
+// returned with every round done.
+template <class Keys, class Sum>
+select_run host_select(select_run run, std::int64_t S, Keys&& for_each_key, Sum&& sum_over_ranks) {
+  std::vector<std::uint64_t> keys;
+  for (std::int64_t s = 0; s < S; ++s) for_each_key(s, [&](std::uint64_t k) { keys.push_back(k); });
+  std::vector<long long> hist(select_hist_size);
+  for (int round = 0; round < select_rounds; ++round) {
+    std::fill(hist.begin(), hist.end(), 0);
+    for (const std::uint64_t k : keys) select_count(run, k, [&](int i) { ++hist[static_cast<std::size_t>(i)]; });
+    sum_over_ranks(hist);
+    select_step(run, hist.data());
+  }
+  return run;
+}
+
+}  // namespace grpokit::detail
