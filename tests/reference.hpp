@@ -220,6 +220,7 @@ struct loss_out {
   ld chi2_token = 0, chi2_seq = 0, ppl_ratio = 0;  // rollout mismatch (verl's definitions)
   ld is_divisor = 1, nll = 0;  // is_batch_normalize's batch mean; VAPO's NLL term
   ld entropy_threshold = -inf, masked_entropy = 0;  // top_entropy_quantile
+  ld kl_cov_selected = 0;                            // objective::kl_cov's penalised kept tokens
 };
 
 inline ld clampl(ld x, ld lo, ld hi) { return std::min(std::max(x, lo), hi); }
@@ -345,6 +346,32 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
       o.entropy_threshold = h[lo] + (pos - static_cast<ld>(lo)) * (h[hi] - h[lo]);
     }
   }
+  // verl's KL-Cov: cov_t = (A_t - mean A)(logp_t - mean logp) over the response tokens with a
+  // log-prob; the max(1, floor(ratio N)) largest (earlier token first among equal ones) are selected
+  std::vector<int> kl_cov_sel(logp.size(), 0);
+  if (c.obj == grpokit::objective::kl_cov && c.kl_cov_ratio > 0) {
+    std::vector<std::size_t> valid;
+    std::vector<ld> a_tok(logp.size(), 0);
+    ld a_sum = 0, l_sum = 0;
+    for (std::size_t s = 0; s < S; ++s)
+      for (auto t = static_cast<std::size_t>(b.seq_offsets[s]); t < static_cast<std::size_t>(b.seq_offsets[s + 1]); ++t)
+        if (cnt[t] && !(mf.vocab_prune && logp_detached[t] == -inf)) {
+          valid.push_back(t);
+          a_tok[t] = b.adv[s];
+          a_sum += b.adv[s];
+          l_sum += logp_detached[t];
+        }
+    if (!valid.empty()) {
+      // the means and the products in double, as the loss computes them (the selection compares them)
+      const double n = static_cast<double>(valid.size());
+      const double am = static_cast<double>(a_sum) / n, lm = static_cast<double>(l_sum) / n;
+      std::vector<double> cov(logp.size(), 0);
+      for (std::size_t t : valid) cov[t] = (static_cast<double>(a_tok[t]) - am) * (static_cast<double>(logp_detached[t]) - lm);
+      std::stable_sort(valid.begin(), valid.end(), [&](std::size_t x, std::size_t y) { return cov[x] > cov[y]; });
+      const auto k = std::max<std::size_t>(1, static_cast<std::size_t>(n * c.kl_cov_ratio));
+      for (std::size_t i = 0; i < k && i < valid.size(); ++i) kl_cov_sel[valid[i]] = 1;
+    }
+  }
   auto nll_token = [&](std::size_t t, std::size_t s) {
     return c.positive_nll_coef != 0 && b.positive[s] && cnt[t] && !(mf.vocab_prune && logp_detached[t] == -inf);
   };
@@ -450,6 +477,10 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
       switch (c.obj) {
         case grpokit::objective::reinforce: pg = -A * logp[t]; break;
         case grpokit::objective::gmpo: pg = -A * r; break;
+        case grpokit::objective::kl_cov:
+          pg = -A * r + (kl_cov_sel[t] ? c.ppo_kl_coef * std::fabs(logp[t] - old(t)) : ld(0));
+          o.kl_cov_selected += kl_cov_sel[t];
+          break;
         case grpokit::objective::cispo: pg = -clampl(r_det, lo_b, hi_b) * A * logp[t]; break;
         case grpokit::objective::sapo: {
           const ld tau = A > 0 ? c.tau_pos : c.tau_neg;
@@ -472,7 +503,8 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
         o.clip_high += A > 0 && delta > c.eps_high;
       } else if (c.obj == grpokit::objective::cispo && c.cispo_clip_frac_any_sign) {
         o.clip_high += r_det < lo_b || r_det > hi_b;
-      } else if (c.obj != grpokit::objective::reinforce && c.obj != grpokit::objective::sapo) {
+      } else if (c.obj != grpokit::objective::reinforce && c.obj != grpokit::objective::sapo &&
+                 c.obj != grpokit::objective::kl_cov) {
         o.clip_low += A < 0 && r_det < lo_b;
         o.clip_high += A > 0 && r_det > hi_b;
       }

@@ -180,7 +180,11 @@ TEST_CASE("every loss_config and advantage_config field is checked finite and in
   with([](auto& c) { c.is_max = qnan; }, "is_min <= is_max");
   with([](auto& c) { c.importance_hi = qnan; }, "importance_lo <= importance_hi");
   with([](auto& c) { c.opsm_threshold = qnan; }, "opsm_threshold must not be NaN");
-  with([](auto& c) { c.obj = static_cast<grpokit::objective>(6); }, "obj: unknown value 6");
+  with([](auto& c) { c.obj = static_cast<grpokit::objective>(7); }, "obj: unknown value 7");
+  with([](auto& c) { c.kl_cov_ratio = qnan; }, "kl_cov_ratio must be in [0, 1]");
+  with([](auto& c) { c.kl_cov_ratio = -0.1; }, "kl_cov_ratio must be in [0, 1]");
+  with([](auto& c) { c.ppo_kl_coef = inf; }, "ppo_kl_coef must be finite");
+  with([](auto& c) { c.top_entropy_quantile = qnan; }, "top_entropy_quantile must be in [0, 1]");
   with([](auto& c) { c.dppo = static_cast<grpokit::dppo_divergence>(3); }, "dppo: unknown value 3");
   with([](auto& c) { c.dppo_low = -0.1; }, "dppo_low and dppo_high must be >= 0");
   with([](auto& c) { c.dppo_high = qnan; }, "dppo_low and dppo_high must be >= 0");

@@ -49,6 +49,7 @@ void check_policy_loss(std::uint64_t seed, const grpokit::loss_config& cfg, ref:
   CHECK(support::close(m.is_batch_norm_factor, static_cast<double>(want.is_divisor), tol, tol));
   CHECK(support::close(m.loss_nll, static_cast<double>(want.nll), tol, tol));
   CHECK(m.masked_tokens_entropy == static_cast<std::int64_t>(want.masked_entropy));
+  CHECK(m.kl_cov_tokens == static_cast<std::int64_t>(want.kl_cov_selected));
   if (cfg.top_entropy_quantile < 1)
     CHECK(support::close(m.entropy_threshold, static_cast<double>(want.entropy_threshold), tol, tol));
   if (want.kept > 0) {
@@ -130,6 +131,11 @@ grpokit::loss_config config(std::uint64_t k) {
   // TRL's top-entropy mask: interpolated (0.6: between two entropies), at an end (0), or off
   const double rhos[] = {1.0, 0.6, 1.0, 0.0, 0.35};
   c.top_entropy_quantile = rhos[(k / 3) % 5];
+  if (k % 11 == 4) {  // verl's KL-Cov: a large ratio, so that several tokens are selected
+    c.obj = grpokit::objective::kl_cov;
+    c.kl_cov_ratio = (k / 11) % 2 == 0 ? 0.3 : 0.01;  // 0.01: max(1, 0) = one token
+    c.ppo_kl_coef = 0.5;
+  }
   return c;
 }
 
@@ -255,6 +261,45 @@ TEST_CASE("the top-entropy mask (TRL top_entropy_quantile), by hand", "[policy_l
     c.top_entropy_quantile = 1.5;
     REQUIRE_ERROR(grpokit::host::policy_loss<P>({logp, ent}, b, c, {dlogp, dent}), "top_entropy_quantile must be");
   }
+}
+
+TEST_CASE("KL-Cov (verl kl_cov): the top-k covariance tokens, ties to the earlier token, by hand", "[policy_loss]") {
+  // A = 1, 1, 1 | -1, logp = -1, -1, -2 | -1.5: means 0.5 and -1.375, cov = 0.1875, 0.1875, -0.3125 |
+  // 0.1875 (exact): a three-way tie at the top. logp_old = logp - 0.1: r = e^0.1, |d| = 0.1.
+  using P = grpokit::policy<grpokit::precision<double, double>>;
+  std::vector<double> logp{-1, -1, -2, -1.5}, old{-1.1, -1.1, -2.1, -1.6}, adv{1, -1}, dlogp(4);
+  std::vector<std::int64_t> off{0, 3, 4};
+  grpokit::rollout_batch<double> b;
+  b.seq_offsets = off;
+  b.adv = adv;
+  b.logp_old = old;
+  grpokit::loss_config c;
+  c.obj = grpokit::objective::kl_cov;
+  c.agg = grpokit::aggregation::token_sum;
+  c.ppo_kl_coef = 0.5;
+  const double r = std::exp(0.1);
+  auto selected = [&](double ratio) {
+    c.kl_cov_ratio = ratio;
+    const auto res = grpokit::host::policy_loss<P>({logp, {}}, b, c, {dlogp, {}});
+    std::vector<int> sel;
+    for (int t = 0; t < 4; ++t) {
+      const double A = t < 3 ? 1 : -1;
+      if (dlogp[t] != Approx(-A * r)) {
+        CHECK(dlogp[t] == Approx(-A * r + 0.5));
+        sel.push_back(t);
+      }
+    }
+    CHECK(res.metrics.kl_cov_tokens == static_cast<std::int64_t>(sel.size()));
+    CHECK(res.loss == Approx(-r * 2 + 0.05 * static_cast<double>(sel.size())));  // -A r summed: -3r + r
+    return sel;
+  };
+  CHECK(selected(0.25) == std::vector<int>{0});
+  CHECK(selected(0.5) == std::vector<int>{0, 1});
+  CHECK(selected(0.75) == std::vector<int>{0, 1, 3});
+  CHECK(selected(0.1) == std::vector<int>{0});  // max(1, floor(0.4))
+  CHECK(selected(0.0).empty());
+  c.kl_cov_ratio = 1.5;
+  REQUIRE_ERROR(grpokit::host::policy_loss<P>({logp, {}}, b, c, {dlogp, {}}), "kl_cov_ratio must be in [0, 1]");
 }
 
 TEST_CASE("all tokens masked gives loss 0 and zero gradients", "[policy_loss]") {

@@ -21,6 +21,7 @@ enum class objective {
   sapo,       // -sigmoid(tau (r - 1)) 4/tau A, tau = tau_pos for A > 0 else tau_neg
   reinforce,  // -A logp
   gmpo,       // -A exp(mean_t clip_A(logp - logp_old)), the clip sign-aware in log space (GMPO; verl geo_mean)
+  kl_cov,     // -A r, plus ppo_kl_coef |logp - logp_old| on the top kl_cov_ratio tokens by covariance (verl kl_cov)
 };
 
 // The trust region of the DPPO mask (verl dppo_tv / dppo_kl, prime-rl), on the sampled token's

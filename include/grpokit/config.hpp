@@ -82,6 +82,13 @@ struct loss_config {
   // 0: off.
   double positive_nll_coef = 0;
 
+  // objective::kl_cov (verl compute_policy_loss_kl_cov): the max(1, floor(kl_cov_ratio N)) tokens
+  // with the largest cov_t = (A_t - mean A)(logp_t - mean logp) over the N response tokens of the
+  // whole batch (every rank; means over the same tokens, detached; ties to the earlier token) add
+  // ppo_kl_coef |logp - logp_old| to -A r. kl_cov_ratio 0: none.
+  double kl_cov_ratio = 2e-4;
+  double ppo_kl_coef = 0.1;
+
   // The top-entropy token mask (TRL top_entropy_quantile, "80/20" high-entropy minority tokens):
   // only the response tokens whose entropy is at least the (1 - this) quantile of the response
   // tokens' entropies over the whole batch (every rank; torch.quantile's linear interpolation)

@@ -231,6 +231,37 @@ class FusedLoss(unittest.TestCase):
             self.assertAlmostEqual(out.loss.item(), want.item(), delta=1e-12)
             torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-12)
 
+    def test_kl_cov_against_verl(self):
+        """verl's compute_policy_loss_kl_cov: -A r on every response token, plus ppo_kl_coef |logp -
+        logp_old| on the top max(1, int(N kl_cov_ratio)) tokens by (A - mean A)(logp - mean logp)
+        over the N response tokens (torch.topk), token-mean; loss and autograd gradient."""
+        logits, targets, offsets, adv, old, _ = packed(8, [6, 3, 8, 5], 29, torch.float64)
+        lengths = offsets[1:] - offsets[:-1]
+        token_mask = torch.ones(targets.numel(), dtype=torch.uint8)
+        token_mask[[4, 12]] = 0
+        for ratio in (0.3, 0.01):
+            x = logits.clone().requires_grad_()
+            out = gk.fused_loss(x, targets, offsets, adv, logp_old=old, token_mask=token_mask, obj="kl_cov",
+                                kl_cov_ratio=ratio, ppo_kl_coef=0.2)
+            out.loss.backward()
+            xr = logits.clone().requires_grad_()
+            logp = torch.log_softmax(xr, -1).gather(1, targets[:, None]).squeeze(1)
+            A = torch.repeat_interleave(adv, lengths)
+            d = logp - old
+            pg = -A * torch.exp(d)
+            valid = torch.nonzero(token_mask.bool()).squeeze(1)
+            va, vl = A[valid], logp.detach()[valid]
+            cov = (va - va.mean()) * (vl - vl.mean())
+            top = valid[torch.topk(cov, max(1, int(len(cov) * ratio))).indices]
+            pg = pg.clone()
+            pg[top] = pg[top] + 0.2 * d[top].abs()
+            want = pg[valid].mean()
+            want.backward()
+            got = gk.metrics_dict(out.metrics)
+            self.assertEqual(got["kl_cov_tokens"], len(top))
+            self.assertAlmostEqual(out.loss.item(), want.item(), delta=1e-12)
+            torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-12)
+
     def test_defaults_are_the_cpp_defaults(self):
         d = gk.loss_config_defaults
         self.assertEqual((d["obj"], d["eps_low"], d["agg"], d["kl"], d["check_finite"]),

@@ -260,6 +260,27 @@ TEST_CASE("device policy_loss: the top-entropy mask's batch quantile (radix sele
     const auto g1 = gd.host();
     for (std::int64_t t = 0; t < p.T; ++t) CHECK(support::close(g1[t], hd[t], 1e-5, 1e-7));
   }
+  // KL-Cov's top-k: equal log-probs within sequences tie the covariance keys, broken by position
+  for (std::size_t t = 1; t < logp.size(); t += 3) logp[t] = logp[t - 1];
+  buffer<float> dl2(logp);
+  for (const double ratio : {0.0, 0.01, 0.25, 1.0}) {
+    grpokit::loss_config cfg;
+    cfg.obj = grpokit::objective::kl_cov;
+    cfg.kl_cov_ratio = ratio;
+    cfg.ppo_kl_coef = 0.3;
+    cfg.top_entropy_quantile = 0.5;  // both selections in one call
+    std::vector<float> hd(p.T), he(p.T);
+    const auto want = grpokit::host::policy_loss<P>({logp, ent}, hr.batch(p), cfg, {hd, he});
+    const auto got = grpokit::device::policy_loss<P>({dl2.cspan(), de.cspan()}, d.batch(), cfg,
+                                                     {gd.span(), ge.span()}, ws.data(), ws.size());
+    INFO("kl_cov_ratio " << ratio);
+    CHECK((ratio == 0 || want.metrics.kl_cov_tokens > 0));
+    CHECK(got.metrics.kl_cov_tokens == want.metrics.kl_cov_tokens);
+    CHECK(got.metrics.masked_tokens_entropy == want.metrics.masked_tokens_entropy);
+    CHECK(support::close(got.loss, want.loss, 1e-5, 1e-6));
+    const auto g1 = gd.host();
+    for (std::int64_t t = 0; t < p.T; ++t) CHECK(support::close(g1[t], hd[t], 1e-5, 1e-7));
+  }
 }
 
 TEST_CASE("device token_logprobs: fast and deterministic within fp32 accuracy", "[device]") {

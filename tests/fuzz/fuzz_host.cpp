@@ -164,6 +164,11 @@ grpokit::loss_config config(bytes_in& in, kind& k) {
   const std::uint8_t rho = tail.u8();  // the top-entropy mask: mostly in [0, 1], beyond it and NaN rejected
   if (rho < 60) c.top_entropy_quantile = rho / 50.0;
   else if (rho < 70) c.top_entropy_quantile = tail.value(k.finite, k.moderate);
+  if (tail.u8() < 40) {  // KL-Cov: the ratio mostly in [0, 1], beyond it rejected
+    c.obj = grpokit::objective::kl_cov;
+    c.kl_cov_ratio = tail.u8() / 200.0;
+    c.ppo_kl_coef = tail.value(k.finite, k.moderate);
+  }
   return c;
 }
 

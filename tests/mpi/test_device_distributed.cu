@@ -158,6 +158,8 @@ void compare_fused(bool bitwise) {
   cfgs[1].agg = grpokit::aggregation::seq_mean_token_mean;
   cfgs[1].top_entropy_quantile = 0.3;  // the selection's histograms gathered over the ranks
   cfgs[2].agg = grpokit::aggregation::token_sum;
+  cfgs[2].obj = grpokit::objective::kl_cov;  // KL-Cov's top-k over the ranks, ties by position
+  cfgs[2].kl_cov_ratio = 0.2;
   cfgs[2].kl = grpokit::kl_estimator::k2;
   cfgs[2].kl_coef = 0.1;
   cfgs[2].prune_rho = 1e-2;
@@ -199,6 +201,8 @@ void compare_fused(bool bitwise) {
     CHECK((cfg.top_entropy_quantile == 1 || want.metrics.masked_tokens_entropy > 0));  // so does the entropy mask
     CHECK(got.metrics.masked_tokens_entropy == want.metrics.masked_tokens_entropy);
     CHECK(got.metrics.entropy_threshold == want.metrics.entropy_threshold);  // bitwise entropies: the same quantile
+    CHECK(got.metrics.kl_cov_tokens == want.metrics.kl_cov_tokens);
+    CHECK((cfg.obj != grpokit::objective::kl_cov || want.metrics.kl_cov_tokens > 0));
     CHECK(got.metrics.tokens == want.metrics.tokens);
     CHECK(got.metrics.seqs == want.metrics.seqs);
     CHECK(got.metrics.tokens_kept == want.metrics.tokens_kept);

@@ -193,6 +193,8 @@ std::vector<loss_config> configs() {
   out.push_back(d);
   loss_config e;
   e.agg = grpokit::aggregation::token_sum;
+  e.obj = grpokit::objective::kl_cov;  // KL-Cov's top-k over the ranks, ties by position
+  e.kl_cov_ratio = 0.2;
   e.kl = grpokit::kl_estimator::k2;
   e.trm_max_threshold = 0.6;
   e.prune_rho = 1e-2;

@@ -10,6 +10,7 @@
 #include "../config.hpp"
 #include "../metrics.hpp"
 #include "macros.hpp"
+#include "select.hpp"
 
 namespace grpokit::detail {
 
@@ -27,8 +28,11 @@ struct loss_partial {
   double adv_sum = 0, adv_sq = 0;
   double nll = 0;  // VAPO's positive-example NLL, weighted
   double masked_entropy = 0;  // kept tokens whose policy-gradient term the entropy mask removed
+  double kl_cov_selected = 0;  // kept tokens with KL-Cov's penalty
   // the batch pass: IS weights and their count (is_batch_normalize), positive response tokens (NLL)
   double batch_is_sum = 0, batch_is_n = 0, batch_positive_tokens = 0;
+  // KL-Cov's candidates (response tokens with a log-prob), their advantages and log-probs
+  double batch_cov_n = 0, batch_cov_adv = 0, batch_cov_logp = 0;
 };
 
 GRPOKIT_HD inline double max_of(double a, double b) { return a > b ? a : b; }
@@ -73,9 +77,13 @@ GRPOKIT_HD inline loss_partial combine(const loss_partial& a, const loss_partial
   r.adv_sq = a.adv_sq + b.adv_sq;
   r.nll = a.nll + b.nll;
   r.masked_entropy = a.masked_entropy + b.masked_entropy;
+  r.kl_cov_selected = a.kl_cov_selected + b.kl_cov_selected;
   r.batch_is_sum = a.batch_is_sum + b.batch_is_sum;
   r.batch_is_n = a.batch_is_n + b.batch_is_n;
   r.batch_positive_tokens = a.batch_positive_tokens + b.batch_positive_tokens;
+  r.batch_cov_n = a.batch_cov_n + b.batch_cov_n;
+  r.batch_cov_adv = a.batch_cov_adv + b.batch_cov_adv;
+  r.batch_cov_logp = a.batch_cov_logp + b.batch_cov_logp;
   return r;
 }
 
@@ -85,11 +93,21 @@ GRPOKIT_HD inline bool normalizes_is(const loss_config& c) {
 }
 
 // Whether the loss needs statistics of the whole batch before its pass over the tokens.
-GRPOKIT_HD inline bool needs_batch_pass(const loss_config& c) { return normalizes_is(c) || c.positive_nll_coef != 0; }
+GRPOKIT_HD inline bool needs_batch_pass(const loss_config& c) {
+  return normalizes_is(c) || c.positive_nll_coef != 0 || c.obj == objective::kl_cov;
+}
 
-// Whether the loss needs an order statistic of the whole batch (detail/select.hpp) before its
-// pass over the tokens: the top-entropy mask's quantile.
-GRPOKIT_HD inline bool needs_selection(const loss_config& c) { return c.top_entropy_quantile < 1; }
+// The order statistics of the whole batch (detail/select.hpp) the loss may need before its pass
+// over the tokens: the top-entropy mask's quantile (its value) and KL-Cov's k-th token (value, then
+// position: exactly k tokens).
+enum class selection : int { entropy_quantile = 0, kl_cov = 1 };
+constexpr int selection_count = 2;
+GRPOKIT_HD inline bool needs_selection(const loss_config& c, selection which) {
+  return which == selection::entropy_quantile ? c.top_entropy_quantile < 1 : c.obj == objective::kl_cov;
+}
+GRPOKIT_HD inline int selection_rounds(selection which) {
+  return which == selection::entropy_quantile ? select_value_rounds : select_max_rounds;
+}
 
 // What the batch pass and the selection give the loss pass.
 struct batch_stats {
@@ -97,6 +115,10 @@ struct batch_stats {
   double nll_weight = 0;  // positive_nll_coef dp_size / (positive response tokens), 0 without any
   // top_entropy_quantile: a kept token with a lower entropy has no policy-gradient term
   double entropy_threshold = -std::numeric_limits<double>::infinity();
+  // kl_cov: the means of its candidates, and the last token it selects (none when !kl_cov_any)
+  double cov_adv_mean = 0, cov_logp_mean = 0;
+  bool kl_cov_any = false;
+  select_key kl_cov_last{};
 };
 
 GRPOKIT_HD inline batch_stats batch_stats_of(const loss_partial& total, const loss_config& c) {
@@ -106,7 +128,29 @@ GRPOKIT_HD inline batch_stats batch_stats_of(const loss_partial& total, const lo
     if (mean > 1e-8) b.is_divisor = mean;
   }
   if (total.batch_positive_tokens > 0) b.nll_weight = c.positive_nll_coef * c.dp_size / total.batch_positive_tokens;
+  if (total.batch_cov_n > 0) {
+    b.cov_adv_mean = total.batch_cov_adv / total.batch_cov_n;
+    b.cov_logp_mean = total.batch_cov_logp / total.batch_cov_n;
+  }
   return b;
+}
+
+// KL-Cov's run: the max(1, floor(ratio N))-th largest of the N candidates (verl's count), none for
+// ratio 0 or N = 0.
+GRPOKIT_HD inline select_run kl_cov_run(const loss_partial& total, const loss_config& c) {
+  select_run r;
+  r.rounds = select_max_rounds;
+  const std::int64_t n = static_cast<std::int64_t>(total.batch_cov_n);
+  if (n == 0 || c.kl_cov_ratio == 0) return r;  // n = 0: nothing selected
+  std::int64_t k = static_cast<std::int64_t>(static_cast<double>(n) * c.kl_cov_ratio);
+  k = k < 1 ? 1 : (k > n ? n : k);
+  r.n = n;
+  r.rank[0] = r.rank[1] = n - k;
+  return r;
+}
+GRPOKIT_HD inline void set_kl_cov(batch_stats& b, const select_run& r) {
+  b.kl_cov_any = r.n > 0;
+  b.kl_cov_last = r.prefix[0];
 }
 
 // The loss and the metrics from the combined partial; `tokens` is the local response-token count.
@@ -123,6 +167,7 @@ GRPOKIT_HD inline loss_result finish(const loss_partial& total, std::int64_t tok
   m.is_batch_norm_factor = batch.is_divisor;
   m.entropy_threshold = std::isfinite(batch.entropy_threshold) ? batch.entropy_threshold : 0.0;
   m.masked_tokens_entropy = static_cast<std::int64_t>(total.masked_entropy);
+  m.kl_cov_tokens = static_cast<std::int64_t>(total.kl_cov_selected);
   const double kept = total.kept;
   auto per_kept = [&](double v) { return kept > 0 ? v / kept : 0.0; };
   m.clip_frac_low = per_kept(total.clip_low);

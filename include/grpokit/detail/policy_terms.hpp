@@ -35,6 +35,7 @@ struct policy_terms {
   const current_policy<Real>& cur;
   const rollout_batch<Real>& batch;
   const loss_config& cfg;
+  int rank = 0;  // the data-parallel rank: the tokens' positions in the batch (select_position)
 
   GRPOKIT_HD bool has_old() const { return !batch.logp_old.empty(); }
   GRPOKIT_HD bool has_ref() const { return !batch.logp_ref.empty(); }
@@ -204,15 +205,35 @@ struct policy_terms {
       }
     }
     if (nll_rollout(s)) p.batch_positive_tokens = with_log_prob;
+    if (cfg.obj == objective::kl_cov) {
+      p.batch_cov_n = with_log_prob;
+      p.batch_cov_adv = with_log_prob * static_cast<double>(batch.adv[s]);
+      p.batch_cov_logp = lane_sum(
+          n, [&](std::int64_t j) { return has_log_prob(classify(b + j, s)) ? static_cast<double>(cur.logp[b + j]) : 0.0; });
+    }
     return p;
   }
 
-  // The selection's keys of sequence s (detail/select.hpp): the entropies of its response tokens,
-  // the candidates of the top-entropy quantile (TRL: every completion token); add(ordered bits).
+  // KL-Cov's key of a candidate (a response token with a log-prob): its covariance term, and its
+  // position reversed so that of equal keys the earlier token ranks higher.
+  GRPOKIT_HD select_key kl_cov_key(std::int64_t t, std::int64_t s, const batch_stats& whole) const {
+    const double cov = (static_cast<double>(batch.adv[s]) - whole.cov_adv_mean) *
+                       (static_cast<double>(cur.logp[t]) - whole.cov_logp_mean);
+    return {ordered_bits(cov), ~select_position(rank, t)};
+  }
+
+  // The candidates of selection `which` in sequence s (detail/select.hpp), add(key): the entropies
+  // of the response tokens (the top-entropy quantile; TRL: every completion token), KL-Cov's keys
+  // of the response tokens with a log-prob (`whole`: the batch pass's means).
   template <class Add>
-  GRPOKIT_HD void for_each_selection_key(std::int64_t s, Add&& add) const {
-    for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t)
-      if (is_response(t, s)) add(ordered_bits(static_cast<double>(cur.entropy[t])));
+  GRPOKIT_HD void for_each_selection_key(selection which, std::int64_t s, const batch_stats& whole, Add&& add) const {
+    for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t) {
+      if (which == selection::entropy_quantile) {
+        if (is_response(t, s)) add(select_key{ordered_bits(static_cast<double>(cur.entropy[t])), 0});
+      } else if (has_log_prob(classify(t, s))) {
+        add(kl_cov_key(t, s, whole));
+      }
+    }
   }
 
   // The importance weight applied to a kept token (detached), before the batch normalisation.
@@ -244,9 +265,10 @@ struct policy_terms {
     math::surrogate_term sur;
   };
 
-  // `is_divisor`: the batch mean of the IS weights (is_batch_normalize), else 1.
-  GRPOKIT_HD token_term term(std::int64_t t, std::int64_t s, const sequence_summary& seq,
-                             double is_divisor = 1) const {
+  // `is_divisor`: the batch mean of the IS weights (is_batch_normalize), else 1; `kl_cov_penalty`:
+  // KL-Cov selected the token.
+  GRPOKIT_HD token_term term(std::int64_t t, std::int64_t s, const sequence_summary& seq, double is_divisor = 1,
+                             bool kl_cov_penalty = false) const {
     token_term out;
     const double logp = cur.logp[t];
     const double adv = batch.adv[s];
@@ -270,6 +292,11 @@ struct policy_terms {
     if (cfg.obj == objective::gmpo) {  // where the sign-aware clip holds the token
       out.sur.clipped_low = adv < 0 && gmpo_clip;
       out.sur.clipped_high = adv > 0 && gmpo_clip;
+    }
+    if (kl_cov_penalty) {  // verl: + ppo_kl_coef |logp - logp_old|, before the IS weight
+      const double d = logp - trainer_logp(t);
+      out.sur.value += cfg.ppo_kl_coef * std::fabs(d);
+      out.sur.grad += d > 0 ? cfg.ppo_kl_coef : (d < 0 ? -cfg.ppo_kl_coef : 0.0);
     }
     if (cfg.obj == objective::cispo && cfg.cispo_clip_frac_any_sign) {  // verl: ratio != clip(ratio)
       out.sur.clipped_high = r < 1.0 - cfg.eps_low || r > 1.0 + cfg.eps_high;
@@ -379,7 +406,10 @@ struct policy_terms {
         p.masked_sequence += 1;
         continue;
       }
-      token_term k = term(t, s, q, whole.is_divisor);
+      const bool kl_cov_penalty =
+          cfg.obj == objective::kl_cov && whole.kl_cov_any && at_or_above(kl_cov_key(t, s, whole), whole.kl_cov_last);
+      p.kl_cov_selected += kl_cov_penalty;
+      token_term k = term(t, s, q, whole.is_divisor, kl_cov_penalty);
       if (!cur.entropy.empty() && static_cast<double>(cur.entropy[t]) < whole.entropy_threshold) {
         p.masked_entropy += 1;  // TRL: the entropy mask multiplies the policy-gradient term only
         k.pg = k.dpg = 0;

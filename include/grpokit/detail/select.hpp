@@ -16,7 +16,8 @@
 namespace grpokit::detail {
 
 constexpr int select_bins = 256;
-constexpr int select_rounds = 8;  // 64-bit keys
+constexpr int select_value_rounds = 8;                        // 64-bit keys
+constexpr int select_max_rounds = 2 * select_value_rounds;  // then a 64-bit position (ties broken)
 constexpr int select_slots = 2;
 constexpr int select_hist_size = select_slots * select_bins;
 
@@ -35,29 +36,51 @@ GRPOKIT_HD inline double from_ordered_bits(std::uint64_t b) {
   return x;
 }
 
+// A candidate: its key's ordered bits and its position in the batch (select_position), which
+// orders equal keys when the run breaks ties (a top-k of exactly k).
+struct select_key {
+  std::uint64_t value = 0, position = 0;
+};
+// Ranks hold contiguous runs of the batch in rank order, so (rank, local token) orders the tokens
+// as the whole batch does, without gathering offsets.
+GRPOKIT_HD inline std::uint64_t select_position(int rank, std::int64_t t) {
+  return (static_cast<std::uint64_t>(rank) << 48) | static_cast<std::uint64_t>(t);
+}
+
 // The state of one run: for each slot the 0-based ascending rank still wanted among the candidates
-// that share the digits found so far (`prefix`'s leading `round` digits).
+// that share the digits found so far (`prefix`: value then position, the leading `round` digits).
+// `rounds`: select_value_rounds (the k-th key) or select_max_rounds (the k-th candidate, ties
+// broken by position).
 struct select_run {
   std::int64_t n = 0;  // candidates in the whole batch
   std::int64_t rank[select_slots] = {0, 0};
-  std::uint64_t prefix[select_slots] = {0, 0};
+  select_key prefix[select_slots] = {};
   int round = 0;
+  int rounds = select_value_rounds;
 };
 
-GRPOKIT_HD inline int select_digit(std::uint64_t bits, int round) {
-  return static_cast<int>((bits >> (8 * (select_rounds - 1 - round))) & 0xff);
+GRPOKIT_HD inline int select_byte(std::uint64_t bits, int r) {
+  return static_cast<int>((bits >> (8 * (select_value_rounds - 1 - r))) & 0xff);
 }
-GRPOKIT_HD inline bool select_matches(std::uint64_t bits, std::uint64_t prefix, int round) {
-  if (round == 0) return true;
-  const int shift = 8 * (select_rounds - round);
-  return (bits >> shift) == (prefix >> shift);
+GRPOKIT_HD inline bool leading_equal(std::uint64_t a, std::uint64_t b, int digits) {
+  if (digits <= 0) return true;
+  if (digits >= select_value_rounds) return a == b;
+  const int shift = 8 * (select_value_rounds - digits);
+  return (a >> shift) == (b >> shift);
+}
+GRPOKIT_HD inline bool select_matches(const select_key& k, const select_key& prefix, int round) {
+  if (round <= select_value_rounds) return leading_equal(k.value, prefix.value, round);
+  return k.value == prefix.value && leading_equal(k.position, prefix.position, round - select_value_rounds);
+}
+GRPOKIT_HD inline int select_digit(const select_key& k, int round) {
+  return round < select_value_rounds ? select_byte(k.value, round) : select_byte(k.position, round - select_value_rounds);
 }
 
-// Counts one candidate key into the histogram of the current round: add(index in [0, hist_size)).
+// Counts one candidate into the histogram of the current round: add(index in [0, hist_size)).
 template <class Add>
-GRPOKIT_HD void select_count(const select_run& r, std::uint64_t bits, Add&& add) {
+GRPOKIT_HD void select_count(const select_run& r, const select_key& key, Add&& add) {
   for (int k = 0; k < select_slots; ++k)
-    if (select_matches(bits, r.prefix[k], r.round)) add(k * select_bins + select_digit(bits, r.round));
+    if (select_matches(key, r.prefix[k], r.round)) add(k * select_bins + select_digit(key, r.round));
 }
 
 // The next digit of each slot from the round's histogram summed over the ranks.
@@ -71,13 +94,21 @@ GRPOKIT_HD inline void select_step(select_run& r, const long long* hist) {
       below += c;
     }
     r.rank[k] -= below;
-    r.prefix[k] |= static_cast<std::uint64_t>(d) << (8 * (select_rounds - 1 - r.round));
+    const bool value = r.round < select_value_rounds;
+    std::uint64_t& bits = value ? r.prefix[k].value : r.prefix[k].position;
+    const int at = value ? r.round : r.round - select_value_rounds;
+    bits |= static_cast<std::uint64_t>(d) << (8 * (select_value_rounds - 1 - at));
   }
   ++r.round;
 }
 
 // The key of rank r.rank[k] once every round is done.
-GRPOKIT_HD inline double select_value(const select_run& r, int k) { return from_ordered_bits(r.prefix[k]); }
+GRPOKIT_HD inline double select_value(const select_run& r, int k) { return from_ordered_bits(r.prefix[k].value); }
+
+// Whether a candidate is at or above the selected one (value, then position).
+GRPOKIT_HD inline bool at_or_above(const select_key& key, const select_key& selected) {
+  return key.value > selected.value || (key.value == selected.value && key.position >= selected.position);
+}
 
 // ---- the top-entropy token mask (TRL top_entropy_quantile) ----------------------------------
 

@@ -194,8 +194,8 @@ class dp_policy_loss {
     sum_counts_kernel<<<1, 1, 0, stream_>>>(dp_.counts_all, comm_.size(), ws_.counts);
     GRPOKIT_CUDA_CHECK_LAUNCH();
     if (needs_batch_pass(cfg)) combine_over_ranks(S, ws_.batch);
-    launch_selection<P>(cur, batch, cfg, ws_, stream_, [&] { return gather_histograms(); });
-    launch_accumulate<P>(cur, batch, cfg, grads, ws_, stream_);
+    launch_selections<P>(cur, batch, cfg, ws_, stream_, [&] { return gather_histograms(); }, comm_.rank());
+    launch_accumulate<P>(cur, batch, cfg, grads, ws_, stream_, comm_.rank());
     combine_over_ranks(S, ws_.partials);
   }
   // After every kernel that may raise a flag: every rank's status, merged into this rank's.
@@ -212,10 +212,9 @@ class dp_policy_loss {
       clear_partials(0);
       gather_partials();
     }
-    if (needs_selection(cfg)) {
-      GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws_.select_hist, 0, select_hist_size * sizeof(long long), stream_));
-      for (int round = 0; round < select_rounds; ++round) gather_histograms();
-    }
+    GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws_.select_hist, 0, select_hist_size * sizeof(long long), stream_));
+    for (const selection which : {selection::entropy_quantile, selection::kl_cov})
+      for (int round = 0; needs_selection(cfg, which) && round < selection_rounds(which); ++round) gather_histograms();
     clear_partials(0);
     gather_partials();
   }

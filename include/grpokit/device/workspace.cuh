@@ -113,7 +113,7 @@ struct layout {
   long long* counts = nullptr;                                                                   // [2]
   // [1] the total of the batch pass (detail::needs_batch_pass)
   detail::loss_partial* batch = nullptr;
-  detail::select_run* select = nullptr;  // [1] the selection's state (detail::needs_selection)
+  detail::select_run* select = nullptr;  // [selection_count] the selections' states (detail::needs_selection)
   long long* select_hist = nullptr;      // [select_hist_size] one round's histogram
   double* adv_scratch = nullptr;                                                                 // [6 S] advantages
   std::uint8_t* adv_keep = nullptr;                                                              // [S]
@@ -148,7 +148,7 @@ struct layout {
     partials = c.take<detail::loss_partial>(std::max<std::int64_t>(s.seqs, 1));  // [0]: the total, also for S = 0
     counts = c.take<long long>(2);
     batch = c.take<detail::loss_partial>(1);
-    select = c.take<detail::select_run>(1);
+    select = c.take<detail::select_run>(detail::selection_count);
     select_hist = c.take<long long>(detail::select_hist_size);
     adv_scratch = c.take<double>(6 * s.seqs);
     adv_keep = c.take<std::uint8_t>(s.seqs);

@@ -50,7 +50,7 @@ loss_result policy_loss(const current_policy<accum_t<P>>& cur, const rollout_bat
       return sum;
     }
   };
-  return detail::policy_loss_with<P>(cur, batch, cfg, grads, sum_over_ranks, total);
+  return detail::policy_loss_with<P>(cur, batch, cfg, grads, sum_over_ranks, total, dp.rank());
 }
 
 template <class P, class DP, class TP>

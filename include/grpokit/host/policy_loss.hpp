@@ -56,14 +56,14 @@ namespace grpokit::detail {
 // rank into v (the identity in one process): the token and sequence counts and the selection's
 // histograms; `total(parts)` combines the per-sequence partials of the whole batch (a fixed tree in
 // one process): those of the batch pass first when the configuration needs one, then those of the
-// loss. data_parallel.hpp passes collectives.
+// loss. data_parallel.hpp passes collectives and the rank.
 template <class P, class Sum, class Total>
 loss_result policy_loss_with(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
                              const loss_config& cfg, const policy_grads<accum_t<P>>& grads, Sum&& sum_over_ranks,
-                             Total&& total) {
+                             Total&& total, int rank = 0) {
   using Ops = detail::ops_for<P::order>;
   using terms_t = detail::policy_terms<P, Ops>;
-  const terms_t terms{cur, batch, cfg};
+  const terms_t terms{cur, batch, cfg, rank};
   const std::int64_t S = batch.seq_offsets.size() - 1;
 
   auto seqs = detail::scratch<typename terms_t::sequence_summary>(S, "policy_loss");
@@ -78,19 +78,26 @@ loss_result policy_loss_with(const current_policy<accum_t<P>>& cur, const rollou
 
   auto parts = detail::scratch<detail::loss_partial>(S, "policy_loss");
   detail::batch_stats whole;
+  detail::loss_partial pass_total;
   if (detail::needs_batch_pass(cfg)) {
     detail::parallel_for(S, [&](std::int64_t s) {
       parts[static_cast<std::size_t>(s)] = terms.batch_partial(s, seqs[static_cast<std::size_t>(s)]);
     });
-    whole = detail::batch_stats_of(total(parts), cfg);
+    pass_total = total(parts);
+    whole = detail::batch_stats_of(pass_total, cfg);
   }
-  if (detail::needs_selection(cfg)) {  // the response tokens' entropy quantile, over every rank
+  auto select = [&](detail::selection which, detail::select_run run) {
+    return detail::host_select(
+        run, S, [&](std::int64_t s, auto&& add) { terms.for_each_selection_key(which, s, whole, add); },
+        sum_over_ranks);
+  };
+  if (detail::needs_selection(cfg, detail::selection::entropy_quantile)) {  // over every rank
     const double q = 1 - cfg.top_entropy_quantile;
-    const auto run = detail::host_select(
-        detail::quantile_run(counts[0], q), S,
-        [&](std::int64_t s, auto&& add) { terms.for_each_selection_key(s, add); }, sum_over_ranks);
-    whole.entropy_threshold = detail::quantile_value(run, q);
+    whole.entropy_threshold =
+        detail::quantile_value(select(detail::selection::entropy_quantile, detail::quantile_run(counts[0], q)), q);
   }
+  if (detail::needs_selection(cfg, detail::selection::kl_cov))
+    detail::set_kl_cov(whole, select(detail::selection::kl_cov, detail::kl_cov_run(pass_total, cfg)));
   detail::parallel_for(S, [&](std::int64_t s) {
     parts[static_cast<std::size_t>(s)] =
         terms.accumulate_sequence(s, seqs[static_cast<std::size_t>(s)], n_tokens, n_seqs, whole, grads);

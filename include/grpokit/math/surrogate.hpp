@@ -47,7 +47,8 @@ GRPOKIT_HD inline surrogate_term surrogate(const surrogate_params& cfg, double a
       t.grad = -adv;
       t.clipped_low = t.clipped_high = false;
       return t;
-    case objective::gmpo:  // r: the sequence's clipped geometric-mean ratio (policy_terms)
+    case objective::kl_cov:  // the unclipped ratio; policy_terms adds the penalty of the selected tokens
+    case objective::gmpo:    // r: the sequence's clipped geometric-mean ratio (policy_terms)
       t.value = -adv * r;
       t.grad = -adv * dr;
       t.clipped_low = t.clipped_high = false;

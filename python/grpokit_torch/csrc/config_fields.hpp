@@ -47,7 +47,7 @@ config_field<Config> choice(const char* name, Enum Config::*member, std::vector<
 inline const std::vector<config_field<grpokit::loss_config>>& loss_fields() {
   using C = grpokit::loss_config;
   static const std::vector<config_field<C>> fields = {
-      choice("obj", &C::obj, {"ppo_clip", "cispo", "gspo", "sapo", "reinforce", "gmpo"}),
+      choice("obj", &C::obj, {"ppo_clip", "cispo", "gspo", "sapo", "reinforce", "gmpo", "kl_cov"}),
       number("eps_low", &C::eps_low),
       number("eps_high", &C::eps_high),
       number("dual_clip", &C::dual_clip),
@@ -73,6 +73,8 @@ inline const std::vector<config_field<grpokit::loss_config>>& loss_fields() {
       flag("cispo_clip_frac_any_sign", &C::cispo_clip_frac_any_sign),
       number("positive_nll_coef", &C::positive_nll_coef),
       number("top_entropy_quantile", &C::top_entropy_quantile),
+      number("kl_cov_ratio", &C::kl_cov_ratio),
+      number("ppo_kl_coef", &C::ppo_kl_coef),
       number("temperature", &C::temperature),
       choice("agg", &C::agg,
              {"token_mean", "token_sum", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"}),

@@ -11,7 +11,7 @@
 
 namespace grpokit_torch {
 
-constexpr int metric_count = 39;
+constexpr int metric_count = 40;
 constexpr int advantage_stat_count = 11;
 static_assert(sizeof(grpokit::loss_metrics) == (metric_count - 1) * 8, "metric_names / write_metrics: add the metric");
 static_assert(sizeof(grpokit::advantage_stats) == advantage_stat_count * 8,
@@ -25,7 +25,8 @@ inline std::vector<std::string> metric_names() {
           "tokens",        "tokens_kept",      "seqs",            "masked_tokens_padding",
           "masked_tokens_vocab_prune",         "masked_tokens_importance",           "masked_tokens_custom",
           "masked_tokens_dppo",
-          "masked_tokens_sequence",            "masked_tokens_entropy",              "masked_seqs_advantage",              "masked_seqs_trust_region",
+          "masked_tokens_sequence",            "masked_tokens_entropy",              "kl_cov_tokens",
+          "masked_seqs_advantage",              "masked_seqs_trust_region",
           "masked_seqs_importance",            "masked_seqs_opsm",
           "mismatch_abs_mean",                 "mismatch_abs_max",                   "mismatch_k3",
           "mismatch_chi2_token",               "mismatch_chi2_seq",                  "mismatch_ppl_ratio",
@@ -57,6 +58,7 @@ GRPOKIT_HD inline void write_metrics(const grpokit::loss_result& r, double* out)
       static_cast<double>(m.masked_tokens_dppo),
       static_cast<double>(m.masked_tokens_sequence),
       static_cast<double>(m.masked_tokens_entropy),
+      static_cast<double>(m.kl_cov_tokens),
       static_cast<double>(m.masked_seqs_advantage),
       static_cast<double>(m.masked_seqs_trust_region),
       static_cast<double>(m.masked_seqs_importance),

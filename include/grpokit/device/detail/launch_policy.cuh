@@ -31,12 +31,14 @@ __device__ inline bool sequence_ok(const rollout_batch<Real>& b, std::int64_t s,
   return lo >= 0 && lo <= hi && hi <= T && (s != 0 || lo == 0) && (s != S - 1 || hi == T);
 }
 
-// What the batch pass left in ws.batch and the selection in ws.select, or the defaults without
+// What the batch pass left in ws.batch and the selections in ws.select, or the defaults without
 // them (the slots are then unwritten).
 __device__ inline batch_stats batch_stats_at(const loss_partial* whole, const select_run* sel,
                                              const loss_config& cfg) {
   batch_stats b = needs_batch_pass(cfg) ? batch_stats_of(*whole, cfg) : batch_stats{};
-  if (needs_selection(cfg)) b.entropy_threshold = quantile_value(*sel, 1 - cfg.top_entropy_quantile);
+  if (needs_selection(cfg, selection::entropy_quantile))
+    b.entropy_threshold = quantile_value(sel[static_cast<int>(selection::entropy_quantile)], 1 - cfg.top_entropy_quantile);
+  if (needs_selection(cfg, selection::kl_cov)) set_kl_cov(b, sel[static_cast<int>(selection::kl_cov)]);
   return b;
 }
 
@@ -83,14 +85,14 @@ template <class P>
 __global__ void __launch_bounds__(device::tuning::sequence_threads)
     accumulate_kernel(current_policy<accum_t<P>> cur, rollout_batch<accum_t<P>> batch, loss_config cfg,
                       const typename terms_for<P>::sequence_summary* summaries, const long long* counts,
-                      const detail::loss_partial* whole, const detail::select_run* sel,
+                      const detail::loss_partial* whole, const detail::select_run* sel, int rank,
                       policy_grads<accum_t<P>> grads, detail::loss_partial* partials) {
   const std::int64_t s = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t S = batch.seq_offsets.size() - 1;
   if (s >= S) return;
   partials[s] = detail::loss_partial{};
   if (!sequence_ok(batch, s, cur.logp.size())) return;
-  const terms_for<P> terms{cur, batch, cfg};
+  const terms_for<P> terms{cur, batch, cfg, rank};
   const detail::batch_stats stats = batch_stats_at(whole, sel, cfg);
   partials[s] = terms.accumulate_sequence(s, summaries[s], terms.token_count(counts[0]), terms.seq_count(counts[1]),
                                           stats, grads);
@@ -135,12 +137,12 @@ void launch_summarize(const current_policy<accum_t<P>>& cur, const rollout_batch
 template <class P>
 void launch_accumulate(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
                        const loss_config& cfg, const policy_grads<accum_t<P>>& grads, const layout<P>& ws,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, int rank = 0) {
   const std::int64_t S = batch.seq_offsets.size() - 1;
   if (S == 0) return;
   constexpr int threads = device::tuning::sequence_threads;
   accumulate_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(
-      cur, batch, cfg, ws.summaries, ws.counts, ws.batch, ws.select, grads, ws.partials);
+      cur, batch, cfg, ws.summaries, ws.counts, ws.batch, ws.select, rank, grads, ws.partials);
   GRPOKIT_CUDA_CHECK_LAUNCH();
 }
 
@@ -172,13 +174,18 @@ void launch_batch_pass(const loss_config& cfg, std::int64_t S, const layout<P>& 
 
 // ---- the selection (detail/select.hpp): the top-entropy quantile over the batch -------------
 
-// The run's plan, and the first round's histogram zeroed (a kernel, not a memset, zeroes it between
-// rounds too: one launch fewer per round, and the stream order without memset nodes).
+// The run's plan (the quantile's from the counts, KL-Cov's from the batch pass), and the first
+// round's histogram zeroed (a kernel, not a memset, zeroes it between rounds too: one launch fewer
+// per round, and the stream order without memset nodes).
 template <int = 0>  // a template: defined once in a program, whichever units include this header
 __global__ void __launch_bounds__(device::tuning::sequence_threads)
-    select_init_kernel(const long long* counts, double q, select_run* run, long long* hist) {
+    select_init_kernel(selection which, const long long* counts, const loss_partial* whole, loss_config cfg,
+                       select_run* runs, long long* hist) {
   for (int i = threadIdx.x; i < select_hist_size; i += blockDim.x) hist[i] = 0;
-  if (threadIdx.x == 0) *run = quantile_run(counts[0], q);
+  if (threadIdx.x != 0) return;
+  runs[static_cast<int>(which)] = which == selection::entropy_quantile
+                                      ? quantile_run(counts[0], 1 - cfg.top_entropy_quantile)
+                                      : kl_cov_run(*whole, cfg);
 }
 
 // One round's histogram of the local keys: a thread per sequence, the block's bins in shared
@@ -186,16 +193,18 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
 template <class P>
 __global__ void __launch_bounds__(device::tuning::sequence_threads)
     select_count_kernel(current_policy<accum_t<P>> cur, rollout_batch<accum_t<P>> batch, loss_config cfg,
-                        const select_run* run, unsigned long long* hist) {
+                        selection which, const loss_partial* whole, const select_run* runs, int rank,
+                        unsigned long long* hist) {
   __shared__ unsigned long long bins[select_hist_size];
   for (int i = threadIdx.x; i < select_hist_size; i += blockDim.x) bins[i] = 0;
   __syncthreads();
   const std::int64_t s = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t S = batch.seq_offsets.size() - 1;
   if (s < S && sequence_ok(batch, s, cur.logp.size())) {
-    const select_run r = *run;
-    const terms_for<P> terms{cur, batch, cfg};
-    terms.for_each_selection_key(s, [&](std::uint64_t key) {
+    const select_run r = runs[static_cast<int>(which)];
+    const terms_for<P> terms{cur, batch, cfg, rank};
+    const batch_stats stats = batch_stats_at(whole, runs, cfg);  // the means KL-Cov's keys need
+    terms.for_each_selection_key(which, s, stats, [&](const select_key& key) {
       select_count(r, key, [&](int i) { atomicAdd(&bins[i], 1ull); });
     });
   }
@@ -218,26 +227,31 @@ __global__ void __launch_bounds__(1)
   for (int i = 0; i < select_hist_size; ++i) mine[i] = 0;
 }
 
-// The rounds of the selection over the sequences of this process, after the counts (ws.counts: the
-// whole batch's). `summed()` makes each round's histogram (ws.select_hist) the whole batch's and
-// returns where the ranks' histograms lie and how many there are (this one's in one process).
+// The rounds of the selections the configuration needs over the sequences of this process, after
+// the counts (ws.counts: the whole batch's) and the batch pass (ws.batch). `summed()` makes each
+// round's histogram (ws.select_hist) the whole batch's and returns where the ranks' histograms lie
+// and how many there are (this one's in one process). `rank`: the data-parallel rank (positions).
 template <class P, class Summed>
-void launch_selection(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
-                      const loss_config& cfg, const layout<P>& ws, cudaStream_t stream, Summed&& summed) {
-  if (!detail::needs_selection(cfg)) return;
+void launch_selections(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
+                       const loss_config& cfg, const layout<P>& ws, cudaStream_t stream, Summed&& summed,
+                       int rank = 0) {
   const std::int64_t S = batch.seq_offsets.size() - 1;
   constexpr int threads = device::tuning::sequence_threads;
-  select_init_kernel<<<1, threads, 0, stream>>>(ws.counts, 1 - cfg.top_entropy_quantile, ws.select, ws.select_hist);
-  GRPOKIT_CUDA_CHECK_LAUNCH();
-  for (int round = 0; round < select_rounds; ++round) {
-    if (S > 0) {
-      select_count_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(
-          cur, batch, cfg, ws.select, reinterpret_cast<unsigned long long*>(ws.select_hist));
+  for (const selection which : {selection::entropy_quantile, selection::kl_cov}) {
+    if (!needs_selection(cfg, which)) continue;
+    select_init_kernel<<<1, threads, 0, stream>>>(which, ws.counts, ws.batch, cfg, ws.select, ws.select_hist);
+    GRPOKIT_CUDA_CHECK_LAUNCH();
+    for (int round = 0; round < selection_rounds(which); ++round) {
+      if (S > 0) {
+        select_count_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(
+            cur, batch, cfg, which, ws.batch, ws.select, rank, reinterpret_cast<unsigned long long*>(ws.select_hist));
+        GRPOKIT_CUDA_CHECK_LAUNCH();
+      }
+      const auto all = summed();
+      select_step_kernel<<<1, 1, 0, stream>>>(all.first, all.second, ws.select + static_cast<int>(which),
+                                              ws.select_hist);
       GRPOKIT_CUDA_CHECK_LAUNCH();
     }
-    const auto all = summed();
-    select_step_kernel<<<1, 1, 0, stream>>>(all.first, all.second, ws.select, ws.select_hist);
-    GRPOKIT_CUDA_CHECK_LAUNCH();
   }
 }
 
@@ -248,7 +262,7 @@ void launch_policy_loss(const current_policy<accum_t<P>>& cur, const rollout_bat
                         cudaStream_t stream) {
   launch_summarize<P>(cur, batch, cfg, ws, stream);
   launch_batch_pass<P>(cfg, batch.seq_offsets.size() - 1, ws, stream);
-  launch_selection<P>(cur, batch, cfg, ws, stream, [&] {
+  launch_selections<P>(cur, batch, cfg, ws, stream, [&] {
     return std::pair<const long long*, int>(ws.select_hist, 1);
   });
   launch_accumulate<P>(cur, batch, cfg, grads, ws, stream);

@@ -14,12 +14,12 @@ namespace grpokit::detail {
 // returned with every round done.
 template <class Keys, class Sum>
 select_run host_select(select_run run, std::int64_t S, Keys&& for_each_key, Sum&& sum_over_ranks) {
-  std::vector<std::uint64_t> keys;
-  for (std::int64_t s = 0; s < S; ++s) for_each_key(s, [&](std::uint64_t k) { keys.push_back(k); });
+  std::vector<select_key> keys;
+  for (std::int64_t s = 0; s < S; ++s) for_each_key(s, [&](const select_key& k) { keys.push_back(k); });
   std::vector<long long> hist(select_hist_size);
-  for (int round = 0; round < select_rounds; ++round) {
+  for (int round = 0; round < run.rounds; ++round) {
     std::fill(hist.begin(), hist.end(), 0);
-    for (const std::uint64_t k : keys) select_count(run, k, [&](int i) { ++hist[static_cast<std::size_t>(i)]; });
+    for (const select_key& k : keys) select_count(run, k, [&](int i) { ++hist[static_cast<std::size_t>(i)]; });
     sum_over_ranks(hist);
     select_step(run, hist.data());
   }
