@@ -220,7 +220,7 @@ struct loss_out {
   ld chi2_token = 0, chi2_seq = 0, ppl_ratio = 0;  // rollout mismatch (verl's definitions)
   ld is_divisor = 1, nll = 0;  // is_batch_normalize's batch mean; VAPO's NLL term
   ld entropy_threshold = -inf, masked_entropy = 0;  // top_entropy_quantile
-  ld kl_cov_selected = 0;                            // objective::kl_cov's penalised kept tokens
+  ld cov_selected = 0;                            // objective::kl_cov's penalised kept tokens
 };
 
 inline ld clampl(ld x, ld lo, ld hi) { return std::min(std::max(x, lo), hi); }
@@ -349,14 +349,18 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
   // verl's KL-Cov: cov_t = (A_t - mean A)(logp_t - mean logp) over the response tokens with a
   // log-prob; the max(1, floor(ratio N)) largest (earlier token first among equal ones) are selected
   std::vector<int> kl_cov_sel(logp.size(), 0);
-  if (c.obj == grpokit::objective::kl_cov && c.kl_cov_ratio > 0) {
+  const bool clip_cov = c.obj == grpokit::objective::clip_cov;
+  const double cov_ratio = clip_cov ? c.clip_cov_ratio : c.kl_cov_ratio;
+  if ((c.obj == grpokit::objective::kl_cov || clip_cov) && cov_ratio > 0) {
     std::vector<std::size_t> valid;
     std::vector<ld> a_tok(logp.size(), 0);
+    std::vector<std::uint64_t> position(logp.size(), 0);  // (sequence, index in it)
     ld a_sum = 0, l_sum = 0;
     for (std::size_t s = 0; s < S; ++s)
       for (auto t = static_cast<std::size_t>(b.seq_offsets[s]); t < static_cast<std::size_t>(b.seq_offsets[s + 1]); ++t)
         if (cnt[t] && !(mf.vocab_prune && logp_detached[t] == -inf)) {
           valid.push_back(t);
+          position[t] = (static_cast<std::uint64_t>(s) << 32) | (t - static_cast<std::size_t>(b.seq_offsets[s]));
           a_tok[t] = b.adv[s];
           a_sum += b.adv[s];
           l_sum += logp_detached[t];
@@ -367,9 +371,27 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
       const double am = static_cast<double>(a_sum) / n, lm = static_cast<double>(l_sum) / n;
       std::vector<double> cov(logp.size(), 0);
       for (std::size_t t : valid) cov[t] = (static_cast<double>(a_tok[t]) - am) * (static_cast<double>(logp_detached[t]) - lm);
-      std::stable_sort(valid.begin(), valid.end(), [&](std::size_t x, std::size_t y) { return cov[x] > cov[y]; });
-      const auto k = std::max<std::size_t>(1, static_cast<std::size_t>(n * c.kl_cov_ratio));
-      for (std::size_t i = 0; i < k && i < valid.size(); ++i) kl_cov_sel[valid[i]] = 1;
+      const auto k = std::max<std::size_t>(1, static_cast<std::size_t>(n * cov_ratio));
+      if (clip_cov) {
+        // verl's Clip-Cov: candidates with lb < cov < ub the clip does not hold (-A clip(r) <= -A r),
+        // a random subset of k: the largest random keys of the positions (grpokit's randomness)
+        std::vector<std::size_t> cand;
+        std::vector<std::uint64_t> key(logp.size(), 0);
+        for (std::size_t t : valid) {
+          const ld r = std::exp(clampl(logp_detached[t] - old(t), -c.log_ratio_clamp, c.log_ratio_clamp));
+          const ld A = a_tok[t];
+          const bool held = -A * clampl(r, 1 - c.eps_low, 1 + c.eps_high) > -A * r;
+          if (cov[t] > c.clip_cov_lb && cov[t] < c.clip_cov_ub && !held) {
+            cand.push_back(t);
+            key[t] = grpokit::detail::random_key(c.clip_cov_seed, position[t]);
+          }
+        }
+        std::stable_sort(cand.begin(), cand.end(), [&](std::size_t x, std::size_t y) { return key[x] > key[y]; });
+        for (std::size_t i = 0; i < k && i < cand.size(); ++i) kl_cov_sel[cand[i]] = 1;
+      } else {
+        std::stable_sort(valid.begin(), valid.end(), [&](std::size_t x, std::size_t y) { return cov[x] > cov[y]; });
+        for (std::size_t i = 0; i < k && i < valid.size(); ++i) kl_cov_sel[valid[i]] = 1;
+      }
     }
   }
   auto nll_token = [&](std::size_t t, std::size_t s) {
@@ -479,7 +501,11 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
         case grpokit::objective::gmpo: pg = -A * r; break;
         case grpokit::objective::kl_cov:
           pg = -A * r + (kl_cov_sel[t] ? c.ppo_kl_coef * std::fabs(logp[t] - old(t)) : ld(0));
-          o.kl_cov_selected += kl_cov_sel[t];
+          o.cov_selected += kl_cov_sel[t];
+          break;
+        case grpokit::objective::clip_cov:  // the plain PPO clip, the selected tokens detached
+          pg = kl_cov_sel[t] ? ld(0) : std::max(-A * r, -A * clampl(r, lo_b, hi_b));
+          o.cov_selected += kl_cov_sel[t];
           break;
         case grpokit::objective::cispo: pg = -clampl(r_det, lo_b, hi_b) * A * logp[t]; break;
         case grpokit::objective::sapo: {

@@ -180,7 +180,10 @@ TEST_CASE("every loss_config and advantage_config field is checked finite and in
   with([](auto& c) { c.is_max = qnan; }, "is_min <= is_max");
   with([](auto& c) { c.importance_hi = qnan; }, "importance_lo <= importance_hi");
   with([](auto& c) { c.opsm_threshold = qnan; }, "opsm_threshold must not be NaN");
-  with([](auto& c) { c.obj = static_cast<grpokit::objective>(7); }, "obj: unknown value 7");
+  with([](auto& c) { c.obj = static_cast<grpokit::objective>(8); }, "obj: unknown value 8");
+  with([](auto& c) { c.clip_cov_ratio = 2; }, "clip_cov_ratio must be in [0, 1]");
+  with([](auto& c) { c.clip_cov_lb = qnan; }, "need clip_cov_lb <= clip_cov_ub");
+  with([](auto& c) { c.clip_cov_ub = 0.5; }, "need clip_cov_lb <= clip_cov_ub");
   with([](auto& c) { c.kl_cov_ratio = qnan; }, "kl_cov_ratio must be in [0, 1]");
   with([](auto& c) { c.kl_cov_ratio = -0.1; }, "kl_cov_ratio must be in [0, 1]");
   with([](auto& c) { c.ppo_kl_coef = inf; }, "ppo_kl_coef must be finite");

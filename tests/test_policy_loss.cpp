@@ -49,7 +49,7 @@ void check_policy_loss(std::uint64_t seed, const grpokit::loss_config& cfg, ref:
   CHECK(support::close(m.is_batch_norm_factor, static_cast<double>(want.is_divisor), tol, tol));
   CHECK(support::close(m.loss_nll, static_cast<double>(want.nll), tol, tol));
   CHECK(m.masked_tokens_entropy == static_cast<std::int64_t>(want.masked_entropy));
-  CHECK(m.kl_cov_tokens == static_cast<std::int64_t>(want.kl_cov_selected));
+  CHECK(m.cov_tokens == static_cast<std::int64_t>(want.cov_selected));
   if (cfg.top_entropy_quantile < 1)
     CHECK(support::close(m.entropy_threshold, static_cast<double>(want.entropy_threshold), tol, tol));
   if (want.kept > 0) {
@@ -135,6 +135,15 @@ grpokit::loss_config config(std::uint64_t k) {
     c.obj = grpokit::objective::kl_cov;
     c.kl_cov_ratio = (k / 11) % 2 == 0 ? 0.3 : 0.01;  // 0.01: max(1, 0) = one token
     c.ppo_kl_coef = 0.5;
+  }
+  if (k % 13 == 6) {  // verl's Clip-Cov: a band that holds part of the tokens, a seed per config
+    c.obj = grpokit::objective::clip_cov;
+    c.clip_cov_ratio = (k / 13) % 2 == 0 ? 0.3 : 0.01;
+    c.clip_cov_lb = -0.3;
+    c.clip_cov_ub = 0.4;
+    c.clip_cov_seed = 1000 + k;
+    c.dual_clip = 1.2;  // verl's Clip-Cov has none: a dual clip that would bite must not apply
+    c.delta = 1.3;      // nor TRL's delta
   }
   return c;
 }
@@ -289,7 +298,7 @@ TEST_CASE("KL-Cov (verl kl_cov): the top-k covariance tokens, ties to the earlie
         sel.push_back(t);
       }
     }
-    CHECK(res.metrics.kl_cov_tokens == static_cast<std::int64_t>(sel.size()));
+    CHECK(res.metrics.cov_tokens == static_cast<std::int64_t>(sel.size()));
     CHECK(res.loss == Approx(-r * 2 + 0.05 * static_cast<double>(sel.size())));  // -A r summed: -3r + r
     return sel;
   };

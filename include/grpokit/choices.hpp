@@ -22,6 +22,8 @@ enum class objective {
   reinforce,  // -A logp
   gmpo,       // -A exp(mean_t clip_A(logp - logp_old)), the clip sign-aware in log space (GMPO; verl geo_mean)
   kl_cov,     // -A r, plus ppo_kl_coef |logp - logp_old| on the top kl_cov_ratio tokens by covariance (verl kl_cov)
+  clip_cov,   // PPO clip (no dual clip, no delta), a random clip_cov_ratio of the tokens with covariance in
+              // (clip_cov_lb, clip_cov_ub) detached (verl clip_cov)
 };
 
 // The trust region of the DPPO mask (verl dppo_tv / dppo_kl, prime-rl), on the sampled token's

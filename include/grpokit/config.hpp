@@ -88,6 +88,14 @@ struct loss_config {
   // ppo_kl_coef |logp - logp_old| to -A r. kl_cov_ratio 0: none.
   double kl_cov_ratio = 2e-4;
   double ppo_kl_coef = 0.1;
+  // objective::clip_cov (verl compute_policy_loss_clip_cov): of the response tokens with cov_t in
+  // (clip_cov_lb, clip_cov_ub) that the PPO clip does not already hold, a uniform random
+  // max(1, floor(clip_cov_ratio N)) (N: the response tokens) lose their policy-gradient term; the
+  // subset is a function of clip_cov_seed and the tokens' positions (pass a new seed each step).
+  double clip_cov_ratio = 2e-4;
+  double clip_cov_lb = 1.0;
+  double clip_cov_ub = 5.0;
+  std::uint64_t clip_cov_seed = 0;
 
   // The top-entropy token mask (TRL top_entropy_quantile, "80/20" high-entropy minority tokens):
   // only the response tokens whose entropy is at least the (1 - this) quantile of the response

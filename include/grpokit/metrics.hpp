@@ -24,7 +24,7 @@ struct loss_metrics {
   std::int64_t masked_tokens_dppo = 0;        // outside the DPPO trust region (cfg.dppo)
   std::int64_t masked_tokens_sequence = 0;    // tokens of sequences dropped by TRM / importance / OPSM
   std::int64_t masked_tokens_entropy = 0;     // kept tokens without a policy-gradient term (top_entropy_quantile)
-  std::int64_t kl_cov_tokens = 0;             // kept tokens given KL-Cov's penalty (objective::kl_cov)
+  std::int64_t cov_tokens = 0;  // kept tokens KL-Cov penalised or Clip-Cov detached (objective::kl_cov, clip_cov)
   std::int64_t masked_seqs_advantage = 0;     // seq_mask == 0 (pivot, zero variance)
   std::int64_t masked_seqs_trust_region = 0;
   std::int64_t masked_seqs_importance = 0;

@@ -258,9 +258,43 @@ class FusedLoss(unittest.TestCase):
             want = pg[valid].mean()
             want.backward()
             got = gk.metrics_dict(out.metrics)
-            self.assertEqual(got["kl_cov_tokens"], len(top))
+            self.assertEqual(got["cov_tokens"], len(top))
             self.assertAlmostEqual(out.loss.item(), want.item(), delta=1e-12)
             torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-12)
+
+    def test_clip_cov_against_verl(self):
+        """verl's compute_policy_loss_clip_cov: the plain PPO clip; of the response tokens with
+        lb < (A - mean A)(logp - mean logp) < ub and -A clip(r) <= -A r, a random max(1, int(N ratio))
+        have corr = 0. The subset (read from the gradient rows that vanish) has that size, lies in the
+        candidates, changes with the seed, and the loss and gradient are verl's with that corr."""
+        logits, targets, offsets, adv, old, _ = packed(9, [7, 4, 9, 6], 31, torch.float64)
+        lengths = offsets[1:] - offsets[:-1]
+        A = torch.repeat_interleave(adv, lengths)
+        subsets = []
+        for seed in (1, 2):
+            x = logits.clone().requires_grad_()
+            out = gk.fused_loss(x, targets, offsets, adv, logp_old=old, obj="clip_cov", clip_cov_ratio=0.2,
+                                clip_cov_lb=-0.6, clip_cov_ub=0.6, clip_cov_seed=seed)
+            out.loss.backward()
+            vanished = (x.grad == 0).all(dim=1)  # the subset, and the tokens the clip holds
+            xr = logits.clone().requires_grad_()
+            logp = torch.log_softmax(xr, -1).gather(1, targets[:, None]).squeeze(1)
+            r = torch.exp(logp - old)
+            pg1, pg2 = -A * r, -A * r.clamp(0.8, 1.2)
+            cov = (A - A.mean()) * (logp - logp.detach().mean())
+            cand = (cov > -0.6) & (cov < 0.6) & ~(pg2 > pg1)
+            want_n = min(max(1, int(0.2 * A.numel())), int(cand.sum()))
+            chosen = vanished & cand  # a candidate keeps a gradient unless it is chosen
+            self.assertEqual(int(chosen.sum()), want_n)
+            self.assertEqual(int((vanished & ~cand & ~(pg2 > pg1)).sum()), 0)  # no other token chosen
+            corr = (~chosen).double()
+            want = (torch.maximum(pg1, pg2) * corr).mean()
+            want.backward()
+            self.assertEqual(gk.metrics_dict(out.metrics)["cov_tokens"], want_n)
+            self.assertAlmostEqual(out.loss.item(), want.item(), delta=1e-12)
+            torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-12)
+            subsets.append(chosen)
+        self.assertFalse(torch.equal(subsets[0], subsets[1]))  # the seed draws the subset
 
     def test_defaults_are_the_cpp_defaults(self):
         d = gk.loss_config_defaults

@@ -263,19 +263,23 @@ TEST_CASE("device policy_loss: the top-entropy mask's batch quantile (radix sele
   // KL-Cov's top-k: equal log-probs within sequences tie the covariance keys, broken by position
   for (std::size_t t = 1; t < logp.size(); t += 3) logp[t] = logp[t - 1];
   buffer<float> dl2(logp);
-  for (const double ratio : {0.0, 0.01, 0.25, 1.0}) {
+  for (const double ratio : {0.0, 0.01, 0.25, 1.0, -0.3}) {  // < 0: Clip-Cov with ratio 0.3
     grpokit::loss_config cfg;
-    cfg.obj = grpokit::objective::kl_cov;
-    cfg.kl_cov_ratio = ratio;
+    cfg.obj = ratio < 0 ? grpokit::objective::clip_cov : grpokit::objective::kl_cov;
+    cfg.kl_cov_ratio = ratio < 0 ? 0.0 : ratio;
+    cfg.clip_cov_ratio = ratio < 0 ? -ratio : 0.0;
+    cfg.clip_cov_lb = -0.5;
+    cfg.clip_cov_ub = 0.5;
+    cfg.clip_cov_seed = 99;
     cfg.ppo_kl_coef = 0.3;
     cfg.top_entropy_quantile = 0.5;  // both selections in one call
     std::vector<float> hd(p.T), he(p.T);
     const auto want = grpokit::host::policy_loss<P>({logp, ent}, hr.batch(p), cfg, {hd, he});
     const auto got = grpokit::device::policy_loss<P>({dl2.cspan(), de.cspan()}, d.batch(), cfg,
                                                      {gd.span(), ge.span()}, ws.data(), ws.size());
-    INFO("kl_cov_ratio " << ratio);
-    CHECK((ratio == 0 || want.metrics.kl_cov_tokens > 0));
-    CHECK(got.metrics.kl_cov_tokens == want.metrics.kl_cov_tokens);
+    INFO("kl_cov_ratio (< 0: clip_cov_ratio) " << ratio);
+    CHECK((ratio == 0 || want.metrics.cov_tokens > 0));
+    CHECK(got.metrics.cov_tokens == want.metrics.cov_tokens);
     CHECK(got.metrics.masked_tokens_entropy == want.metrics.masked_tokens_entropy);
     CHECK(support::close(got.loss, want.loss, 1e-5, 1e-6));
     const auto g1 = gd.host();

@@ -169,6 +169,13 @@ grpokit::loss_config config(bytes_in& in, kind& k) {
     c.kl_cov_ratio = tail.u8() / 200.0;
     c.ppo_kl_coef = tail.value(k.finite, k.moderate);
   }
+  if (tail.u8() < 40) {  // Clip-Cov: a band (reversed or NaN: rejected) and a seed
+    c.obj = grpokit::objective::clip_cov;
+    c.clip_cov_ratio = tail.u8() / 200.0;
+    c.clip_cov_lb = tail.value(k.finite, k.moderate);
+    c.clip_cov_ub = tail.value(k.finite, k.moderate);
+    c.clip_cov_seed = tail.u8();
+  }
   return c;
 }
 

@@ -201,8 +201,8 @@ void compare_fused(bool bitwise) {
     CHECK((cfg.top_entropy_quantile == 1 || want.metrics.masked_tokens_entropy > 0));  // so does the entropy mask
     CHECK(got.metrics.masked_tokens_entropy == want.metrics.masked_tokens_entropy);
     CHECK(got.metrics.entropy_threshold == want.metrics.entropy_threshold);  // bitwise entropies: the same quantile
-    CHECK(got.metrics.kl_cov_tokens == want.metrics.kl_cov_tokens);
-    CHECK((cfg.obj != grpokit::objective::kl_cov || want.metrics.kl_cov_tokens > 0));
+    CHECK(got.metrics.cov_tokens == want.metrics.cov_tokens);
+    CHECK((cfg.obj != grpokit::objective::kl_cov || want.metrics.cov_tokens > 0));
     CHECK(got.metrics.tokens == want.metrics.tokens);
     CHECK(got.metrics.seqs == want.metrics.seqs);
     CHECK(got.metrics.tokens_kept == want.metrics.tokens_kept);
@@ -546,7 +546,12 @@ TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one 
   cfg.is = grpokit::is_correction::token_truncate;  // with a batch pass: its gathers, also on rejection
   cfg.is_batch_normalize = true;
   cfg.positive_nll_coef = 0.1;
-  cfg.top_entropy_quantile = 0.5;  // and a selection: its rounds of gathers, also on rejection
+  cfg.top_entropy_quantile = 0.5;  // and two selections: their rounds of gathers, also on rejection
+  cfg.obj = grpokit::objective::clip_cov;
+  cfg.clip_cov_ratio = 0.3;
+  cfg.clip_cov_lb = -1;
+  cfg.clip_cov_ub = 1;
+  cfg.clip_cov_seed = 11;
   // the current policy: the rollout log-probs, entropies from the old ones
   device_problem<P> whole(p), mine(q);
   auto entropy_of = [](const device_problem<P>& d) {
@@ -570,6 +575,7 @@ TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one 
   CHECK(want.metrics.is_batch_norm_factor != 1);
   CHECK(want.metrics.loss_nll != 0);
   CHECK(want.metrics.masked_tokens_entropy > 0);
+  CHECK(want.metrics.cov_tokens > 0);
   const std::int64_t t0 = p.b.seq_offsets[c[rank]];
   CHECK(same_bits(dlogp_m.host(), dlogp_w.host(), t0));
   CHECK(same_bits(dent_m.host(), dent_w.host(), t0));

@@ -187,6 +187,11 @@ std::vector<loss_config> configs() {
   out.push_back(c);
   loss_config d;
   d.agg = grpokit::aggregation::seq_mean_token_sum;
+  d.obj = grpokit::objective::clip_cov;  // its random subset over the ranks (counted in the first round)
+  d.clip_cov_ratio = 0.3;
+  d.clip_cov_lb = -0.5;
+  d.clip_cov_ub = 0.5;
+  d.clip_cov_seed = 7;
   d.is = grpokit::is_correction::sequence_truncate;
   d.is_batch_normalize = true;
   d.entropy_coef = -0.02;

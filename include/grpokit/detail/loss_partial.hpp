@@ -28,7 +28,7 @@ struct loss_partial {
   double adv_sum = 0, adv_sq = 0;
   double nll = 0;  // VAPO's positive-example NLL, weighted
   double masked_entropy = 0;  // kept tokens whose policy-gradient term the entropy mask removed
-  double kl_cov_selected = 0;  // kept tokens with KL-Cov's penalty
+  double cov_selected = 0;  // kept tokens KL-Cov penalised or Clip-Cov detached
   // the batch pass: IS weights and their count (is_batch_normalize), positive response tokens (NLL)
   double batch_is_sum = 0, batch_is_n = 0, batch_positive_tokens = 0;
   // KL-Cov's candidates (response tokens with a log-prob), their advantages and log-probs
@@ -77,7 +77,7 @@ GRPOKIT_HD inline loss_partial combine(const loss_partial& a, const loss_partial
   r.adv_sq = a.adv_sq + b.adv_sq;
   r.nll = a.nll + b.nll;
   r.masked_entropy = a.masked_entropy + b.masked_entropy;
-  r.kl_cov_selected = a.kl_cov_selected + b.kl_cov_selected;
+  r.cov_selected = a.cov_selected + b.cov_selected;
   r.batch_is_sum = a.batch_is_sum + b.batch_is_sum;
   r.batch_is_n = a.batch_is_n + b.batch_is_n;
   r.batch_positive_tokens = a.batch_positive_tokens + b.batch_positive_tokens;
@@ -92,18 +92,23 @@ GRPOKIT_HD inline bool normalizes_is(const loss_config& c) {
   return c.is_batch_normalize && c.is != is_correction::none;
 }
 
+// KL-Cov and Clip-Cov select tokens by (A - mean A)(logp - mean logp) over the batch.
+GRPOKIT_HD inline bool uses_covariance(const loss_config& c) {
+  return c.obj == objective::kl_cov || c.obj == objective::clip_cov;
+}
+
 // Whether the loss needs statistics of the whole batch before its pass over the tokens.
 GRPOKIT_HD inline bool needs_batch_pass(const loss_config& c) {
-  return normalizes_is(c) || c.positive_nll_coef != 0 || c.obj == objective::kl_cov;
+  return normalizes_is(c) || c.positive_nll_coef != 0 || uses_covariance(c);
 }
 
 // The order statistics of the whole batch (detail/select.hpp) the loss may need before its pass
-// over the tokens: the top-entropy mask's quantile (its value) and KL-Cov's k-th token (value, then
-// position: exactly k tokens).
-enum class selection : int { entropy_quantile = 0, kl_cov = 1 };
+// over the tokens: the top-entropy mask's quantile (its value), KL-Cov's k-th token and Clip-Cov's
+// random subset (value, then position: exactly k tokens).
+enum class selection : int { entropy_quantile = 0, covariance = 1 };
 constexpr int selection_count = 2;
 GRPOKIT_HD inline bool needs_selection(const loss_config& c, selection which) {
-  return which == selection::entropy_quantile ? c.top_entropy_quantile < 1 : c.obj == objective::kl_cov;
+  return which == selection::entropy_quantile ? c.top_entropy_quantile < 1 : uses_covariance(c);
 }
 GRPOKIT_HD inline int selection_rounds(selection which) {
   return which == selection::entropy_quantile ? select_value_rounds : select_max_rounds;
@@ -115,10 +120,11 @@ struct batch_stats {
   double nll_weight = 0;  // positive_nll_coef dp_size / (positive response tokens), 0 without any
   // top_entropy_quantile: a kept token with a lower entropy has no policy-gradient term
   double entropy_threshold = -std::numeric_limits<double>::infinity();
-  // kl_cov: the means of its candidates, and the last token it selects (none when !kl_cov_any)
+  // kl_cov / clip_cov: the means over the response tokens with a log-prob, and the last token the
+  // selection takes (none when !cov_any)
   double cov_adv_mean = 0, cov_logp_mean = 0;
-  bool kl_cov_any = false;
-  select_key kl_cov_last{};
+  bool cov_any = false;
+  select_key cov_last{};
 };
 
 GRPOKIT_HD inline batch_stats batch_stats_of(const loss_partial& total, const loss_config& c) {
@@ -135,22 +141,29 @@ GRPOKIT_HD inline batch_stats batch_stats_of(const loss_partial& total, const lo
   return b;
 }
 
-// KL-Cov's run: the max(1, floor(ratio N))-th largest of the N candidates (verl's count), none for
-// ratio 0 or N = 0.
-GRPOKIT_HD inline select_run kl_cov_run(const loss_partial& total, const loss_config& c) {
+// The covariance selection's run. KL-Cov: the max(1, floor(ratio N))-th largest of its N
+// candidates (verl's count); Clip-Cov: the max(1, floor(ratio N)) largest random keys of its
+// candidates, whose number the first round counts (N: the response tokens with a log-prob, verl's
+// response-mask sum). Ratio 0 or no candidate: none.
+GRPOKIT_HD inline select_run covariance_run(const loss_partial& total, const loss_config& c) {
   select_run r;
   r.rounds = select_max_rounds;
   const std::int64_t n = static_cast<std::int64_t>(total.batch_cov_n);
-  if (n == 0 || c.kl_cov_ratio == 0) return r;  // n = 0: nothing selected
-  std::int64_t k = static_cast<std::int64_t>(static_cast<double>(n) * c.kl_cov_ratio);
+  const double ratio = c.obj == objective::kl_cov ? c.kl_cov_ratio : c.clip_cov_ratio;
+  if (n == 0 || ratio == 0) return r;  // n = 0: nothing selected
+  std::int64_t k = static_cast<std::int64_t>(static_cast<double>(n) * ratio);
   k = k < 1 ? 1 : (k > n ? n : k);
+  if (c.obj == objective::clip_cov) {
+    r.want = k;  // of the candidates counted by the first round
+    return r;
+  }
   r.n = n;
   r.rank[0] = r.rank[1] = n - k;
   return r;
 }
-GRPOKIT_HD inline void set_kl_cov(batch_stats& b, const select_run& r) {
-  b.kl_cov_any = r.n > 0;
-  b.kl_cov_last = r.prefix[0];
+GRPOKIT_HD inline void set_covariance(batch_stats& b, const select_run& r) {
+  b.cov_any = r.n > 0;
+  b.cov_last = r.prefix[0];
 }
 
 // The loss and the metrics from the combined partial; `tokens` is the local response-token count.
@@ -167,7 +180,7 @@ GRPOKIT_HD inline loss_result finish(const loss_partial& total, std::int64_t tok
   m.is_batch_norm_factor = batch.is_divisor;
   m.entropy_threshold = std::isfinite(batch.entropy_threshold) ? batch.entropy_threshold : 0.0;
   m.masked_tokens_entropy = static_cast<std::int64_t>(total.masked_entropy);
-  m.kl_cov_tokens = static_cast<std::int64_t>(total.kl_cov_selected);
+  m.cov_tokens = static_cast<std::int64_t>(total.cov_selected);
   const double kept = total.kept;
   auto per_kept = [&](double v) { return kept > 0 ? v / kept : 0.0; };
   m.clip_frac_low = per_kept(total.clip_low);

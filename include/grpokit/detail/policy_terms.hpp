@@ -20,8 +20,10 @@
 namespace grpokit::detail {
 
 // The objective fields of the configuration, as the math layer takes them.
+// Clip-Cov's clip is verl's plain PPO clip: no dual clip, no delta.
 GRPOKIT_HD inline math::surrogate_params surrogate_params_of(const loss_config& c) {
-  return {c.obj, c.eps_low, c.eps_high, c.dual_clip, c.delta, c.tau_pos, c.tau_neg};
+  const bool plain = c.obj == objective::clip_cov;
+  return {c.obj, c.eps_low, c.eps_high, plain ? 0.0 : c.dual_clip, plain ? 0.0 : c.delta, c.tau_pos, c.tau_neg};
 }
 
 // Why a token is not in the loss (the first reason that applies).
@@ -35,7 +37,9 @@ struct policy_terms {
   const current_policy<Real>& cur;
   const rollout_batch<Real>& batch;
   const loss_config& cfg;
-  int rank = 0;  // the data-parallel rank: the tokens' positions in the batch (select_position)
+  // the index in the whole batch of this process's first sequence (data parallel): the tokens'
+  // positions (select_position)
+  std::int64_t first_seq = 0;
 
   GRPOKIT_HD bool has_old() const { return !batch.logp_old.empty(); }
   GRPOKIT_HD bool has_ref() const { return !batch.logp_ref.empty(); }
@@ -205,7 +209,7 @@ struct policy_terms {
       }
     }
     if (nll_rollout(s)) p.batch_positive_tokens = with_log_prob;
-    if (cfg.obj == objective::kl_cov) {
+    if (uses_covariance(cfg)) {
       p.batch_cov_n = with_log_prob;
       p.batch_cov_adv = with_log_prob * static_cast<double>(batch.adv[s]);
       p.batch_cov_logp = lane_sum(
@@ -214,24 +218,47 @@ struct policy_terms {
     return p;
   }
 
-  // KL-Cov's key of a candidate (a response token with a log-prob): its covariance term, and its
-  // position reversed so that of equal keys the earlier token ranks higher.
-  GRPOKIT_HD select_key kl_cov_key(std::int64_t t, std::int64_t s, const batch_stats& whole) const {
-    const double cov = (static_cast<double>(batch.adv[s]) - whole.cov_adv_mean) *
-                       (static_cast<double>(cur.logp[t]) - whole.cov_logp_mean);
-    return {ordered_bits(cov), ~select_position(rank, t)};
+  // The covariance term of a response token with a log-prob (KL-Cov, Clip-Cov; detached).
+  GRPOKIT_HD double covariance(std::int64_t t, std::int64_t s, const batch_stats& whole) const {
+    return (static_cast<double>(batch.adv[s]) - whole.cov_adv_mean) *
+           (static_cast<double>(cur.logp[t]) - whole.cov_logp_mean);
+  }
+  // Clip-Cov's candidates: the covariance strictly inside (lb, ub) and not already held by the
+  // clip (verl: -A clip(r) > -A r).
+  GRPOKIT_HD bool clip_cov_candidate(std::int64_t t, std::int64_t s, const batch_stats& whole) const {
+    const double cov = covariance(t, s, whole);
+    if (!(cov > cfg.clip_cov_lb && cov < cfg.clip_cov_ub)) return false;
+    const double d = static_cast<double>(cur.logp[t]) - trainer_logp(t);
+    const double r = Ops::exp(std::fmin(std::fmax(d, -cfg.log_ratio_clamp), cfg.log_ratio_clamp));
+    const double adv = batch.adv[s];
+    return !(-adv * std::fmin(std::fmax(r, 1.0 - cfg.eps_low), 1.0 + cfg.eps_high) > -adv * r);
+  }
+  // The covariance selection's key of a candidate: KL-Cov its covariance, Clip-Cov a random key of
+  // its position; then the position reversed, so that of equal keys the earlier token ranks higher.
+  GRPOKIT_HD select_key covariance_key(std::int64_t t, std::int64_t s, const batch_stats& whole) const {
+    const std::uint64_t position = select_position(first_seq + s, t - batch.seq_offsets[s]);
+    const std::uint64_t value = cfg.obj == objective::clip_cov ? random_key(cfg.clip_cov_seed, position)
+                                                               : ordered_bits(covariance(t, s, whole));
+    return {value, ~position};
+  }
+  // Whether the covariance selection took token t (a response token with a log-prob).
+  GRPOKIT_HD bool covariance_selected(std::int64_t t, std::int64_t s, const batch_stats& whole) const {
+    if (!uses_covariance(cfg) || !whole.cov_any) return false;
+    if (cfg.obj == objective::clip_cov && !clip_cov_candidate(t, s, whole)) return false;
+    return at_or_above(covariance_key(t, s, whole), whole.cov_last);
   }
 
   // The candidates of selection `which` in sequence s (detail/select.hpp), add(key): the entropies
-  // of the response tokens (the top-entropy quantile; TRL: every completion token), KL-Cov's keys
+  // of the response tokens (the top-entropy quantile; TRL: every completion token), the covariance keys
   // of the response tokens with a log-prob (`whole`: the batch pass's means).
   template <class Add>
   GRPOKIT_HD void for_each_selection_key(selection which, std::int64_t s, const batch_stats& whole, Add&& add) const {
     for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t) {
       if (which == selection::entropy_quantile) {
         if (is_response(t, s)) add(select_key{ordered_bits(static_cast<double>(cur.entropy[t])), 0});
-      } else if (has_log_prob(classify(t, s))) {
-        add(kl_cov_key(t, s, whole));
+      } else if (has_log_prob(classify(t, s)) &&
+                 (cfg.obj != objective::clip_cov || clip_cov_candidate(t, s, whole))) {
+        add(covariance_key(t, s, whole));
       }
     }
   }
@@ -406,10 +433,10 @@ struct policy_terms {
         p.masked_sequence += 1;
         continue;
       }
-      const bool kl_cov_penalty =
-          cfg.obj == objective::kl_cov && whole.kl_cov_any && at_or_above(kl_cov_key(t, s, whole), whole.kl_cov_last);
-      p.kl_cov_selected += kl_cov_penalty;
-      token_term k = term(t, s, q, whole.is_divisor, kl_cov_penalty);
+      const bool cov_selected = covariance_selected(t, s, whole);
+      p.cov_selected += cov_selected;
+      token_term k = term(t, s, q, whole.is_divisor, cov_selected && cfg.obj == objective::kl_cov);
+      if (cov_selected && cfg.obj == objective::clip_cov) k.pg = k.dpg = 0;  // verl: corr = 0
       if (!cur.entropy.empty() && static_cast<double>(cur.entropy[t]) < whole.entropy_threshold) {
         p.masked_entropy += 1;  // TRL: the entropy mask multiplies the policy-gradient term only
         k.pg = k.dpg = 0;

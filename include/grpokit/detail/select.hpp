@@ -41,10 +41,11 @@ GRPOKIT_HD inline double from_ordered_bits(std::uint64_t b) {
 struct select_key {
   std::uint64_t value = 0, position = 0;
 };
-// Ranks hold contiguous runs of the batch in rank order, so (rank, local token) orders the tokens
-// as the whole batch does, without gathering offsets.
-GRPOKIT_HD inline std::uint64_t select_position(int rank, std::int64_t t) {
-  return (static_cast<std::uint64_t>(rank) << 48) | static_cast<std::uint64_t>(t);
+// A token's position in the whole batch: its sequence's index in the batch, then its index in the
+// sequence. Ranks hold whole sequences, contiguous and in rank order, so the position orders the
+// tokens as the batch does and does not depend on the split (the rank's first sequence is gathered).
+GRPOKIT_HD inline std::uint64_t select_position(std::int64_t seq, std::int64_t j) {
+  return (static_cast<std::uint64_t>(seq) << 32) | static_cast<std::uint64_t>(j);
 }
 
 // The state of one run: for each slot the 0-based ascending rank still wanted among the candidates
@@ -57,6 +58,9 @@ struct select_run {
   select_key prefix[select_slots] = {};
   int round = 0;
   int rounds = select_value_rounds;
+  // >= 0: the run takes the `want` largest candidates, n counted by the first round (n unknown
+  // before: the candidates depend on statistics of the batch)
+  std::int64_t want = -1;
 };
 
 GRPOKIT_HD inline int select_byte(std::uint64_t bits, int r) {
@@ -85,6 +89,13 @@ GRPOKIT_HD void select_count(const select_run& r, const select_key& key, Add&& a
 
 // The next digit of each slot from the round's histogram summed over the ranks.
 GRPOKIT_HD inline void select_step(select_run& r, const long long* hist) {
+  if (r.round == 0 && r.want >= 0) {  // every candidate falls in some bin of the first round
+    std::int64_t n = 0;
+    for (int d = 0; d < select_bins; ++d) n += hist[d];
+    const std::int64_t k = r.want < n ? r.want : n;
+    r.n = k > 0 ? n : 0;
+    r.rank[0] = r.rank[1] = n - k;
+  }
   for (int k = 0; k < select_slots; ++k) {
     std::int64_t below = 0;
     int d = 0;
@@ -104,6 +115,18 @@ GRPOKIT_HD inline void select_step(select_run& r, const long long* hist) {
 
 // The key of rank r.rank[k] once every round is done.
 GRPOKIT_HD inline double select_value(const select_run& r, int k) { return from_ordered_bits(r.prefix[k].value); }
+
+// A counter-based random key of a position (SplitMix64 of the seed and the position): Clip-Cov's
+// uniform random subset, the same on every schedule and split of the batch.
+GRPOKIT_HD inline std::uint64_t mix64(std::uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+GRPOKIT_HD inline std::uint64_t random_key(std::uint64_t seed, std::uint64_t position) {
+  return mix64(seed ^ mix64(position));
+}
 
 // Whether a candidate is at or above the selected one (value, then position).
 GRPOKIT_HD inline bool at_or_above(const select_key& key, const select_key& selected) {

@@ -139,7 +139,7 @@ inline void require_loss_config(const loss_config& c) {
     GRPOKIT_REQUIRE(static_cast<int>(v) >= 0 && static_cast<int>(v) <= static_cast<int>(last), name, ": unknown value ",
                     static_cast<int>(v));
   };
-  known("obj", c.obj, objective::kl_cov);
+  known("obj", c.obj, objective::clip_cov);
   known("dppo", c.dppo, dppo_divergence::binary_kl);
   known("is", c.is, is_correction::sequence_mask);
   known("kl", c.kl, kl_estimator::k3);
@@ -200,6 +200,10 @@ inline void require_loss_config(const loss_config& c) {
                   "positive_nll_coef must be finite and >= 0 (0: off), got ", c.positive_nll_coef);
   GRPOKIT_REQUIRE(c.kl_cov_ratio >= 0 && c.kl_cov_ratio <= 1, "kl_cov_ratio must be in [0, 1], got ", c.kl_cov_ratio);
   finite("ppo_kl_coef", c.ppo_kl_coef);
+  GRPOKIT_REQUIRE(c.clip_cov_ratio >= 0 && c.clip_cov_ratio <= 1, "clip_cov_ratio must be in [0, 1], got ",
+                  c.clip_cov_ratio);
+  GRPOKIT_REQUIRE(c.clip_cov_lb <= c.clip_cov_ub, "need clip_cov_lb <= clip_cov_ub (either may be infinite), got ",
+                  c.clip_cov_lb, " and ", c.clip_cov_ub);
   GRPOKIT_REQUIRE(c.top_entropy_quantile >= 0 && c.top_entropy_quantile <= 1,
                   "top_entropy_quantile must be in [0, 1] (1: off), got ", c.top_entropy_quantile);
   GRPOKIT_REQUIRE(c.dppo_low >= 0 && c.dppo_high >= 0, "dppo_low and dppo_high must be >= 0 (+inf: no bound), got ",

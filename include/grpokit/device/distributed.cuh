@@ -134,16 +134,19 @@ __global__ void __launch_bounds__(1)
   send[3] = rejected;
 }
 
-// The counts of the whole batch, summed in rank order (integers: any order gives the same).
+// The counts of the whole batch, summed in rank order (integers: any order gives the same), and
+// the index of this rank's first sequence in the batch.
 template <int = 0>  // a template: defined once in a program, whichever units include this header
-__global__ void __launch_bounds__(1) sum_counts_kernel(const long long* all, int ranks, long long* counts) {
-  long long tokens = 0, seqs = 0;
+__global__ void __launch_bounds__(1) sum_counts_kernel(const long long* all, int ranks, int me, long long* counts) {
+  long long tokens = 0, seqs = 0, first_seq = 0;
   for (int r = 0; r < ranks; ++r) {
     tokens += all[4 * r];
     seqs += all[4 * r + 1];
+    if (r < me) first_seq += all[4 * r + 2];
   }
   counts[0] = tokens;
   counts[1] = seqs;
+  counts[2] = first_seq;
 }
 
 // batch_invariant: every rank's partials (rank r's S_r first of its cap slots) in global order,
@@ -191,11 +194,11 @@ class dp_policy_loss {
     const std::int64_t S = batch.seq_offsets.size() - 1;
     launch_summarize<P>(cur, batch, cfg, ws_, stream_);
     gather_counts(ws_.counts, S, false);
-    sum_counts_kernel<<<1, 1, 0, stream_>>>(dp_.counts_all, comm_.size(), ws_.counts);
+    sum_counts_kernel<<<1, 1, 0, stream_>>>(dp_.counts_all, comm_.size(), comm_.rank(), ws_.counts);
     GRPOKIT_CUDA_CHECK_LAUNCH();
     if (needs_batch_pass(cfg)) combine_over_ranks(S, ws_.batch);
-    launch_selections<P>(cur, batch, cfg, ws_, stream_, [&] { return gather_histograms(); }, comm_.rank());
-    launch_accumulate<P>(cur, batch, cfg, grads, ws_, stream_, comm_.rank());
+    launch_selections<P>(cur, batch, cfg, ws_, stream_, [&] { return gather_histograms(); });
+    launch_accumulate<P>(cur, batch, cfg, grads, ws_, stream_);
     combine_over_ranks(S, ws_.partials);
   }
   // After every kernel that may raise a flag: every rank's status, merged into this rank's.
@@ -213,7 +216,7 @@ class dp_policy_loss {
       gather_partials();
     }
     GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws_.select_hist, 0, select_hist_size * sizeof(long long), stream_));
-    for (const selection which : {selection::entropy_quantile, selection::kl_cov})
+    for (const selection which : {selection::entropy_quantile, selection::covariance})
       for (int round = 0; needs_selection(cfg, which) && round < selection_rounds(which); ++round) gather_histograms();
     clear_partials(0);
     gather_partials();

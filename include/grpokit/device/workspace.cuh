@@ -110,7 +110,7 @@ struct layout {
   R *logp = nullptr, *entropy = nullptr, *lse = nullptr, *dlogp = nullptr, *dentropy = nullptr;  // fused
   typename terms_for<P>::sequence_summary* summaries = nullptr;                                  // [S]
   detail::loss_partial* partials = nullptr;                                                      // [S]
-  long long* counts = nullptr;                                                                   // [2]
+  long long* counts = nullptr;  // [3] response tokens, sequences, the index of the first sequence in the batch
   // [1] the total of the batch pass (detail::needs_batch_pass)
   detail::loss_partial* batch = nullptr;
   detail::select_run* select = nullptr;  // [selection_count] the selections' states (detail::needs_selection)
@@ -146,7 +146,7 @@ struct layout {
     dentropy = c.take<R>(s.tokens);
     summaries = c.take<typename terms_for<P>::sequence_summary>(s.seqs);
     partials = c.take<detail::loss_partial>(std::max<std::int64_t>(s.seqs, 1));  // [0]: the total, also for S = 0
-    counts = c.take<long long>(2);
+    counts = c.take<long long>(3);
     batch = c.take<detail::loss_partial>(1);
     select = c.take<detail::select_run>(detail::selection_count);
     select_hist = c.take<long long>(detail::select_hist_size);

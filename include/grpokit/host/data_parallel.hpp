@@ -50,7 +50,10 @@ loss_result policy_loss(const current_policy<accum_t<P>>& cur, const rollout_bat
       return sum;
     }
   };
-  return detail::policy_loss_with<P>(cur, batch, cfg, grads, sum_over_ranks, total, dp.rank());
+  const auto seqs = detail::gather_value(dp, static_cast<std::int64_t>(batch.seq_offsets.size()) - 1);
+  std::int64_t first_seq = 0;  // the rank's first sequence in the whole batch
+  for (int r = 0; r < dp.rank(); ++r) first_seq += seqs[static_cast<std::size_t>(r)];
+  return detail::policy_loss_with<P>(cur, batch, cfg, grads, sum_over_ranks, total, first_seq);
 }
 
 template <class P, class DP, class TP>

@@ -56,14 +56,14 @@ namespace grpokit::detail {
 // rank into v (the identity in one process): the token and sequence counts and the selection's
 // histograms; `total(parts)` combines the per-sequence partials of the whole batch (a fixed tree in
 // one process): those of the batch pass first when the configuration needs one, then those of the
-// loss. data_parallel.hpp passes collectives and the rank.
+// loss. data_parallel.hpp passes collectives and the index of the rank's first sequence.
 template <class P, class Sum, class Total>
 loss_result policy_loss_with(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
                              const loss_config& cfg, const policy_grads<accum_t<P>>& grads, Sum&& sum_over_ranks,
-                             Total&& total, int rank = 0) {
+                             Total&& total, std::int64_t first_seq = 0) {
   using Ops = detail::ops_for<P::order>;
   using terms_t = detail::policy_terms<P, Ops>;
-  const terms_t terms{cur, batch, cfg, rank};
+  const terms_t terms{cur, batch, cfg, first_seq};
   const std::int64_t S = batch.seq_offsets.size() - 1;
 
   auto seqs = detail::scratch<typename terms_t::sequence_summary>(S, "policy_loss");
@@ -96,8 +96,8 @@ loss_result policy_loss_with(const current_policy<accum_t<P>>& cur, const rollou
     whole.entropy_threshold =
         detail::quantile_value(select(detail::selection::entropy_quantile, detail::quantile_run(counts[0], q)), q);
   }
-  if (detail::needs_selection(cfg, detail::selection::kl_cov))
-    detail::set_kl_cov(whole, select(detail::selection::kl_cov, detail::kl_cov_run(pass_total, cfg)));
+  if (detail::needs_selection(cfg, detail::selection::covariance))
+    detail::set_covariance(whole, select(detail::selection::covariance, detail::covariance_run(pass_total, cfg)));
   detail::parallel_for(S, [&](std::int64_t s) {
     parts[static_cast<std::size_t>(s)] =
         terms.accumulate_sequence(s, seqs[static_cast<std::size_t>(s)], n_tokens, n_seqs, whole, grads);

@@ -3,6 +3,7 @@
 // them as one `float[]` and Python can offer every field as a keyword argument with the C++ name and
 // default (the defaults are read from loss_config{}: one definition). An enum field is its index
 // in `choices`, a bool 0 or 1.
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <tuple>
@@ -27,6 +28,16 @@ config_field<Config> number(const char* name, double Config::*member) {
   return {name, {}, false, [member](const Config& c) { return c.*member; },
           [member](Config& c, double v) { c.*member = v; }};
 }
+// An integer field (a seed): exact in the double that carries it up to 2^53.
+template <class Config>
+config_field<Config> integer(const char* name, std::uint64_t Config::*member) {
+  return {name, {}, false, [member](const Config& c) { return static_cast<double>(c.*member); },
+          [member, name = std::string(name)](Config& c, double v) {
+            GRPOKIT_REQUIRE(v >= 0 && v <= 9007199254740992.0 && v == static_cast<double>(static_cast<std::uint64_t>(v)),
+                            name, ": must be an integer in [0, 2^53], got ", v);
+            c.*member = static_cast<std::uint64_t>(v);
+          }};
+}
 template <class Config>
 config_field<Config> flag(const char* name, bool Config::*member) {
   return {name, {}, true, [member](const Config& c) { return c.*member ? 1.0 : 0.0; },
@@ -47,7 +58,7 @@ config_field<Config> choice(const char* name, Enum Config::*member, std::vector<
 inline const std::vector<config_field<grpokit::loss_config>>& loss_fields() {
   using C = grpokit::loss_config;
   static const std::vector<config_field<C>> fields = {
-      choice("obj", &C::obj, {"ppo_clip", "cispo", "gspo", "sapo", "reinforce", "gmpo", "kl_cov"}),
+      choice("obj", &C::obj, {"ppo_clip", "cispo", "gspo", "sapo", "reinforce", "gmpo", "kl_cov", "clip_cov"}),
       number("eps_low", &C::eps_low),
       number("eps_high", &C::eps_high),
       number("dual_clip", &C::dual_clip),
@@ -75,6 +86,10 @@ inline const std::vector<config_field<grpokit::loss_config>>& loss_fields() {
       number("top_entropy_quantile", &C::top_entropy_quantile),
       number("kl_cov_ratio", &C::kl_cov_ratio),
       number("ppo_kl_coef", &C::ppo_kl_coef),
+      number("clip_cov_ratio", &C::clip_cov_ratio),
+      number("clip_cov_lb", &C::clip_cov_lb),
+      number("clip_cov_ub", &C::clip_cov_ub),
+      integer("clip_cov_seed", &C::clip_cov_seed),
       number("temperature", &C::temperature),
       choice("agg", &C::agg,
              {"token_mean", "token_sum", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"}),

@@ -38,7 +38,7 @@ __device__ inline batch_stats batch_stats_at(const loss_partial* whole, const se
   batch_stats b = needs_batch_pass(cfg) ? batch_stats_of(*whole, cfg) : batch_stats{};
   if (needs_selection(cfg, selection::entropy_quantile))
     b.entropy_threshold = quantile_value(sel[static_cast<int>(selection::entropy_quantile)], 1 - cfg.top_entropy_quantile);
-  if (needs_selection(cfg, selection::kl_cov)) set_kl_cov(b, sel[static_cast<int>(selection::kl_cov)]);
+  if (needs_selection(cfg, selection::covariance)) set_covariance(b, sel[static_cast<int>(selection::covariance)]);
   return b;
 }
 
@@ -85,14 +85,14 @@ template <class P>
 __global__ void __launch_bounds__(device::tuning::sequence_threads)
     accumulate_kernel(current_policy<accum_t<P>> cur, rollout_batch<accum_t<P>> batch, loss_config cfg,
                       const typename terms_for<P>::sequence_summary* summaries, const long long* counts,
-                      const detail::loss_partial* whole, const detail::select_run* sel, int rank,
+                      const detail::loss_partial* whole, const detail::select_run* sel,
                       policy_grads<accum_t<P>> grads, detail::loss_partial* partials) {
   const std::int64_t s = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t S = batch.seq_offsets.size() - 1;
   if (s >= S) return;
   partials[s] = detail::loss_partial{};
   if (!sequence_ok(batch, s, cur.logp.size())) return;
-  const terms_for<P> terms{cur, batch, cfg, rank};
+  const terms_for<P> terms{cur, batch, cfg, counts[2]};
   const detail::batch_stats stats = batch_stats_at(whole, sel, cfg);
   partials[s] = terms.accumulate_sequence(s, summaries[s], terms.token_count(counts[0]), terms.seq_count(counts[1]),
                                           stats, grads);
@@ -125,7 +125,7 @@ template <class P>
 void launch_summarize(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
                       const loss_config& cfg, const layout<P>& ws, cudaStream_t stream) {
   const std::int64_t S = batch.seq_offsets.size() - 1;
-  GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws.counts, 0, 2 * sizeof(long long), stream));
+  GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws.counts, 0, 3 * sizeof(long long), stream));
   if (S == 0) return;
   constexpr int threads = device::tuning::sequence_threads;
   summarize_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(
@@ -137,12 +137,12 @@ void launch_summarize(const current_policy<accum_t<P>>& cur, const rollout_batch
 template <class P>
 void launch_accumulate(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
                        const loss_config& cfg, const policy_grads<accum_t<P>>& grads, const layout<P>& ws,
-                       cudaStream_t stream, int rank = 0) {
+                       cudaStream_t stream) {
   const std::int64_t S = batch.seq_offsets.size() - 1;
   if (S == 0) return;
   constexpr int threads = device::tuning::sequence_threads;
   accumulate_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(
-      cur, batch, cfg, ws.summaries, ws.counts, ws.batch, ws.select, rank, grads, ws.partials);
+      cur, batch, cfg, ws.summaries, ws.counts, ws.batch, ws.select, grads, ws.partials);
   GRPOKIT_CUDA_CHECK_LAUNCH();
 }
 
@@ -185,7 +185,7 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
   if (threadIdx.x != 0) return;
   runs[static_cast<int>(which)] = which == selection::entropy_quantile
                                       ? quantile_run(counts[0], 1 - cfg.top_entropy_quantile)
-                                      : kl_cov_run(*whole, cfg);
+                                      : covariance_run(*whole, cfg);
 }
 
 // One round's histogram of the local keys: a thread per sequence, the block's bins in shared
@@ -193,8 +193,8 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
 template <class P>
 __global__ void __launch_bounds__(device::tuning::sequence_threads)
     select_count_kernel(current_policy<accum_t<P>> cur, rollout_batch<accum_t<P>> batch, loss_config cfg,
-                        selection which, const loss_partial* whole, const select_run* runs, int rank,
-                        unsigned long long* hist) {
+                        selection which, const long long* counts, const loss_partial* whole,
+                        const select_run* runs, unsigned long long* hist) {
   __shared__ unsigned long long bins[select_hist_size];
   for (int i = threadIdx.x; i < select_hist_size; i += blockDim.x) bins[i] = 0;
   __syncthreads();
@@ -202,7 +202,7 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
   const std::int64_t S = batch.seq_offsets.size() - 1;
   if (s < S && sequence_ok(batch, s, cur.logp.size())) {
     const select_run r = runs[static_cast<int>(which)];
-    const terms_for<P> terms{cur, batch, cfg, rank};
+    const terms_for<P> terms{cur, batch, cfg, counts[2]};
     const batch_stats stats = batch_stats_at(whole, runs, cfg);  // the means KL-Cov's keys need
     terms.for_each_selection_key(which, s, stats, [&](const select_key& key) {
       select_count(r, key, [&](int i) { atomicAdd(&bins[i], 1ull); });
@@ -230,21 +230,21 @@ __global__ void __launch_bounds__(1)
 // The rounds of the selections the configuration needs over the sequences of this process, after
 // the counts (ws.counts: the whole batch's) and the batch pass (ws.batch). `summed()` makes each
 // round's histogram (ws.select_hist) the whole batch's and returns where the ranks' histograms lie
-// and how many there are (this one's in one process). `rank`: the data-parallel rank (positions).
+// and how many there are (this one's in one process).
 template <class P, class Summed>
 void launch_selections(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
-                       const loss_config& cfg, const layout<P>& ws, cudaStream_t stream, Summed&& summed,
-                       int rank = 0) {
+                       const loss_config& cfg, const layout<P>& ws, cudaStream_t stream, Summed&& summed) {
   const std::int64_t S = batch.seq_offsets.size() - 1;
   constexpr int threads = device::tuning::sequence_threads;
-  for (const selection which : {selection::entropy_quantile, selection::kl_cov}) {
+  for (const selection which : {selection::entropy_quantile, selection::covariance}) {
     if (!needs_selection(cfg, which)) continue;
     select_init_kernel<<<1, threads, 0, stream>>>(which, ws.counts, ws.batch, cfg, ws.select, ws.select_hist);
     GRPOKIT_CUDA_CHECK_LAUNCH();
     for (int round = 0; round < selection_rounds(which); ++round) {
       if (S > 0) {
         select_count_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(
-            cur, batch, cfg, which, ws.batch, ws.select, rank, reinterpret_cast<unsigned long long*>(ws.select_hist));
+            cur, batch, cfg, which, ws.counts, ws.batch, ws.select,
+            reinterpret_cast<unsigned long long*>(ws.select_hist));
         GRPOKIT_CUDA_CHECK_LAUNCH();
       }
       const auto all = summed();
