@@ -1,9 +1,9 @@
 #pragma once
 // Exact order statistics of per-token keys over the whole batch (every rank), without sorting or
 // gathering the keys: a most-significant-digit radix select over the keys' order-preserving bits,
-// select_rounds rounds of 8-bit digits. Each round counts, into 256 bins, the candidates whose
-// leading digits equal those found so far; the bins are summed over the ranks (integers: exact in
-// any order) and the next digit is the bin where the wanted rank falls. The host and the device run
+// 8 rounds of 8-bit digits (8 more over the position when ties are broken). Each round counts, into
+// 256 bins, the candidates whose leading digits equal those found so far; the bins are summed over
+// the ranks (integers: exact in any order) and the next digit is the bin where the wanted rank falls. The host and the device run
 // the same rounds; the result is a key of the batch, so it depends neither on the schedule nor on
 // how the batch is split. Two order statistics per run (a quantile interpolates between two).
 #include <cmath>
