@@ -210,9 +210,10 @@ void require_finite(const V& v, const char* what, bool allow_minus_inf = false) 
 }
 
 // The largest |logit / temperature| the inputs allow, whichever temperatures apply. The loss terms
-// linear in logp (cispo, reinforce, k1) and k2 (quadratic, and its gradient linear) grow with it:
-// their true value leaves the floating range with scaled logits near DBL_MAX (logits of 1e308, or
-// a temperature of 1e-300), so they are promised finite only for moderate scaled logits.
+// linear in logp (cispo, reinforce, k1, kl_cov's penalty) and k2 (quadratic, and its gradient
+// linear) grow with it: their true value leaves the floating range with scaled logits near DBL_MAX
+// (logits of 1e308, or a temperature of 1e-300), so they are promised finite only for moderate
+// scaled logits.
 template <class T>
 double max_abs(const std::vector<T>& v) {
   double m = 0;
@@ -227,6 +228,7 @@ bool moderate_scaled_logits(double max_logit, const std::vector<R>& temperature,
 }
 bool grows_with_logp(const grpokit::loss_config& c) {
   return c.obj == grpokit::objective::cispo || c.obj == grpokit::objective::reinforce ||
+         c.obj == grpokit::objective::kl_cov ||  // its penalty ppo_kl_coef |logp - logp_old|
          c.kl == grpokit::kl_estimator::k1 || c.kl == grpokit::kl_estimator::k2 || c.positive_nll_coef != 0;
 }
 
