@@ -1,8 +1,9 @@
 // The device entry points over a layout (device/distributed.cuh) under MPI on a DP x TP grid
 // (GRPOKIT_TP ranks per vocabulary group, the rest data parallel), each rank on the device (a GPU,
 // or the simulated GPU: one simulator per process), through staged_communicator over
-// mpi_communicator. Every rank builds the same global problem (same seed), runs the one-process
-// device call on the whole batch itself, then its share of the distributed call (random sequence
+// mpi_communicator. Every rank builds the same global problem (same seed); one rank runs the
+// one-process device call on the whole batch and sends its outputs to the others (the references of
+// a test spread over the ranks); every rank runs its share of the distributed call (random sequence
 // cuts, empty DP shares included; column cuts on the chunk grid, non-empty), and compares: the loss
 // and metrics bitwise under batch_invariant and within rounding otherwise; dlogits, logp and
 // entropy of its own block bitwise (the tiles merge in the unsharded order, integer normalisers),
@@ -22,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include <grpokit/comm/mpi.hpp>
@@ -135,10 +137,82 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b, std::int64_t of
 }
 bool close(double a, double b, double tol) { return std::fabs(a - b) <= tol * (1 + std::fabs(b)); }
 
-struct device_run {
-  grpokit::loss_result result;
-  std::vector<float> logp, entropy;
+// The one-process references of a test: reference i is computed on rank i % size alone and sent
+// to every rank (every rank computing each one would cost the grid's size times over on the
+// simulator). A reference lists its fields with each(f): trivially copyable values and vectors.
+template <class T>
+void send_from(int root, T& v) {
+  static_assert(std::is_trivially_copyable<T>::value, "a reference field is sent as bytes");
+  MPI_Bcast(&v, static_cast<int>(sizeof(T)), MPI_BYTE, root, MPI_COMM_WORLD);
+}
+template <class T>
+void send_from(int root, std::vector<T>& v) {
+  static_assert(std::is_trivially_copyable<T>::value, "a reference field is sent as bytes");
+  std::uint64_t n = v.size();
+  send_from(root, n);
+  v.resize(static_cast<std::size_t>(n));
+  MPI_Bcast(v.data(), static_cast<int>(n * sizeof(T)), MPI_BYTE, root, MPI_COMM_WORLD);
+}
+template <class Ref, class Make>
+std::vector<Ref> references(int n, Make make) {
+  const grid& g = the_grid();
+  std::vector<Ref> out(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i)
+    if (i % g.size == g.rank) out[i] = make(i);
+  for (int i = 0; i < n; ++i) out[i].each([&](auto& field) { send_from(i % g.size, field); });
+  return out;
+}
+
+// fused_loss on the whole batch (its outputs), then token_logprobs and logits_backward alone from
+// made-up gradients of the log-probs and entropies.
+template <class P>
+struct fused_reference {
+  using S = grpokit::storage_t<P>;
+  using R = grpokit::accum_t<P>;
+  grpokit::loss_result result{};
+  std::vector<S> dlogits, dlogits_backward;
+  std::vector<R> logp, entropy, lse, entropy_rows;
+  template <class F>
+  void each(F f) {
+    f(result), f(dlogits), f(dlogits_backward), f(logp), f(entropy), f(lse), f(entropy_rows);
+  }
 };
+// the made-up gradients of logits_backward
+template <class R>
+std::vector<R> made_up_dlogp(std::int64_t T) {
+  std::vector<R> v(static_cast<std::size_t>(T));
+  for (std::int64_t t = 0; t < T; ++t) v[t] = R(t % 3 == 0 ? 0 : 0.5 - 0.1 * t);
+  return v;
+}
+template <class R>
+std::vector<R> made_up_dentropy(std::int64_t T) {
+  std::vector<R> v(static_cast<std::size_t>(T));
+  for (std::int64_t t = 0; t < T; ++t) v[t] = R(t % 2 == 0 ? 0.03 : 0);
+  return v;
+}
+template <class P>
+fused_reference<P> fused_on_one_process(const ref::problem& p, const loss_config& cfg) {
+  using S = grpokit::storage_t<P>;
+  using R = grpokit::accum_t<P>;
+  fused_reference<P> out;
+  device_problem<P> whole(p);
+  buffer<S> dwhole(static_cast<std::size_t>(p.T * p.V));
+  buffer<R> logp_w(p.T), ent_w(p.T), lse_w(p.T);
+  out.result = grpokit::device::fused_loss<P>(whole.input(), whole.batch(), cfg, {dwhole.data(), p.T, p.V, p.V},
+                                              whole.ws(), whole.ws_bytes(), 0, {logp_w.span(), ent_w.span()});
+  out.dlogits = dwhole.host();
+  out.logp = logp_w.host();
+  out.entropy = ent_w.host();
+  const buffer<R> dlogp_w(made_up_dlogp<R>(p.T)), dent_w(made_up_dentropy<R>(p.T));
+  grpokit::device::token_logprobs<P>(whole.input(), cfg, {logp_w.span(), ent_w.span(), lse_w.span()}, whole.ws(),
+                                     whole.ws_bytes());
+  grpokit::device::logits_backward<P>(whole.input(), {lse_w.cspan(), ent_w.cspan(), dlogp_w.cspan(), dent_w.cspan()},
+                                      cfg, {dwhole.data(), p.T, p.V, p.V}, whole.ws(), whole.ws_bytes());
+  out.lse = lse_w.host();
+  out.entropy_rows = ent_w.host();
+  out.dlogits_backward = dwhole.host();
+  return out;
+}
 
 // fused_loss of P on the whole batch (one process) and on this rank's share (data parallel).
 template <class P>
@@ -163,20 +237,21 @@ void compare_fused(bool bitwise) {
   cfgs[2].kl = grpokit::kl_estimator::k2;
   cfgs[2].kl_coef = 0.1;
   cfgs[2].prune_rho = 1e-2;
-  std::uint64_t seed = 500;
-  for (const loss_config& cfg : cfgs) {
-    ++seed;
+  auto seed_of = [](std::size_t i) { return static_cast<std::uint64_t>(501 + i); };
+  auto problem_of = [&](std::size_t i) { return global_problem(seed_of(i), 3 * 32 + 5); };
+  const auto refs = references<fused_reference<P>>(static_cast<int>(cfgs.size()), [&](int i) {
+    return fused_on_one_process<P>(problem_of(static_cast<std::size_t>(i)), cfgs[static_cast<std::size_t>(i)]);
+  });
+  for (std::size_t i = 0; i < cfgs.size(); ++i) {
+    const loss_config& cfg = cfgs[i];
+    const std::uint64_t seed = seed_of(i);
     INFO("policy " << support::describe<P>() << ", seed " << seed << ", grid dp " << g.dp_size << " x tp "
                    << g.tp_size << ", rank " << g.rank);
-    const ref::problem p = global_problem(seed, 3 * 32 + 5);
+    const ref::problem p = problem_of(i);
     const share sh = my_share(p, seed, 32);
     const ref::problem q = share_of(p, sh.s0, sh.s1, sh.c0, sh.c1);
-
-    device_problem<P> whole(p);
-    buffer<S> dwhole(static_cast<std::size_t>(p.T * p.V));
-    buffer<R> logp_w(p.T), ent_w(p.T);
-    const auto want = grpokit::device::fused_loss<P>(whole.input(), whole.batch(), cfg, {dwhole.data(), p.T, p.V, p.V},
-                                                     whole.ws(), whole.ws_bytes(), 0, {logp_w.span(), ent_w.span()});
+    const fused_reference<P>& whole = refs[i];
+    const auto& want = whole.result;
 
     const grpokit::device::shape planned{sh.most_tokens, sh.most_columns, sh.most_seqs};
     const auto lay = layout();
@@ -208,10 +283,10 @@ void compare_fused(bool bitwise) {
     CHECK(got.metrics.tokens_kept == want.metrics.tokens_kept);
     CHECK(got.metrics.masked_tokens_vocab_prune == want.metrics.masked_tokens_vocab_prune);
     // the rows: the tiles merged in the unsharded order (chunk-aligned slices), integer normalisers
-    CHECK(same_bits(logp_m.host(), logp_w.host(), sh.t0));
-    CHECK(same_bits(ent_m.host(), ent_w.host(), sh.t0));
+    CHECK(same_bits(logp_m.host(), whole.logp, sh.t0));
+    CHECK(same_bits(ent_m.host(), whole.entropy, sh.t0));
     // ... except where the IS weights' batch mean is combined in rank order (reduction::fast)
-    const auto dwant = block(dwhole.host(), p.V, sh.t0, q.T, sh.c0, sh.c1);
+    const auto dwant = block(whole.dlogits, p.V, sh.t0, q.T, sh.c0, sh.c1);
     if (bitwise || !cfg.is_batch_normalize) {
       CHECK(same_bits(dmine.host(), dwant, 0));
     } else {
@@ -223,22 +298,13 @@ void compare_fused(bool bitwise) {
     }
 
     // logits_backward alone over the slices, from the one-process lse / entropy and made-up gradients
-    std::vector<R> dlogp(static_cast<std::size_t>(p.T)), dent(dlogp.size());
-    for (std::int64_t t = 0; t < p.T; ++t) {
-      dlogp[t] = R(t % 3 == 0 ? 0 : 0.5 - 0.1 * t);
-      dent[t] = R(t % 2 == 0 ? 0.03 : 0);
-    }
-    buffer<R> lse_w(p.T), dlogp_w(dlogp), dent_w(dent);
-    grpokit::device::token_logprobs<P>(whole.input(), cfg, {logp_w.span(), ent_w.span(), lse_w.span()}, whole.ws(),
-                                       whole.ws_bytes());
-    grpokit::device::logits_backward<P>(whole.input(), {lse_w.cspan(), ent_w.cspan(), dlogp_w.cspan(), dent_w.cspan()},
-                                        cfg, {dwhole.data(), p.T, p.V, p.V}, whole.ws(), whole.ws_bytes());
     auto rows = [&](const std::vector<R>& v) { return std::vector<R>(v.begin() + sh.t0, v.begin() + sh.t0 + q.T); };
-    const buffer<R> lse_m(rows(lse_w.host())), ent_m2(rows(ent_w.host())), dlogp_m(rows(dlogp)), dent_m(rows(dent));
+    const buffer<R> lse_m(rows(whole.lse)), ent_m2(rows(whole.entropy_rows)),
+        dlogp_m(rows(made_up_dlogp<R>(p.T))), dent_m(rows(made_up_dentropy<R>(p.T)));
     grpokit::device::logits_backward<P>(mine.input(), {lse_m.cspan(), ent_m2.cspan(), dlogp_m.cspan(), dent_m.cspan()},
                                         cfg, {dmine.data(), q.T, q.V, q.V}, ws.data(), ws.size(), planned, lay);
     grpokit::device::throw_if_error(grpokit::device::read_status(ws.data(), 0));
-    CHECK(same_bits(dmine.host(), block(dwhole.host(), p.V, sh.t0, q.T, sh.c0, sh.c1), 0));
+    CHECK(same_bits(dmine.host(), block(whole.dlogits_backward, p.V, sh.t0, q.T, sh.c0, sh.c1), 0));
   }
 }
 
@@ -378,6 +444,18 @@ struct linear_calls {
   }
 };
 
+// the one-process outputs of fused_linear_loss
+template <class S>
+struct linear_reference {
+  grpokit::loss_result result{};
+  std::vector<float> logp, entropy, dweight, dbias;
+  std::vector<S> dhidden;
+  template <class F>
+  void each(F f) {
+    f(result), f(logp), f(entropy), f(dweight), f(dbias), f(dhidden);
+  }
+};
+
 template <class P, class Calls>
 void compare_linear(const Calls& calls, bool bitwise, const loss_config& cfg, std::uint64_t seed,
                     bool with_rejection) {
@@ -393,12 +471,19 @@ void compare_linear(const Calls& calls, bool bitwise, const loss_config& cfg, st
   const ref::problem q = share_of(p, sh.s0, sh.s1, sh.c0, sh.c1);
   const lm_head head(seed, p.T, V, D);
 
-  device_problem<P> whole(p);
-  linear_run<P> w(head.hidden, head.weight, head.bias, D);
-  std::size_t bytes = grpokit::device::linear_workspace_bytes<P>({p.T, V, p.S}, token_chunk);
-  buffer<unsigned char> ws1(bytes);
-  const auto want =
-      calls.template one<P>(w.input(whole), whole.batch(), cfg, token_chunk, w.grads(), ws1.data(), bytes, w.extra());
+  const linear_reference<S> w = references<linear_reference<S>>(1, [&](int) {
+    device_problem<P> whole(p);
+    linear_run<P> run(head.hidden, head.weight, head.bias, D);
+    std::size_t bytes = grpokit::device::linear_workspace_bytes<P>({p.T, V, p.S}, token_chunk);
+    buffer<unsigned char> ws1(bytes);
+    linear_reference<S> r;
+    r.result = calls.template one<P>(run.input(whole), whole.batch(), cfg, token_chunk, run.grads(), ws1.data(), bytes,
+                                     run.extra());
+    r.logp = run.logp.host(), r.entropy = run.entropy.host(), r.dhidden = run.dhidden.host();
+    r.dweight = run.dweight.host(), r.dbias = run.dbias.host();
+    return r;
+  })[0];
+  const auto& want = w.result;
 
   device_problem<P> mine(q);
   linear_run<P> m(rows_of(head.hidden, D, sh.t0, sh.t0 + q.T), rows_of(head.weight, D, sh.c0, sh.c1),
@@ -423,17 +508,17 @@ void compare_linear(const Calls& calls, bool bitwise, const loss_config& cfg, st
     return agree(std::vector<double>(mine_rows.begin(), mine_rows.end()), want_rows, exact, tol);
   };
   if (exact) CHECK(got.metrics.masked_tokens_vocab_prune == want.metrics.masked_tokens_vocab_prune);
-  CHECK(rows_agree(m.logp.host(), w.logp.host()));
-  CHECK(rows_agree(m.entropy.host(), w.entropy.host()));
+  CHECK(rows_agree(m.logp.host(), w.logp));
+  CHECK(rows_agree(m.entropy.host(), w.entropy));
   auto as_float = [](const std::vector<S>& v) { return std::vector<float>(v.begin(), v.end()); };
   auto part = [](const std::vector<float>& v, std::int64_t width, std::int64_t r0, std::int64_t r1) {
     return std::vector<float>(v.begin() + r0 * width, v.begin() + r1 * width);
   };
   CHECK(agree(sum_over(g.tp, as_float(m.dhidden.host())),
-              part(as_float(w.dhidden.host()), D, sh.t0, sh.t0 + q.T), exact && g.tp_size == 1, tol));
-  CHECK(agree(sum_over(g.dp, m.dweight.host()), part(w.dweight.host(), D, sh.c0, sh.c1), exact && g.dp_size == 1,
+              part(as_float(w.dhidden), D, sh.t0, sh.t0 + q.T), exact && g.tp_size == 1, tol));
+  CHECK(agree(sum_over(g.dp, m.dweight.host()), part(w.dweight, D, sh.c0, sh.c1), exact && g.dp_size == 1,
               tol));
-  CHECK(agree(sum_over(g.dp, m.dbias.host()), part(w.dbias.host(), 1, sh.c0, sh.c1), exact && g.dp_size == 1, tol));
+  CHECK(agree(sum_over(g.dp, m.dbias.host()), part(w.dbias, 1, sh.c0, sh.c1), exact && g.dp_size == 1, tol));
 
   if (!with_rejection) return;
   // the last rank's dhidden has a row too many: rejected on its host, raised on every rank
@@ -531,6 +616,18 @@ TEST_CASE("device data and vocabulary parallel fused_linear_loss with cuBLAS: wi
   cublasDestroy(handle);
 }
 
+namespace {
+// the one-process outputs of policy_loss
+struct policy_reference {
+  grpokit::loss_result result{};
+  std::vector<float> dlogp, dentropy;
+  template <class F>
+  void each(F f) {
+    f(result), f(dlogp), f(dentropy);
+  }
+};
+}  // namespace
+
 TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one process, a rejection on every rank") {
   using P = policy<reduction::batch_invariant, precision<float, float>>;
   const int rank = the_grid().dp_rank, ranks = the_grid().dp_size;  // layout.tp: unused by policy_loss
@@ -553,16 +650,25 @@ TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one 
   cfg.clip_cov_ub = 1;
   cfg.clip_cov_seed = 11;
   // the current policy: the rollout log-probs, entropies from the old ones
-  device_problem<P> whole(p), mine(q);
   auto entropy_of = [](const device_problem<P>& d) {
     auto h = d.logp_old.host();
     for (auto& x : h) x = -x;
     return h;
   };
-  const buffer<float> ent_w(entropy_of(whole)), ent_m(entropy_of(mine));
-  buffer<float> dlogp_w(p.T), dent_w(p.T), dlogp_m(q.T), dent_m(q.T);
-  const auto want = grpokit::device::policy_loss<P>({whole.logp_rollout.cspan(), ent_w.cspan()}, whole.batch(), cfg,
-                                                    {dlogp_w.span(), dent_w.span()}, whole.ws(), whole.ws_bytes(), stream);
+  const policy_reference w = references<policy_reference>(1, [&](int) {
+    device_problem<P> whole(p);
+    const buffer<float> ent_w(entropy_of(whole));
+    buffer<float> dlogp_w(p.T), dent_w(p.T);
+    policy_reference r;
+    r.result = grpokit::device::policy_loss<P>({whole.logp_rollout.cspan(), ent_w.cspan()}, whole.batch(), cfg,
+                                               {dlogp_w.span(), dent_w.span()}, whole.ws(), whole.ws_bytes(), stream);
+    r.dlogp = dlogp_w.host(), r.dentropy = dent_w.host();
+    return r;
+  })[0];
+  const auto& want = w.result;
+  device_problem<P> mine(q);
+  const buffer<float> ent_m(entropy_of(mine));
+  buffer<float> dlogp_m(q.T), dent_m(q.T);
   std::int64_t most = 0;
   for (int r = 0; r < ranks; ++r) most = std::max(most, c[r + 1] - c[r]);
   const grpokit::device::shape planned{p.T, 0, most};
@@ -577,8 +683,8 @@ TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one 
   CHECK(want.metrics.masked_tokens_entropy > 0);
   CHECK(want.metrics.cov_tokens > 0);
   const std::int64_t t0 = p.b.seq_offsets[c[rank]];
-  CHECK(same_bits(dlogp_m.host(), dlogp_w.host(), t0));
-  CHECK(same_bits(dent_m.host(), dent_w.host(), t0));
+  CHECK(same_bits(dlogp_m.host(), w.dlogp, t0));
+  CHECK(same_bits(dent_m.host(), w.dentropy, t0));
   // the last rank passes gradients of the wrong size: rejected on its host, raised on every rank
   bool threw = false;
   try {
@@ -593,44 +699,70 @@ TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one 
   cudaStreamDestroy(stream);
 }
 
+namespace {
 // compute_advantages with the sequences cut across the DP ranks (groups straddle ranks) against the
 // one-process device call on the whole batch: the rank's advantages and mask and the statistics
 // bitwise (the same kernels on the same gathered inputs).
-template <class P>
-void compare_advantages(std::uint64_t seed, bool with_tokens = false) {
-  const grid& g = the_grid();
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<std::int64_t> size(1, 6);
-  std::uniform_int_distribution<int> coin(0, 3);
-  std::normal_distribution<double> n(0, 2);
+struct advantage_problem {
+  std::uint64_t seed;
   std::vector<std::int64_t> offsets{0};
-  for (int k = 0; k < 7; ++k) offsets.push_back(offsets.back() + size(rng));
-  const std::int64_t S = offsets.back();
-  std::vector<double> r(S), lr(S), gb(offsets.size() - 1), tokens(with_tokens ? S : 0);
-  for (auto& v : r) v = coin(rng) * 0.5;
-  for (auto& v : lr) v = n(rng);
-  for (auto& v : gb) v = coin(rng) * 0.25;
-  for (auto& v : tokens) v = coin(rng) * 5;
-  const auto c = cuts(seed, S, g.dp_size);
-  const std::int64_t s0 = c[g.dp_rank], s1 = c[g.dp_rank + 1];
-  std::int64_t most = 0;
-  for (int q = 0; q < g.dp_size; ++q) most = std::max(most, c[q + 1] - c[q]);
-  INFO("seed " << seed << ", dp " << g.dp_size << ", rank " << g.dp_rank << ", sequences [" << s0 << ", " << s1
-                << ") of " << S);
+  std::vector<double> r, lr, gb, tokens;
   grpokit::advantage_config cfg;
-  cfg.scale = with_tokens ? grpokit::adv_scale::whiten : grpokit::adv_scale::batch;
-  cfg.mask_zero_variance = true;
-  const buffer<double> dr(r), dlr(lr), dgb(gb), dtok(tokens);
-  const buffer<std::int64_t> doff(offsets);
+  advantage_problem(std::uint64_t seed_, bool with_tokens) : seed(seed_) {
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<std::int64_t> size(1, 6);
+    std::uniform_int_distribution<int> coin(0, 3);
+    std::normal_distribution<double> n(0, 2);
+    for (int k = 0; k < 7; ++k) offsets.push_back(offsets.back() + size(rng));
+    const auto S = static_cast<std::size_t>(offsets.back());
+    r.resize(S), lr.resize(S), gb.resize(offsets.size() - 1), tokens.resize(with_tokens ? S : 0);
+    for (auto& v : r) v = coin(rng) * 0.5;
+    for (auto& v : lr) v = n(rng);
+    for (auto& v : gb) v = coin(rng) * 0.25;
+    for (auto& v : tokens) v = coin(rng) * 5;
+    cfg.scale = with_tokens ? grpokit::adv_scale::whiten : grpokit::adv_scale::batch;
+    cfg.mask_zero_variance = true;
+  }
+};
+struct advantage_reference {
+  grpokit::advantage_stats stats{};
+  std::vector<double> adv;
+  std::vector<std::uint8_t> keep;
+  template <class F>
+  void each(F f) {
+    f(stats), f(adv), f(keep);
+  }
+};
+template <class P>
+advantage_reference advantages_on_one_process(const advantage_problem& a) {
+  const std::int64_t S = a.offsets.back();
+  const buffer<double> dr(a.r), dlr(a.lr), dgb(a.gb), dtok(a.tokens);
+  const buffer<std::int64_t> doff(a.offsets);
   buffer<double> da(S);
   buffer<std::uint8_t> dk(S);
   buffer<unsigned char> ws1(grpokit::device::workspace_bytes<P>({0, 0, S}));
-  const auto want =
+  advantage_reference out;
+  out.stats =
       grpokit::device::compute_advantages<P>({dr.cspan(), doff.cspan(), dlr.cspan(), {}, dgb.cspan(), dtok.cspan()},
-                                             cfg, {da.span(), dk.span()}, ws1.data(), ws1.size());
-  const buffer<double> mr(std::vector<double>(r.begin() + s0, r.begin() + s1)),
-      mlr(std::vector<double>(lr.begin() + s0, lr.begin() + s1)),
-      mtok(with_tokens ? std::vector<double>(tokens.begin() + s0, tokens.begin() + s1) : std::vector<double>{});
+                                             a.cfg, {da.span(), dk.span()}, ws1.data(), ws1.size());
+  out.adv = da.host(), out.keep = dk.host();
+  return out;
+}
+template <class P>
+void compare_advantages(const advantage_problem& a, const advantage_reference& want) {
+  const grid& g = the_grid();
+  const std::int64_t S = a.offsets.back();
+  const auto c = cuts(a.seed, S, g.dp_size);
+  const std::int64_t s0 = c[g.dp_rank], s1 = c[g.dp_rank + 1];
+  std::int64_t most = 0;
+  for (int q = 0; q < g.dp_size; ++q) most = std::max(most, c[q + 1] - c[q]);
+  INFO("seed " << a.seed << ", dp " << g.dp_size << ", rank " << g.dp_rank << ", sequences [" << s0 << ", " << s1
+                << ") of " << S);
+  auto mine = [&](const std::vector<double>& v) {
+    return v.empty() ? v : std::vector<double>(v.begin() + s0, v.begin() + s1);
+  };
+  const buffer<double> mr(mine(a.r)), mlr(mine(a.lr)), mtok(mine(a.tokens)), dgb(a.gb);
+  const buffer<std::int64_t> doff(a.offsets);
   buffer<double> ma(s1 - s0);
   buffer<std::uint8_t> mk(s1 - s0);
   const grpokit::device::shape planned{0, 0, most};
@@ -638,21 +770,38 @@ void compare_advantages(std::uint64_t seed, bool with_tokens = false) {
   buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>(planned, lay));
   const auto got =
       grpokit::device::compute_advantages<P>({mr.cspan(), doff.cspan(), mlr.cspan(), {}, dgb.cspan(), mtok.cspan()},
-                                             cfg, {ma.span(), mk.span()}, ws.data(), ws.size(), planned, lay);
-  CHECK(std::memcmp(&got, &want, sizeof(got)) == 0);
-  CHECK(same_bits(ma.host(), da.host(), s0));
-  CHECK(same_bits(mk.host(), dk.host(), s0));
+                                             a.cfg, {ma.span(), mk.span()}, ws.data(), ws.size(), planned, lay);
+  CHECK(std::memcmp(&got, &want.stats, sizeof(got)) == 0);
+  CHECK(same_bits(ma.host(), want.adv, s0));
+  CHECK(same_bits(mk.host(), want.keep, s0));
 }
+// a baseline's case: its one-process reference and its distributed comparison
+struct advantage_case {
+  std::uint64_t seed;
+  bool with_tokens;
+  advantage_reference (*one)(const advantage_problem&);
+  void (*many)(const advantage_problem&, const advantage_reference&);
+};
+template <class P>
+advantage_case advantage_case_of(std::uint64_t seed, bool with_tokens = false) {
+  return {seed, with_tokens, &advantages_on_one_process<P>, &compare_advantages<P>};
+}
+}  // namespace
 
 TEST_CASE("device data parallel compute_advantages: groups across ranks, bitwise one process") {
   using D = grpokit::precision<double, double>;
+  std::vector<advantage_case> cases;
   for (std::uint64_t seed = 1; seed <= 3; ++seed) {
-    compare_advantages<policy<D>>(seed);
-    compare_advantages<policy<D, grpokit::baseline::median>>(seed);
-    compare_advantages<policy<D, grpokit::baseline::ess_scaled>>(seed);
-    compare_advantages<policy<D, grpokit::baseline::external>>(seed);
-    compare_advantages<policy<D, grpokit::baseline::opo>>(seed, true);
+    cases.push_back(advantage_case_of<policy<D>>(seed));
+    cases.push_back(advantage_case_of<policy<D, grpokit::baseline::median>>(seed));
+    cases.push_back(advantage_case_of<policy<D, grpokit::baseline::ess_scaled>>(seed));
+    cases.push_back(advantage_case_of<policy<D, grpokit::baseline::external>>(seed));
+    cases.push_back(advantage_case_of<policy<D, grpokit::baseline::opo>>(seed, true));
   }
+  auto problem_of = [&](int i) { return advantage_problem(cases[i].seed, cases[i].with_tokens); };
+  const auto refs = references<advantage_reference>(static_cast<int>(cases.size()),
+                                                    [&](int i) { return cases[i].one(problem_of(i)); });
+  for (std::size_t i = 0; i < cases.size(); ++i) cases[i].many(problem_of(static_cast<int>(i)), refs[i]);
   // a rank with a wrong output size: rejected there, raised on every rank
   using P = policy<D>;
   const grid& g = the_grid();
