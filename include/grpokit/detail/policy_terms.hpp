@@ -228,10 +228,10 @@ struct policy_terms {
   GRPOKIT_HD bool clip_cov_candidate(std::int64_t t, std::int64_t s, const batch_stats& whole) const {
     const double cov = covariance(t, s, whole);
     if (!(cov > cfg.clip_cov_lb && cov < cfg.clip_cov_ub)) return false;
-    const double d = static_cast<double>(cur.logp[t]) - trainer_logp(t);
-    const double r = Ops::exp(std::fmin(std::fmax(d, -cfg.log_ratio_clamp), cfg.log_ratio_clamp));
+    double r, dr;
+    math::token_ratio<Ops>(cur.logp[t], trainer_logp(t), cfg.log_ratio_clamp, r, dr);
     const double adv = batch.adv[s];
-    return !(-adv * std::fmin(std::fmax(r, 1.0 - cfg.eps_low), 1.0 + cfg.eps_high) > -adv * r);
+    return !(-adv * math::clipped_ratio(surrogate_params_of(cfg), r) > -adv * r);
   }
   // The covariance selection's key of a candidate: KL-Cov its covariance, Clip-Cov a random key of
   // its position; then the position reversed, so that of equal keys the earlier token ranks higher.
@@ -436,11 +436,11 @@ struct policy_terms {
       const bool cov_selected = covariance_selected(t, s, whole);
       p.cov_selected += cov_selected;
       token_term k = term(t, s, q, whole.is_divisor, cov_selected && cfg.obj == objective::kl_cov);
-      if (cov_selected && cfg.obj == objective::clip_cov) k.pg = k.dpg = 0;  // verl: corr = 0
-      if (!cur.entropy.empty() && static_cast<double>(cur.entropy[t]) < whole.entropy_threshold) {
-        p.masked_entropy += 1;  // TRL: the entropy mask multiplies the policy-gradient term only
-        k.pg = k.dpg = 0;
-      }
+      // TRL: the entropy mask multiplies the policy-gradient term only
+      const bool entropy_masked = !cur.entropy.empty() && static_cast<double>(cur.entropy[t]) < whole.entropy_threshold;
+      p.masked_entropy += entropy_masked;
+      const bool pg_kept = !entropy_masked && !(cov_selected && cfg.obj == objective::clip_cov);  // verl: corr = 0
+      if (!pg_kept) k.pg = k.dpg = 0;
       p.kept += 1;
       p.pg += w * k.pg;
       p.kl += w * cfg.kl_coef * k.kl;

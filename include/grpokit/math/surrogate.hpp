@@ -34,6 +34,11 @@ GRPOKIT_HD inline void token_ratio(double logp, double logp_old, double clamp, d
   dr = d == dc ? r : 0.0;
 }
 
+// r clipped to the trust region [1 - eps_low, 1 + eps_high].
+GRPOKIT_HD inline double clipped_ratio(const surrogate_params& cfg, double r) {
+  return std::fmin(std::fmax(r, 1.0 - cfg.eps_low), 1.0 + cfg.eps_high);
+}
+
 template <class Ops>
 GRPOKIT_HD inline surrogate_term surrogate(const surrogate_params& cfg, double adv, double logp, double r, double dr) {
   surrogate_term t;
@@ -54,7 +59,7 @@ GRPOKIT_HD inline surrogate_term surrogate(const surrogate_params& cfg, double a
       t.clipped_low = t.clipped_high = false;
       return t;
     case objective::cispo: {
-      const double w = std::fmin(std::fmax(r, lo), hi);  // detached
+      const double w = clipped_ratio(cfg, r);  // detached
       t.value = -w * adv * logp;
       t.grad = -w * adv;
       return t;
