@@ -215,9 +215,12 @@ class dp_policy_loss {
       clear_partials(0);
       gather_partials();
     }
-    GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws_.select_hist, 0, select_hist_size * sizeof(long long), stream_));
-    for (const selection which : {selection::entropy_quantile, selection::covariance})
-      for (int round = 0; needs_selection(cfg, which) && round < selection_rounds(which); ++round) gather_histograms();
+    for (const selection which : {selection::entropy_quantile, selection::covariance}) {
+      if (!needs_selection(cfg, which)) continue;
+      // this rank's histograms in every round: empty
+      GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws_.select_hist, 0, select_hist_size * sizeof(long long), stream_));
+      for (int round = 0; round < selection_rounds(which); ++round) gather_histograms();
+    }
     clear_partials(0);
     gather_partials();
   }
