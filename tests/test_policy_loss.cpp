@@ -7,6 +7,15 @@
 
 namespace {
 
+// A by-hand batch: the sequences' offsets and advantages (the vectors outlive it); each case adds
+// the optional inputs it uses.
+grpokit::rollout_batch<double> by_hand(const std::vector<std::int64_t>& off, const std::vector<double>& adv) {
+  grpokit::rollout_batch<double> b;
+  b.seq_offsets = off;
+  b.adv = adv;
+  return b;
+}
+
 template <class P>
 void check_policy_loss(std::uint64_t seed, const grpokit::loss_config& cfg, ref::mask_features mf, bool on_policy,
                        double tol) {
@@ -175,9 +184,7 @@ TEST_CASE("IS batch normalisation and VAPO's positive NLL, by hand", "[policy_lo
   std::vector<double> logp{-1, -2, -0.5}, roll{-1 - ln2, -2, -0.5 + ln2}, adv{1, -2}, dlogp(3);
   std::vector<std::int64_t> off{0, 2, 3};
   std::vector<std::uint8_t> positive{1, 0};
-  grpokit::rollout_batch<double> b;
-  b.seq_offsets = off;
-  b.adv = adv;
+  auto b = by_hand(off, adv);
   b.logp_rollout = roll;
   b.positive = positive;
   grpokit::loss_config c;
@@ -224,9 +231,7 @@ TEST_CASE("the top-entropy mask (TRL top_entropy_quantile), by hand", "[policy_l
   std::vector<double> logp{-1, -2, -4, -8, -16}, ent{0.1, 0.9, 5.0, 0.3, 0.5}, adv{1, 1}, dlogp(5), dent(5);
   std::vector<std::int64_t> off{0, 3, 5};
   std::vector<std::uint8_t> tm{1, 1, 0, 1, 1};
-  grpokit::rollout_batch<double> b;
-  b.seq_offsets = off;
-  b.adv = adv;
+  auto b = by_hand(off, adv);
   b.token_mask = tm;
   grpokit::loss_config c;
   c.obj = grpokit::objective::reinforce;
@@ -278,9 +283,7 @@ TEST_CASE("KL-Cov (verl kl_cov): the top-k covariance tokens, ties to the earlie
   using P = grpokit::policy<grpokit::precision<double, double>>;
   std::vector<double> logp{-1, -1, -2, -1.5}, old{-1.1, -1.1, -2.1, -1.6}, adv{1, -1}, dlogp(4);
   std::vector<std::int64_t> off{0, 3, 4};
-  grpokit::rollout_batch<double> b;
-  b.seq_offsets = off;
-  b.adv = adv;
+  auto b = by_hand(off, adv);
   b.logp_old = old;
   grpokit::loss_config c;
   c.obj = grpokit::objective::kl_cov;
@@ -322,9 +325,7 @@ TEST_CASE("all tokens masked gives loss 0 and zero gradients", "[policy_loss]") 
     std::vector<double> logp{-1, -2, -0.5}, ent{1, 1, 1}, adv{1, -1}, dlogp(3, 9), dent(3, 9);
     std::vector<std::int64_t> off{0, 2, 3};
     std::vector<std::uint8_t> tm{0, 0, 0};
-    grpokit::rollout_batch<double> b;
-    b.seq_offsets = off;
-    b.adv = adv;
+    auto b = by_hand(off, adv);
     b.token_mask = tm;
     const auto r = grpokit::host::policy_loss<P>({logp, ent}, b, c, {dlogp, dent});
     CHECK(r.loss == 0);
