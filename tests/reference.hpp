@@ -215,7 +215,7 @@ struct loss_out {
   ld loss = 0;
   ld kept = 0, tokens = 0, clip_low = 0, clip_high = 0, dual = 0;
   ld masked_prune = 0, masked_importance = 0, masked_custom = 0, masked_sequence = 0, seqs_trm = 0, seqs_opsm = 0;
-  ld masked_dppo = 0;
+  ld masked_dppo = 0, masked_m2po = 0;
   ld w_min = inf, w_max = -inf, w_sum = 0;
   ld chi2_token = 0, chi2_seq = 0, ppl_ratio = 0;  // rollout mismatch (verl's definitions)
   ld is_divisor = 1, nll = 0;  // is_batch_normalize's batch mean; VAPO's NLL term
@@ -244,6 +244,28 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
   auto counted = [&](std::size_t t, std::size_t s) {
     return (b.token_mask.empty() || b.token_mask[t]) && (b.seq_mask.empty() || b.seq_mask[s]);
   };
+  // M2PO (AReaL m2_threshold): the largest second moments (logp_rollout - pi_old)^2 of the response
+  // tokens with a log-prob leave until the mean of the rest is below tau; equal values go together
+  // (the largest value v whose tokens at or below it have a mean below tau; none: the smallest)
+  auto response = [&](std::size_t t, std::size_t s) {
+    return counted(t, s) && !(mf.vocab_prune && logp_detached[t] == -inf);
+  };
+  auto m2 = [&](std::size_t t) { return (b.logp_rollout[t] - old(t)) * (b.logp_rollout[t] - old(t)); };
+  ld m2po_keep_max = inf;
+  if (c.m2po_threshold < inf) {
+    std::vector<ld> v;
+    for (std::size_t s = 0; s < S; ++s)
+      for (auto t = static_cast<std::size_t>(b.seq_offsets[s]); t < static_cast<std::size_t>(b.seq_offsets[s + 1]); ++t)
+        if (response(t, s)) v.push_back(m2(t));
+    std::sort(v.begin(), v.end());
+    if (!v.empty()) m2po_keep_max = v[0];
+    ld sum = 0;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      sum += v[i];
+      const bool last_of_value = i + 1 == v.size() || v[i + 1] != v[i];
+      if (last_of_value && sum / static_cast<ld>(i + 1) < c.m2po_threshold) m2po_keep_max = v[i];
+    }
+  }
   // token-level masks
   std::vector<int> stat(logp.size(), 0), cnt(logp.size(), 0);
   std::vector<ld> n_count(S, 0), n_stat(S, 0);
@@ -254,6 +276,10 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
       n_count[s] += 1;
       if (mf.vocab_prune && logp_detached[t] == -inf) {
         o.masked_prune += 1;
+        continue;
+      }
+      if (m2po_keep_max < inf && m2(t) > m2po_keep_max) {
+        o.masked_m2po += 1;
         continue;
       }
       if (mf.custom && !mf.custom(static_cast<std::int64_t>(t))) {

@@ -52,6 +52,8 @@ void check_policy_loss(std::uint64_t seed, const grpokit::loss_config& cfg, ref:
   CHECK(m.masked_seqs_trust_region == static_cast<std::int64_t>(want.seqs_trm));
   CHECK(m.masked_seqs_opsm == static_cast<std::int64_t>(want.seqs_opsm));
   CHECK(m.masked_tokens_dppo == static_cast<std::int64_t>(want.masked_dppo));
+  CHECK(m.masked_tokens_m2po == static_cast<std::int64_t>(want.masked_m2po));
+  CHECK((cfg.m2po_threshold == INFINITY || p.T == 0 || m.masked_tokens_m2po > 0));  // the M2PO mask bites
   CHECK(support::close(m.mismatch_chi2_token, static_cast<double>(want.chi2_token), tol, tol));
   CHECK(support::close(m.mismatch_chi2_seq, static_cast<double>(want.chi2_seq), tol, tol));
   CHECK(support::close(m.mismatch_ppl_ratio, static_cast<double>(want.ppl_ratio), tol, tol));
@@ -140,6 +142,9 @@ grpokit::loss_config config(std::uint64_t k) {
   // TRL's top-entropy mask: interpolated (0.6: between two entropies), at an end (0), or off
   const double rhos[] = {1.0, 0.6, 1.0, 0.0, 0.35};
   c.top_entropy_quantile = rhos[(k / 3) % 5];
+  // AReaL's M2PO: thresholds under the mean second moment (about 0.18 here), and 0 (one value stays)
+  const double taus[] = {0.04, 0.01, 0.0};
+  if (k % 9 == 2) c.m2po_threshold = taus[(k / 9) % 3];
   if (k % 11 == 4) {  // verl's KL-Cov: a large ratio, so that several tokens are selected
     c.obj = grpokit::objective::kl_cov;
     c.kl_cov_ratio = (k / 11) % 2 == 0 ? 0.3 : 0.01;  // 0.01: max(1, 0) = one token
@@ -274,6 +279,50 @@ TEST_CASE("the top-entropy mask (TRL top_entropy_quantile), by hand", "[policy_l
     REQUIRE_ERROR(grpokit::host::policy_loss<P>({logp, {}}, b, c, {dlogp, {}}), "top_entropy_quantile < 1 needs");
     c.top_entropy_quantile = 1.5;
     REQUIRE_ERROR(grpokit::host::policy_loss<P>({logp, ent}, b, c, {dlogp, dent}), "top_entropy_quantile must be");
+  }
+}
+
+TEST_CASE("M2PO (AReaL m2_threshold): the largest second moments leave, ties together, by hand", "[policy_loss]") {
+  // REINFORCE, token_sum, A = 1: the loss is -sum logp over the tokens M2PO keeps. Second moments
+  // (logp_rollout - logp_old)^2 = 0.25, 0.09, 0.04, 0.01, 0 (sum 0.39); token 5 is padding.
+  using P = grpokit::policy<grpokit::precision<double, double>>;
+  std::vector<double> logp{-1, -2, -4, -8, -16, -32}, adv{1, 1}, dlogp(6);
+  std::vector<double> roll{-1.5, -2.3, -4.2, -8.1, -16, -40};
+  std::vector<std::int64_t> off{0, 3, 6};
+  std::vector<std::uint8_t> tm{1, 1, 1, 1, 1, 0};
+  auto b = by_hand(off, adv);
+  b.logp_old = logp;
+  b.logp_rollout = roll;
+  b.token_mask = tm;
+  grpokit::loss_config c;
+  c.obj = grpokit::objective::reinforce;
+  c.agg = grpokit::aggregation::token_sum;
+  std::int64_t tokens = 5;
+  auto kept_sum = [&](double tau) {
+    c.m2po_threshold = tau;
+    const auto r = grpokit::host::policy_loss<P>({logp, {}}, b, c, {dlogp, {}});
+    CHECK(r.metrics.tokens == tokens);  // the denominators stay
+    return std::make_pair(r.loss, r.metrics.masked_tokens_m2po);
+  };
+  CHECK(kept_sum(1.0) == std::make_pair(31.0, std::int64_t{0}));   // mean 0.078 < 1
+  CHECK(kept_sum(0.05) == std::make_pair(30.0, std::int64_t{1}));  // 0.078, then 0.14 / 4 = 0.035
+  CHECK(kept_sum(0.03) == std::make_pair(28.0, std::int64_t{2}));  // 0.035, then 0.05 / 3
+  CHECK(kept_sum(0.0) == std::make_pair(16.0, std::int64_t{4}));   // no mean is below 0: the smallest stays
+  SECTION("equal second moments leave together") {
+    // 1/16, 1/16, 0 (mean 1/24): at tau 0.04 AReaL's sort drops one 1/16 (then 1/32 < 0.04); here both go
+    roll = {-1.25, -2.25, -4, -8, -16, -40};
+    tm = {1, 1, 1, 0, 0, 0};
+    tokens = 3;
+    CHECK(kept_sum(0.04) == std::make_pair(4.0, std::int64_t{2}));
+    CHECK(kept_sum(0.045) == std::make_pair(7.0, std::int64_t{0}));
+  }
+  SECTION("needs logp_rollout, and tau >= 0") {
+    b.logp_rollout = {};
+    c.m2po_threshold = 0.1;
+    REQUIRE_ERROR(grpokit::host::policy_loss<P>({logp, {}}, b, c, {dlogp, {}}), "m2po_threshold < +inf needs");
+    b.logp_rollout = roll;
+    c.m2po_threshold = -1;
+    REQUIRE_ERROR(grpokit::host::policy_loss<P>({logp, {}}, b, c, {dlogp, {}}), "m2po_threshold must be >= 0");
   }
 }
 

@@ -127,6 +127,12 @@ struct loss_config {
   // opsm_delta): a sequence with A < 0 whose mean over its tokens of logp_sample - logp exceeds
   // this is dropped (logp_sample: logp_rollout, else logp_old, else logp). +inf: off. Any mask policy.
   double opsm_threshold = std::numeric_limits<double>::infinity();
+  // M2PO (AReaL m2_threshold): over the whole batch (every rank), the response tokens with a
+  // log-prob whose second moment (logp_rollout - logp_old)^2 is largest leave the loss until the
+  // mean over the rest is below this (logp_old: the proximal policy, else logp). Equal values leave
+  // or stay together; when no set qualifies, only the smallest value's tokens stay (AReaL keeps one
+  // token). The denominators stay. Needs logp_rollout. +inf: off; >= 0. Any mask policy.
+  double m2po_threshold = std::numeric_limits<double>::infinity();
   // DPPO trust mask (verl dppo_tv / dppo_kl, prime-rl's default loss): a token leaves the loss when
   // its sampled-token probability moved out of the trust region in the direction its advantage
   // pushes, against the anchor logp_old (else logp_rollout). tv: A > 0 drops p - p_a > dppo_high,

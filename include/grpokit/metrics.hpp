@@ -22,6 +22,7 @@ struct loss_metrics {
   std::int64_t masked_tokens_importance = 0;  // token-level importance mask
   std::int64_t masked_tokens_custom = 0;      // a user-defined mask's keep() == false
   std::int64_t masked_tokens_dppo = 0;        // outside the DPPO trust region (cfg.dppo)
+  std::int64_t masked_tokens_m2po = 0;        // the largest second moments (cfg.m2po_threshold)
   std::int64_t masked_tokens_sequence = 0;    // tokens of sequences dropped by TRM / importance / OPSM
   std::int64_t masked_tokens_entropy = 0;     // kept tokens without a policy-gradient term (top_entropy_quantile)
   std::int64_t cov_tokens = 0;  // kept tokens KL-Cov penalised or Clip-Cov detached (objective::kl_cov, clip_cov)

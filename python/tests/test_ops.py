@@ -231,6 +231,44 @@ class FusedLoss(unittest.TestCase):
             self.assertAlmostEqual(out.loss.item(), want.item(), delta=1e-12)
             torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-12)
 
+    def test_m2po_against_areal(self):
+        """AReaL's _get_m2po_loss_mask: the response tokens' (logp_rollout - logp_old)^2 sorted in
+        descending order, the tokens before the first suffix whose mean is below m2_threshold masked
+        (one kept when none is); here with the clipped PPO term, the denominator every response token."""
+        logits, targets, offsets, adv, old, rollout = packed(9, [6, 2, 7, 5], 31, torch.float64)
+        lengths = offsets[1:] - offsets[:-1]
+        token_mask = torch.ones(targets.numel(), dtype=torch.uint8)
+        token_mask[[3, 11]] = 0  # padding: no candidate
+        m = token_mask.bool()
+        second = (rollout - old) ** 2
+        for tau in (0.1, 0.03, 0.0):
+            x = logits.clone().requires_grad_()
+            out = gk.fused_loss(x, targets, offsets, adv, logp_old=old, logp_rollout=rollout, token_mask=token_mask,
+                                dual_clip=0.0, m2po_threshold=tau)
+            out.loss.backward()
+            values, order = torch.sort(second[m], descending=True)
+            suffix_mean = values.flip(0).cumsum(0).flip(0) / torch.arange(values.numel(), 0, -1)
+            below = torch.nonzero(suffix_mean < tau)
+            n_masked = below[0].item() if below.numel() > 0 else values.numel() - 1
+            keep_sorted = torch.ones_like(values, dtype=torch.bool)
+            keep_sorted[:n_masked] = False
+            keep = torch.zeros_like(m)
+            keep[torch.nonzero(m).squeeze(1)[order]] = keep_sorted
+            xr = logits.clone().requires_grad_()
+            logp = torch.log_softmax(xr, -1).gather(1, targets[:, None]).squeeze(1)
+            A = torch.repeat_interleave(adv, lengths)
+            r = torch.exp(logp - old)
+            pg = -torch.min(r * A, r.clamp(0.8, 1.2) * A)
+            want = (pg * keep).sum() / m.sum()
+            want.backward()
+            got = gk.metrics_dict(out.metrics)
+            self.assertGreater(n_masked, 0)
+            self.assertEqual(got["masked_tokens_m2po"], n_masked)
+            self.assertAlmostEqual(out.loss.item(), want.item(), delta=1e-12)
+            torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-12)
+        with self.assertRaisesRegex(RuntimeError, "m2po_threshold < \\+inf needs logp_rollout"):
+            gk.fused_loss(logits, targets, offsets, adv, logp_old=old, m2po_threshold=0.1)
+
     def test_kl_cov_against_verl(self):
         """verl's compute_policy_loss_kl_cov: -A r on every response token, plus ppo_kl_coef |logp -
         logp_old| on the top max(1, int(N kl_cov_ratio)) tokens by (A - mean A)(logp - mean logp)

@@ -287,6 +287,40 @@ TEST_CASE("device policy_loss: the top-entropy mask's batch quantile (radix sele
   }
 }
 
+TEST_CASE("device policy_loss: M2PO's mean rule before the summaries, ties, with the other selections", "[device]") {
+  // M2PO's limit is a second moment of the batch: the host's bits; GSPO's sequence ratios and the
+  // other two selections see only the tokens it keeps
+  using P = grpokit::policy<grpokit::precision<float, float>, grpokit::reduction::batch_invariant>;
+  policy_inputs in(14, 55);
+  ref::problem& p = in.p;
+  for (std::size_t t = 0; t < p.b.logp_rollout.size(); t += 4) p.b.logp_rollout[t] = p.b.logp_old[t] - 0.25L;  // ties
+  for (auto* v : {&p.b.logp_old, &p.b.logp_rollout}) // the float inputs' values, as the device reads them
+    for (auto& x : *v) x = static_cast<float>(x);
+  support::host_run<P> hr;
+  support::load_batch(hr, p);
+  device_problem<P> d(p);
+  const std::vector<float> logp(in.logp.begin(), in.logp.end()), ent(in.ent.begin(), in.ent.end());
+  buffer<float> dl(logp), de(ent), gd(p.T), ge(p.T);
+  buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>({p.T, 3, p.S}));
+  for (const double tau : {0.0, 0.02, 0.06, 0.1, 10.0}) {
+    grpokit::loss_config cfg;
+    cfg.obj = grpokit::objective::gspo;
+    cfg.m2po_threshold = tau;
+    cfg.top_entropy_quantile = tau == 0.06 ? 0.5 : 1.0;  // three selections in one call
+    cfg.kl_cov_ratio = 0.2;
+    if (tau == 0.06) cfg.obj = grpokit::objective::kl_cov;
+    std::vector<float> hd(p.T), he(p.T);
+    const auto want = grpokit::host::policy_loss<P>({logp, ent}, hr.batch(p), cfg, {hd, he});
+    const auto got = grpokit::device::policy_loss<P>({dl.cspan(), de.cspan()}, d.batch(), cfg,
+                                                     {gd.span(), ge.span()}, ws.data(), ws.size());
+    INFO("m2po_threshold " << tau);
+    CHECK((tau == 10 || want.metrics.masked_tokens_m2po > 0));  // the mask bites, except for a large tau
+    CHECK((tau != 10 || want.metrics.masked_tokens_m2po == 0));
+    CHECK(std::memcmp(&got, &want, sizeof(got)) == 0);  // batch_invariant: the host's bits
+    CHECK(support::same_bits(gd.host(), hd));
+  }
+}
+
 TEST_CASE("device token_logprobs: fast and deterministic within fp32 accuracy", "[device]") {
   using fast = grpokit::policy<grpokit::reduction::fast, grpokit::precision<__nv_bfloat16, float>>;
   using det = grpokit::policy<grpokit::reduction::deterministic, grpokit::chunk<512>>;

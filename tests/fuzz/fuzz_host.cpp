@@ -176,6 +176,7 @@ grpokit::loss_config config(bytes_in& in, kind& k) {
     c.clip_cov_ub = tail.value(k.finite, k.moderate);
     c.clip_cov_seed = tail.u8();
   }
+  if (tail.u8() < 40) c.m2po_threshold = tail.value(k.finite, k.moderate);  // M2PO: negative or NaN rejected
   return c;
 }
 

@@ -231,6 +231,7 @@ void compare_fused(bool bitwise) {
   cfgs[1].obj = grpokit::objective::gspo;
   cfgs[1].agg = grpokit::aggregation::seq_mean_token_mean;
   cfgs[1].top_entropy_quantile = 0.3;  // the selection's histograms gathered over the ranks
+  cfgs[1].m2po_threshold = 0.05;  // and M2PO's, before the summaries (GSPO's ratios)
   cfgs[2].agg = grpokit::aggregation::token_sum;
   cfgs[2].obj = grpokit::objective::kl_cov;  // KL-Cov's top-k over the ranks, ties by position
   cfgs[2].kl_cov_ratio = 0.2;
@@ -274,6 +275,8 @@ void compare_fused(bool bitwise) {
     }
     CHECK((cfg.positive_nll_coef == 0 || want.metrics.loss_nll != 0));  // the NLL bites
     CHECK((cfg.top_entropy_quantile == 1 || want.metrics.masked_tokens_entropy > 0));  // so does the entropy mask
+    CHECK((cfg.m2po_threshold == INFINITY || want.metrics.masked_tokens_m2po > 0));  // and M2PO
+    CHECK(got.metrics.masked_tokens_m2po == want.metrics.masked_tokens_m2po);
     CHECK(got.metrics.masked_tokens_entropy == want.metrics.masked_tokens_entropy);
     CHECK(got.metrics.entropy_threshold == want.metrics.entropy_threshold);  // bitwise entropies: the same quantile
     CHECK(got.metrics.cov_tokens == want.metrics.cov_tokens);
@@ -649,6 +652,7 @@ TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one 
   cfg.clip_cov_lb = -1;
   cfg.clip_cov_ub = 1;
   cfg.clip_cov_seed = 11;
+  cfg.m2po_threshold = 0.02;  // and M2PO's mean rule before the summaries, also on rejection
   // the current policy: the rollout log-probs, entropies from the old ones
   auto entropy_of = [](const device_problem<P>& d) {
     auto h = d.logp_old.host();
@@ -682,6 +686,7 @@ TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one 
   CHECK(want.metrics.loss_nll != 0);
   CHECK(want.metrics.masked_tokens_entropy > 0);
   CHECK(want.metrics.cov_tokens > 0);
+  CHECK(want.metrics.masked_tokens_m2po > 0);
   const std::int64_t t0 = p.b.seq_offsets[c[rank]];
   CHECK(same_bits(dlogp_m.host(), w.dlogp, t0));
   CHECK(same_bits(dent_m.host(), w.dentropy, t0));

@@ -28,6 +28,7 @@ struct loss_partial {
   double adv_sum = 0, adv_sq = 0;
   double nll = 0;  // VAPO's positive-example NLL, weighted
   double masked_entropy = 0;  // kept tokens whose policy-gradient term the entropy mask removed
+  double masked_m2po = 0;     // response tokens the M2PO mask removed
   double cov_selected = 0;  // kept tokens KL-Cov penalised or Clip-Cov detached
   // the batch pass: IS weights and their count (is_batch_normalize), positive response tokens (NLL)
   double batch_is_sum = 0, batch_is_n = 0, batch_positive_tokens = 0;
@@ -77,6 +78,7 @@ GRPOKIT_HD inline loss_partial combine(const loss_partial& a, const loss_partial
   r.adv_sq = a.adv_sq + b.adv_sq;
   r.nll = a.nll + b.nll;
   r.masked_entropy = a.masked_entropy + b.masked_entropy;
+  r.masked_m2po = a.masked_m2po + b.masked_m2po;
   r.cov_selected = a.cov_selected + b.cov_selected;
   r.batch_is_sum = a.batch_is_sum + b.batch_is_sum;
   r.batch_is_n = a.batch_is_n + b.batch_is_n;
@@ -105,13 +107,23 @@ GRPOKIT_HD inline bool needs_batch_pass(const loss_config& c) {
 // The order statistics of the whole batch (detail/select.hpp) the loss may need before its pass
 // over the tokens: the top-entropy mask's quantile (its value), KL-Cov's k-th token and Clip-Cov's
 // random subset (value, then position: exactly k tokens).
-enum class selection : int { entropy_quantile = 0, covariance = 1 };
-constexpr int selection_count = 2;
+// M2PO's limit (the mean rule over the second moments) comes first, before the sequences' summaries:
+// its mask is a token mask like the others.
+enum class selection : int { entropy_quantile = 0, covariance = 1, m2po = 2 };
+constexpr int selection_count = 3;
 GRPOKIT_HD inline bool needs_selection(const loss_config& c, selection which) {
-  return which == selection::entropy_quantile ? c.top_entropy_quantile < 1 : uses_covariance(c);
+  switch (which) {
+    case selection::entropy_quantile:
+      return c.top_entropy_quantile < 1;
+    case selection::covariance:
+      return uses_covariance(c);
+    case selection::m2po:
+    default:
+      return c.m2po_threshold < INFINITY;
+  }
 }
 GRPOKIT_HD inline int selection_rounds(selection which) {
-  return which == selection::entropy_quantile ? select_value_rounds : select_max_rounds;
+  return which == selection::covariance ? select_max_rounds : select_value_rounds;
 }
 
 // What the batch pass and the selection give the loss pass.
@@ -180,6 +192,7 @@ GRPOKIT_HD inline loss_result finish(const loss_partial& total, std::int64_t tok
   m.is_batch_norm_factor = batch.is_divisor;
   m.entropy_threshold = std::isfinite(batch.entropy_threshold) ? batch.entropy_threshold : 0.0;
   m.masked_tokens_entropy = static_cast<std::int64_t>(total.masked_entropy);
+  m.masked_tokens_m2po = static_cast<std::int64_t>(total.masked_m2po);
   m.cov_tokens = static_cast<std::int64_t>(total.cov_selected);
   const double kept = total.kept;
   auto per_kept = [&](double v) { return kept > 0 ? v / kept : 0.0; };

@@ -27,7 +27,7 @@ GRPOKIT_HD inline math::surrogate_params surrogate_params_of(const loss_config& 
 }
 
 // Why a token is not in the loss (the first reason that applies).
-enum class token_state : std::uint8_t { kept_candidate, padding, vocab_prune, custom, importance, dppo };
+enum class token_state : std::uint8_t { kept_candidate, padding, vocab_prune, m2po, custom, importance, dppo };
 
 template <class P, class Ops>
 struct policy_terms {
@@ -40,6 +40,8 @@ struct policy_terms {
   // the index in the whole batch of this process's first sequence (data parallel): the tokens'
   // positions (select_position)
   std::int64_t first_seq = 0;
+  // M2PO: the largest second moment kept (the batch selection's, found before anything else)
+  double m2po_limit = std::numeric_limits<double>::infinity();
 
   GRPOKIT_HD bool has_old() const { return !batch.logp_old.empty(); }
   GRPOKIT_HD bool has_ref() const { return !batch.logp_ref.empty(); }
@@ -64,6 +66,7 @@ struct policy_terms {
   GRPOKIT_HD token_state classify(std::int64_t t, std::int64_t s) const {
     if (!is_response(t, s)) return token_state::padding;
     if (P::vocab_prune && !(cur.logp[t] > -std::numeric_limits<Real>::infinity())) return token_state::vocab_prune;
+    if (m2po_moment(t) > m2po_limit) return token_state::m2po;  // AReaL: before the loss's own masks
     token_view<Real> v;
     v.logp = cur.logp[t];
     v.entropy = cur.entropy.empty() ? Real(0) : cur.entropy[t];
@@ -87,6 +90,14 @@ struct policy_terms {
         return token_state::dppo;
     }
     return token_state::kept_candidate;
+  }
+
+  // M2PO's second moment of a token: (logp_rollout - logp_old)^2, the behaviour policy against the
+  // proximal one (AReaL; logp_old, else logp); 0 without logp_rollout (M2PO then needs it).
+  GRPOKIT_HD double m2po_moment(std::int64_t t) const {
+    if (!has_rollout()) return 0.0;
+    const double d = static_cast<double>(batch.logp_rollout[t]) - trainer_logp(t);
+    return d * d;
   }
 
   // GMPO: the token's log-ratio to pi_old (0 on-policy) and whether the sign-aware clip holds it
@@ -250,12 +261,15 @@ struct policy_terms {
 
   // The candidates of selection `which` in sequence s (detail/select.hpp), add(key): the entropies
   // of the response tokens (the top-entropy quantile; TRL: every completion token), the covariance keys
-  // of the response tokens with a log-prob (`whole`: the batch pass's means).
+  // of the response tokens with a log-prob (`whole`: the batch pass's means), M2PO's second moments
+  // of the response tokens with a log-prob (AReaL: its loss mask).
   template <class Add>
   GRPOKIT_HD void for_each_selection_key(selection which, std::int64_t s, const batch_stats& whole, Add&& add) const {
     for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t) {
       if (which == selection::entropy_quantile) {
         if (is_response(t, s)) add(select_key{ordered_bits(static_cast<double>(cur.entropy[t])), 0});
+      } else if (which == selection::m2po) {
+        if (has_log_prob(classify(t, s))) add(select_key{ordered_bits(m2po_moment(t)), 0});
       } else if (has_log_prob(classify(t, s)) &&
                  (cfg.obj != objective::clip_cov || clip_cov_candidate(t, s, whole))) {
         add(covariance_key(t, s, whole));
@@ -412,6 +426,7 @@ struct policy_terms {
       p.masked_custom += st == token_state::custom;
       p.masked_importance += st == token_state::importance;
       p.masked_dppo += st == token_state::dppo;
+      p.masked_m2po += st == token_state::m2po;
       // VAPO's NLL, whatever the masks after padding and pruning do (NeMo-RL: the response mask)
       const double nll_grad = nll && has_log_prob(st) ? -whole.nll_weight : 0.0;
       if (nll_grad != 0) {

@@ -196,6 +196,7 @@ inline void require_loss_config(const loss_config& c) {
                   "need 0 <= importance_lo <= importance_hi (importance_hi may be +inf), got [", c.importance_lo, ", ",
                   c.importance_hi, "]");
   GRPOKIT_REQUIRE(!std::isnan(c.opsm_threshold), "opsm_threshold must not be NaN (+inf: off)");
+  GRPOKIT_REQUIRE(c.m2po_threshold >= 0, "m2po_threshold must be >= 0 (+inf: off), got ", c.m2po_threshold);
   GRPOKIT_REQUIRE(c.positive_nll_coef >= 0 && std::isfinite(c.positive_nll_coef),
                   "positive_nll_coef must be finite and >= 0 (0: off), got ", c.positive_nll_coef);
   GRPOKIT_REQUIRE(c.kl_cov_ratio >= 0 && c.kl_cov_ratio <= 1, "kl_cov_ratio must be in [0, 1], got ", c.kl_cov_ratio);
@@ -337,6 +338,8 @@ void require_batch_shapes(const rollout_batch<Real>& batch, std::int64_t T, cons
                   "importance-sampling correction needs logp_rollout");
   GRPOKIT_REQUIRE(!NeedsRollout || given(batch.logp_rollout),
                   "the trust_region and importance masks need logp_rollout");
+  GRPOKIT_REQUIRE(!(cfg.m2po_threshold < INFINITY) || given(batch.logp_rollout),
+                  "m2po_threshold < +inf needs logp_rollout (the behaviour policy of its second moments)");
   GRPOKIT_REQUIRE(cfg.dppo == dppo_divergence::none || given(batch.logp_old) || given(batch.logp_rollout),
                   "dppo needs logp_old or logp_rollout (the anchor of its trust region)");
 }

@@ -192,12 +192,14 @@ class dp_policy_loss {
   void run(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch, const loss_config& cfg,
            const policy_grads<accum_t<P>>& grads) const {
     const std::int64_t S = batch.seq_offsets.size() - 1;
+    auto gathered = [&] { return gather_histograms(); };
+    launch_selections<P>(cur, batch, cfg, ws_, stream_, selections_first, gathered);
     launch_summarize<P>(cur, batch, cfg, ws_, stream_);
     gather_counts(ws_.counts, S, false);
     sum_counts_kernel<<<1, 1, 0, stream_>>>(dp_.counts_all, comm_.size(), comm_.rank(), ws_.counts);
     GRPOKIT_CUDA_CHECK_LAUNCH();
     if (needs_batch_pass(cfg)) combine_over_ranks(S, ws_.batch);
-    launch_selections<P>(cur, batch, cfg, ws_, stream_, [&] { return gather_histograms(); });
+    launch_selections<P>(cur, batch, cfg, ws_, stream_, selections_after, gathered);
     launch_accumulate<P>(cur, batch, cfg, grads, ws_, stream_);
     combine_over_ranks(S, ws_.partials);
   }
@@ -210,22 +212,28 @@ class dp_policy_loss {
   // The same gathers as run() from a rank whose input was rejected (agree_on_status follows); the
   // configuration, the same on every rank, says whether there is a batch pass and a selection.
   void run_rejected(const loss_config& cfg) const {
+    gather_empty_histograms(cfg, selections_first);
     gather_counts(nullptr, 0, true);
     if (needs_batch_pass(cfg)) {
       clear_partials(0);
       gather_partials();
     }
-    for (const selection which : {selection::entropy_quantile, selection::covariance}) {
-      if (!needs_selection(cfg, which)) continue;
-      // this rank's histograms in every round: empty
-      GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws_.select_hist, 0, select_hist_size * sizeof(long long), stream_));
-      for (int round = 0; round < selection_rounds(which); ++round) gather_histograms();
-    }
+    gather_empty_histograms(cfg, selections_after);
     clear_partials(0);
     gather_partials();
   }
 
  private:
+  // A rejected rank's part in the rounds of the selections `which` the configuration needs: its
+  // histograms, every round, empty.
+  template <class Which>
+  void gather_empty_histograms(const loss_config& cfg, const Which& selections) const {
+    for (const selection which : selections) {
+      if (!needs_selection(cfg, which)) continue;
+      GRPOKIT_CUDA_CHECK(cudaMemsetAsync(ws_.select_hist, 0, select_hist_size * sizeof(long long), stream_));
+      for (int round = 0; round < selection_rounds(which); ++round) gather_histograms();
+    }
+  }
   // The partials ws.partials[0, S) of every rank combined into *out: under batch_invariant the
   // one-process tree over all of them, otherwise each rank's total, in rank order.
   void combine_over_ranks(std::int64_t S, detail::loss_partial* out) const {

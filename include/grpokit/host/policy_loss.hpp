@@ -63,8 +63,17 @@ loss_result policy_loss_with(const current_policy<accum_t<P>>& cur, const rollou
                              Total&& total, std::int64_t first_seq = 0) {
   using Ops = detail::ops_for<P::order>;
   using terms_t = detail::policy_terms<P, Ops>;
-  const terms_t terms{cur, batch, cfg, first_seq};
   const std::int64_t S = batch.seq_offsets.size() - 1;
+  auto select = [&](const terms_t& by, detail::selection which, detail::select_run run, const detail::batch_stats& at) {
+    return detail::host_select(
+        run, S, [&](std::int64_t s, auto&& add) { by.for_each_selection_key(which, s, at, add); }, sum_over_ranks);
+  };
+  double m2po_limit = std::numeric_limits<double>::infinity();
+  if (detail::needs_selection(cfg, detail::selection::m2po)) {  // first: its mask is a token mask
+    const terms_t before{cur, batch, cfg, first_seq};
+    m2po_limit = detail::m2po_limit(select(before, detail::selection::m2po, detail::m2po_run(cfg.m2po_threshold), {}));
+  }
+  const terms_t terms{cur, batch, cfg, first_seq, m2po_limit};
 
   auto seqs = detail::scratch<typename terms_t::sequence_summary>(S, "policy_loss");
   detail::parallel_for(S, [&](std::int64_t s) { seqs[static_cast<std::size_t>(s)] = terms.summarize(s); });
@@ -86,18 +95,14 @@ loss_result policy_loss_with(const current_policy<accum_t<P>>& cur, const rollou
     pass_total = total(parts);
     whole = detail::batch_stats_of(pass_total, cfg);
   }
-  auto select = [&](detail::selection which, detail::select_run run) {
-    return detail::host_select(
-        run, S, [&](std::int64_t s, auto&& add) { terms.for_each_selection_key(which, s, whole, add); },
-        sum_over_ranks);
-  };
   if (detail::needs_selection(cfg, detail::selection::entropy_quantile)) {  // over every rank
     const double q = 1 - cfg.top_entropy_quantile;
-    whole.entropy_threshold =
-        detail::quantile_value(select(detail::selection::entropy_quantile, detail::quantile_run(counts[0], q)), q);
+    whole.entropy_threshold = detail::quantile_value(
+        select(terms, detail::selection::entropy_quantile, detail::quantile_run(counts[0], q), whole), q);
   }
   if (detail::needs_selection(cfg, detail::selection::covariance))
-    detail::set_covariance(whole, select(detail::selection::covariance, detail::covariance_run(pass_total, cfg)));
+    detail::set_covariance(
+        whole, select(terms, detail::selection::covariance, detail::covariance_run(pass_total, cfg), whole));
   detail::parallel_for(S, [&](std::int64_t s) {
     parts[static_cast<std::size_t>(s)] =
         terms.accumulate_sequence(s, seqs[static_cast<std::size_t>(s)], n_tokens, n_seqs, whole, grads);

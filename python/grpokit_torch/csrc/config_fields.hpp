@@ -106,6 +106,7 @@ inline const std::vector<config_field<grpokit::loss_config>>& loss_fields() {
       number("importance_lo", &C::importance_lo),
       number("importance_hi", &C::importance_hi),
       number("opsm_threshold", &C::opsm_threshold),
+      number("m2po_threshold", &C::m2po_threshold),
       choice("dppo", &C::dppo, {"none", "tv", "binary_kl"}),
       number("dppo_low", &C::dppo_low),
       number("dppo_high", &C::dppo_high),

@@ -11,7 +11,7 @@
 
 namespace grpokit_torch {
 
-constexpr int metric_count = 40;
+constexpr int metric_count = 41;
 constexpr int advantage_stat_count = 11;
 static_assert(sizeof(grpokit::loss_metrics) == (metric_count - 1) * 8, "metric_names / write_metrics: add the metric");
 static_assert(sizeof(grpokit::advantage_stats) == advantage_stat_count * 8,
@@ -24,7 +24,7 @@ inline std::vector<std::string> metric_names() {
           "clip_frac_high", "clip_frac_dual",  "approx_kl_old",   "kl_ref",          "entropy_mean",
           "tokens",        "tokens_kept",      "seqs",            "masked_tokens_padding",
           "masked_tokens_vocab_prune",         "masked_tokens_importance",           "masked_tokens_custom",
-          "masked_tokens_dppo",
+          "masked_tokens_dppo",                "masked_tokens_m2po",
           "masked_tokens_sequence",            "masked_tokens_entropy",              "cov_tokens",
           "masked_seqs_advantage",              "masked_seqs_trust_region",
           "masked_seqs_importance",            "masked_seqs_opsm",
@@ -56,6 +56,7 @@ GRPOKIT_HD inline void write_metrics(const grpokit::loss_result& r, double* out)
       static_cast<double>(m.masked_tokens_importance),
       static_cast<double>(m.masked_tokens_custom),
       static_cast<double>(m.masked_tokens_dppo),
+      static_cast<double>(m.masked_tokens_m2po),
       static_cast<double>(m.masked_tokens_sequence),
       static_cast<double>(m.masked_tokens_entropy),
       static_cast<double>(m.cov_tokens),

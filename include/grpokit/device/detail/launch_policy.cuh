@@ -42,11 +42,20 @@ __device__ inline batch_stats batch_stats_at(const loss_partial* whole, const se
   return b;
 }
 
+// The loss's terms in a kernel: the rank's first sequence in the batch and M2PO's limit from its
+// selection (`sel`; null: none yet, while M2PO's own selection runs).
+template <class P>
+__device__ terms_for<P> terms_at(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
+                                 const loss_config& cfg, std::int64_t first_seq, const select_run* sel) {
+  const bool m2po = sel != nullptr && needs_selection(cfg, selection::m2po);
+  return {cur, batch, cfg, first_seq, m2po ? m2po_limit(sel[static_cast<int>(selection::m2po)]) : INFINITY};
+}
+
 template <class P>
 __global__ void __launch_bounds__(device::tuning::sequence_threads)
     summarize_kernel(current_policy<accum_t<P>> cur, rollout_batch<accum_t<P>> batch, loss_config cfg,
-                     typename terms_for<P>::sequence_summary* out, long long* counts, detail::loss_partial* batch_parts,
-                     device::status* st) {
+                     const select_run* sel, typename terms_for<P>::sequence_summary* out, long long* counts,
+                     detail::loss_partial* batch_parts, device::status* st) {
   using Real = accum_t<P>;
   const std::int64_t s = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t S = batch.seq_offsets.size() - 1;
@@ -73,7 +82,7 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
     }
   }
   if (!isfinite(batch.adv[s])) flag_error(&st->non_finite_seq, s);
-  const terms_for<P> terms{cur, batch, cfg};
+  const terms_for<P> terms = terms_at<P>(cur, batch, cfg, 0, sel);  // no positions needed
   q = terms.summarize(s);
   out[s] = q;
   if (batch_pass) batch_parts[s] = terms.batch_partial(s, q);
@@ -92,7 +101,7 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
   if (s >= S) return;
   partials[s] = detail::loss_partial{};
   if (!sequence_ok(batch, s, cur.logp.size())) return;
-  const terms_for<P> terms{cur, batch, cfg, counts[2]};
+  const terms_for<P> terms = terms_at<P>(cur, batch, cfg, counts[2], sel);
   const detail::batch_stats stats = batch_stats_at(whole, sel, cfg);
   partials[s] = terms.accumulate_sequence(s, summaries[s], terms.token_count(counts[0]), terms.seq_count(counts[1]),
                                           stats, grads);
@@ -129,7 +138,7 @@ void launch_summarize(const current_policy<accum_t<P>>& cur, const rollout_batch
   if (S == 0) return;
   constexpr int threads = device::tuning::sequence_threads;
   summarize_kernel<P><<<device::tuning::blocks_for(S, threads), threads, 0, stream>>>(
-      cur, batch, cfg, ws.summaries, ws.counts, ws.partials, ws.st);
+      cur, batch, cfg, ws.select, ws.summaries, ws.counts, ws.partials, ws.st);
   GRPOKIT_CUDA_CHECK_LAUNCH();
 }
 
@@ -172,7 +181,7 @@ void launch_batch_pass(const loss_config& cfg, std::int64_t S, const layout<P>& 
       cudaMemcpyAsync(ws.batch, ws.partials, sizeof(detail::loss_partial), cudaMemcpyDeviceToDevice, stream));
 }
 
-// ---- the selection (detail/select.hpp): the top-entropy quantile over the batch -------------
+// ---- the batch-wide selections (detail/select.hpp): quantile, covariance top-k, M2PO ---------
 
 // The run's plan (the quantile's from the counts, KL-Cov's from the batch pass), and the first
 // round's histogram zeroed (a kernel, not a memset, zeroes it between rounds too: one launch fewer
@@ -183,9 +192,13 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
                        select_run* runs, long long* hist) {
   for (int i = threadIdx.x; i < select_hist_size; i += blockDim.x) hist[i] = 0;
   if (threadIdx.x != 0) return;
-  runs[static_cast<int>(which)] = which == selection::entropy_quantile
-                                      ? quantile_run(counts[0], 1 - cfg.top_entropy_quantile)
-                                      : covariance_run(*whole, cfg);
+  select_run& run = runs[static_cast<int>(which)];
+  if (which == selection::entropy_quantile)
+    run = quantile_run(counts[0], 1 - cfg.top_entropy_quantile);
+  else if (which == selection::covariance)
+    run = covariance_run(*whole, cfg);
+  else
+    run = m2po_run(cfg.m2po_threshold);
 }
 
 // One round's histogram of the local keys: a thread per sequence, the block's bins in shared
@@ -202,10 +215,13 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
   const std::int64_t S = batch.seq_offsets.size() - 1;
   if (s < S && sequence_ok(batch, s, cur.logp.size())) {
     const select_run r = runs[static_cast<int>(which)];
-    const terms_for<P> terms{cur, batch, cfg, counts[2]};
-    const batch_stats stats = batch_stats_at(whole, runs, cfg);  // the means KL-Cov's keys need
+    // M2PO's selection comes before the counts and the other selections
+    const bool first = which == selection::m2po;
+    const terms_for<P> terms = terms_at<P>(cur, batch, cfg, first ? 0 : counts[2], first ? nullptr : runs);
+    // the means the covariance keys need
+    const batch_stats stats = which == selection::covariance ? batch_stats_at(whole, runs, cfg) : batch_stats{};
     terms.for_each_selection_key(which, s, stats, [&](const select_key& key) {
-      select_count(r, key, [&](int i) { atomicAdd(&bins[i], 1ull); });
+      select_count(r, key, [&](int i, unsigned long long amount) { atomicAdd(&bins[i], amount); });
     });
   }
   __syncthreads();
@@ -227,16 +243,21 @@ __global__ void __launch_bounds__(1)
   for (int i = 0; i < select_hist_size; ++i) mine[i] = 0;
 }
 
-// The rounds of the selections the configuration needs over the sequences of this process, after
-// the counts (ws.counts: the whole batch's) and the batch pass (ws.batch). `summed()` makes each
-// round's histogram (ws.select_hist) the whole batch's and returns where the ranks' histograms lie
-// and how many there are (this one's in one process).
-template <class P, class Summed>
+// The selections the loss pass needs, after the counts (ws.counts: the whole batch's) and the
+// batch pass (ws.batch); M2PO's comes before both (selections_first).
+inline constexpr selection selections_first[] = {selection::m2po};
+inline constexpr selection selections_after[] = {selection::entropy_quantile, selection::covariance};
+
+// The rounds of the selections `which` the configuration needs over the sequences of this process.
+// `summed()` makes each round's histogram (ws.select_hist) the whole batch's and returns where the
+// ranks' histograms lie and how many there are (this one's in one process).
+template <class P, class Which, class Summed>
 void launch_selections(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
-                       const loss_config& cfg, const layout<P>& ws, cudaStream_t stream, Summed&& summed) {
+                       const loss_config& cfg, const layout<P>& ws, cudaStream_t stream, const Which& selections,
+                       Summed&& summed) {
   const std::int64_t S = batch.seq_offsets.size() - 1;
   constexpr int threads = device::tuning::sequence_threads;
-  for (const selection which : {selection::entropy_quantile, selection::covariance}) {
+  for (const selection which : selections) {
     if (!needs_selection(cfg, which)) continue;
     select_init_kernel<<<1, threads, 0, stream>>>(which, ws.counts, ws.batch, cfg, ws.select, ws.select_hist);
     GRPOKIT_CUDA_CHECK_LAUNCH();
@@ -260,11 +281,11 @@ template <class P>
 void launch_policy_loss(const current_policy<accum_t<P>>& cur, const rollout_batch<accum_t<P>>& batch,
                         const loss_config& cfg, const policy_grads<accum_t<P>>& grads, const layout<P>& ws,
                         cudaStream_t stream) {
+  auto local = [&] { return std::pair<const long long*, int>(ws.select_hist, 1); };
+  launch_selections<P>(cur, batch, cfg, ws, stream, selections_first, local);
   launch_summarize<P>(cur, batch, cfg, ws, stream);
   launch_batch_pass<P>(cfg, batch.seq_offsets.size() - 1, ws, stream);
-  launch_selections<P>(cur, batch, cfg, ws, stream, [&] {
-    return std::pair<const long long*, int>(ws.select_hist, 1);
-  });
+  launch_selections<P>(cur, batch, cfg, ws, stream, selections_after, local);
   launch_accumulate<P>(cur, batch, cfg, grads, ws, stream);
   launch_partials_tree(ws.partials, batch.seq_offsets.size() - 1, stream);
 }

@@ -1,6 +1,6 @@
 #pragma once
 // The host schedule of detail/select.hpp: the local keys are collected once, then every round
-// counts them into 256 bins per slot and `sum_over_ranks` adds the bins of every rank (the
+// counts them into the round's bins and `sum_over_ranks` adds the bins of every rank (the
 // identity in one process).
 #include <algorithm>
 #include <cstdint>
@@ -19,7 +19,10 @@ select_run host_select(select_run run, std::int64_t S, Keys&& for_each_key, Sum&
   std::vector<long long> hist(select_hist_size);
   for (int round = 0; round < run.rounds; ++round) {
     std::fill(hist.begin(), hist.end(), 0);
-    for (const select_key& k : keys) select_count(run, k, [&](int i) { ++hist[static_cast<std::size_t>(i)]; });
+    for (const select_key& k : keys)
+      select_count(run, k, [&](int i, unsigned long long amount) {
+        hist[static_cast<std::size_t>(i)] += static_cast<long long>(amount);
+      });
     sum_over_ranks(hist);
     select_step(run, hist.data());
   }
