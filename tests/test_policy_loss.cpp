@@ -144,7 +144,7 @@ grpokit::loss_config config(std::uint64_t k) {
   c.top_entropy_quantile = rhos[(k / 3) % 5];
   // AReaL's M2PO: thresholds under the mean second moment (about 0.18 here), and 0 (one value stays)
   const double taus[] = {0.04, 0.01, 0.0};
-  if (k % 9 == 2) c.m2po_threshold = taus[(k / 9) % 3];
+  if (k % 11 == 7) c.m2po_threshold = taus[(k / 11) % 3];  // 11: coprime to the objectives' 6
   if (k % 11 == 4) {  // verl's KL-Cov: a large ratio, so that several tokens are selected
     c.obj = grpokit::objective::kl_cov;
     c.kl_cov_ratio = (k / 11) % 2 == 0 ? 0.3 : 0.01;  // 0.01: max(1, 0) = one token
@@ -316,6 +316,18 @@ TEST_CASE("M2PO (AReaL m2_threshold): the largest second moments leave, ties tog
     CHECK(kept_sum(0.04) == std::make_pair(4.0, std::int64_t{2}));
     CHECK(kept_sum(0.045) == std::make_pair(7.0, std::int64_t{0}));
   }
+  SECTION("moments above 1 (the sums' high words), and a mean equal to tau") {
+    roll = {-1, -4, -7, -8, -16, -40};  // 0, 4, 9 (mean 13/3)
+    tm = {1, 1, 1, 0, 0, 0};
+    tokens = 3;
+    CHECK(kept_sum(3.0) == std::make_pair(3.0, std::int64_t{1}));  // then 2 < 3
+    CHECK(kept_sum(4.4) == std::make_pair(7.0, std::int64_t{0}));
+    roll = {-1, -2.5, -4, -8, -16, -40};  // 0, 0.25: the mean 0.125 is not below 0.125
+    tm = {1, 1, 0, 0, 0, 0};
+    tokens = 2;
+    CHECK(kept_sum(0.125) == std::make_pair(1.0, std::int64_t{1}));
+    CHECK(kept_sum(0.12500001) == std::make_pair(3.0, std::int64_t{0}));
+  }
   SECTION("needs logp_rollout, and tau >= 0") {
     b.logp_rollout = {};
     c.m2po_threshold = 0.1;
@@ -323,6 +335,16 @@ TEST_CASE("M2PO (AReaL m2_threshold): the largest second moments leave, ties tog
     b.logp_rollout = roll;
     c.m2po_threshold = -1;
     REQUIRE_ERROR(grpokit::host::policy_loss<P>({logp, {}}, b, c, {dlogp, {}}), "m2po_threshold must be >= 0");
+    // 2^31 tokens overflow its sums: refused from the sizes, before anything is read (the spans
+    // only claim them)
+    const std::int64_t big = std::int64_t{1} << 31;
+    std::vector<std::int64_t> big_off{0, big};
+    std::vector<double> one{1.0};
+    auto huge = by_hand(big_off, one);
+    huge.logp_rollout = {roll.data(), big};
+    c.m2po_threshold = 0.1;
+    REQUIRE_ERROR(grpokit::host::policy_loss<P>({{logp.data(), big}, {}}, huge, c, {{dlogp.data(), big}, {}}),
+                  "m2po_threshold < +inf takes fewer than 2^31 tokens");
   }
 }
 

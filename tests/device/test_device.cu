@@ -288,8 +288,8 @@ TEST_CASE("device policy_loss: the top-entropy mask's batch quantile (radix sele
 }
 
 TEST_CASE("device policy_loss: M2PO's mean rule before the summaries, ties, with the other selections", "[device]") {
-  // M2PO's limit is a second moment of the batch: the host's bits; GSPO's sequence ratios and the
-  // other two selections see only the tokens it keeps
+  // M2PO's limit is a second moment of the batch: the host's bits; GSPO's sequence ratios see only
+  // the tokens it keeps; the other two selections run in the same call
   using P = grpokit::policy<grpokit::precision<float, float>, grpokit::reduction::batch_invariant>;
   policy_inputs in(14, 55);
   ref::problem& p = in.p;

@@ -93,11 +93,13 @@ struct policy_terms {
   }
 
   // M2PO's second moment of a token: (logp_rollout - logp_old)^2, the behaviour policy against the
-  // proximal one (AReaL; logp_old, else logp); 0 without logp_rollout (M2PO then needs it).
+  // proximal one (AReaL; logp_old, else logp); 0 without logp_rollout (M2PO then needs it). A NaN
+  // (non-finite inputs with check_finite off) counts as +inf: masked, and the same bits everywhere.
   GRPOKIT_HD double m2po_moment(std::int64_t t) const {
     if (!has_rollout()) return 0.0;
     const double d = static_cast<double>(batch.logp_rollout[t]) - trainer_logp(t);
-    return d * d;
+    const double m = d * d;
+    return m == m ? m : std::numeric_limits<double>::infinity();
   }
 
   // GMPO: the token's log-ratio to pi_old (0 on-policy) and whether the sign-aware clip holds it

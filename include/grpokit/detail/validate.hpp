@@ -340,6 +340,9 @@ void require_batch_shapes(const rollout_batch<Real>& batch, std::int64_t T, cons
                   "the trust_region and importance masks need logp_rollout");
   GRPOKIT_REQUIRE(!(cfg.m2po_threshold < INFINITY) || given(batch.logp_rollout),
                   "m2po_threshold < +inf needs logp_rollout (the behaviour policy of its second moments)");
+  // M2PO's fixed-point sums hold 2^31 tokens (detail/select.hpp)
+  GRPOKIT_REQUIRE(!(cfg.m2po_threshold < INFINITY) || T < (std::int64_t{1} << 31),
+                  "m2po_threshold < +inf takes fewer than 2^31 tokens, got ", T);
   GRPOKIT_REQUIRE(cfg.dppo == dppo_divergence::none || given(batch.logp_old) || given(batch.logp_rollout),
                   "dppo needs logp_old or logp_rollout (the anchor of its trust region)");
 }
