@@ -63,9 +63,17 @@ struct policy_terms {
     return (batch.token_mask.empty() || batch.token_mask[t] != 0) && (batch.seq_mask.empty() || batch.seq_mask[s] != 0);
   }
 
+  // Outside the safe vocabulary (vocab_prune): no log-prob.
+  GRPOKIT_HD bool pruned(std::int64_t t) const {
+    return P::vocab_prune && !(cur.logp[t] > -std::numeric_limits<Real>::infinity());
+  }
+  // A response token with a log-prob: what classify's first two reasons leave, without the masks it
+  // goes on to evaluate (the batch pass's and the selections' candidates, every round).
+  GRPOKIT_HD bool has_log_prob(std::int64_t t, std::int64_t s) const { return is_response(t, s) && !pruned(t); }
+
   GRPOKIT_HD token_state classify(std::int64_t t, std::int64_t s) const {
     if (!is_response(t, s)) return token_state::padding;
-    if (P::vocab_prune && !(cur.logp[t] > -std::numeric_limits<Real>::infinity())) return token_state::vocab_prune;
+    if (pruned(t)) return token_state::vocab_prune;
     if (m2po_moment(t) > m2po_limit) return token_state::m2po;  // AReaL: before the loss's own masks
     token_view<Real> v;
     v.logp = cur.logp[t];
@@ -217,7 +225,7 @@ struct policy_terms {
         p.batch_is_n = 1;
       } else {
         p.batch_is_sum =
-            lane_sum(n, [&](std::int64_t j) { return has_log_prob(classify(b + j, s)) ? is_weight(b + j, q) : 0.0; });
+            lane_sum(n, [&](std::int64_t j) { return has_log_prob(b + j, s) ? is_weight(b + j, q) : 0.0; });
         p.batch_is_n = with_log_prob;
       }
     }
@@ -226,7 +234,7 @@ struct policy_terms {
       p.batch_cov_n = with_log_prob;
       p.batch_cov_adv = with_log_prob * static_cast<double>(batch.adv[s]);
       p.batch_cov_logp = lane_sum(
-          n, [&](std::int64_t j) { return has_log_prob(classify(b + j, s)) ? static_cast<double>(cur.logp[b + j]) : 0.0; });
+          n, [&](std::int64_t j) { return has_log_prob(b + j, s) ? static_cast<double>(cur.logp[b + j]) : 0.0; });
     }
     return p;
   }
@@ -271,8 +279,8 @@ struct policy_terms {
       if (which == selection::entropy_quantile) {
         if (is_response(t, s)) add(select_key{ordered_bits(static_cast<double>(cur.entropy[t])), 0});
       } else if (which == selection::m2po) {
-        if (has_log_prob(classify(t, s))) add(select_key{ordered_bits(m2po_moment(t)), 0});
-      } else if (has_log_prob(classify(t, s)) &&
+        if (has_log_prob(t, s)) add(select_key{ordered_bits(m2po_moment(t)), 0});
+      } else if (has_log_prob(t, s) &&
                  (cfg.obj != objective::clip_cov || clip_cov_candidate(t, s, whole))) {
         add(covariance_key(t, s, whole));
       }
