@@ -12,7 +12,10 @@
 // runs on a stream of its own. fused_linear_loss (with a reference GEMM: the simulator has no
 // cuBLAS) against the one-process call, the gradients the caller sums checked summed. A rejected
 // input on one rank, or a data error found on the device of one rank, throws on every rank. Exit
-// 77 (skipped) without a device (tests/mpi/main.cpp with GRPOKIT_MPI_DEVICE_TEST).
+// 77 (skipped) without a device (tests/mpi/main.cpp with GRPOKIT_MPI_DEVICE_TEST). Tags for the
+// simulated grids (tests/CMakeLists.txt): [data], a case whose only parallel axis is the data one;
+// [vocab], a case whose point is the vocabulary split (its data-parallel merges are those of
+// fused_loss).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <mpi.h>
@@ -550,7 +553,7 @@ TEST_CASE("device data parallel fused_loss: bitwise one process under batch_inva
   compare_fused<policy<reduction::batch_invariant, precision<float, float>, chunk<32>>>(true);
 }
 
-TEST_CASE("device vocabulary parallel token_logprobs off the chunk grid: within rounding of one process") {
+TEST_CASE("device vocabulary parallel token_logprobs off the chunk grid: within rounding of one process", "[vocab]") {
   compare_logprobs_off_grid<policy<reduction::batch_invariant, precision<float, float>, chunk<32>>>();
 }
 
@@ -577,11 +580,11 @@ using pruned_linear = policy<reduction::batch_invariant, precision<float, float>
 using plain_linear = policy<reduction::deterministic, precision<float, float>, chunk<32>>;
 }  // namespace
 
-TEST_CASE("device data and vocabulary parallel fused_linear_loss: bitwise one process under batch_invariant") {
+TEST_CASE("device data and vocabulary parallel fused_linear_loss: bitwise one process under batch_invariant", "[vocab]") {
   compare_linear<pruned_linear>(linear_calls<reference_gemm>{{0}}, true, pruned_linear_config(), 701, true);
 }
 
-TEST_CASE("device data and vocabulary parallel fused_linear_loss: within rounding otherwise") {
+TEST_CASE("device data and vocabulary parallel fused_linear_loss: within rounding otherwise", "[vocab]") {
   compare_linear<plain_linear>(linear_calls<reference_gemm>{{0}}, false, kl_linear_config(), 702, false);
 }
 
@@ -631,7 +634,8 @@ struct policy_reference {
 };
 }  // namespace
 
-TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one process, a rejection on every rank") {
+TEST_CASE("device data parallel policy_loss on a stream of its own: bitwise one process, a rejection on every rank",
+          "[data]") {
   using P = policy<reduction::batch_invariant, precision<float, float>>;
   const int rank = the_grid().dp_rank, ranks = the_grid().dp_size;  // layout.tp: unused by policy_loss
   cudaStream_t stream;
@@ -793,7 +797,7 @@ advantage_case advantage_case_of(std::uint64_t seed, bool with_tokens = false) {
 }
 }  // namespace
 
-TEST_CASE("device data parallel compute_advantages: groups across ranks, bitwise one process") {
+TEST_CASE("device data parallel compute_advantages: groups across ranks, bitwise one process", "[data]") {
   using D = grpokit::precision<double, double>;
   std::vector<advantage_case> cases;
   for (std::uint64_t seed = 1; seed <= 3; ++seed) {
