@@ -203,6 +203,8 @@ struct batch {
   std::vector<ld> adv, logp_old, logp_ref, logp_rollout;
   std::vector<int> token_mask, seq_mask;
   std::vector<int> positive;  // [S] VAPO's correct rollouts
+  std::vector<ld> token_adv;  // [T] advantages per token, or empty: adv[s] on every token of s
+  ld adv_of(std::size_t t, std::size_t s) const { return token_adv.empty() ? adv[s] : token_adv[t]; }
 };
 
 struct mask_features {
@@ -295,7 +297,7 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
       }
       if (c.dppo != grpokit::dppo_divergence::none && (has_old || has_roll)) {  // DPPO (verl dppo_tv / dppo_kl)
         const ld p = std::exp(logp_detached[t]), pa = std::exp(has_old ? b.logp_old[t] : b.logp_rollout[t]);
-        const ld A = b.adv[s];
+        const ld A = b.adv_of(t, s);
         bool keep;
         if (c.dppo == grpokit::dppo_divergence::tv) {
           keep = A > 0 ? p - pa <= c.dppo_high : p - pa >= -c.dppo_low;
@@ -387,8 +389,8 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
         if (cnt[t] && !(mf.vocab_prune && logp_detached[t] == -inf)) {
           valid.push_back(t);
           position[t] = (static_cast<std::uint64_t>(s) << 32) | (t - static_cast<std::size_t>(b.seq_offsets[s]));
-          a_tok[t] = b.adv[s];
-          a_sum += b.adv[s];
+          a_tok[t] = b.adv_of(t, s);
+          a_sum += b.adv_of(t, s);
           l_sum += logp_detached[t];
         }
     if (!valid.empty()) {
@@ -438,15 +440,15 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
       }
     // sequence-level quantities (detached unless noted)
     ld sum_log_ratio = 0, gspo_live = 0, gspo_det = 0, trm_max = 0, trm_mean = 0, opsm_sum = 0, gmpo_det = 0;
-    const ld A = b.adv[s];
-    auto gmpo_clip = [&](ld delta) {  // sign-aware: A > 0 caps at eps_high, A < 0 floors at -eps_low
+    // sign-aware: A > 0 caps at eps_high, A < 0 floors at -eps_low (A the token's advantage)
+    auto gmpo_clip = [&](ld delta, ld A) {
       return A > 0 ? std::min<ld>(delta, c.eps_high) : A < 0 ? std::max<ld>(delta, -c.eps_low) : ld(0);
     };
     for (std::size_t t = lo; t < hi; ++t) {
       if (!stat[t]) continue;
       const ld d = has_roll ? old(t) - b.logp_rollout[t] : 0;
       sum_log_ratio += d;
-      gmpo_det += gmpo_clip(logp_detached[t] - old(t));
+      gmpo_det += gmpo_clip(logp_detached[t] - old(t), b.adv_of(t, s));
       if (has_roll) {
         rho2_sum += std::exp(2 * clampl(d, -20, 20));
         rho2_n += 1;
@@ -502,6 +504,7 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
         continue;
       }
       o.kept += 1;
+      const ld A = b.adv_of(t, s);
       // ratio
       ld r;
       if (c.obj == grpokit::objective::gspo) {
@@ -512,7 +515,7 @@ inline loss_out policy_loss(const std::vector<ld>& logp, const std::vector<ld>& 
         // GMPO-token, as GSPO-token: log r = sg(M_i) + clip(Delta_t) - sg(clip(Delta_t)), M_i the
         // sequence's mean clipped log-ratio (constant where the +-log_ratio_clamp holds it)
         const ld m = gmpo_det / ns, mc = clampl(m, -c.log_ratio_clamp, c.log_ratio_clamp);
-        const ld live = gmpo_clip(logp[t] - old(t)) - gmpo_clip(logp_detached[t] - old(t));
+        const ld live = gmpo_clip(logp[t] - old(t), A) - gmpo_clip(logp_detached[t] - old(t), A);
         r = std::exp(mc + (m == mc ? live : 0));
       } else {
         r = std::exp(clampl(logp[t] - old(t), -c.log_ratio_clamp, c.log_ratio_clamp));

@@ -202,6 +202,45 @@ grpo_lambda_batch random_grpo_lambda_batch(Rng& rng, int G, int max_group, int m
   return b;
 }
 
+// A random batch for the optimal token baseline: G groups of 1..max_group sequences, each a prompt
+// of the group's length (token_mask 0) then 0..max_len response positions with holes (a fifth
+// masked), an outcome reward on the last token plus small token rewards, sum_p2 between pi^2 and
+// pi^2 + (1 - pi)^2 (a real distribution's range), IS weights in [0, 2) when asked; a third of the
+// groups have two equally long responses.
+struct otb_batch {
+  std::vector<std::int64_t> groups{0}, seq_off{0};
+  std::vector<double> rewards, logp_old, sum_p2, is_weights;
+  std::vector<std::uint8_t> mask;
+  grpokit::token_baseline_inputs<double> inputs(bool with_mask = true) const {
+    return {rewards, seq_off, groups, logp_old, sum_p2, is_weights, with_mask ? grpokit::span<const std::uint8_t>(mask)
+                                                                              : grpokit::span<const std::uint8_t>()};
+  }
+};
+template <class Rng>
+otb_batch random_otb_batch(Rng& rng, int G, int max_group, int max_len, bool with_is) {
+  std::uniform_int_distribution<int> gsize(1, max_group), len(0, max_len), prompt(0, 3), coin(0, 4);
+  std::uniform_real_distribution<double> u(0, 1), lp(-4, 0);
+  otb_batch b;
+  for (int g = 0; g < G; ++g) {
+    const int n = gsize(rng), P = prompt(rng), twins = coin(rng) < 2 ? len(rng) : -1;
+    b.groups.push_back(b.groups.back() + n);
+    for (int i = 0; i < n; ++i) {
+      const int L = i < 2 && twins >= 0 ? twins : len(rng);
+      for (int k = 0; k < P + L; ++k) {
+        const bool response = k >= P && (coin(rng) != 0 || k == P);
+        const double pi = std::exp(lp(rng));
+        b.mask.push_back(response);
+        b.rewards.push_back(k == P + L - 1 ? std::floor(u(rng) * 3) : 0.1 * (u(rng) - 0.5));
+        b.logp_old.push_back(std::log(pi));
+        b.sum_p2.push_back(pi * pi + u(rng) * (1 - pi) * (1 - pi));
+        if (with_is) b.is_weights.push_back(2 * u(rng));
+      }
+      b.seq_off.push_back(b.seq_off.back() + P + L);
+    }
+  }
+  return b;
+}
+
 // A packed problem of `seqs` sequences of 0..max_len tokens with old / ref / rollout log-probs near
 // -2 (the distributed tests: every rank builds the same one from the seed).
 inline ref::problem packed_problem(std::uint64_t seed, std::int64_t V, int seqs, std::int64_t max_len,

@@ -261,7 +261,7 @@ TEST_CASE("threads: a vectorised vocabulary slice whose scaled columns are all -
     }
 }
 
-TEST_CASE("threads as vocabulary-parallel ranks: fused_loss's sum_p2 is the sum of the slices") {
+TEST_CASE("threads as vocabulary-parallel ranks: fused_loss's and token_logprobs' sum_p2 is the sum of the slices") {
   using Q = grpokit::policy<grpokit::reduction::batch_invariant, grpokit::precision<double, double>,
                             grpokit::chunk<16>, grpokit::mask::vocab_prune>;
   std::mt19937_64 rng(9);
@@ -277,7 +277,7 @@ TEST_CASE("threads as vocabulary-parallel ranks: fused_loss's sum_p2 is the sum 
   for (const int ranks : {1, 3}) {
     const std::vector<std::int64_t> cols = ranks == 1 ? std::vector<std::int64_t>{0, p.V}
                                                       : std::vector<std::int64_t>{0, 16, 48, p.V};
-    std::vector<std::vector<double>> got(static_cast<std::size_t>(ranks));
+    std::vector<std::vector<double>> got(static_cast<std::size_t>(ranks)), from_logprobs(got.size());
     std::vector<int> threw(static_cast<std::size_t>(ranks), 0);
     thread_job job(ranks);
     job.run([&](int r) {
@@ -290,6 +290,10 @@ TEST_CASE("threads as vocabulary-parallel ranks: fused_loss's sum_p2 is the sum 
       const auto layout = grpokit::vocab_parallel(job.communicator(r));
       grpokit::host::fused_loss<Q>({{slice.data(), p.T, Vr, Vr}, p.targets, {}}, h.batch(p), cfg,
                                    {d.data(), p.T, Vr, Vr}, layout, {{}, {}, mine});
+      std::vector<double> lp(static_cast<std::size_t>(p.T)), lse(lp.size());
+      auto& sp = from_logprobs[static_cast<std::size_t>(r)];
+      sp.assign(lp.size(), -1);
+      grpokit::host::token_logprobs<Q>({{slice.data(), p.T, Vr, Vr}, p.targets, {}}, cfg, {lp, {}, lse, sp}, layout);
       try {  // rank 0 alone asks for it: every rank throws, none waits forever
         std::vector<double> only(static_cast<std::size_t>(r == 0 ? p.T : 0));
         grpokit::host::fused_loss<Q>({{slice.data(), p.T, Vr, Vr}, p.targets, {}}, h.batch(p), cfg,
@@ -301,6 +305,7 @@ TEST_CASE("threads as vocabulary-parallel ranks: fused_loss's sum_p2 is the sum 
     for (int r = 0; r < ranks; ++r) {
       INFO("ranks " << ranks << ", rank " << r);
       if (ranks == 1) CHECK(support::same_bits(got[0], whole));  // one slice: the single-process order
+      CHECK(support::same_bits(from_logprobs[static_cast<std::size_t>(r)], got[static_cast<std::size_t>(r)]));
       for (std::int64_t t = 0; t < p.T; ++t)
         CHECK(support::close(got[static_cast<std::size_t>(r)][t], whole[t], 1e-14, 1e-16));
       CHECK(threw[static_cast<std::size_t>(r)] == (ranks > 1 ? 1 : 0));

@@ -29,19 +29,28 @@ void check_policy_loss(std::uint64_t seed, const grpokit::loss_config& cfg, ref:
   if (mf.vocab_prune) logp[3] = logp[10] = logp[17] = -ref::inf;  // 17: in a positive rollout (VAPO)
   ref::add_policies(rng, p, logp, 0.3);
   if (on_policy) p.b.logp_old.clear();
-  for (auto* v : {&p.b.logp_old, &p.b.logp_ref, &p.b.logp_rollout, &p.b.adv})
+  // advantages per token (optimal_token_baseline): every objective and aggregation meets them, OPSM
+  // (k % 7 < 3) and M2PO (k % 11 == 7) too
+  if (seed % 7 == 3 || seed % 11 == 2) {
+    std::mt19937_64 token_rng(seed + 991);
+    std::normal_distribution<double> a(0, 1);
+    for (std::int64_t t = 0; t < p.T; ++t) p.b.token_adv.push_back(a(token_rng));
+  }
+  for (auto* v : {&p.b.logp_old, &p.b.logp_ref, &p.b.logp_rollout, &p.b.adv, &p.b.token_adv})
     for (auto& x : *v) x = static_cast<R>(x);
 
   const auto rl = support::cast<R>(logp), re = support::cast<R>(ent);
   const auto adv = support::cast<R>(p.b.adv), old = support::cast<R>(p.b.logp_old),
-             refp = support::cast<R>(p.b.logp_ref), roll = support::cast<R>(p.b.logp_rollout);
+             refp = support::cast<R>(p.b.logp_ref), roll = support::cast<R>(p.b.logp_rollout),
+             token_adv = support::cast<R>(p.b.token_adv);
   const auto tm = support::bytes(p.b.token_mask), sm = support::bytes(p.b.seq_mask), pos = support::bytes(p.b.positive);
-  grpokit::rollout_batch<R> b{p.b.seq_offsets, adv, old, refp, roll, tm, sm, pos};
+  grpokit::rollout_batch<R> b{p.b.seq_offsets, adv, old, refp, roll, tm, sm, pos, token_adv};
   std::vector<R> dlogp(p.T), dent(p.T);
   const auto res = grpokit::host::policy_loss<P>({rl, re}, b, cfg, {dlogp, dent});
 
   const auto want = ref::policy_loss(logp, ent, logp, p.b, cfg, mf);
-  INFO("seed " << seed << " obj " << int(cfg.obj) << " is " << int(cfg.is) << " kl " << int(cfg.kl));
+  INFO("seed " << seed << " obj " << int(cfg.obj) << " is " << int(cfg.is) << " kl " << int(cfg.kl) << " token_adv "
+                << !p.b.token_adv.empty());
   CHECK(support::close(res.loss, static_cast<double>(want.loss), tol, tol));
   const auto& m = res.metrics;
   CHECK(m.tokens == static_cast<std::int64_t>(want.tokens));
@@ -383,6 +392,48 @@ TEST_CASE("KL-Cov (verl kl_cov): the top-k covariance tokens, ties to the earlie
   CHECK(selected(0.0).empty());
   c.kl_cov_ratio = 1.5;
   REQUIRE_ERROR(grpokit::host::policy_loss<P>({logp, {}}, b, c, {dlogp, {}}), "kl_cov_ratio must be in [0, 1]");
+}
+
+TEST_CASE("token advantages equal to their sequence's give the sequence-advantage loss; their errors",
+          "[policy_loss]") {
+  using P = grpokit::policy<grpokit::precision<double, double>, grpokit::reduction::batch_invariant>;
+  std::mt19937_64 rng(77);
+  std::normal_distribution<double> n(0, 1);
+  const std::vector<std::int64_t> off{0, 3, 3, 7, 8};
+  std::vector<double> logp(8), ent(8, 0.5), adv{0.7, -1.2, -0.4, 1.5}, old(8), spread(8);
+  for (std::size_t t = 0; t < 8; ++t) logp[t] = -1 + 0.3 * n(rng), old[t] = logp[t] + 0.1 * n(rng);
+  for (std::size_t s = 0; s < 4; ++s)
+    for (auto t = off[s]; t < off[s + 1]; ++t) spread[static_cast<std::size_t>(t)] = adv[s];
+  for (const auto obj : {grpokit::objective::ppo_clip, grpokit::objective::gmpo, grpokit::objective::gspo,
+                         grpokit::objective::kl_cov}) {
+    grpokit::loss_config c;
+    c.obj = obj;
+    c.entropy_coef = 0.01;
+    c.kl_cov_ratio = 0.4;
+    c.eps_low = c.eps_high = 0.05;
+    std::vector<double> d1(8), e1(8), d2(8), e2(8);
+    auto b = by_hand(off, adv);
+    b.logp_old = old;
+    const auto plain = grpokit::host::policy_loss<P>({logp, ent}, b, c, {d1, e1});
+    b.token_adv = spread;
+    const auto per_token = grpokit::host::policy_loss<P>({logp, ent}, b, c, {d2, e2});
+    INFO("objective " << int(obj));
+    if (obj == grpokit::objective::kl_cov) {  // the covariance's advantage sum: a sum, not a product
+      CHECK(per_token.loss == Approx(plain.loss).epsilon(1e-14));
+    } else {
+      CHECK(per_token.loss == plain.loss);
+      CHECK(d2 == d1);
+    }
+    CHECK(per_token.metrics.adv_mean == plain.metrics.adv_mean);  // the metrics keep the sequences' adv
+  }
+  std::vector<double> d(8), e(8);
+  auto b = by_hand(off, adv);
+  std::vector<double> short_adv(7, 0.0), bad = spread;
+  b.token_adv = short_adv;
+  REQUIRE_ERROR(grpokit::host::policy_loss<P>({logp, ent}, b, {}, {d, e}), "token_adv");
+  bad[5] = std::nan("");
+  b.token_adv = bad;
+  REQUIRE_ERROR(grpokit::host::policy_loss<P>({logp, ent}, b, {}, {d, e}), "token_adv[5] is not finite");
 }
 
 TEST_CASE("all tokens masked gives loss 0 and zero gradients", "[policy_loss]") {

@@ -1,6 +1,7 @@
-// The sum_p2 output of fused_loss and fused_linear_loss (sum_v p_v^2 per token) against the
-// long-double reference: awkward V (the policy's edges), temperatures, vocabulary pruning, every
-// storage type; asking for it changes no other output; fused_linear_loss gives fused_loss's value.
+// The sum_p2 output of fused_loss, fused_linear_loss and token_logprobs (sum_v p_v^2 per token)
+// against the long-double reference: awkward V (the policy's edges), temperatures, vocabulary
+// pruning, every storage type; asking for it changes no other output; fused_linear_loss and
+// token_logprobs give fused_loss's value.
 #include <cmath>
 #include <random>
 #include <tuple>
@@ -72,6 +73,11 @@ void check_sum_p2(std::uint64_t seed, std::int64_t V, bool per_token_temp, doubl
   const auto in_place = run_with_sum_p2<P>(p, cfg, grpokit::backward_mode::in_place);
   CHECK(support::same_bits(in_place.sum_p2, got.sum_p2));
   CHECK(support::same_bits(in_place.h.dlogits, plain.dlogits));
+  // token_logprobs gives the same bits (the old policy's forward, where the optimal token baseline takes them)
+  std::vector<R> lp(static_cast<std::size_t>(p.T)), en(lp.size()), lse(lp.size()), sp(lp.size(), R(-1));
+  grpokit::host::token_logprobs<P>(got.h.input(p), cfg, {lp, en, lse, sp});
+  CHECK(support::same_bits(sp, got.sum_p2));
+  CHECK(support::same_bits(lp, got.h.logp));
 }
 
 template <class Precision, class Reduction, std::int64_t N>

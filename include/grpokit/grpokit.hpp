@@ -19,4 +19,5 @@
 #include "host/multi_reward.hpp"
 #include "host/packing.hpp"
 #include "host/policy_loss.hpp"
+#include "host/token_baseline.hpp"
 #include "host/token_logprobs.hpp"

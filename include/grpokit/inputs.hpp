@@ -31,6 +31,9 @@ struct token_stats {
   span<Real> logp;     // [T]
   span<Real> entropy;  // [T] or empty
   span<Real> lse;      // [T] log-sum-exp of the (temperature-scaled) logits: saved for the backward
+  // [T] or empty: sum_v p_v^2 (docs/fused_outputs.md), the optimal token baseline's input from the
+  // old policy's forward; defaulted: the older three-field initialisers still compile
+  span<Real> sum_p2 = {};
 };
 
 // The current policy's per-token values as policy_loss reads them.
@@ -53,6 +56,10 @@ struct rollout_batch {
   // [S] 1 = a correct rollout, for VAPO's NLL (cfg.positive_nll_coef, which needs it); defaulted: the
   // older initialisers still compile
   span<const std::uint8_t> positive = {};
+  // [T] advantages per token (optimal_token_baseline), or empty: adv[s] on every token of s. When
+  // given they replace adv in the token terms (the surrogate, DPPO, KL-Cov / Clip-Cov, GMPO's clip,
+  // a custom mask); adv stays the sequence's (OPSM's sign, the advantage metrics)
+  span<const Real> token_adv = {};
 };
 
 // d loss / d logp and d loss / d entropy (written by policy_loss).

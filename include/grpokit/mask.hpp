@@ -31,7 +31,7 @@ enum mask_feature : unsigned {
 // What a user-defined mask sees of one token. Absent inputs have has_* = false.
 template <class Real>
 struct token_view {
-  Real logp, entropy, logp_old, logp_ref, logp_rollout, adv;
+  Real logp, entropy, logp_old, logp_ref, logp_rollout, adv;  // adv: the token's (batch.token_adv), else its sequence's
   bool has_old, has_ref, has_rollout;
   std::int64_t token, seq;
 };

@@ -148,6 +148,50 @@ TEST_CASE("device policy_loss on its own, empty batches, and a workspace planned
                 "last offset must be");
 }
 
+TEST_CASE("device policy_loss with token advantages: bitwise the host under batch_invariant; a NaN one", "[device]") {
+  using P = grpokit::policy<grpokit::precision<double, double>, grpokit::reduction::batch_invariant>;
+  const policy_inputs in(12, 40);
+  const ref::problem& p = in.p;
+  support::host_run<P> hr;
+  support::load_batch(hr, p);
+  device_problem<P> d(p);
+  std::mt19937_64 rng(12);
+  std::normal_distribution<double> n(0, 1);
+  std::vector<double> token_adv(static_cast<std::size_t>(p.T));
+  for (auto& a : token_adv) a = n(rng);
+  buffer<double> dl(in.logp), de(in.ent), gd(p.T), ge(p.T), dta(token_adv);
+  buffer<unsigned char> ws(grpokit::device::workspace_bytes<P>({p.T, 3, p.S}));
+  for (const auto obj : {grpokit::objective::ppo_clip, grpokit::objective::gmpo, grpokit::objective::kl_cov}) {
+    grpokit::loss_config cfg;
+    cfg.obj = obj;
+    cfg.entropy_coef = 0.02;
+    cfg.kl_cov_ratio = 0.2;
+    cfg.dppo = grpokit::dppo_divergence::tv;  // its sign test reads the token's advantage too
+    cfg.dppo_low = cfg.dppo_high = 0.05;
+    std::vector<double> hd(p.T), he(p.T);
+    auto hb = hr.batch(p);
+    hb.token_adv = token_adv;
+    const auto want = grpokit::host::policy_loss<P>({in.logp, in.ent}, hb, cfg, {hd, he});
+    auto db = d.batch();
+    db.token_adv = dta.cspan();
+    const auto got = grpokit::device::policy_loss<P>({dl.cspan(), de.cspan()}, db, cfg, {gd.span(), ge.span()},
+                                                     ws.data(), ws.size());
+    INFO("objective " << int(obj));
+    CHECK(got.loss == want.loss);
+    CHECK(gd.host() == hd);
+    CHECK(ge.host() == he);
+    CHECK(got.metrics.masked_tokens_dppo == want.metrics.masked_tokens_dppo);
+    CHECK(got.metrics.cov_tokens == want.metrics.cov_tokens);
+  }
+  token_adv[7] = std::nan("");
+  buffer<double> bad(token_adv);
+  auto db = d.batch();
+  db.token_adv = bad.cspan();
+  REQUIRE_ERROR(grpokit::device::policy_loss<P>({dl.cspan(), de.cspan()}, db, {}, {gd.span(), ge.span()}, ws.data(),
+                                                ws.size()),
+                "non-finite input at row/token 7");
+}
+
 TEST_CASE("device policy_loss: GMPO, the DPPO masks, the entropy token mean, k3+ and the mismatch metrics",
           "[device]") {
   // the shared per-sequence math under the device schedule: the host's values, and each feature bites
@@ -415,6 +459,44 @@ void fused_matches_host(std::uint64_t seed, grpokit::loss_config cfg, std::int64
   for (std::int64_t t = 0; t < p.T; ++t) CHECK(support::close(q[t], host_sum_p2[t], 1e-5, 1e-7));
 }
 
+// token_logprobs' sum_p2 (the old policy's forward): the bits of fused_loss's on the device, the
+// host's under batch_invariant.
+template <class P>
+void token_logprobs_sum_p2_matches(std::uint64_t seed, std::int64_t T, std::int64_t V) {
+  using S = grpokit::storage_t<P>;
+  using R = grpokit::accum_t<P>;
+  std::mt19937_64 rng(seed);
+  ref::problem p = ref::make_problem(rng, lengths_for(T), V, 2.0);
+  ref::add_policies(rng, p, std::vector<ref::ld>(static_cast<std::size_t>(p.T), -2.0L), 0.2);
+  grpokit::loss_config cfg = grpokit::presets::grpo::config();
+  cfg.prune_rho = 0.05;
+  cfg.temperature = 0.8;
+  device_problem<P> d(p);
+  buffer<S> dlogits(p.T * p.V);
+  buffer<R> fused(p.T), logp(p.T), lse(p.T), sum_p2(p.T);
+  grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {dlogits.data(), p.T, p.V, p.V}, d.ws(), d.ws_bytes(), 0,
+                                 {{}, {}, fused.span()});
+  grpokit::device::token_logprobs<P>(d.input(), cfg, {logp.span(), {}, lse.span(), sum_p2.span()}, d.ws(),
+                                     d.ws_bytes());
+  const auto got = sum_p2.host();
+  INFO("seed " << seed << ", V " << V);
+  CHECK(support::same_bits(got, fused.host()));
+  const std::vector<S> logits = support::to_storage<S>(p.logits);
+  std::vector<R> hl(static_cast<std::size_t>(p.T)), hlse(hl.size()), hsp(hl.size());
+  grpokit::host::token_logprobs<P>({{logits.data(), p.T, p.V, p.V}, p.targets, {}}, cfg, {hl, {}, hlse, hsp});
+  if (P::order == grpokit::reduction_order::batch_invariant) CHECK(support::same_bits(got, hsp));
+  for (std::int64_t t = 0; t < p.T; ++t) CHECK(support::close(got[t], hsp[t], 1e-5, 1e-7));
+}
+}  // namespace
+
+TEST_CASE("device token_logprobs sum_p2: fused_loss's bits, the host's under batch_invariant", "[device]") {
+  token_logprobs_sum_p2_matches<grpokit::policy<grpokit::chunk<512>>>(31, sized(20, 7), sized(3001, 1201));
+  token_logprobs_sum_p2_matches<bi<__nv_bfloat16, float>>(32, sized(20, 5), 700);
+  token_logprobs_sum_p2_matches<bi<float, float, grpokit::chunk<64>, grpokit::mask::vocab_prune>>(33, sized(20, 6), 4097);
+}
+
+namespace {
+
 // Every aggregation and three policies (deterministic fp32, batch-invariant bf16 with a user mask,
 // vocabulary pruning) for one objective; a test case per objective.
 void fused_matches_host_for(grpokit::objective obj, std::uint64_t seed) {
@@ -658,6 +740,71 @@ TEST_CASE("device grpo_lambda_rewards: bitwise the host pass; ties, fractions, b
   REQUIRE_ERROR(grpokit::device::grpo_lambda_rewards<double>(df.cspan(), doff.cspan(), de.cspan(), {}, dr.span(),
                                                              ws.data(), ws.size()),
                 "offsets");
+}
+
+namespace {
+// The optimal token baseline on the device against the host's, in Real (the inputs rounded to it
+// first, both sides alike).
+template <class Real>
+void token_baseline_matches_host(const support::otb_batch& b, bool with_mask, const grpokit::token_baseline_config& cfg) {
+  auto in_real = [](const std::vector<double>& v) { return std::vector<Real>(v.begin(), v.end()); };
+  const std::vector<Real> r = in_real(b.rewards), lp = in_real(b.logp_old), p2 = in_real(b.sum_p2),
+                          is = in_real(b.is_weights);
+  const std::vector<std::uint8_t> mask = with_mask ? b.mask : std::vector<std::uint8_t>{};
+  const std::size_t T = r.size();
+  std::vector<Real> want(T), want_ret(T);
+  const auto hs = grpokit::host::optimal_token_baseline<Real>({r, b.seq_off, b.groups, lp, p2, is, mask}, cfg,
+                                                              {want, want_ret});
+  buffer<Real> dr(r), dlp(lp), dp2(p2), dis(is), adv(T), ret(T);
+  buffer<std::int64_t> doff(b.seq_off), dg(b.groups);
+  buffer<std::uint8_t> dm(mask);
+  const grpokit::token_baseline_inputs<Real> in{dr.cspan(), doff.cspan(), dg.cspan(), dlp.cspan(),
+                                                dp2.cspan(), dis.cspan(), dm.cspan()};
+  std::size_t bytes = 0;
+  grpokit::device::optimal_token_baseline_async<Real>(in, cfg, {adv.span(), ret.span()}, nullptr, bytes);
+  CHECK(bytes == grpokit::device::token_baseline_workspace_bytes(T, b.seq_off.size() - 1, b.groups.size() - 1));
+  buffer<unsigned char> ws(bytes);
+  const auto ds = grpokit::device::optimal_token_baseline<Real>(in, cfg, {adv.span(), ret.span()}, ws.data(), bytes);
+  CHECK(adv.host() == want);
+  CHECK(ret.host() == want_ret);
+  CHECK(ds.groups == hs.groups);
+  CHECK(ds.singleton_groups == hs.singleton_groups);
+  CHECK(ds.zero_tail_groups == hs.zero_tail_groups);
+  CHECK(ds.response_tokens == hs.response_tokens);
+}
+}  // namespace
+
+TEST_CASE("device optimal_token_baseline: bitwise the host; both step modes, zero tail, IS weights, bad input",
+          "[device]") {
+  std::mt19937_64 rng(2603);
+  for (int rep = 0; rep < 16; ++rep) {
+    const int G = 1 + (rep * 37) % device_support::sized(200, 40);
+    const auto b = support::random_otb_batch(rng, G, 1 + rep % 7, rep % 2 ? 40 : 9, rep % 3 == 1);
+    grpokit::token_baseline_config cfg;
+    cfg.compact = rep % 2 == 1;
+    cfg.zero_tail = rep % 4 < 3;
+    INFO("rep " << rep << ", G " << G << ", T " << b.rewards.size());
+    if (rep % 5 == 3) token_baseline_matches_host<float>(b, true, cfg);
+    else token_baseline_matches_host<double>(b, rep % 5 != 4, cfg);
+  }
+  // bad offsets, an empty group and a non-finite response input come back through the status
+  const std::vector<std::int64_t> seq_off{0, 2, 5, 8}, groups{0, 2, 3}, empty_group{0, 2, 2, 3}, falling{0, 6, 5, 8};
+  std::vector<double> rewards{0, 1, 0, 0, 2, 1, 0, 3};
+  const std::vector<double> logp(8, -0.7), p2(8, 0.5);
+  buffer<std::int64_t> doff(seq_off), dg(groups), de(empty_group), df(falling);
+  buffer<double> dlp(logp), dp2(p2), adv(8);
+  buffer<unsigned char> ws(grpokit::device::token_baseline_workspace_bytes(8, 3, 3));
+  auto run = [&](const buffer<double>& r, const buffer<std::int64_t>& off, const buffer<std::int64_t>& g) {
+    grpokit::device::optimal_token_baseline<double>({r.cspan(), off.cspan(), g.cspan(), dlp.cspan(), dp2.cspan()}, {},
+                                                    {adv.span(), {}}, ws.data(), ws.size());
+  };
+  buffer<double> dr(rewards);
+  REQUIRE_NOTHROW(run(dr, doff, dg));
+  REQUIRE_ERROR(run(dr, doff, de), "offsets");
+  REQUIRE_ERROR(run(dr, df, dg), "offsets");
+  rewards[6] = std::nan("");
+  buffer<double> dnan(rewards);
+  REQUIRE_ERROR(run(dnan, doff, dg), "non-finite input at row/token 6");
 }
 
 TEST_CASE("device data errors come back through the status, never out of bounds", "[device][errors]") {

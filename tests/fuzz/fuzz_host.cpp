@@ -281,7 +281,12 @@ void run(bytes_in& in, int entry) {
   switch (entry) {
     case 0: {  // token_logprobs
       std::vector<R> logp(static_cast<std::size_t>(T)), ent(logp), lse(logp);
-      grpokit::host::token_logprobs<P>(li, cfg, {logp, ent, lse});
+      std::vector<R> sum_p2(static_cast<std::size_t>(in.flag() ? T : 0));  // drawn last: older inputs keep their meaning
+      const grpokit::span<R> q(sum_p2.data(), maybe_wrong(in, sum_p2).size());
+      grpokit::host::token_logprobs<P>(li, cfg, {logp, ent, lse, q});
+      if (promised)
+        for (const R x : q)
+          if (!(x >= R(0) && x <= static_cast<R>(V) * R(1.001))) violated("token_logprobs sum_p2 in [0, V]");
       if (promised) {
         require_finite(ent, "token_logprobs entropy");
         require_finite(lse, "token_logprobs lse");
@@ -317,7 +322,10 @@ void run(bytes_in& in, int entry) {
     case 3: {  // policy_loss
       std::vector<R> logp = values<R>(in, T, k), ent = values<R>(in, T, k), dlogp(static_cast<std::size_t>(T)),
                      dent(dlogp);
-      const auto r = grpokit::host::policy_loss<P>({logp, ent}, b, cfg, {dlogp, dent});
+      const std::vector<R> token_adv = values<R>(in, in.flag() ? T : 0, k);  // drawn last: older inputs keep their meaning
+      grpokit::rollout_batch<R> bt = b;
+      bt.token_adv = maybe_wrong(in, token_adv);
+      const auto r = grpokit::host::policy_loss<P>({logp, ent}, bt, cfg, {dlogp, dent});
       if (promised && k.moderate) {
         if (!std::isfinite(r.loss)) violated("policy_loss loss");
         require_finite(dlogp, "policy_loss dlogp");
@@ -369,6 +377,24 @@ void run(bytes_in& in, int entry) {
               cfg.adv.scale != grpokit::adv_scale::gpg && weights_at_least_1)
             require_finite(a, "compute_advantages_multi adv");
         }
+      }
+      if (in.flag()) {  // the optimal token baseline over tokens of the n rollouts (drawn last)
+        const std::int64_t Tn = in.range(0, 20);
+        kind tk;
+        const std::vector<std::int64_t> seqs = offsets(in, n, Tn);
+        const std::vector<R> tr = values<R>(in, Tn, rk), lo = values<R>(in, Tn, tk), p2 = values<R>(in, Tn, tk),
+                             isw = values<R>(in, in.flag() ? Tn : 0, tk);
+        std::vector<std::uint8_t> tm;
+        if (in.flag())
+          for (std::int64_t t = 0; t < Tn; ++t) tm.push_back(in.u8() & 1);
+        grpokit::token_baseline_config oc;
+        oc.zero_tail = in.flag();
+        oc.compact = in.flag();
+        if (in.flag()) oc.epsilon = in.value(tk.finite, tk.moderate);  // negative or not finite: rejected
+        std::vector<R> ta(static_cast<std::size_t>(Tn)), ret(ta);
+        const grpokit::span<R> out_adv(ta.data(), maybe_wrong(in, ta).size());
+        grpokit::host::optimal_token_baseline<R>({tr, maybe_wrong(in, seqs), maybe_wrong(in, groups), lo, p2, isw, tm},
+                                                 oc, {out_adv, ret});
       }
       break;
     }

@@ -63,6 +63,11 @@ struct policy_terms {
     return (batch.token_mask.empty() || batch.token_mask[t] != 0) && (batch.seq_mask.empty() || batch.seq_mask[s] != 0);
   }
 
+  // The advantage of token t of sequence s: its own (batch.token_adv) or its sequence's.
+  GRPOKIT_HD Real adv_at(std::int64_t t, std::int64_t s) const {
+    return batch.token_adv.empty() ? batch.adv[s] : batch.token_adv[t];
+  }
+
   // Outside the safe vocabulary (vocab_prune): no log-prob.
   GRPOKIT_HD bool pruned(std::int64_t t) const {
     return P::vocab_prune && !(cur.logp[t] > -std::numeric_limits<Real>::infinity());
@@ -84,7 +89,7 @@ struct policy_terms {
     v.logp_old = v.has_old ? batch.logp_old[t] : v.logp;
     v.logp_ref = v.has_ref ? batch.logp_ref[t] : Real(0);
     v.logp_rollout = v.has_rollout ? batch.logp_rollout[t] : Real(0);
-    v.adv = batch.adv[s];
+    v.adv = adv_at(t, s);
     v.token = t;
     v.seq = s;
     if (!M::template keep<Real>(v, cfg)) return token_state::custom;
@@ -94,7 +99,7 @@ struct policy_terms {
     }
     if (cfg.dppo != dppo_divergence::none && (has_old() || has_rollout())) {
       const double anchor = static_cast<double>(has_old() ? batch.logp_old[t] : batch.logp_rollout[t]);
-      if (!math::dppo_keep<Ops>(cfg.dppo, cur.logp[t], anchor, batch.adv[s], cfg.dppo_low, cfg.dppo_high))
+      if (!math::dppo_keep<Ops>(cfg.dppo, cur.logp[t], anchor, adv_at(t, s), cfg.dppo_low, cfg.dppo_high))
         return token_state::dppo;
     }
     return token_state::kept_candidate;
@@ -173,8 +178,8 @@ struct policy_terms {
       set_sequence_ratio(out, mean, std::fmin(mean, cfg.gspo_log_ratio_max));
     }
     if (cfg.obj == objective::gmpo) {  // the geometric mean of the clipped token ratios, within +-log_ratio_clamp
-      const double adv = batch.adv[s];
-      const double mean = stat_sum([&](std::int64_t t) { return gmpo_clipped_delta(gmpo_delta(t), adv); }) / n_stat;
+      const double mean =
+          stat_sum([&](std::int64_t t) { return gmpo_clipped_delta(gmpo_delta(t), adv_at(t, s)); }) / n_stat;
       set_sequence_ratio(out, mean, std::fmin(std::fmax(mean, -cfg.log_ratio_clamp), cfg.log_ratio_clamp));
     }
     const bool seq_is = sequence_level_is(cfg.is);
@@ -232,7 +237,11 @@ struct policy_terms {
     if (nll_rollout(s)) p.batch_positive_tokens = with_log_prob;
     if (uses_covariance(cfg)) {
       p.batch_cov_n = with_log_prob;
-      p.batch_cov_adv = with_log_prob * static_cast<double>(batch.adv[s]);
+      p.batch_cov_adv = batch.token_adv.empty() ? with_log_prob * static_cast<double>(batch.adv[s])
+                                                : lane_sum(n, [&](std::int64_t j) {
+                                                    return has_log_prob(b + j, s) ? static_cast<double>(adv_at(b + j, s))
+                                                                                  : 0.0;
+                                                  });
       p.batch_cov_logp = lane_sum(
           n, [&](std::int64_t j) { return has_log_prob(b + j, s) ? static_cast<double>(cur.logp[b + j]) : 0.0; });
     }
@@ -241,7 +250,7 @@ struct policy_terms {
 
   // The covariance term of a response token with a log-prob (KL-Cov, Clip-Cov; detached).
   GRPOKIT_HD double covariance(std::int64_t t, std::int64_t s, const batch_stats& whole) const {
-    return (static_cast<double>(batch.adv[s]) - whole.cov_adv_mean) *
+    return (static_cast<double>(adv_at(t, s)) - whole.cov_adv_mean) *
            (static_cast<double>(cur.logp[t]) - whole.cov_logp_mean);
   }
   // Clip-Cov's candidates: the covariance strictly inside (lb, ub) and not already held by the
@@ -251,7 +260,7 @@ struct policy_terms {
     if (!(cov > cfg.clip_cov_lb && cov < cfg.clip_cov_ub)) return false;
     double r, dr;
     math::token_ratio<Ops>(cur.logp[t], trainer_logp(t), cfg.log_ratio_clamp, r, dr);
-    const double adv = batch.adv[s];
+    const double adv = adv_at(t, s);
     return !(-adv * math::clipped_ratio(surrogate_params_of(cfg), r) > -adv * r);
   }
   // The covariance selection's key of a candidate: KL-Cov its covariance, Clip-Cov a random key of
@@ -322,7 +331,7 @@ struct policy_terms {
                              bool kl_cov_penalty = false) const {
     token_term out;
     const double logp = cur.logp[t];
-    const double adv = batch.adv[s];
+    const double adv = adv_at(t, s);
     // the token ratio pi / pi_old, wanted by the token-level objectives and by the IS-weighted KL
     double token_r = 1, token_dr = 1;
     const bool sequence_ratio = cfg.obj == objective::gspo || cfg.obj == objective::gmpo;

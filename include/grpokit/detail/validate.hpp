@@ -330,6 +330,7 @@ void require_batch_shapes(const rollout_batch<Real>& batch, std::int64_t T, cons
   require_size_or_empty("token_mask", batch.token_mask, T);
   require_size_or_empty("seq_mask", batch.seq_mask, S);
   require_size_or_empty("positive", batch.positive, S);
+  require_size_or_empty("token_adv", batch.token_adv, T);
   GRPOKIT_REQUIRE(cfg.positive_nll_coef == 0 || batch.positive.size() == S,
                   "positive_nll_coef != 0 needs batch.positive (", S, " flags), got ", batch.positive.size());
   auto given = [T](auto s) { return s.size() == T; };
@@ -362,13 +363,13 @@ void require_policy_shapes(const current_policy<Real>& cur, const rollout_batch<
   GRPOKIT_REQUIRE(cfg.top_entropy_quantile >= 1 || T == 0 || cur.entropy.size() == T,
                   "top_entropy_quantile < 1 needs the entropy input");
   const span<Real> outputs[] = {grads.dlogp, grads.dentropy};
-  const span<const Real> inputs[] = {cur.logp,       cur.entropy,    batch.adv,
-                                     batch.logp_old, batch.logp_ref, batch.logp_rollout};
+  const span<const Real> inputs[] = {cur.logp,       cur.entropy,    batch.adv,          batch.logp_old,
+                                     batch.logp_ref, batch.logp_rollout, batch.token_adv};
   for (const auto& out : outputs) {
     for (const auto& in : inputs)
       GRPOKIT_REQUIRE(!spans_overlap(out, in),
                       "policy_loss: dlogp / dentropy overlap an input (logp, entropy, adv, logp_old, logp_ref, "
-                      "logp_rollout); outputs need memory of their own");
+                      "logp_rollout, token_adv); outputs need memory of their own");
   }
   GRPOKIT_REQUIRE(!spans_overlap(grads.dlogp, grads.dentropy), "policy_loss: dlogp and dentropy overlap");
   for (const auto& out : outputs)
@@ -383,7 +384,8 @@ template <class Real, class... Rows>
 void require_sum_p2_apart(span<Real> sum_p2, const rollout_batch<Real>& batch, span<const Real> temperature,
                           const Rows&... rows) {
   if (sum_p2.empty()) return;
-  const span<const Real> inputs[] = {batch.adv, batch.logp_old, batch.logp_ref, batch.logp_rollout, temperature};
+  const span<const Real> inputs[] = {batch.adv,          batch.logp_old,  batch.logp_ref,
+                                     batch.logp_rollout, batch.token_adv, temperature};
   bool overlap = spans_overlap(sum_p2, batch.seq_offsets) || spans_overlap(sum_p2, batch.token_mask) ||
                  spans_overlap(sum_p2, batch.seq_mask) || spans_overlap(sum_p2, batch.positive);
   for (const auto& in : inputs) overlap = overlap || spans_overlap(sum_p2, in);

@@ -483,6 +483,8 @@ void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in, const loss
         detail::require_size("logp", out.logp, in.logits.rows);
         detail::require_size("lse", out.lse, in.logits.rows);
         detail::require_size_or_empty("entropy", out.entropy, in.logits.rows);
+        GRPOKIT_REQUIRE(out.sum_p2.empty(), "device token_logprobs over a layout: sum_p2 is not supported yet (the "
+                                            "single-process device call and the host's layout call have it)");
         detail::require_within_plan(shape{in.logits.rows, in.logits.cols, 0}, planned);
       },
       detail::rows_step::forward, /*loss=*/nullptr);

@@ -12,5 +12,6 @@
 #include "policy_loss.cuh"
 #include "results.cuh"
 #include "status.cuh"
+#include "token_baseline.cuh"
 #include "token_logprobs.cuh"
 #include "workspace.cuh"

@@ -10,6 +10,7 @@
 #include "../inputs.hpp"
 #include "../math/ops.hpp"
 #include "../policy.hpp"
+#include "detail/fused_outputs.cuh"
 #include "detail/launch_rows.cuh"
 #include "error.cuh"
 #include "status.cuh"
@@ -27,12 +28,14 @@ void token_logprobs_async(const logits_input<storage_t<P>, accum_t<P>>& in, cons
   detail::require_size("logp", out.logp, in.logits.rows);
   detail::require_size("lse", out.lse, in.logits.rows);
   detail::require_size_or_empty("entropy", out.entropy, in.logits.rows);
+  detail::require_size_or_empty("sum_p2", out.sum_p2, in.logits.rows);
   const shape sh{in.logits.rows, in.logits.cols, 0};
   const auto opened = detail::open_workspace<P>(workspace, workspace_bytes, sh);
   if (!opened) return;  // the size query
   const detail::layout<P>& ws = *opened;
   detail::reset_status(ws.st, stream);
   detail::launch_forward<P>(in, cfg, out, ws, stream);
+  detail::launch_sum_p2<P>(in, cfg, out.lse, out.sum_p2, ws, stream);  // after the forward's lse and row max
 }
 
 // dlogits from the saved lse / entropy and the gradients of policy_loss, without blocking the host.

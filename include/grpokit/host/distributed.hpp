@@ -41,7 +41,7 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in, const r
   });
   detail::collective_check(layout, "fused_loss", [&] {
     slice = detail::checked_vocab_slice(layout.tp, in.logits.cols, P::chunk_size, T, in.targets, in.temperature);
-    detail::require_same_sum_p2(layout.tp, extra);
+    detail::require_same_sum_p2(layout.tp, extra.sum_p2);
   });
   std::vector<Real> logp, entropy, lse, dlogp, dentropy;
   detail::collective_check(layout, "fused_loss", [&] {
@@ -91,7 +91,7 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
                                         in.temperature);
     for (const std::int64_t c : detail::gather_value(layout.tp, token_chunk))  // the same chunks on every TP rank
       GRPOKIT_REQUIRE(c == token_chunk, "fused_linear_loss: every TP rank must pass the same token_chunk");
-    detail::require_same_sum_p2(layout.tp, extra);
+    detail::require_same_sum_p2(layout.tp, extra.sum_p2);
     for (const std::uint8_t w : detail::gather_value(layout.tp, static_cast<std::uint8_t>(norms.wanted())))
       GRPOKIT_REQUIRE(w == norms.wanted(), "lm_head_norms: every TP rank must ask for them, or none");
   });

@@ -36,6 +36,7 @@ void validate_policy_inputs(const current_policy<accum_t<P>>& cur, const rollout
   detail::require_policy_shapes<P::trust_region || P::importance_mask>(cur, batch, cfg, grads);
   detail::require_offsets("seq_offsets", batch.seq_offsets, T, /*allow_empty_segments=*/true);
   require_finite("adv", batch.adv);
+  require_finite("token_adv", batch.token_adv);
   if (!cfg.check_finite) return;
   for (std::int64_t t = 0; t < T; ++t) {
     const double v = cur.logp[t];

@@ -1,7 +1,7 @@
 #pragma once
 // grpokit::host::token_logprobs: logp of the sampled token, entropy and LSE of every row, in one
-// pass over the row (two with vocabulary pruning, which needs the row max first). Never
-// materialises a softmax; extra memory O(T) only for error flags.
+// pass over the row (two with vocabulary pruning, which needs the row max first), and sum_v p_v^2
+// in one more when asked. Never materialises a softmax; extra memory O(T) only for error flags.
 #include <cstdint>
 #include <vector>
 
@@ -12,6 +12,7 @@
 #include "../math/ops.hpp"
 #include "../detail/ops_for.hpp"
 #include "../policy.hpp"
+#include "detail/fused_outputs.hpp"
 #include "detail/scratch.hpp"
 #include "parallel.hpp"
 #include "rows.hpp"
@@ -30,6 +31,7 @@ void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in,
   detail::require_size("logp", out.logp, T);
   detail::require_size("lse", out.lse, T);
   detail::require_size_or_empty("entropy", out.entropy, T);
+  detail::require_size_or_empty("sum_p2", out.sum_p2, T);
 
   const Acc log_rho = detail::log_prune_rho<Ops, Acc>(cfg);
   auto bad = detail::scratch<std::uint8_t>(cfg.check_finite ? T : 0, "token_logprobs");
@@ -45,6 +47,7 @@ void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in,
   for (std::int64_t t = 0; t < static_cast<std::int64_t>(bad.size()); ++t)
     GRPOKIT_REQUIRE(!bad[static_cast<std::size_t>(t)], "logits row ", t,
                     " contains NaN or Inf, or overflows when scaled by 1 / temperature");
+  if (!out.sum_p2.empty()) detail::sum_p2_rows<P>(in, cfg, out.lse, out.sum_p2);
 }
 
 }  // namespace grpokit::host

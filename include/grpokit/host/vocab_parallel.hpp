@@ -289,8 +289,8 @@ void add_over_ranks(const TP& tp, const lm_head_norms& norms) {
 
 // The sum_p2 output is a collective under vocabulary parallelism: every TP rank asks for it or none.
 template <class TP, class Real>
-void require_same_sum_p2(const TP& tp, const fused_outputs<Real>& extra) {
-  const auto wanted = gather_value(tp, static_cast<std::uint8_t>(!extra.sum_p2.empty()));
+void require_same_sum_p2(const TP& tp, span<Real> sum_p2) {
+  const auto wanted = gather_value(tp, static_cast<std::uint8_t>(!sum_p2.empty()));
   for (const std::uint8_t w : wanted)
     GRPOKIT_REQUIRE(w == wanted[0], "sum_p2 output: every TP rank must ask for it, or none");
 }
@@ -310,13 +310,20 @@ void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in, const loss
     detail::require_size("logp", out.logp, T);
     detail::require_size("lse", out.lse, T);
     detail::require_size_or_empty("entropy", out.entropy, T);
+    detail::require_size_or_empty("sum_p2", out.sum_p2, T);
   });
   detail::collective_check(layout, "token_logprobs", [&] {
     slice = detail::checked_vocab_slice(layout.tp, in.logits.cols, P::chunk_size, in.logits.rows, in.targets,
                                         in.temperature);
+    detail::require_same_sum_p2(layout.tp, out.sum_p2);
   });
   detail::collective_check(layout, "token_logprobs",
                            [&] { detail::sharded_token_logprobs<P>(layout.tp, slice, in, cfg, out); });
+  // every rank joins the check; the sums talk to the TP group alone, which agrees on asking (above),
+  // so data-parallel replicas may differ
+  detail::collective_check(layout, "token_logprobs", [&] {
+    if (!out.sum_p2.empty()) detail::sharded_sum_p2<P>(layout.tp, in, cfg, out.lse, out.sum_p2);
+  });
 }
 
 template <class P, class DP, class TP>

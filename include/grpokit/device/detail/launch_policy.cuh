@@ -82,6 +82,9 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
     }
   }
   if (!isfinite(batch.adv[s])) flag_error(&st->non_finite_seq, s);
+  if (!batch.token_adv.empty())  // checked always, as adv
+    for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t)
+      if (!isfinite(batch.token_adv[t])) flag_error(&st->non_finite, t);
   const terms_for<P> terms = terms_at<P>(cur, batch, cfg, 0, sel);  // no positions needed
   q = terms.summarize(s);
   out[s] = q;
