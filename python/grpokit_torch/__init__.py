@@ -18,9 +18,9 @@ import torch
 from . import _C  # registers the operators torch.ops.grpokit.*
 
 __all__ = ["token_logprobs", "fused_loss", "fused_linear_loss", "compute_advantages", "compute_advantages_multi",
-           "metrics_dict",
-           "advantage_stats_dict", "loss_config_defaults", "advantage_config_defaults", "metric_names",
-           "advantage_stat_names", "has_cuda", "set_sync_errors"]
+           "optimal_token_baseline", "metrics_dict", "advantage_stats_dict", "token_baseline_stats_dict",
+           "loss_config_defaults", "advantage_config_defaults", "metric_names", "advantage_stat_names",
+           "token_baseline_stat_names", "has_cuda", "set_sync_errors"]
 
 def has_cuda() -> bool:
     """Whether the CUDA operators (grpokit's device path) were built."""
@@ -37,6 +37,7 @@ def set_sync_errors(on: bool) -> None:
 
 metric_names = list(_C.metric_names())
 advantage_stat_names = list(_C.advantage_stat_names())
+token_baseline_stat_names = list(_C.token_baseline_stat_names())
 _LOSS_FIELDS = list(_C.loss_config_fields())
 _ADV_FIELDS = list(_C.advantage_config_fields())
 
@@ -78,6 +79,13 @@ class TokenStats(NamedTuple):
     lse: torch.Tensor
 
 
+class TokenStatsSumP2(NamedTuple):  # token_logprobs(..., sum_p2=True)
+    logp: torch.Tensor
+    entropy: torch.Tensor
+    lse: torch.Tensor
+    sum_p2: torch.Tensor    # [T] sum_v p_v^2
+
+
 class LossOutput(NamedTuple):
     loss: torch.Tensor      # 0-dim, float32 (float64 for float64 logits); differentiable w.r.t. logits
     metrics: torch.Tensor   # float64 [len(metric_names)]: metrics_dict(metrics)
@@ -106,34 +114,44 @@ def advantage_stats_dict(stats: torch.Tensor) -> dict:
     return dict(zip(advantage_stat_names, stats.tolist()))
 
 
-def token_logprobs(logits, targets, *, token_temperature=None, reduction="deterministic", mask="padding",
-                   **config) -> TokenStats:
-    """logp of the target, entropy and log-sum-exp of every row of logits [T, V] (no softmax kept)."""
+def token_baseline_stats_dict(stats: torch.Tensor) -> dict:
+    return dict(zip(token_baseline_stat_names, stats.tolist()))
+
+
+def token_logprobs(logits, targets, *, token_temperature=None, sum_p2=False, reduction="deterministic",
+                   mask="padding", **config):
+    """logp of the target, entropy and log-sum-exp of every row of logits [T, V] (no softmax kept):
+    TokenStats; with sum_p2=True a TokenStatsSumP2 that adds sum_v p_v^2 (the old policy's, for
+    optimal_token_baseline)."""
     cfg = _config(_LOSS_FIELDS, config, "token_logprobs")
-    return TokenStats(*torch.ops.grpokit.token_logprobs(logits, targets, token_temperature, cfg, reduction, mask))
+    out = torch.ops.grpokit.token_logprobs(logits, targets, token_temperature, bool(sum_p2), cfg, reduction, mask)
+    return TokenStatsSumP2(*out) if sum_p2 else TokenStats(*out[:3])
 
 
 def fused_loss(logits, targets, seq_offsets, adv, *, logp_old=None, logp_ref=None, logp_rollout=None,
-               token_mask=None, seq_mask=None, positive=None, token_temperature=None, reduction="deterministic",
-               mask="padding", **config) -> LossOutput:
+               token_mask=None, seq_mask=None, positive=None, token_adv=None, token_temperature=None,
+               reduction="deterministic", mask="padding", **config) -> LossOutput:
     """The policy-gradient loss of a packed batch from its logits [T, V] (docs/pytorch.md). positive:
-    [S] flags of the correct rollouts, for VAPO's NLL term (positive_nll_coef)."""
+    [S] flags of the correct rollouts, for VAPO's NLL term (positive_nll_coef). token_adv: [T]
+    advantages per token (optimal_token_baseline), used by the token terms instead of adv; adv [S]
+    still gives OPSM its sign and the advantage metrics (e.g. each sequence's mean token_adv)."""
     cfg = _config(_LOSS_FIELDS, config, "fused_loss")
     loss, metrics, _, logp, entropy = torch.ops.grpokit.fused_loss(
         logits, targets, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask, positive,
-        token_temperature, cfg, reduction, mask)
+        token_adv, token_temperature, cfg, reduction, mask)
     return LossOutput(loss, metrics, logp, entropy)
 
 
 def fused_linear_loss(hidden, weight, targets, seq_offsets, adv, *, bias=None, token_chunk=1024, logp_old=None,
                       logp_ref=None, logp_rollout=None, token_mask=None, seq_mask=None, positive=None,
-                      token_temperature=None, reduction="deterministic", mask="padding", **config) -> LinearLossOutput:
+                      token_adv=None, token_temperature=None, reduction="deterministic", mask="padding",
+                      **config) -> LinearLossOutput:
     """The loss of fused_loss from hidden [T, D] and the LM head weight [V, D] (bias [V]): logits
     hidden @ weight.T + bias are made token_chunk rows at a time and never kept (docs/pytorch.md)."""
     cfg = _config(_LOSS_FIELDS, config, "fused_linear_loss")
     loss, metrics, _, _, _, logp, entropy = torch.ops.grpokit.fused_linear_loss(
         hidden, weight, bias, targets, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask,
-        positive, token_temperature, token_chunk, cfg, reduction, mask)
+        positive, token_adv, token_temperature, token_chunk, cfg, reduction, mask)
     return LinearLossOutput(loss, metrics, logp, entropy)
 
 
@@ -159,21 +177,39 @@ def compute_advantages_multi(rewards, group_offsets, *, weights=None, seq_tokens
                                                                   baseline))
 
 
+class TokenAdvantages(NamedTuple):
+    adv: torch.Tensor       # [T] (G_t - B_t) m_t, the token_rewards' dtype
+    returns: torch.Tensor   # [T] rewards-to-go G_t
+    stats: torch.Tensor     # float64 [len(token_baseline_stat_names)]: token_baseline_stats_dict(stats)
+
+
+def optimal_token_baseline(token_rewards, seq_offsets, group_offsets, logp_old, sum_p2, *, is_weights=None,
+                           token_mask=None, zero_tail=True, compact=False, epsilon=1e-8) -> TokenAdvantages:
+    """verl's optimal token baseline (docs/baseline.md): a baseline per group and per step weighted
+    by each trajectory's realised energy sum_j (1 - 2 pi_j + sum_p2_j) rho_j^2, and advantages per
+    token for fused_loss(token_adv=...). token_rewards [T] (float32 / float64); logp_old, sum_p2
+    (fused_loss's sum_p2 of the old policy), is_weights [T]; compact: verl's tir_ variant."""
+    return TokenAdvantages(*torch.ops.grpokit.optimal_token_baseline(
+        token_rewards, seq_offsets, group_offsets, logp_old, sum_p2, is_weights, token_mask, bool(zero_tail),
+        bool(compact), float(epsilon)))
+
+
 # ---- fake (meta) kernels: shapes and dtypes only, for torch.compile and FakeTensor ----
 def _accum(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 @torch.library.register_fake("grpokit::token_logprobs")
-def _token_logprobs_fake(logits, targets, token_temperature, config, reduction, mask):
+def _token_logprobs_fake(logits, targets, token_temperature, want_sum_p2, config, reduction, mask):
     T = logits.shape[0]
     out = logits.new_empty((T,), dtype=_accum(logits.dtype))
-    return out, torch.empty_like(out), torch.empty_like(out)
+    return (out, torch.empty_like(out), torch.empty_like(out),
+            logits.new_empty((T if want_sum_p2 else 0,), dtype=out.dtype))
 
 
 @torch.library.register_fake("grpokit::fused_loss")
 def _fused_loss_fake(logits, targets, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask,
-                     positive, token_temperature, config, reduction, mask):
+                     positive, token_adv, token_temperature, config, reduction, mask):
     acc = _accum(logits.dtype)
     T = logits.shape[0]
     return (logits.new_empty((), dtype=acc), logits.new_empty((len(metric_names),), dtype=torch.float64),
@@ -183,7 +219,8 @@ def _fused_loss_fake(logits, targets, seq_offsets, adv, logp_old, logp_ref, logp
 
 @torch.library.register_fake("grpokit::fused_linear_loss")
 def _fused_linear_loss_fake(hidden, weight, bias, targets, seq_offsets, adv, logp_old, logp_ref, logp_rollout,
-                            token_mask, seq_mask, positive, token_temperature, token_chunk, config, reduction, mask):
+                            token_mask, seq_mask, positive, token_adv, token_temperature, token_chunk, config, reduction,
+                            mask):
     acc = _accum(hidden.dtype)
     T, V = hidden.shape[0], weight.shape[0]
     return (hidden.new_empty((), dtype=acc), hidden.new_empty((len(metric_names),), dtype=torch.float64),
@@ -199,6 +236,14 @@ def _compute_advantages_fake(rewards, group_offsets, seq_log_ratio, seq_weight, 
     S = rewards.shape[0]
     return (rewards.new_empty((S,)), rewards.new_empty((S,), dtype=torch.uint8),
             rewards.new_empty((len(advantage_stat_names),), dtype=torch.float64))
+
+
+@torch.library.register_fake("grpokit::optimal_token_baseline")
+def _optimal_token_baseline_fake(token_rewards, seq_offsets, group_offsets, logp_old, sum_p2, is_weights, token_mask,
+                                 zero_tail, compact, epsilon):
+    T = token_rewards.shape[0]
+    return (token_rewards.new_empty((T,)), token_rewards.new_empty((T,)),
+            token_rewards.new_empty((len(token_baseline_stat_names),), dtype=torch.float64))
 
 
 @torch.library.register_fake("grpokit::compute_advantages_multi")
@@ -220,7 +265,7 @@ def _fused_loss_setup(ctx, inputs, output):
 
 def _fused_loss_backward(ctx, grad_loss, grad_metrics, grad_dlogits, grad_logp, grad_entropy):
     (dlogits,) = ctx.saved_tensors
-    return (_scaled(grad_loss, dlogits),) + (None,) * 13
+    return (_scaled(grad_loss, dlogits),) + (None,) * 14
 
 
 torch.library.register_autograd("grpokit::fused_loss", _fused_loss_backward, setup_context=_fused_loss_setup)
@@ -235,7 +280,7 @@ def _fused_linear_loss_setup(ctx, inputs, output):
 def _fused_linear_loss_backward(ctx, grad_loss, *unused):
     dhidden, dweight, dbias = ctx.saved_tensors
     return (_scaled(grad_loss, dhidden), _scaled(grad_loss, dweight),
-            _scaled(grad_loss, dbias) if ctx.has_bias else None) + (None,) * 14
+            _scaled(grad_loss, dbias) if ctx.has_bias else None) + (None,) * 15
 
 
 torch.library.register_autograd("grpokit::fused_linear_loss", _fused_linear_loss_backward,

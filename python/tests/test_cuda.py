@@ -24,9 +24,10 @@ class DeviceAgainstHost(unittest.TestCase):
         for dtype in DTYPES:
             for T, V in [(1, 1), (5, 7), (13, 4099), (3, 70001)]:
                 logits, targets, *_ = packed(T + V, [T], V, dtype)
-                host = gk.token_logprobs(logits, targets, reduction="batch_invariant", temperature=0.9)
-                dev = gk.token_logprobs(*cuda(logits, targets), reduction="batch_invariant", temperature=0.9)
-                for h, d, name in zip(host, dev, ("logp", "entropy", "lse")):
+                host = gk.token_logprobs(logits, targets, reduction="batch_invariant", temperature=0.9, sum_p2=True)
+                dev = gk.token_logprobs(*cuda(logits, targets), reduction="batch_invariant", temperature=0.9,
+                                        sum_p2=True)
+                for h, d, name in zip(host, dev, ("logp", "entropy", "lse", "sum_p2")):
                     with self.subTest(dtype=dtype, T=T, V=V, out=name):
                         self.assertTrue(torch.equal(h, d.cpu()), f"{name}: device differs from host")
 
@@ -118,6 +119,29 @@ class DeviceAgainstHost(unittest.TestCase):
                     torch.testing.assert_close(dev.adv.cpu(), host.adv, rtol=1e-6, atol=1e-6)
                     self.assertTrue(torch.equal(dev.seq_mask.cpu(), host.seq_mask))
                     self.assertEqual(gk.advantage_stats_dict(dev.stats.cpu())["groups"], len(sizes))
+
+    def test_optimal_token_baseline_bitwise_the_host(self):
+        g = torch.Generator().manual_seed(5)
+        lengths = torch.randint(0, 40, (30,), generator=g)
+        offsets = torch.tensor([0] + lengths.cumsum(0).tolist())
+        group_offsets = torch.tensor([0, 1, 5, 9, 16, 30])
+        T = int(offsets[-1])
+        pi = torch.rand(T, generator=g, dtype=torch.float64) * 0.98 + 0.01
+        args = (torch.randn(T, generator=g, dtype=torch.float64), offsets, group_offsets, pi.log(),
+                pi ** 2 + 0.1 * torch.rand(T, generator=g, dtype=torch.float64))
+        mask = (torch.rand(T, generator=g) > 0.2).to(torch.uint8)
+        is_w = 2 * torch.rand(T, generator=g, dtype=torch.float64)
+        for compact, dtype, weights, tail in ((False, torch.float64, None, True), (True, torch.float64, is_w, False),
+                                              (False, torch.float32, is_w, True), (True, torch.float32, None, True)):
+            kw = dict(token_mask=mask, compact=compact, zero_tail=tail,
+                      is_weights=None if weights is None else weights.to(dtype))
+            host = gk.optimal_token_baseline(args[0].to(dtype), *args[1:], **kw)
+            dev = gk.optimal_token_baseline(*cuda(args[0].to(dtype), *args[1:]),
+                                            **{k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
+            with self.subTest(compact=compact, dtype=dtype, is_weights=weights is not None, zero_tail=tail):
+                self.assertTrue(torch.equal(dev.adv.cpu(), host.adv))
+                self.assertTrue(torch.equal(dev.returns.cpu(), host.returns))
+                self.assertTrue(torch.equal(dev.stats.cpu(), host.stats))
 
 
 @unittest.skipUnless(HAVE_CUDA, f"CUDA operators not tested: {WHY}")

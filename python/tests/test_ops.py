@@ -33,13 +33,14 @@ def reference_rows(logits, targets, temperature=1.0):
 
 
 def reference_loss(logits, targets, offsets, adv, old, ref, agg, eps_low=0.2, eps_high=0.2, dual_clip=3.0,
-                   kl_coef=0.0, entropy_coef=0.0):
-    """verl's PPO clip (dual clip for A < 0), k3 KL to the reference, entropy bonus; float64."""
+                   kl_coef=0.0, entropy_coef=0.0, token_adv=None):
+    """verl's PPO clip (dual clip for A < 0), k3 KL to the reference, entropy bonus; float64.
+    token_adv: verl's advantages [T] (else adv [S] on every token of its sequence)."""
     lp_all = torch.log_softmax(logits, -1)
     logp = lp_all.gather(1, targets[:, None]).squeeze(1)
     entropy = -(lp_all.exp() * lp_all).sum(-1)
     lengths = (offsets[1:] - offsets[:-1]).tolist()
-    A = torch.repeat_interleave(adv, torch.tensor(lengths))
+    A = torch.repeat_interleave(adv, torch.tensor(lengths)) if token_adv is None else token_adv
     ratio = torch.exp(torch.clamp(logp - old, -20, 20))
     pg1, pg2 = -A * ratio, -A * torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
     clipped = torch.maximum(pg1, pg2)
@@ -61,9 +62,11 @@ class TokenLogprobs(unittest.TestCase):
         for dtype, tol in DTYPES.items():
             for T, V, temperature in [(1, 1, 1.0), (1, 7, 0.7), (13, 101, 1.0), (6, 4099, 1.3)]:
                 logits, targets, *_ = packed(T * V, [T], V, dtype)
-                out = gk.token_logprobs(logits, targets, temperature=temperature)
-                want = reference_rows(logits, targets, temperature)
-                for got, w, name in zip(out, want, ("logp", "entropy", "lse")):
+                out = gk.token_logprobs(logits, targets, temperature=temperature, sum_p2=True)
+                z = torch.log_softmax(logits.double() / temperature, -1)
+                want = reference_rows(logits, targets, temperature) + ((2 * z).exp().sum(-1),)
+                self.assertEqual(len(gk.token_logprobs(logits, targets, temperature=temperature)), 3)
+                for got, w, name in zip(out, want, ("logp", "entropy", "lse", "sum_p2")):
                     with self.subTest(dtype=dtype, T=T, V=V, out=name):
                         self.assertEqual(got.dtype, torch.float64 if dtype == torch.float64 else torch.float32)
                         torch.testing.assert_close(got.double(), w, rtol=tol, atol=tol)
@@ -106,6 +109,20 @@ class FusedLoss(unittest.TestCase):
                     for reduction in ("deterministic", "batch_invariant"):
                         with self.subTest(dtype=dtype, lengths=lengths, V=V, agg=agg, reduction=reduction):
                             self.check(dtype, max(tol, 1e-12), lengths, V, agg, reduction)
+
+    def test_token_advantages_against_pytorch(self):
+        logits, targets, offsets, adv, old, ref = packed(31, [4, 1, 6, 3], 41, torch.float64)
+        token_adv = torch.randn(14, generator=torch.Generator().manual_seed(32), dtype=torch.float64)
+        x = logits.clone().requires_grad_()
+        out = gk.fused_loss(x, targets, offsets, adv, logp_old=old, token_adv=token_adv, agg="seq_mean_token_mean")
+        out.loss.backward()
+        xr = logits.clone().requires_grad_()
+        want = reference_loss(xr, targets, offsets, adv, old, ref, "seq_mean_token_mean", token_adv=token_adv)
+        want.backward()
+        self.assertAlmostEqual(out.loss.item(), want.item(), delta=1e-12)
+        torch.testing.assert_close(x.grad, xr.grad, rtol=1e-11, atol=1e-13)
+        with self.assertRaisesRegex(RuntimeError, "token_adv"):
+            gk.fused_loss(logits, targets, offsets, adv, token_adv=token_adv[:5])
 
     def test_batch_invariant_is_bitwise_across_batches(self):
         logits, targets, offsets, adv, old, ref = packed(5, [4, 6, 3], 64, torch.float32)
@@ -506,22 +523,108 @@ class ComputeAdvantages(unittest.TestCase):
             gk.compute_advantages(rewards, torch.tensor([0, 4]))
 
 
+def verl_optimal_token_baseline(rewards, mask, index, old_log_probs, sum_pi_squared, is_weights, tir):
+    """verl's compute_optimal_token_baseline_advantage (tir: its multi-turn variant), rewritten from
+    verl/trainer/ppo/core_algos.py on padded [bs, L] tensors, handle_zero_tail on, epsilon 1e-8."""
+    returns = (rewards * mask).flip(-1).cumsum(-1).flip(-1)
+    w = 1 - 2 * torch.exp(old_log_probs) + sum_pi_squared
+    if is_weights is not None:
+        w = w * is_weights ** 2
+    W = (w * mask).cumsum(-1)
+    lengths = mask.sum(-1).long()
+    if tir:  # the response tokens of each row, packed to the left
+        L = int(lengths.max())
+        W_rows, R_rows = W.new_zeros(len(lengths), L), W.new_zeros(len(lengths), L)
+        for i, n in enumerate(lengths.tolist()):
+            W_rows[i, :n], R_rows[i, :n] = W[i, mask[i].bool()], returns[i, mask[i].bool()]
+        mask_rows = (torch.arange(L)[None, :] < lengths[:, None]).double()
+    else:
+        W_rows, R_rows, mask_rows = W, returns, mask
+    base = torch.zeros_like(R_rows)
+    groups = {}
+    for i, g in enumerate(index):
+        if not tir or lengths[i] > 0:
+            groups.setdefault(g, []).append(i)
+    for members in groups.values():
+        if len(members) == 1:
+            continue
+        idx = torch.tensor(members)
+        num = (R_rows[idx] * W_rows[idx] * mask_rows[idx]).sum(0)
+        den = (W_rows[idx] * mask_rows[idx]).sum(0) + 1e-8
+        base[idx] = (num / den)[None, :]
+        lens = lengths[idx]
+        ordered = torch.sort(lens).values
+        longest = (lens == ordered[-1]).nonzero()[:, 0]
+        if longest.numel() == 1 and ordered[-1] > ordered[-2]:
+            base[members[int(longest[0])], int(ordered[-2]):] = 0
+    adv_rows = R_rows - base
+    if not tir:
+        return adv_rows * mask, returns
+    adv = torch.zeros_like(returns)
+    for i, n in enumerate(lengths.tolist()):
+        adv[i, mask[i].bool()] = adv_rows[i, :n]
+    return adv * mask, returns
+
+
+class OptimalTokenBaseline(unittest.TestCase):
+    def test_against_verl(self):
+        g = torch.Generator().manual_seed(41)
+        bs, L = 11, 9
+        index = [0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 4]
+        lengths = torch.randint(0, L + 1, (bs,), generator=g)
+        lengths[3] = lengths[4]  # a group whose two responses are equally long: no zero tail
+        mask = (torch.arange(L)[None, :] < lengths[:, None]).double()
+        holes = (torch.rand(bs, L, generator=g) < 0.2).double()
+        holes[:, 0] = 0  # a response starts with a response token, as verl's rows do
+        mask = mask * (1 - holes)
+        rewards = torch.zeros(bs, L, dtype=torch.float64)
+        rewards[torch.arange(bs), (lengths - 1).clamp(min=0)] = torch.randint(0, 3, (bs,), generator=g).double()
+        rewards += 0.05 * torch.randn(bs, L, generator=g, dtype=torch.float64)
+        pi = torch.rand(bs, L, generator=g, dtype=torch.float64) * 0.98 + 0.01
+        sum_p2 = pi ** 2 + torch.rand(bs, L, generator=g, dtype=torch.float64) * (1 - pi) ** 2
+        is_w = 2 * torch.rand(bs, L, generator=g, dtype=torch.float64)
+        # packed: every row is a sequence of L tokens (the padding masked)
+        offsets = torch.arange(0, bs * L + 1, L)
+        group_offsets = torch.tensor([0, 3, 5, 6, 10, 11])
+        for tir in (False, True):
+            for weights in (None, is_w):
+                with self.subTest(tir=tir, is_weights=weights is not None):
+                    want, want_ret = verl_optimal_token_baseline(rewards, mask, index, pi.log(), sum_p2, weights, tir)
+                    out = gk.optimal_token_baseline(
+                        rewards.flatten(), offsets, group_offsets, pi.log().flatten(), sum_p2.flatten(),
+                        is_weights=None if weights is None else weights.flatten(), token_mask=mask.flatten(),
+                        compact=tir)
+                    torch.testing.assert_close(out.adv, want.flatten(), rtol=1e-12, atol=1e-12)
+                    torch.testing.assert_close(out.returns, want_ret.flatten(), rtol=1e-12, atol=1e-12)
+                    st = gk.token_baseline_stats_dict(out.stats)
+                    self.assertEqual(st["groups"], 5)
+                    self.assertEqual(st["response_tokens"], int(mask.sum()))
+        with self.assertRaisesRegex(RuntimeError, "group_offsets"):
+            gk.optimal_token_baseline(rewards.flatten(), offsets, torch.tensor([0, 3, 3, 11]), pi.log().flatten(),
+                                      sum_p2.flatten())
+
+
 class Compile(unittest.TestCase):
     def test_opcheck(self):
         logits, targets, offsets, adv, old, ref = packed(11, [3, 4], 29, torch.float32)
         x = logits.clone().requires_grad_()
         cfg = gk._config(gk._LOSS_FIELDS, {}, "opcheck")
         torch.library.opcheck(torch.ops.grpokit.token_logprobs.default,
-                              (logits, targets, None, cfg, "deterministic", "padding"))
+                              (logits, targets, None, False, cfg, "deterministic", "padding"))
+        torch.library.opcheck(torch.ops.grpokit.token_logprobs.default,
+                              (logits, targets, None, True, cfg, "deterministic", "padding"))
         vapo = gk._config(gk._LOSS_FIELDS, {"positive_nll_coef": 0.1}, "opcheck")
         positive = torch.tensor([1, 0], dtype=torch.uint8)
         torch.library.opcheck(torch.ops.grpokit.fused_loss.default,
-                              (x, targets, offsets, adv, old, None, None, None, None, positive, None, vapo,
+                              (x, targets, offsets, adv, old, None, None, None, None, positive, None, None, vapo,
+                               "deterministic", "padding"))
+        torch.library.opcheck(torch.ops.grpokit.fused_loss.default,
+                              (x, targets, offsets, adv, old, None, None, None, None, None, torch.randn(7), None, cfg,
                                "deterministic", "padding"))
         hidden, weight, b, targets, offsets, adv, old, _ = lm_head_batch(3, [2, 3], 4, 13, torch.float32)
         torch.library.opcheck(torch.ops.grpokit.fused_linear_loss.default,
                               (hidden.requires_grad_(), weight.requires_grad_(), b.requires_grad_(), targets, offsets,
-                               adv, old, None, None, None, None, None, None, 2, cfg, "deterministic", "padding"))
+                               adv, old, None, None, None, None, None, None, None, 2, cfg, "deterministic", "padding"))
         acfg = gk._config(gk._ADV_FIELDS, {}, "opcheck")
         torch.library.opcheck(torch.ops.grpokit.compute_advantages_multi.default,
                               (torch.tensor([[1.0, 0.0], [0.0, 0.5], [2.0, 1.0]]), torch.tensor([0, 3]), [1.0, 2.0],
@@ -529,6 +632,10 @@ class Compile(unittest.TestCase):
         torch.library.opcheck(torch.ops.grpokit.compute_advantages.default,
                               (torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0, 3]), None, None, None, None, acfg,
                                "mean"))
+        torch.library.opcheck(torch.ops.grpokit.optimal_token_baseline.default,
+                              (torch.tensor([0.0, 1.0, 0.0, 2.0, 1.0]), torch.tensor([0, 2, 4, 5]),
+                               torch.tensor([0, 2, 3]), torch.full((5,), -0.7), torch.full((5,), 0.4), None, None,
+                               True, False, 1e-8))
 
     def test_compile_fullgraph(self):
         torch.manual_seed(0)

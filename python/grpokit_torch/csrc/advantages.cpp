@@ -45,10 +45,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> compute_advantages_multi_cpu(
   return {adv, keep, advantage_stats_tensor(st)};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> optimal_token_baseline_cpu(
+    const at::Tensor& token_rewards, const at::Tensor& seq_offsets, const at::Tensor& group_offsets,
+    const at::Tensor& logp_old, const at::Tensor& sum_p2, const c10::optional<at::Tensor>& is_weights,
+    const c10::optional<at::Tensor>& token_mask, bool zero_tail, bool compact, double epsilon) {
+  const token_baseline_tensors in(token_rewards, seq_offsets, group_offsets, logp_old, sum_p2, is_weights, token_mask);
+  const grpokit::token_baseline_config cfg{zero_tail, compact, epsilon};
+  at::Tensor adv = at::empty_like(in.rewards), returns = at::empty_like(in.rewards);
+  grpokit::token_baseline_stats st;
+  AT_DISPATCH_FLOATING_TYPES(in.rewards.scalar_type(), "grpokit optimal_token_baseline", [&] {
+    st = grpokit::host::optimal_token_baseline<scalar_t>(in.get<scalar_t>(), cfg,
+                                                         {span_of<scalar_t>(adv), span_of<scalar_t>(returns)});
+  });
+  return {adv, returns, token_baseline_stats_tensor(st)};
+}
+
 }  // namespace
 }  // namespace grpokit_torch
 
 TORCH_LIBRARY_IMPL(grpokit, CPU, m) {
   m.impl("compute_advantages", &grpokit_torch::compute_advantages_cpu);
   m.impl("compute_advantages_multi", &grpokit_torch::compute_advantages_multi_cpu);
+  m.impl("optimal_token_baseline", &grpokit_torch::optimal_token_baseline_cpu);
 }

@@ -65,10 +65,45 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> compute_advantages_multi_cuda(
   return {adv, keep, stats};
 }
 
+// The statistics out of optimal_token_baseline's workspace; NaN if the call raised.
+static __global__ void token_baseline_stats_kernel(const grpokit::token_baseline_stats* s,
+                                                   const grpokit::device::status* st, double* out) {
+  write_token_baseline_stats(*s, out);
+  if (grpokit::detail::raised(*st))
+    for (int i = 0; i < token_baseline_stat_count; ++i) out[i] = NAN;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> optimal_token_baseline_cuda(
+    const at::Tensor& token_rewards, const at::Tensor& seq_offsets, const at::Tensor& group_offsets,
+    const at::Tensor& logp_old, const at::Tensor& sum_p2, const c10::optional<at::Tensor>& is_weights,
+    const c10::optional<at::Tensor>& token_mask, bool zero_tail, bool compact, double epsilon) {
+  device_call call(token_rewards);
+  const token_baseline_tensors in(token_rewards, seq_offsets, group_offsets, logp_old, sum_p2, is_weights, token_mask);
+  require_on(call.device(), in);
+  const grpokit::token_baseline_config cfg{zero_tail, compact, epsilon};
+  at::Tensor adv = at::empty_like(in.rewards), returns = at::empty_like(in.rewards);
+  at::Tensor stats = at::empty({token_baseline_stat_count}, in.rewards.options().dtype(at::kDouble));
+  void* workspace = nullptr;
+  AT_DISPATCH_FLOATING_TYPES(in.rewards.scalar_type(), "grpokit optimal_token_baseline", [&] {
+    call.run([&](void* ws, std::size_t& bytes) {
+      grpokit::device::optimal_token_baseline_async<scalar_t>(
+          in.get<scalar_t>(), cfg, {span_of<scalar_t>(adv), span_of<scalar_t>(returns)}, ws, bytes, call.stream());
+      workspace = ws;
+    });
+  });
+  const grpokit::detail::otb_layout ws(workspace, ~std::size_t{0} / 2, 0, 0, 0);  // its head: status, statistics
+  token_baseline_stats_kernel<<<1, 1, 0, call.stream()>>>(ws.stats, ws.st, stats.data_ptr<double>());
+  GRPOKIT_CUDA_CHECK_LAUNCH();
+  call.nan_if_raised(adv, returns);
+  call.check();
+  return {adv, returns, stats};
+}
+
 }  // namespace
 }  // namespace grpokit_torch
 
 TORCH_LIBRARY_IMPL(grpokit, CUDA, m) {
   m.impl("compute_advantages", &grpokit_torch::compute_advantages_cuda);
   m.impl("compute_advantages_multi", &grpokit_torch::compute_advantages_multi_cuda);
+  m.impl("optimal_token_baseline", &grpokit_torch::optimal_token_baseline_cuda);
 }

@@ -43,6 +43,15 @@ inline void require_on(const at::Device& d, const batch& b) {
   require_device(d, "token_mask", b.token_mask);
   require_device(d, "seq_mask", b.seq_mask);
   require_device(d, "positive", b.positive);
+  require_device(d, "token_adv", b.token_adv);
+}
+inline void require_on(const at::Device& d, const token_baseline_tensors& in) {
+  require_device(d, "seq_offsets", in.seq_offsets);
+  require_device(d, "group_offsets", in.group_offsets);
+  require_device(d, "logp_old", in.logp_old);
+  require_device(d, "sum_p2", in.sum_p2);
+  require_device(d, "is_weights", in.is_weights);
+  require_device(d, "token_mask", in.token_mask);
 }
 inline void require_on(const at::Device& d, const advantage_tensors& in) {
   require_device(d, "group_offsets", in.group_offsets);

@@ -20,11 +20,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const c10::optional<at::Tensor>& logp_old, const c10::optional<at::Tensor>& logp_ref,
     const c10::optional<at::Tensor>& logp_rollout, const c10::optional<at::Tensor>& token_mask,
     const c10::optional<at::Tensor>& seq_mask, const c10::optional<at::Tensor>& positive,
-    const c10::optional<at::Tensor>& token_temperature, std::int64_t token_chunk, c10::ArrayRef<double> config,
+    const c10::optional<at::Tensor>& token_adv, const c10::optional<at::Tensor>& token_temperature, std::int64_t token_chunk, c10::ArrayRef<double> config,
     c10::string_view reduction, c10::string_view mask) {
   const grpokit::loss_config cfg = config_from(loss_fields(), config.vec());
   const lm_head_rows r(hidden, weight, bias, targets, token_temperature);
-  const batch b(r.accum, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask, positive);
+  const batch b(r.accum, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask, positive, token_adv);
   const linear_outputs out(r);
   grpokit::loss_result result;
   with_policy(r.storage, std::string(reduction), std::string(mask), [&](auto tag) {

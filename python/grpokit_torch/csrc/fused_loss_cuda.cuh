@@ -19,12 +19,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_los
     const c10::optional<at::Tensor>& logp_old, const c10::optional<at::Tensor>& logp_ref,
     const c10::optional<at::Tensor>& logp_rollout, const c10::optional<at::Tensor>& token_mask,
     const c10::optional<at::Tensor>& seq_mask, const c10::optional<at::Tensor>& positive,
-    const c10::optional<at::Tensor>& token_temperature, c10::ArrayRef<double> config, c10::string_view reduction,
+    const c10::optional<at::Tensor>& token_adv, const c10::optional<at::Tensor>& token_temperature, c10::ArrayRef<double> config, c10::string_view reduction,
     c10::string_view mask) {
   device_call call(logits);
   const grpokit::loss_config cfg = config_from(loss_fields(), config.vec());
   const rows r(logits, targets, token_temperature);
-  const batch b(r.accum, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask, positive);
+  const batch b(r.accum, seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask, positive, token_adv);
   require_on(call.device(), r);
   require_on(call.device(), b);
   const at::TensorOptions acc = logits.options().dtype(r.accum);

@@ -8,6 +8,7 @@
 
 #include <grpokit/detail/macros.hpp>
 #include <grpokit/metrics.hpp>
+#include <grpokit/token_baseline.hpp>
 
 namespace grpokit_torch {
 
@@ -98,6 +99,20 @@ GRPOKIT_HD inline void write_advantage_stats(const grpokit::advantage_stats& s, 
                                                s.ess_ratio,
                                                s.lr_factor};
   for (int i = 0; i < advantage_stat_count; ++i) out[i] = values[i];
+}
+
+// optimal_token_baseline's statistics (token_baseline_stats), in this order.
+constexpr int token_baseline_stat_count = 4;
+static_assert(sizeof(grpokit::token_baseline_stats) == token_baseline_stat_count * 8,
+              "token_baseline_stat_names / write_token_baseline_stats: add the statistic");
+inline std::vector<std::string> token_baseline_stat_names() {
+  return {"groups", "singleton_groups", "zero_tail_groups", "response_tokens"};
+}
+GRPOKIT_HD inline void write_token_baseline_stats(const grpokit::token_baseline_stats& s, double* out) {
+  out[0] = static_cast<double>(s.groups);
+  out[1] = static_cast<double>(s.singleton_groups);
+  out[2] = static_cast<double>(s.zero_tail_groups);
+  out[3] = static_cast<double>(s.response_tokens);
 }
 
 }  // namespace grpokit_torch

@@ -11,6 +11,7 @@
 
 #include <grpokit/inputs.hpp>
 #include <grpokit/metrics.hpp>
+#include <grpokit/token_baseline.hpp>
 
 namespace grpokit_torch {
 
@@ -66,11 +67,12 @@ struct rows : token_inputs {
 
 // The batch of policy_loss, in the accumulation type (masks as bytes).
 struct batch {
-  at::Tensor seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask, positive;
+  at::Tensor seq_offsets, adv, logp_old, logp_ref, logp_rollout, token_mask, seq_mask, positive, token_adv;
   batch(at::ScalarType accum, const at::Tensor& seq_offsets_, const at::Tensor& adv_,
         const c10::optional<at::Tensor>& old, const c10::optional<at::Tensor>& ref,
         const c10::optional<at::Tensor>& rollout, const c10::optional<at::Tensor>& token_mask_,
-        const c10::optional<at::Tensor>& seq_mask_, const c10::optional<at::Tensor>& positive_) {
+        const c10::optional<at::Tensor>& seq_mask_, const c10::optional<at::Tensor>& positive_,
+        const c10::optional<at::Tensor>& token_adv_) {
     auto real = [&](const c10::optional<at::Tensor>& t) {
       return t.has_value() ? t->to(accum).contiguous() : at::Tensor();
     };
@@ -85,6 +87,7 @@ struct batch {
     token_mask = bytes(token_mask_);
     seq_mask = bytes(seq_mask_);
     positive = bytes(positive_);
+    token_adv = real(token_adv_);
   }
   template <class R>
   grpokit::rollout_batch<R> get() const {
@@ -97,6 +100,7 @@ struct batch {
     b.token_mask = cspan_of<std::uint8_t>(token_mask);
     b.seq_mask = cspan_of<std::uint8_t>(seq_mask);
     b.positive = cspan_of<std::uint8_t>(positive);
+    b.token_adv = cspan_of<R>(token_adv);
     return b;
   }
 };
@@ -201,6 +205,33 @@ struct advantage_tensors {
   grpokit::advantage_inputs<R> get() const {
     return {cspan_of<R>(rewards), cspan_of<std::int64_t>(group_offsets), cspan_of<R>(seq_log_ratio),
             cspan_of<R>(seq_weight), cspan_of<R>(group_baseline), cspan_of<R>(seq_tokens)};
+  }
+};
+
+// optimal_token_baseline's inputs: token_rewards [T] (float32 / float64) and the per-token inputs
+// in its dtype, the offsets as int64, the mask as bytes.
+struct token_baseline_tensors {
+  at::Tensor rewards, seq_offsets, group_offsets, logp_old, sum_p2, is_weights, token_mask;
+  token_baseline_tensors(const at::Tensor& rewards_, const at::Tensor& seq_offsets_, const at::Tensor& group_offsets_,
+                         const at::Tensor& logp_old_, const at::Tensor& sum_p2_,
+                         const c10::optional<at::Tensor>& is_weights_, const c10::optional<at::Tensor>& token_mask_) {
+    TORCH_CHECK(rewards_.dim() == 1, "grpokit.optimal_token_baseline: token_rewards must be 1-D, got ", rewards_.dim(),
+                " dims");
+    TORCH_CHECK(rewards_.scalar_type() == at::kFloat || rewards_.scalar_type() == at::kDouble,
+                "grpokit.optimal_token_baseline: token_rewards must be float32 or float64, got ", rewards_.scalar_type());
+    rewards = rewards_.contiguous();
+    seq_offsets = int64_vector("seq_offsets", seq_offsets_);
+    group_offsets = int64_vector("group_offsets", group_offsets_);
+    logp_old = logp_old_.to(rewards.scalar_type()).contiguous();
+    sum_p2 = sum_p2_.to(rewards.scalar_type()).contiguous();
+    is_weights = is_weights_.has_value() ? is_weights_->to(rewards.scalar_type()).contiguous() : at::Tensor();
+    token_mask = token_mask_.has_value() ? token_mask_->to(at::kByte).contiguous() : at::Tensor();
+  }
+  template <class R>
+  grpokit::token_baseline_inputs<R> get() const {
+    return {cspan_of<R>(rewards),  cspan_of<std::int64_t>(seq_offsets), cspan_of<std::int64_t>(group_offsets),
+            cspan_of<R>(logp_old), cspan_of<R>(sum_p2),                 cspan_of<R>(is_weights),
+            cspan_of<std::uint8_t>(token_mask)};
   }
 };
 

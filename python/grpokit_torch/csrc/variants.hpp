@@ -107,5 +107,10 @@ inline at::Tensor advantage_stats_tensor(const grpokit::advantage_stats& s) {
   write_advantage_stats(s, t.data_ptr<double>());
   return t;
 }
+inline at::Tensor token_baseline_stats_tensor(const grpokit::token_baseline_stats& s) {
+  at::Tensor t = at::empty({token_baseline_stat_count}, at::TensorOptions().dtype(at::kDouble));
+  write_token_baseline_stats(s, t.data_ptr<double>());
+  return t;
+}
 
 }  // namespace grpokit_torch
