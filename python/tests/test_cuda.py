@@ -71,6 +71,16 @@ class DeviceAgainstHost(unittest.TestCase):
         self.assertGreater(m["loss_nll"], 0.0)
         torch.testing.assert_close(dev.metrics.cpu(), host.metrics, rtol=1e-5, atol=1e-6)
 
+    def test_token_advantages_bitwise_the_host(self):
+        logits, targets, offsets, adv, old, _ = packed(6, [4, 1, 6, 3], 211, torch.float64)
+        token_adv = torch.randn(14, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+        kw = dict(logp_old=old, token_adv=token_adv, reduction="batch_invariant", obj="kl_cov", kl_cov_ratio=0.3)
+        host = gk.fused_loss(logits, targets, offsets, adv, **kw)
+        dev = gk.fused_loss(logits.cuda(), *cuda(targets, offsets, adv),
+                            **{k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kw.items()})
+        self.assertTrue(torch.equal(dev.loss.cpu(), host.loss))
+        self.assertTrue(torch.equal(dev.metrics.cpu(), host.metrics))
+
     def test_fused_linear_loss_against_host(self):
         for dtype, tol in DTYPES.items():
             hidden, weight, b, targets, offsets, adv, old, ref = lm_head_batch(7, [5, 1, 9], 16, 257, dtype)

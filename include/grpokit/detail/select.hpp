@@ -233,7 +233,8 @@ GRPOKIT_HD inline double quantile_value(const select_run& r, double q) {
 
 // ---- M2PO (AReaL m2_threshold): the second-moment token mask -------------------------------
 
-// A run of the mean rule over the candidates' second moments: the largest kept value.
+// A run of the mean rule over the candidates' second moments: it finds f, the smallest value that
+// fails the rule (m2po_limit turns it into the largest value kept).
 GRPOKIT_HD inline select_run m2po_run(double tau) {
   select_run r;
   r.mean_below = tau;
