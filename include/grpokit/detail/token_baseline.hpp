@@ -84,7 +84,7 @@ GRPOKIT_HD inline std::int64_t otb_sequence(const token_baseline_inputs<Real>& i
       if (first == e) first = k;
       last = k;
       a.step[k] = cfg.compact ? length : k - first;
-      a.at_step[b + length] = k;
+      if (cfg.compact) a.at_step[b + length] = k;  // read only by compact steps
       ++length;
     }
     a.energy[k] = response ? energy : 0.0;

@@ -73,11 +73,11 @@ __global__ void __launch_bounds__(device::tuning::group_threads)
   ws.index_in[g] = g;
   ws.key_in[g] = 0;
   ws.count[g] = ws.lo[g] = ws.hi[g] = 0;
-  const std::int64_t b = group_offsets[g], e = group_offsets[g + 1];
-  if (!(b >= 0 && b < e && e <= S) || (g == 0 && b != 0) || (g == G - 1 && e != S)) {
+  if (!segment_ok(group_offsets, g, S, false)) {
     flag_error(&ws.st->bad_offsets, g);
     return;
   }
+  const std::int64_t b = group_offsets[g], e = group_offsets[g + 1];
   std::int64_t lo = 0, hi = 0;
   for (std::int64_t i = b; i < e; ++i) {
     const std::int64_t len = seq_offsets[i + 1] - seq_offsets[i];

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include "../error.hpp"
+#include "../span.hpp"
 #include "error.cuh"
 
 namespace grpokit::device {
@@ -29,6 +30,16 @@ namespace grpokit::detail {
 // Records index i (0-based) as the first offender of one category (atomicMin keeps the smallest).
 __device__ inline void flag_error(unsigned long long* field, std::int64_t i) {
   atomicMin(field, static_cast<unsigned long long>(i) + 1ull);
+}
+
+// Whether segment i of offsets off [n + 1] is well formed within [0, total): non-decreasing (or
+// increasing unless allow_empty), the first starting at 0 and the last ending at total. One check
+// for every kernel that walks sequences or groups, so that a bad offset is never read past.
+__device__ inline bool segment_ok(span<const std::int64_t> off, std::int64_t i, std::int64_t total,
+                                  bool allow_empty) {
+  const std::int64_t n = static_cast<std::int64_t>(off.size()) - 1;
+  const std::int64_t b = off[i], e = off[i + 1];
+  return 0 <= b && (allow_empty ? b <= e : b < e) && e <= total && (i != 0 || b == 0) && (i != n - 1 || e == total);
 }
 
 // The status as the row kernels see it: row r of a launch is row first_row + r of the caller's

@@ -74,8 +74,7 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
   const std::int64_t s = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t S = in.seq_offsets.size() - 1, T = in.token_rewards.size();
   if (s >= S) return;
-  const std::int64_t b = in.seq_offsets[s], e = in.seq_offsets[s + 1];
-  if (!(0 <= b && b <= e && e <= T) || (s == 0 && b != 0) || (s == S - 1 && e != T)) {
+  if (!segment_ok(in.seq_offsets, s, T, true)) {
     flag_error(&ws.st->bad_offsets, s);
     ws.a.seq_first[s] = ws.a.seq_length[s] = ws.a.seq_steps[s] = 0;
     return;
@@ -93,18 +92,21 @@ __global__ void __launch_bounds__(device::tuning::group_threads)
   const std::int64_t G = in.group_offsets.size() - 1, S = in.seq_offsets.size() - 1;
   if (g >= G) return;
   if (g == 0) ws.stats->groups = G;
-  const std::int64_t b = in.group_offsets[g], e = in.group_offsets[g + 1];
-  if (!(0 <= b && b < e && e <= S) || (g == 0 && b != 0) || (g == G - 1 && e != S)) {
+  if (!segment_ok(in.group_offsets, g, S, false)) {
     flag_error(&ws.st->bad_offsets, g);
     ws.a.group_steps[g] = 0, ws.a.group_single[g] = 1, ws.a.group_tail_seq[g] = -1, ws.a.group_tail_from[g] = 0;
     ws.group_base[g] = 0;
     return;
   }
   otb_group(in, cfg, g, ws.a);
-  ws.group_base[g] = in.seq_offsets[b];
+  ws.group_base[g] = in.seq_offsets[in.group_offsets[g]];
   if (ws.a.group_single[g]) otb_count(&ws.stats->singleton_groups, 1);
   if (ws.a.group_tail_seq[g] >= 0) otb_count(&ws.stats->zero_tail_groups, 1);
 }
+
+// The head of an optimal_token_baseline workspace, whatever its sizes: the status, then the
+// statistics.
+inline otb_layout otb_head(void* workspace) { return otb_layout(workspace, ~std::size_t{0} / 2, 0, 0, 0); }
 
 // Entry j of the step baselines: step j - base of the group whose steps hold it, if any.
 template <class Real>
@@ -189,8 +191,8 @@ void optimal_token_baseline_async(const token_baseline_inputs<Real>& in, const t
 inline token_baseline_stats read_token_baseline_stats(const void* workspace, cudaStream_t stream) {
   throw_if_error(read_status(workspace, stream));
   token_baseline_stats st;
-  const detail::otb_layout ws(const_cast<void*>(workspace), ~std::size_t{0} / 2, 0, 0, 0);
-  GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(&st, ws.stats, sizeof st, cudaMemcpyDeviceToHost, stream));
+  const token_baseline_stats* on_device = detail::otb_head(const_cast<void*>(workspace)).stats;
+  GRPOKIT_CUDA_CHECK(cudaMemcpyAsync(&st, on_device, sizeof st, cudaMemcpyDeviceToHost, stream));
   GRPOKIT_CUDA_CHECK(cudaStreamSynchronize(stream));
   return st;
 }

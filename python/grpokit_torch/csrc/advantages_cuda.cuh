@@ -91,7 +91,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> optimal_token_baseline_cuda(
       workspace = ws;
     });
   });
-  const grpokit::detail::otb_layout ws(workspace, ~std::size_t{0} / 2, 0, 0, 0);  // its head: status, statistics
+  const grpokit::detail::otb_layout ws = grpokit::detail::otb_head(workspace);
   token_baseline_stats_kernel<<<1, 1, 0, call.stream()>>>(ws.stats, ws.st, stats.data_ptr<double>());
   GRPOKIT_CUDA_CHECK_LAUNCH();
   call.nan_if_raised(adv, returns);

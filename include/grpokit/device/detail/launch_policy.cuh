@@ -23,14 +23,6 @@
 
 namespace grpokit::detail {
 
-// Offsets of sequence s are usable: 0 <= off[s] <= off[s+1] <= T (and off[0] == 0, off[S] == T).
-template <class Real>
-__device__ inline bool sequence_ok(const rollout_batch<Real>& b, std::int64_t s, std::int64_t T) {
-  const std::int64_t S = b.seq_offsets.size() - 1;
-  const std::int64_t lo = b.seq_offsets[s], hi = b.seq_offsets[s + 1];
-  return lo >= 0 && lo <= hi && hi <= T && (s != 0 || lo == 0) && (s != S - 1 || hi == T);
-}
-
 // What the batch pass left in ws.batch and the selections in ws.select, or the defaults without
 // them (the slots are then unwritten).
 __device__ inline batch_stats batch_stats_at(const loss_partial* whole, const select_run* sel,
@@ -64,7 +56,7 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
   typename terms_for<P>::sequence_summary q;
   const bool batch_pass = detail::needs_batch_pass(cfg);
   if (batch_pass) batch_parts[s] = detail::loss_partial{};
-  if (!sequence_ok(batch, s, T)) {
+  if (!segment_ok(batch.seq_offsets, s, T, true)) {
     flag_error(&st->bad_offsets, s);
     out[s] = q;
     return;
@@ -103,7 +95,7 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
   const std::int64_t S = batch.seq_offsets.size() - 1;
   if (s >= S) return;
   partials[s] = detail::loss_partial{};
-  if (!sequence_ok(batch, s, cur.logp.size())) return;
+  if (!segment_ok(batch.seq_offsets, s, cur.logp.size(), true)) return;
   const terms_for<P> terms = terms_at<P>(cur, batch, cfg, counts[2], sel);
   const detail::batch_stats stats = batch_stats_at(whole, sel, cfg);
   partials[s] = terms.accumulate_sequence(s, summaries[s], terms.token_count(counts[0]), terms.seq_count(counts[1]),
@@ -216,7 +208,7 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
   __syncthreads();
   const std::int64_t s = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t S = batch.seq_offsets.size() - 1;
-  if (s < S && sequence_ok(batch, s, cur.logp.size())) {
+  if (s < S && segment_ok(batch.seq_offsets, s, cur.logp.size(), true)) {
     const select_run r = runs[static_cast<int>(which)];
     // M2PO's selection comes before the counts and the other selections
     const bool first = which == selection::m2po;
