@@ -375,3 +375,88 @@ TEST_CASE("threads as vocabulary-parallel ranks: fused_linear_loss's lm_head_nor
   });
   CHECK(threw == std::vector<int>{1, 1});
 }
+
+namespace {
+
+// fused_loss over R vocabulary slices (cols: the slices' bounds) under the sampler's support: every
+// rank's loss, log-probs, entropy and dlogits columns against one process's (bitwise where `exact`).
+template <class Q>
+void support_over_slices(std::uint64_t seed, const std::vector<std::int64_t>& cols, const grpokit::loss_config& cfg,
+                         bool exact) {
+  using R = typename Q::accum_type;
+  std::mt19937_64 rng(seed);
+  auto p = ref::make_problem(rng, {3, 5, 2}, cols.back());
+  ref::add_policies(rng, p, std::vector<ref::ld>(static_cast<std::size_t>(p.T), -2.0L), 0.3);
+  support::host_run<Q> h;
+  h.logits = support::to_storage<typename Q::storage_type>(p.logits);
+  support::load_batch(h, p);
+  std::vector<typename Q::storage_type> dz(h.logits.size());
+  std::vector<R> logp(static_cast<std::size_t>(p.T)), ent(logp.size()), sp(logp.size());
+  const auto whole =
+      grpokit::host::fused_loss<Q>(h.input(p), h.batch(p), cfg, {dz.data(), p.T, p.V, p.V}, {logp, ent, sp});
+  REQUIRE(whole.metrics.masked_tokens_vocab_prune > 0);  // the support narrows some sampled tokens out
+  const int ranks = static_cast<int>(cols.size()) - 1;
+  std::vector<grpokit::loss_result> res(static_cast<std::size_t>(ranks));
+  std::vector<std::vector<R>> lp(res.size()), en(res.size()), s2(res.size());
+  std::vector<std::vector<typename Q::storage_type>> dx(res.size());
+  thread_job job(ranks);
+  job.run([&](int r) {
+    const std::int64_t c0 = cols[r], Vr = cols[r + 1] - c0;
+    std::vector<typename Q::storage_type> slice(static_cast<std::size_t>(p.T * Vr));
+    for (std::int64_t t = 0; t < p.T; ++t)
+      for (std::int64_t v = 0; v < Vr; ++v) slice[t * Vr + v] = h.logits[t * p.V + c0 + v];
+    dx[r].resize(slice.size());
+    for (auto* v : {&lp[r], &en[r], &s2[r]}) v->assign(static_cast<std::size_t>(p.T), R(-1));
+    res[r] = grpokit::host::fused_loss<Q>({{slice.data(), p.T, Vr, Vr}, p.targets, {}}, h.batch(p), cfg,
+                                          {dx[r].data(), p.T, Vr, Vr}, grpokit::vocab_parallel(job.communicator(r)),
+                                          {lp[r], en[r], s2[r]});
+  });
+  const double tol = std::is_same<R, float>::value ? 2e-5 : 1e-13;
+  for (int r = 0; r < ranks; ++r) {
+    INFO("seed " << seed << ", rank " << r << " of " << ranks << ", top_k " << cfg.top_k << ", top_p " << cfg.top_p);
+    // the support is exact in any split: the same tokens fall outside it
+    CHECK(res[r].metrics.masked_tokens_vocab_prune == whole.metrics.masked_tokens_vocab_prune);
+    CHECK(res[r].metrics.tokens_kept == whole.metrics.tokens_kept);
+    for (std::int64_t t = 0; t < p.T; ++t) {
+      CHECK((lp[r][t] == -std::numeric_limits<R>::infinity()) == (logp[t] == -std::numeric_limits<R>::infinity()));
+      if (logp[t] == -std::numeric_limits<R>::infinity()) continue;
+      CHECK(support::close(lp[r][t], logp[t], tol, tol));
+      CHECK(support::close(en[r][t], ent[t], tol, tol));
+      CHECK(support::close(s2[r][t], sp[t], tol, tol));
+    }
+    const std::int64_t c0 = cols[r], Vr = cols[r + 1] - c0;
+    std::vector<typename Q::storage_type> mine(static_cast<std::size_t>(p.T * Vr));
+    for (std::int64_t t = 0; t < p.T; ++t)
+      for (std::int64_t v = 0; v < Vr; ++v) mine[t * Vr + v] = dz[t * p.V + c0 + v];
+    if (exact) {
+      CHECK(res[r].loss == whole.loss);
+      CHECK(support::same_bits(lp[r], logp));
+      CHECK(support::same_bits(en[r], ent));
+      CHECK(support::same_bits(dx[r], mine));
+    } else {
+      CHECK(support::close(res[r].loss, whole.loss, tol, tol));
+      for (std::size_t i = 0; i < mine.size(); ++i) CHECK(support::close(dx[r][i], mine[i], tol, tol));
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("threads as vocabulary-parallel ranks: the sampler's support (top_k, top_p) is one process's") {
+  using Q = grpokit::policy<grpokit::reduction::batch_invariant, grpokit::precision<float, float>,
+                            grpokit::chunk<16>>;
+  using Pruned = grpokit::policy<grpokit::reduction::batch_invariant, grpokit::precision<double, double>,
+                                 grpokit::chunk<16>, grpokit::mask::vocab_prune>;
+  using Vectorised = grpokit::policy<grpokit::precision<float, float>, grpokit::chunk<16>>;
+  std::uint64_t seed = 40;
+  for (const auto& kp : std::vector<std::pair<std::int64_t, double>>{{5, 1.0}, {0, 0.7}, {12, 0.6}, {1, 1.0}}) {
+    grpokit::loss_config cfg;
+    cfg.top_k = kp.first;
+    cfg.top_p = kp.second;
+    support_over_slices<Q>(++seed, {0, 16, 48, 67}, cfg, true);  // chunk-aligned slices: bit for bit
+    support_over_slices<Q>(++seed, {0, 67}, cfg, true);
+    support_over_slices<Vectorised>(++seed, {0, 9, 40, 53}, cfg, false);  // off the chunk grid
+    cfg.prune_rho = 0.2;  // pruning's threshold joined with the support's
+    support_over_slices<Pruned>(++seed, {0, 32, 67}, cfg, true);
+  }
+}

@@ -106,6 +106,12 @@ struct loss_config {
 
   // logits -> logp
   double temperature = 1.0;  // scalar; a per-token temperature span overrides it
+  // The inference sampler's support (vLLM / NeMo-RL top-k then top-p on the temperature-scaled
+  // logits, detail/sampler_support.hpp): log-probs, entropy and gradient over the columns the
+  // sampler could draw, renormalised; a target outside has logp = -inf and is masked as pruned.
+  // top_k: 0 = off (>= V: off); top_p in (0, 1], 1 = off.
+  std::int64_t top_k = 0;
+  double top_p = 1.0;
 
   // aggregation and global normalisers of a data-parallel trainer (0 = use the local count)
   aggregation agg = aggregation::token_mean;

@@ -124,6 +124,31 @@ class FusedLoss(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "token_adv"):
             gk.fused_loss(logits, targets, offsets, adv, token_adv=token_adv[:5])
 
+    def test_top_k_top_p_against_vllm(self):
+        logits, targets, offsets, adv, old, _ = packed(51, [5, 3, 6], 97, torch.float64)
+        for k, p in ((0, 0.9), (10, 1.0), (20, 0.7), (1, 0.5)):
+            z = logits / 0.8
+            s, idx = z.sort(dim=-1)  # vLLM 0.10's _apply_top_k_top_p, ascending
+            if k > 0:
+                s = s.masked_fill(s < s.gather(1, torch.full((z.shape[0], 1), z.shape[1] - k)), -math.inf)
+            if p < 1:
+                drop = s.softmax(-1).cumsum(-1) <= 1 - p
+                drop[:, -1] = False
+                s = s.masked_fill(drop, -math.inf)
+            masked = s.scatter(1, idx, s)
+            lp = torch.log_softmax(masked, -1)
+            want_logp = lp.gather(1, targets[:, None]).squeeze(1)
+            probs = lp.exp()
+            want_ent = -(probs * lp.masked_fill(probs == 0, 0)).sum(-1)
+            with self.subTest(k=k, p=p):
+                out = gk.token_logprobs(logits, targets, temperature=0.8, top_k=k, top_p=p)
+                torch.testing.assert_close(out.logp, want_logp, rtol=1e-12, atol=1e-12)
+                torch.testing.assert_close(out.entropy, want_ent, rtol=1e-12, atol=1e-12)
+                x = logits.clone().requires_grad_()
+                loss = gk.fused_loss(x, targets, offsets, adv, logp_old=old, temperature=0.8, top_k=k, top_p=p)
+                m = gk.metrics_dict(loss.metrics)
+                self.assertEqual(m["masked_tokens_vocab_prune"], int((want_logp == -math.inf).sum()))
+
     def test_batch_invariant_is_bitwise_across_batches(self):
         logits, targets, offsets, adv, old, ref = packed(5, [4, 6, 3], 64, torch.float32)
         a = gk.fused_loss(logits, targets, offsets, adv, logp_old=old, reduction="batch_invariant")

@@ -148,6 +148,61 @@ TEST_CASE("device policy_loss on its own, empty batches, and a workspace planned
                 "last offset must be");
 }
 
+namespace {
+// token_logprobs, logits_backward and fused_loss under top_k / top_p on the device against the host
+// (the support thresholds: the same integer histograms; bitwise under batch_invariant).
+template <class P>
+void support_rows_match_host(std::uint64_t seed, std::int64_t T, std::int64_t V, std::int64_t k, double p) {
+  using S = grpokit::storage_t<P>;
+  using R = grpokit::accum_t<P>;
+  std::mt19937_64 rng(seed);
+  ref::problem prob = ref::make_problem(rng, lengths_for(T), V, 2.0);
+  ref::add_policies(rng, prob, std::vector<ref::ld>(static_cast<std::size_t>(prob.T), -2.0L), 0.2);
+  grpokit::loss_config cfg = grpokit::presets::grpo::config();
+  cfg.top_k = k;
+  cfg.top_p = p;
+  cfg.temperature = 0.9;
+  cfg.entropy_coef = 0.01;
+  const auto host = support::run_fused<P>(prob, cfg);
+  const std::vector<S> logits = support::to_storage<S>(prob.logits);
+  std::vector<R> hl(static_cast<std::size_t>(prob.T)), he(hl.size()), hlse(hl.size());
+  grpokit::host::token_logprobs<P>({{logits.data(), prob.T, prob.V, prob.V}, prob.targets, {}}, cfg, {hl, he, hlse});
+  device_problem<P> d(prob);
+  buffer<R> logp(prob.T), ent(prob.T), lse(prob.T);
+  grpokit::device::token_logprobs<P>(d.input(), cfg, {logp.span(), ent.span(), lse.span()}, d.ws(), d.ws_bytes());
+  buffer<S> dlogits(prob.T * prob.V);
+  const auto res = grpokit::device::fused_loss<P>(d.input(), d.batch(), cfg, {dlogits.data(), prob.T, prob.V, prob.V},
+                                                  d.ws(), d.ws_bytes());
+  INFO("seed " << seed << ", V " << V << ", k " << k << ", p " << p);
+  const bool bitwise = P::order == grpokit::reduction_order::batch_invariant;
+  if (bitwise) {
+    CHECK(support::same_bits(logp.host(), hl));
+    CHECK(support::same_bits(lse.host(), hlse));
+    CHECK(support::same_bits(ent.host(), he));
+    CHECK(support::same_bits(dlogits.host(), host.dlogits));
+    CHECK(res.loss == host.result.loss);
+  } else {
+    const auto got = lse.host();
+    for (std::int64_t t = 0; t < prob.T; ++t) CHECK(support::close(got[t], hlse[t], 1e-5, 1e-6));
+    CHECK(support::close(res.loss, host.result.loss, 1e-5, 1e-7));
+  }
+  CHECK(res.metrics.masked_tokens_vocab_prune == host.result.metrics.masked_tokens_vocab_prune);
+  CHECK(res.metrics.tokens_kept == host.result.metrics.tokens_kept);
+  if (k == 1) CHECK(host.result.metrics.masked_tokens_vocab_prune > 0);  // the support bites
+}
+}  // namespace
+
+TEST_CASE("device top_k / top_p: the host's support, rows and loss (bitwise under batch_invariant)", "[device]") {
+  std::uint64_t seed = 70;
+  for (const auto& kp : std::vector<std::pair<std::int64_t, double>>{{0, 0.9}, {20, 1.0}, {50, 0.8}, {1, 0.5}}) {
+    support_rows_match_host<bi<float, float>>(++seed, sized(20, 7), sized(3001, 301), kp.first, kp.second);
+    support_rows_match_host<bi<double, double, grpokit::mask::vocab_prune>>(++seed, sized(20, 5), sized(700, 97),
+                                                                            kp.first, kp.second);
+    support_rows_match_host<grpokit::policy<grpokit::chunk<512>>>(++seed, sized(20, 4), sized(4097, 1031), kp.first,
+                                                                  kp.second);
+  }
+}
+
 TEST_CASE("device policy_loss with token advantages: bitwise the host under batch_invariant; a NaN one", "[device]") {
   using P = grpokit::policy<grpokit::precision<double, double>, grpokit::reduction::batch_invariant>;
   const policy_inputs in(12, 40);
@@ -873,13 +928,16 @@ namespace {
 
 // device fused_linear_loss against host::fused_linear_loss; `call` runs the device entry point
 // (with cuBLAS, or with reference_gemm through detail::fused_linear_loss_with).
+// `sampler`: under top_k / top_p (in double only: the GEMMs' rounding must not move a column across
+// the support's threshold).
 template <class P, class Call>
 void linear_matches_host(const Call& call, std::int64_t T, std::int64_t V, std::int64_t D, std::int64_t chunk,
-                         bool bias, bool dweight_in_storage) {
+                         bool bias, bool dweight_in_storage, bool sampler) {
   using S = grpokit::storage_t<P>;
   using R = grpokit::accum_t<P>;
   grpokit::loss_config cfg = grpokit::presets::grpo::config();
   cfg.entropy_coef = 0.01;
+  if (sampler) cfg.top_k = 40, cfg.top_p = 0.9;
   std::mt19937_64 rng(static_cast<std::uint64_t>(T * 7 + V));
   ref::problem p = ref::make_problem(rng, lengths_for(T), V, 1.0);
   std::normal_distribution<double> n(0, 1.0 / std::sqrt(static_cast<double>(D))), h(0, 1.5);
@@ -935,10 +993,12 @@ void linear_matches_host(const Call& call, std::int64_t T, std::int64_t V, std::
   INFO("T " << T << " V " << V << " D " << D << " chunk " << chunk);
   CHECK(support::close(got.loss, want.loss, 1e-4, 1e-6));
   CHECK(got.metrics.tokens == want.metrics.tokens);
+  CHECK(got.metrics.masked_tokens_vocab_prune == want.metrics.masked_tokens_vocab_prune);
+  if (sampler) CHECK(want.metrics.masked_tokens_vocab_prune > 0);
   CHECK(support::close(got.metrics.entropy_mean, want.metrics.entropy_mean, 1e-4, 1e-6));
   const auto gl = dlogp.host(), ge = dent.host(), gp2 = dp2.host();
   for (std::int64_t t = 0; t < T; ++t) {
-    CHECK(support::close(gl[t], hlogp[t], 1e-3, 1e-4));
+    CHECK((gl[t] == hlogp[t] || support::close(gl[t], hlogp[t], 1e-3, 1e-4)));  // -inf outside the support
     CHECK(support::close(ge[t], hent[t], 1e-3, 1e-4));
     CHECK(support::close(gp2[t], hp2[t], 1e-3, 1e-5));
   }
@@ -971,14 +1031,14 @@ void linear_matches_host(const Call& call, std::int64_t T, std::int64_t V, std::
 
 // The shapes of both linear cases: token chunks that do and do not divide T (a last partial chunk),
 // a bias or none, dweight accumulated in Accum or in the storage type, rows on the warp (V <= 4096)
-// and block (V > 4096) schedules, fp32, bf16 and fp64.
+// and block (V > 4096) schedules, fp32, bf16 and fp64 (with the sampler's support).
 template <class Run>
 void linear_shapes(const Run& run) {
   run(grpokit::policy<grpokit::precision<float, float>>{}, sized(37, 11), sized(1000, 300), 64, sized(16, 4), true,
-      false);
+      false, false);
   run(grpokit::policy<grpokit::precision<__nv_bfloat16, float>, grpokit::reduction::batch_invariant>{}, sized(100, 13),
-      sized(5003, 4099), sized(128, 32), sized(33, 5), false, true);
-  run(grpokit::policy<grpokit::precision<double, double>, grpokit::chunk<64>>{}, 9, 300, 16, 3, true, true);
+      sized(5003, 4099), sized(128, 32), sized(33, 5), false, true, false);
+  run(grpokit::policy<grpokit::precision<double, double>, grpokit::chunk<64>>{}, 9, 300, 16, 3, true, true, true);
 }
 
 }  // namespace
@@ -986,7 +1046,7 @@ void linear_shapes(const Run& run) {
 TEST_CASE("device fused_linear_loss: its own kernels with a reference GEMM match the host", "[device][slow]") {
   // Everything of device::fused_linear_loss but the cuBLAS call (which the simulated GPU cannot run).
   linear_shapes([](auto policy_tag, std::int64_t T, std::int64_t V, std::int64_t D, std::int64_t chunk, bool bias,
-                   bool dweight_in_storage) {
+                   bool dweight_in_storage, bool sampler) {
     using P = decltype(policy_tag);
     linear_matches_host<P>(
         [](const auto& in, const auto& batch, const auto& cfg, std::int64_t c, const auto& grads, void* ws,
@@ -995,7 +1055,7 @@ TEST_CASE("device fused_linear_loss: its own kernels with a reference GEMM match
                                                      norms);
           return grpokit::device::read_loss_result(ws, 0);
         },
-        T, V, D, chunk, bias, dweight_in_storage);
+        T, V, D, chunk, bias, dweight_in_storage, sampler);
   });
 }
 
@@ -1003,14 +1063,14 @@ TEST_CASE("device fused_linear_loss matches the host fused_linear_loss", "[devic
   cublasHandle_t handle;
   REQUIRE(cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS);
   linear_shapes([&](auto policy_tag, std::int64_t T, std::int64_t V, std::int64_t D, std::int64_t chunk, bool bias,
-                    bool dweight_in_storage) {
+                    bool dweight_in_storage, bool sampler) {
     using P = decltype(policy_tag);
     linear_matches_host<P>(
         [&](const auto& in, const auto& batch, const auto& cfg, std::int64_t c, const auto& grads, void* ws,
             std::size_t bytes, const auto& extra, const auto& norms) {
           return grpokit::device::fused_linear_loss<P>(in, batch, cfg, c, grads, handle, ws, bytes, 0, extra, norms);
         },
-        T, V, D, chunk, bias, dweight_in_storage);
+        T, V, D, chunk, bias, dweight_in_storage, sampler);
   });
   cublasDestroy(handle);
 }

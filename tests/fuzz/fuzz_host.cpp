@@ -177,6 +177,10 @@ grpokit::loss_config config(bytes_in& in, kind& k) {
     c.clip_cov_seed = tail.u8();
   }
   if (tail.u8() < 40) c.m2po_threshold = tail.value(k.finite, k.moderate);  // M2PO: negative or NaN rejected
+  if (tail.u8() < 40) {  // the sampler's support: a negative k, a p outside (0, 1] or NaN rejected
+    c.top_k = tail.range(-1, 9);
+    c.top_p = tail.flag() ? tail.value(k.finite, k.moderate) : tail.u8() / 255.0;
+  }
   return c;
 }
 

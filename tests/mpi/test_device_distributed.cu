@@ -887,4 +887,13 @@ TEST_CASE("device data and vocabulary parallel: an error on one rank throws on e
       CHECK(threw);
     }
   }
+  // the sampler's support is refused over a layout on the device (the host's layouts take it), on
+  // every rank alike
+  cfg.top_k = 5;
+  const ref::problem q = share_of(p, sh.s0, sh.s1, sh.c0, sh.c1);
+  device_problem<P> mine(q);
+  buffer<float> dmine(static_cast<std::size_t>(q.T * q.V) + 1);
+  REQUIRE_ERROR(grpokit::device::fused_loss<P>(mine.input(), mine.batch(), cfg, {dmine.data(), q.T, q.V, q.V},
+                                               ws.data(), ws.size(), planned, lay),
+                "top_k / top_p");
 }

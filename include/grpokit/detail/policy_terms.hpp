@@ -13,6 +13,7 @@
 #include "../math/kl.hpp"
 #include "../math/surrogate.hpp"
 #include "loss_partial.hpp"
+#include "row_params.hpp"
 #include "macros.hpp"
 #include "reduce.hpp"
 #include "select.hpp"
@@ -68,9 +69,9 @@ struct policy_terms {
     return batch.token_adv.empty() ? batch.adv[s] : batch.token_adv[t];
   }
 
-  // Outside the safe vocabulary (vocab_prune): no log-prob.
+  // Outside the safe vocabulary (vocab_prune) or the sampler's support (top_k, top_p): no log-prob.
   GRPOKIT_HD bool pruned(std::int64_t t) const {
-    return P::vocab_prune && !(cur.logp[t] > -std::numeric_limits<Real>::infinity());
+    return (P::vocab_prune || sampler_support(cfg)) && !(cur.logp[t] > -std::numeric_limits<Real>::infinity());
   }
   // A response token with a log-prob: what classify's first two reasons leave, without the masks it
   // goes on to evaluate (the batch pass's and the selections' candidates, every round).

@@ -26,6 +26,14 @@ GRPOKIT_HD inline Real inverse_temperature(const loss_config& cfg, span<const Re
   return Ops::div(Real(1), temp);
 }
 
+// The sampler's support (top_k, top_p) narrows the rows (detail/sampler_support.hpp).
+GRPOKIT_HD inline bool sampler_support(const loss_config& cfg) { return cfg.top_k > 0 || cfg.top_p < 1; }
+// A row's threshold under pruning and the sampler's support: the larger (both keep z >= it).
+template <class Acc>
+GRPOKIT_HD inline Acc joint_threshold(Acc prune, Acc support) {
+  return support > prune ? support : prune;
+}
+
 // M + log(rho) with pruning, -inf without (every column kept).
 template <class Ops, class Acc>
 GRPOKIT_HD inline Acc prune_threshold(bool prune, Acc row_max, Acc log_rho) {
@@ -43,11 +51,18 @@ GRPOKIT_HD inline Acc log_prune_rho(const loss_config& cfg) {
   return Ops::log(static_cast<Acc>(cfg.prune_rho));
 }
 // row_max: the max of the scaled row (read only when prune).
+// support: the row's sampler support threshold (top_k, top_p), -inf without one.
 template <class Ops, class Acc>
 GRPOKIT_HD inline row_setup<Acc> setup_row(const loss_config& cfg, span<const Acc> temperature, std::int64_t t,
-                                           bool prune, Acc row_max) {
+                                           bool prune, Acc row_max,
+                                           Acc support = -std::numeric_limits<Acc>::infinity()) {
   return {inverse_temperature<Ops>(cfg, temperature, t),
-          prune_threshold<Ops>(prune, row_max, log_prune_rho<Ops, Acc>(cfg))};
+          joint_threshold(prune_threshold<Ops>(prune, row_max, log_prune_rho<Ops, Acc>(cfg)), support)};
+}
+// A row's support threshold from the kernels' optional array.
+template <class Acc>
+GRPOKIT_HD inline Acc support_at(const Acc* support, std::int64_t r) {
+  return support != nullptr ? support[r] : -std::numeric_limits<Acc>::infinity();
 }
 
 template <class Acc>

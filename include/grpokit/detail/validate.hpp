@@ -192,6 +192,8 @@ inline void require_loss_config(const loss_config& c) {
   GRPOKIT_REQUIRE(c.agg != aggregation::seq_mean_token_sum_norm || c.norm_constant >= 1,
                   "aggregation seq_mean_token_sum_norm needs norm_constant >= 1, got ", c.norm_constant);
   GRPOKIT_REQUIRE(c.prune_rho > 0 && c.prune_rho <= 1, "prune_rho must be in (0, 1], got ", c.prune_rho);
+  GRPOKIT_REQUIRE(c.top_k >= 0, "top_k must be >= 0 (0: off), got ", c.top_k);
+  GRPOKIT_REQUIRE(c.top_p > 0 && c.top_p <= 1, "top_p must be in (0, 1] (1: off), got ", c.top_p);
   GRPOKIT_REQUIRE(c.importance_lo >= 0 && c.importance_lo <= c.importance_hi,
                   "need 0 <= importance_lo <= importance_hi (importance_hi may be +inf), got [", c.importance_lo, ", ",
                   c.importance_hi, "]");
@@ -346,6 +348,14 @@ void require_batch_shapes(const rollout_batch<Real>& batch, std::int64_t T, cons
                   "m2po_threshold < +inf takes fewer than 2^31 tokens, got ", T);
   GRPOKIT_REQUIRE(cfg.dppo == dppo_divergence::none || given(batch.logp_old) || given(batch.logp_rollout),
                   "dppo needs logp_old or logp_rollout (the anchor of its trust region)");
+}
+
+// top_k / top_p narrow whole rows from a selection over the row (detail/sampler_support.hpp): the
+// device's calls over a layout do not run its rounds across the ranks yet (the host's do).
+inline void require_no_sampler_support(const loss_config& cfg, const char* where) {
+  GRPOKIT_REQUIRE(!sampler_support(cfg), where,
+                  ": top_k / top_p (the sampler's support) are not supported over a layout on the device yet; the "
+                  "host's layouts and the device's single-process calls support them");
 }
 
 // policy_loss: the batch, the current policy and the gradients, which must not overlap any input

@@ -480,6 +480,7 @@ void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in, const loss
   steps.check_or_take_part(
       [&] {
         detail::require_logits_shapes(in, cfg);
+        detail::require_no_sampler_support(cfg, "device, over a layout");
         detail::require_size("logp", out.logp, in.logits.rows);
         detail::require_size("lse", out.lse, in.logits.rows);
         detail::require_size_or_empty("entropy", out.entropy, in.logits.rows);
@@ -508,6 +509,7 @@ void logits_backward(const logits_input<storage_t<P>, accum_t<P>>& in, const bac
   steps.check_or_take_part(
       [&] {
         detail::require_logits_shapes(in, cfg);
+        detail::require_no_sampler_support(cfg, "device, over a layout");
         detail::require_backward_shapes(in, g, dlogits, mode);
         detail::require_within_plan(shape{in.logits.rows, in.logits.cols, 0}, planned);
       },
@@ -567,6 +569,7 @@ void fused_loss_async(const logits_input<storage_t<P>, accum_t<P>>& in, const ro
   steps.check_or_take_part(
       [&] {
         rows.check_inputs();
+        detail::require_no_sampler_support(cfg, "device, over a layout");
         GRPOKIT_REQUIRE(extra.sum_p2.empty() || layout.tp.size() == 1,
                         "device fused_loss: sum_p2 under vocabulary parallelism is host-only for now");
         detail::require_within_plan(shape{in.logits.rows, in.logits.cols, batch.seq_offsets.size() - 1}, planned);

@@ -192,8 +192,8 @@ __global__ void __launch_bounds__(device::tuning::row_max_threads)
 template <class P, class Ops, int G>
 __global__ void __launch_bounds__(G > 32 ? G : device::tuning::team_block_threads)
     forward_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg, token_stats<accum_t<P>> out,
-                   const accum_t<P>* row_max, math::lse_partial<accum_t<P>>* tile_out, std::int64_t tiles_per_block,
-                   row_status st) {
+                   const accum_t<P>* row_max, const accum_t<P>* support, math::lse_partial<accum_t<P>>* tile_out,
+                   std::int64_t tiles_per_block, row_status st) {
   using Acc = accum_t<P>;
   static_assert(G > 32 || device::tuning::team_block_threads % G == 0, "forward_kernel: whole teams in a block");
   __shared__ team_smem<Acc, G> smem;
@@ -207,8 +207,8 @@ __global__ void __launch_bounds__(G > 32 ? G : device::tuning::team_block_thread
   const std::int64_t tiles = (vocab + P::chunk_size - 1) / P::chunk_size;
   const std::int64_t c0 = tile_out ? static_cast<std::int64_t>(blockIdx.y) * tiles_per_block : 0;
   const std::int64_t c1 = tile_out ? (c0 + tiles_per_block < tiles ? c0 + tiles_per_block : tiles) : tiles;
-  const auto row =
-      detail::setup_row<Ops>(cfg, in.temperature, rr, P::vocab_prune, P::vocab_prune ? row_max[rr] : Acc(0));
+  const auto row = detail::setup_row<Ops>(cfg, in.temperature, rr, P::vocab_prune, P::vocab_prune ? row_max[rr] : Acc(0),
+                                          detail::support_at(support, rr));
   bool finite = true;
   const auto total = tiles_partial<P, Ops, G>(in.logits.row(rr), active ? vocab : 0, c0, c1, row.inv_t, row.threshold,
                                               t, finite, &smem, tile_out ? tile_out + rr * tiles : nullptr);
@@ -222,14 +222,16 @@ __global__ void __launch_bounds__(G > 32 ? G : device::tuning::team_block_thread
 template <class P, class Ops>
 __global__ void __launch_bounds__(device::tuning::merge_threads)
     merge_tiles_kernel(logits_input<storage_t<P>, accum_t<P>> in, loss_config cfg, token_stats<accum_t<P>> out,
-                       const accum_t<P>* row_max, const math::lse_partial<accum_t<P>>* tiles_in, row_status st) {
+                       const accum_t<P>* row_max, const accum_t<P>* support,
+                       const math::lse_partial<accum_t<P>>* tiles_in, row_status st) {
   using Acc = accum_t<P>;
   const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= in.logits.rows) return;
   const std::int64_t tiles = (in.logits.cols + P::chunk_size - 1) / P::chunk_size;
   math::lse_partial<Acc> total;
   for (std::int64_t c = 0; c < tiles; ++c) total = math::merge<Ops>(total, tiles_in[r * tiles + c]);
-  const auto row = detail::setup_row<Ops>(cfg, in.temperature, r, P::vocab_prune, P::vocab_prune ? row_max[r] : Acc(0));
+  const auto row = detail::setup_row<Ops>(cfg, in.temperature, r, P::vocab_prune, P::vocab_prune ? row_max[r] : Acc(0),
+                                          detail::support_at(support, r));
   write_row<P, Ops>(in, cfg, r, total, row, out, st);
 }
 
@@ -240,7 +242,8 @@ __global__ void __launch_bounds__(device::tuning::merge_threads)
 template <class P, class Ops, class Out>
 __global__ void __launch_bounds__(device::tuning::backward_threads)
     backward_kernel(logits_input<storage_t<P>, accum_t<P>> in, backward_inputs<accum_t<P>> g, loss_config cfg,
-                    const accum_t<P>* row_max, matrix_view<Out> dlogits, row_status st, const long long* slice) {
+                    const accum_t<P>* row_max, const accum_t<P>* support, matrix_view<Out> dlogits, row_status st,
+                    const long long* slice) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
   constexpr int W = static_cast<int>(P::vector_width);
@@ -255,7 +258,8 @@ __global__ void __launch_bounds__(device::tuning::backward_threads)
   const Acc g_ent = g.dentropy.empty() ? Acc(0) : g.dentropy[r];
   const Acc h = g.dentropy.empty() ? Acc(0) : g.entropy[r];
   const Acc lse = g.lse[r];
-  const auto row = detail::setup_row<Ops>(cfg, in.temperature, r, P::vocab_prune, P::vocab_prune ? row_max[r] : Acc(0));
+  const auto row = detail::setup_row<Ops>(cfg, in.temperature, r, P::vocab_prune, P::vocab_prune ? row_max[r] : Acc(0),
+                                          detail::support_at(support, r));
   const Acc inv_t = row.inv_t, threshold = row.threshold;
   const bool zero = g_logp == Acc(0) && g_ent == Acc(0);
   bool finite = true;  // check_finite: a row that receives a gradient must have finite logits

@@ -106,6 +106,7 @@ struct layout {
   loss_result* result = nullptr;
   advantage_stats* adv_result = nullptr;
   R* row_max = nullptr;                   // [T] vocabulary pruning
+  R* support = nullptr;                   // [T] the sampler's support thresholds (top_k, top_p)
   math::lse_partial<R>* tiles = nullptr;  // [T * tiles] split rows
   R *logp = nullptr, *entropy = nullptr, *lse = nullptr, *dlogp = nullptr, *dentropy = nullptr;  // fused
   typename terms_for<P>::sequence_summary* summaries = nullptr;                                  // [S]
@@ -135,6 +136,7 @@ struct layout {
     result = head.loss;
     adv_result = head.advantages;
     row_max = c.take<R>(s.tokens);
+    support = c.take<R>(s.tokens);
     const std::int64_t n_tiles = (s.vocab + P::chunk_size - 1) / P::chunk_size;
     // sized for the largest row count that splits, so that a plan for T covers every T' <= T
     const bool may_split = n_tiles >= device::tuning::split_min_tiles;

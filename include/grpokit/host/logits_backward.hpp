@@ -3,6 +3,7 @@
 //   dz_v = dlogp (1[v = y] - p_v) - dentropy p_v (log p_v + H),   dlogits = dz / T,
 // one read of the logits and one write of dlogits per element, no softmax kept.
 #include <cstdint>
+#include <limits>
 
 #include "../config.hpp"
 #include "../detail/validate.hpp"
@@ -10,6 +11,7 @@
 #include "../math/ops.hpp"
 #include "../detail/ops_for.hpp"
 #include "../policy.hpp"
+#include "detail/sampler_support.hpp"
 #include "detail/scratch.hpp"
 #include "parallel.hpp"
 #include "rows.hpp"
@@ -34,8 +36,13 @@ void logits_backward(const logits_input<storage_t<P>, accum_t<P>>& in,
     const Acc inv_t = detail::inverse_temperature<Ops>(cfg, in.temperature, t);
     const Acc g_ent = g.dentropy.empty() ? Acc(0) : g.dentropy[t];
     const Acc h = g.dentropy.empty() ? Acc(0) : g.entropy[t];
+    // the support before the row's dlogits are written (in place: over the logits)
+    const Acc support = g.dlogp[t] != Acc(0) || g_ent != Acc(0)
+                            ? detail::row_support<Ops>(cfg, in.logits.row(t), V, inv_t)
+                            : -std::numeric_limits<Acc>::infinity();
     const bool finite = detail::backward_row<Ops, Acc>(in.logits.row(t), dlogits.row(t), V, in.targets[t], inv_t,
-                                                       P::vocab_prune, log_rho, g.lse[t], h, g.dlogp[t], g_ent);
+                                                       P::vocab_prune, log_rho, g.lse[t], h, g.dlogp[t], g_ent,
+                                                       support);
     if (cfg.check_finite) bad[static_cast<std::size_t>(t)] = !finite;
   });
   // check_finite: a row that receives a gradient must have finite logits (a row with none is not read)

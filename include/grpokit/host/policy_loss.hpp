@@ -40,7 +40,7 @@ void validate_policy_inputs(const current_policy<accum_t<P>>& cur, const rollout
   if (!cfg.check_finite) return;
   for (std::int64_t t = 0; t < T; ++t) {
     const double v = cur.logp[t];
-    const bool pruned = P::vocab_prune && v == -std::numeric_limits<double>::infinity();
+    const bool pruned = (P::vocab_prune || sampler_support(cfg)) && v == -std::numeric_limits<double>::infinity();
     GRPOKIT_REQUIRE(pruned || std::isfinite(v), "logp[", t, "] is not finite (", v, ")");
   }
   require_finite("entropy", cur.entropy);

@@ -76,13 +76,14 @@ math::lse_partial<Acc> online_partial(const S* x, std::int64_t n, Acc inv_t, Acc
   return total;
 }
 
+// `support`: the sampler's support threshold of the row (sampler_threshold), -inf without one.
 template <class Ops, std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class Acc, class S>
 row_forward_result<Acc> forward_row_online(const S* x, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune,
-                                           Acc log_rho) {
+                                           Acc log_rho, Acc support = -std::numeric_limits<Acc>::infinity()) {
   bool finite = true;
   Acc row_max = 0;
   if (prune) row_max = scaled_row_max<Acc>(x, 0, vocab, inv_t, finite);
-  const Acc threshold = detail::prune_threshold<Ops>(prune, row_max, log_rho);
+  const Acc threshold = detail::joint_threshold(detail::prune_threshold<Ops>(prune, row_max, log_rho), support);
   const auto total = online_partial<Ops, Tile, Lanes, Width>(x, vocab, inv_t, threshold, finite);
   return finished<Ops>(total, x, target, inv_t, threshold, finite);
 }
@@ -187,24 +188,25 @@ math::lse_partial<float> vectorised_partial(const S* x, std::int64_t n, float in
 
 template <std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class S>
 row_forward_result<float> forward_row_vectorised(const S* x, std::int64_t vocab, std::int64_t target, float inv_t,
-                                                 bool prune, float log_rho) {
+                                                 bool prune, float log_rho, float support) {
   using Ops = math::platform_ops;
   bool finite = true;
   const float row_max = scaled_row_max_vectorised(x, vocab, inv_t, finite);
   if (!finite)  // a NaN / Inf row (an error under check_finite): propagate as the online definition does
-    return forward_row_online<Ops, Tile, Lanes, Width, float>(x, vocab, target, inv_t, prune, log_rho);
-  const float threshold = detail::prune_threshold<Ops>(prune, row_max, log_rho);
-  const auto total = vectorised_partial(x, vocab, inv_t, row_max, prune_key(prune, threshold));
+    return forward_row_online<Ops, Tile, Lanes, Width, float>(x, vocab, target, inv_t, prune, log_rho, support);
+  const float threshold = detail::joint_threshold(detail::prune_threshold<Ops>(prune, row_max, log_rho), support);
+  const bool narrowed = threshold != -std::numeric_limits<float>::infinity();
+  const auto total = vectorised_partial(x, vocab, inv_t, row_max, prune_key(narrowed, threshold));
   return finished<Ops>(total, x, target, inv_t, threshold, finite);
 }
 
 template <class Ops, std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class Acc, class S>
 row_forward_result<Acc> forward_row(const S* x, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune,
-                                    Acc log_rho) {
+                                    Acc log_rho, Acc support = -std::numeric_limits<Acc>::infinity()) {
   if constexpr (vectorised_rows<Ops, Acc>)
-    return forward_row_vectorised<Tile, Lanes, Width>(x, vocab, target, inv_t, prune, log_rho);
+    return forward_row_vectorised<Tile, Lanes, Width>(x, vocab, target, inv_t, prune, log_rho, support);
   else
-    return forward_row_online<Ops, Tile, Lanes, Width, Acc>(x, vocab, target, inv_t, prune, log_rho);
+    return forward_row_online<Ops, Tile, Lanes, Width, Acc>(x, vocab, target, inv_t, prune, log_rho, support);
 }
 
 // The scaled row max that defines the pruning threshold: the vectorised order-key scan where it
@@ -275,11 +277,12 @@ bool zero_gradient_row(Out* dx, std::int64_t n, Acc g_logp, Acc g_entropy) {
 // online definition's.
 template <class Ops, class Acc, class S, class Out>
 bool backward_row(const S* x, Out* dx, std::int64_t vocab, std::int64_t target, Acc inv_t, bool prune, Acc log_rho,
-                  Acc lse, Acc entropy, Acc g_logp, Acc g_entropy) {
+                  Acc lse, Acc entropy, Acc g_logp, Acc g_entropy,
+                  Acc support = -std::numeric_limits<Acc>::infinity()) {
   if (zero_gradient_row(dx, vocab, g_logp, g_entropy)) return true;
   bool finite = true;
   const Acc row_max = prune ? pruning_row_max<Ops, Acc>(x, vocab, inv_t, finite) : Acc(0);
-  const Acc threshold = detail::prune_threshold<Ops>(prune, row_max, log_rho);
+  const Acc threshold = detail::joint_threshold(detail::prune_threshold<Ops>(prune, row_max, log_rho), support);
   const bool columns_finite = backward_columns<Ops, Acc>(x, dx, vocab, target, inv_t, threshold, lse, entropy, g_logp,
                                                          g_entropy, finite || !prune);
   return finite && columns_finite;

@@ -13,6 +13,7 @@
 #include "../detail/ops_for.hpp"
 #include "../policy.hpp"
 #include "detail/fused_outputs.hpp"
+#include "detail/sampler_support.hpp"
 #include "detail/scratch.hpp"
 #include "parallel.hpp"
 #include "rows.hpp"
@@ -37,8 +38,9 @@ void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in,
   auto bad = detail::scratch<std::uint8_t>(cfg.check_finite ? T : 0, "token_logprobs");
   detail::parallel_for(T, [&](std::int64_t t) {
     const Acc inv_t = detail::inverse_temperature<Ops>(cfg, in.temperature, t);
+    const Acc support = detail::row_support<Ops>(cfg, in.logits.row(t), V, inv_t);
     const auto r = detail::forward_row<Ops, P::chunk_size, P::chunk_lanes, P::vector_width, Acc>(
-        in.logits.row(t), V, in.targets[t], inv_t, P::vocab_prune, log_rho);
+        in.logits.row(t), V, in.targets[t], inv_t, P::vocab_prune, log_rho, support);
     out.logp[t] = r.logp;
     out.lse[t] = r.lse;
     if (!out.entropy.empty()) out.entropy[t] = r.entropy;

@@ -28,6 +28,7 @@
 #include "../math/online_lse.hpp"
 #include "../policy.hpp"
 #include "detail/fused_outputs.hpp"
+#include "detail/sampler_support.hpp"
 #include "detail/scratch.hpp"
 #include "parallel.hpp"
 #include "rows.hpp"
@@ -91,13 +92,92 @@ vocab_slice checked_vocab_slice(const TP& tp, std::int64_t local_columns, std::i
 template <class P>
 constexpr bool online_rows = !vectorised_rows<ops_for<P::order>, accum_t<P>>;
 
-// Per row: the pruning threshold from the max of the whole row (the local maxima gathered), or -inf.
+// The sampler's support thresholds of the rows (-inf without one) over the whole vocabulary: each
+// rank's integer histograms of its slice, gathered and added in rank order between the radix
+// rounds, and the row max as the max of the slices' keys: the single-process thresholds, bit for
+// bit (detail/sampler_support.hpp). Per row and round this moves 256 integers per rank.
+template <class P, class TP, class S, class Acc>
+std::vector<Acc> sharded_support(const TP& tp, const logits_input<S, Acc>& in, const loss_config& cfg,
+                                 const std::vector<std::uint8_t>* rows_wanted) {
+  using Ops = ops_for<P::order>;
+  const std::int64_t T = in.logits.rows, n = in.logits.cols;
+  const std::size_t R = static_cast<std::size_t>(tp.size());
+  std::vector<Acc> threshold(static_cast<std::size_t>(T), -std::numeric_limits<Acc>::infinity());
+  if (!sampler_support(cfg)) return threshold;
+  std::int64_t V = 0;
+  for (const std::int64_t c : gather_value(tp, n)) V += c;
+  const auto wanted = [&](std::int64_t t) { return rows_wanted == nullptr || (*rows_wanted)[static_cast<std::size_t>(t)]; };
+  const auto inv_t = [&](std::int64_t t) { return inverse_temperature<Ops>(cfg, in.temperature, t); };
+  std::vector<support_search> search(static_cast<std::size_t>(T));
+  std::vector<std::uint64_t> floor(static_cast<std::size_t>(T), 0);
+  std::vector<Acc> row_max(static_cast<std::size_t>(T), Acc(0));
+  auto hist = scratch<std::uint64_t>(T * support_bins, "sampler support");
+  // the rounds of every row's select at once; a row's sums over the ranks, in rank order
+  const auto select = [&](bool by_mass) {
+    for (int round = 0; round < support_rounds<Acc>; ++round) {
+      parallel_for(T, [&](std::int64_t t) {
+        std::uint64_t* h = hist.data() + t * support_bins;
+        if (wanted(t))
+          support_histogram<Ops>(in.logits.row(t), n, inv_t(t), search[static_cast<std::size_t>(t)],
+                                 floor[static_cast<std::size_t>(t)], by_mass, row_max[static_cast<std::size_t>(t)], h);
+        else
+          std::fill(h, h + support_bins, std::uint64_t{0});
+      });
+      const auto all = gather_array(tp, hist.data(), T * support_bins);
+      parallel_for(T, [&](std::int64_t t) {
+        std::uint64_t sum[support_bins] = {};
+        for (std::size_t r = 0; r < R; ++r)
+          for (int b = 0; b < support_bins; ++b)
+            sum[b] += all[(r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)) * support_bins + b];
+        support_step(search[static_cast<std::size_t>(t)], sum);
+      });
+    }
+  };
+  if (top_k_narrows(cfg.top_k, V)) {
+    for (auto& s : search) s.target = static_cast<double>(cfg.top_k);
+    select(false);
+    for (std::int64_t t = 0; t < T; ++t) {
+      floor[static_cast<std::size_t>(t)] = search[static_cast<std::size_t>(t)].prefix;
+      threshold[static_cast<std::size_t>(t)] = from_support_key<Acc>(floor[static_cast<std::size_t>(t)]);
+    }
+  }
+  if (top_p_narrows(cfg.top_p, V)) {
+    std::vector<std::uint64_t> local(static_cast<std::size_t>(T), 0);
+    parallel_for(T, [&](std::int64_t t) {
+      if (wanted(t)) local[static_cast<std::size_t>(t)] = support_max_key<Ops>(in.logits.row(t), n, inv_t(t));
+    });
+    const auto max_keys = gather_array(tp, local.data(), T);
+    parallel_for(T, [&](std::int64_t t) {
+      std::uint64_t m = 0;
+      for (std::size_t r = 0; r < R; ++r) m = std::max(m, max_keys[r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)]);
+      row_max[static_cast<std::size_t>(t)] = from_support_key<Acc>(m);
+      local[static_cast<std::size_t>(t)] =
+          wanted(t) ? support_total<Ops>(in.logits.row(t), n, inv_t(t), floor[static_cast<std::size_t>(t)],
+                                         row_max[static_cast<std::size_t>(t)])
+                    : 0;
+    });
+    const auto totals = gather_array(tp, local.data(), T);
+    for (std::int64_t t = 0; t < T; ++t) {
+      std::uint64_t total = 0;
+      for (std::size_t r = 0; r < R; ++r) total += totals[r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)];
+      search[static_cast<std::size_t>(t)] = support_search{};
+      search[static_cast<std::size_t>(t)].target = cfg.top_p * static_cast<double>(total);
+    }
+    select(true);
+    for (std::int64_t t = 0; t < T; ++t)
+      threshold[static_cast<std::size_t>(t)] = from_support_key<Acc>(search[static_cast<std::size_t>(t)].prefix);
+  }
+  return threshold;
+}
+
+// Per row: the pruning threshold from the max of the whole row (the local maxima gathered), or
+// -inf, joined with the sampler's support threshold.
 template <class P, class TP, class S, class Acc>
 std::vector<Acc> sharded_thresholds(const TP& tp, const logits_input<S, Acc>& in, const loss_config& cfg,
                                     const std::vector<std::uint8_t>* rows_wanted) {
   using Ops = ops_for<P::order>;
   const std::int64_t T = in.logits.rows, V = in.logits.cols;
-  std::vector<Acc> threshold(static_cast<std::size_t>(T), -std::numeric_limits<Acc>::infinity());
+  std::vector<Acc> threshold = sharded_support<P>(tp, in, cfg, rows_wanted);
   if (!P::vocab_prune) return threshold;
   std::vector<Acc> local(static_cast<std::size_t>(T), -std::numeric_limits<Acc>::infinity());
   parallel_for(T, [&](std::int64_t t) {
@@ -114,7 +194,8 @@ std::vector<Acc> sharded_thresholds(const TP& tp, const logits_input<S, Acc>& in
       const Acc v = all[r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)];
       m = v > m ? v : m;
     }
-    threshold[static_cast<std::size_t>(t)] = prune_threshold<Ops>(true, m, log_rho);
+    auto& th = threshold[static_cast<std::size_t>(t)];
+    th = joint_threshold(prune_threshold<Ops>(true, m, log_rho), th);
   }
   return threshold;
 }
@@ -163,7 +244,7 @@ void sharded_token_logprobs(const TP& tp, const vocab_slice& slice, const logits
       else if (offset == -std::numeric_limits<float>::infinity())
         mine[0] = partial{};  // every scaled column at -inf (p = 0): nothing, not -inf - -inf = NaN
       else
-        mine[0] = vectorised_partial(x, V, inv_t, offset, prune_key(P::vocab_prune, th));
+        mine[0] = vectorised_partial(x, V, inv_t, offset, prune_key(th != -std::numeric_limits<Acc>::infinity(), th));
     }
     const std::int64_t target = in.targets[t];
     const bool owns = target >= slice.begin && target < slice.end;

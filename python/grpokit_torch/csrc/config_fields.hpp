@@ -3,6 +3,7 @@
 // them as one `float[]` and Python can offer every field as a keyword argument with the C++ name and
 // default (the defaults are read from loss_config{}: one definition). An enum field is its index
 // in `choices`, a bool 0 or 1.
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -36,6 +37,16 @@ config_field<Config> integer(const char* name, std::uint64_t Config::*member) {
             GRPOKIT_REQUIRE(v >= 0 && v <= 9007199254740992.0 && v == static_cast<double>(static_cast<std::uint64_t>(v)),
                             name, ": must be an integer in [0, 2^53], got ", v);
             c.*member = static_cast<std::uint64_t>(v);
+          }};
+}
+// A signed integer field (top_k): a negative one reaches the library's own check.
+template <class Config>
+config_field<Config> integer(const char* name, std::int64_t Config::*member) {
+  return {name, {}, false, [member](const Config& c) { return static_cast<double>(c.*member); },
+          [member, name = std::string(name)](Config& c, double v) {
+            GRPOKIT_REQUIRE(std::fabs(v) <= 9007199254740992.0 && v == static_cast<double>(static_cast<std::int64_t>(v)),
+                            name, ": must be an integer in [-2^53, 2^53], got ", v);
+            c.*member = static_cast<std::int64_t>(v);
           }};
 }
 template <class Config>
@@ -91,6 +102,8 @@ inline const std::vector<config_field<grpokit::loss_config>>& loss_fields() {
       number("clip_cov_ub", &C::clip_cov_ub),
       integer("clip_cov_seed", &C::clip_cov_seed),
       number("temperature", &C::temperature),
+      integer("top_k", &C::top_k),
+      number("top_p", &C::top_p),
       choice("agg", &C::agg,
              {"token_mean", "token_sum", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"}),
       number("global_tokens", &C::global_tokens),

@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(device::tuning::sequence_threads)
   if (cfg.check_finite) {
     for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t) {
       const Real v = cur.logp[t];
-      const bool pruned = P::vocab_prune && v == -INFINITY;
+      const bool pruned = (P::vocab_prune || sampler_support(cfg)) && v == -INFINITY;
       bool ok = pruned || isfinite(v);
       if (!cur.entropy.empty()) ok = ok && isfinite(cur.entropy[t]);
       if (!batch.logp_old.empty()) ok = ok && isfinite(batch.logp_old[t]);

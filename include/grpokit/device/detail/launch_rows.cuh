@@ -15,6 +15,7 @@
 #include "../status.cuh"
 #include "../tuning.cuh"
 #include "../workspace.cuh"
+#include "sampler_support.cuh"
 
 namespace grpokit::detail {
 
@@ -35,25 +36,27 @@ void launch_forward(const logits_input<storage_t<P>, accum_t<P>>& in, const loss
                                                                                    /*flag_non_finite=*/true);
     GRPOKIT_CUDA_CHECK_LAUNCH();
   }
+  const accum_t<P>* support = launch_support<P>(in, cfg, ws, stream);  // null without top_k / top_p
   const std::int64_t tiles = (V + P::chunk_size - 1) / P::chunk_size;
   if (split_rows<P>(T, V)) {
     const std::int64_t per_block =
         (tiles + device::tuning::split_blocks_per_row - 1) / device::tuning::split_blocks_per_row;
     const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>((tiles + per_block - 1) / per_block));
-    forward_kernel<P, Ops, L><<<grid, L, 0, stream>>>(in, cfg, out, ws.row_max, ws.tiles, per_block, st);
+    forward_kernel<P, Ops, L><<<grid, L, 0, stream>>>(in, cfg, out, ws.row_max, support, ws.tiles, per_block, st);
     GRPOKIT_CUDA_CHECK_LAUNCH();
     merge_tiles_kernel<P, Ops>
         <<<device::tuning::blocks_for(T, device::tuning::merge_threads), device::tuning::merge_threads, 0, stream>>>(
-            in, cfg, out, ws.row_max, ws.tiles, st);
+            in, cfg, out, ws.row_max, support, ws.tiles, st);
     GRPOKIT_CUDA_CHECK_LAUNCH();
   } else if (L <= 32 || V <= device::tuning::warp_row_max_vocab) {
     constexpr int G = L < 32 ? L : 32;  // a warp (or less) per row
     constexpr int teams = device::tuning::team_block_threads / G;
     forward_kernel<P, Ops, G><<<device::tuning::blocks_for(T, teams), device::tuning::team_block_threads, 0, stream>>>(
-        in, cfg, out, ws.row_max, nullptr, tiles, st);
+        in, cfg, out, ws.row_max, support, nullptr, tiles, st);
     GRPOKIT_CUDA_CHECK_LAUNCH();
   } else {
-    forward_kernel<P, Ops, L><<<static_cast<unsigned>(T), L, 0, stream>>>(in, cfg, out, ws.row_max, nullptr, tiles, st);
+    forward_kernel<P, Ops, L>
+        <<<static_cast<unsigned>(T), L, 0, stream>>>(in, cfg, out, ws.row_max, support, nullptr, tiles, st);
     GRPOKIT_CUDA_CHECK_LAUNCH();
   }
 }
@@ -72,8 +75,10 @@ void launch_backward(const logits_input<storage_t<P>, accum_t<P>>& in, const bac
         in, cfg, ws.row_max, st, /*flag_non_finite=*/false);  // backward_kernel flags the rows it reads
     GRPOKIT_CUDA_CHECK_LAUNCH();
   }
-  backward_kernel<P, Ops, Out>
-      <<<static_cast<unsigned>(T), device::tuning::backward_threads, 0, stream>>>(in, g, cfg, ws.row_max, dlogits, st, slice);
+  // the support before the backward writes dlogits (maybe over the logits); not under a vocabulary split
+  const accum_t<P>* support = slice == nullptr ? launch_support<P>(in, cfg, ws, stream) : nullptr;
+  backward_kernel<P, Ops, Out><<<static_cast<unsigned>(T), device::tuning::backward_threads, 0, stream>>>(
+      in, g, cfg, ws.row_max, support, dlogits, st, slice);
   GRPOKIT_CUDA_CHECK_LAUNCH();
 }
 

@@ -206,7 +206,7 @@ class tp_rows {
     clear_sends(T * tiles, T);
     if (T > 0 && tiles > 0) {  // the forward kernel's split-row output: every tile's partial, row after row
       forward_kernel<P, Ops, L><<<dim3(static_cast<unsigned>(T), 1), L, 0, stream_>>>(
-          in, cfg, out, ws_.row_max, b_.tiles_send, tiles, row_status{ws_.st, first_row});
+          in, cfg, out, ws_.row_max, nullptr, b_.tiles_send, tiles, row_status{ws_.st, first_row});
       GRPOKIT_CUDA_CHECK_LAUNCH();
     }
     if (T > 0) {

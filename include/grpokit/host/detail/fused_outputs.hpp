@@ -13,6 +13,7 @@
 #include "../../policy.hpp"
 #include "../parallel.hpp"
 #include "../rows.hpp"
+#include "sampler_support.hpp"
 
 namespace grpokit::detail {
 // Copies the computed logp / entropy to the caller's optional outputs.
@@ -45,7 +46,9 @@ void sum_p2_rows(const logits_input<storage_t<P>, accum_t<P>>& in, const loss_co
     const Acc inv_t = inverse_temperature<Ops>(cfg, in.temperature, t);
     bool finite = true;  // a non-finite row was reported by the forward
     const Acc row_max = P::vocab_prune ? pruning_row_max<Ops, Acc>(x, V, inv_t, finite) : Acc(0);
-    out[t] = row_sum_p2<Ops>(x, V, inv_t, prune_threshold<Ops>(P::vocab_prune, row_max, log_rho), lse[t]);
+    const Acc threshold =
+        joint_threshold(prune_threshold<Ops>(P::vocab_prune, row_max, log_rho), row_support<Ops>(cfg, x, V, inv_t));
+    out[t] = row_sum_p2<Ops>(x, V, inv_t, threshold, lse[t]);
   });
 }
 }  // namespace grpokit::detail
