@@ -1,96 +1,272 @@
-"""Host benchmark: grpokit's host fused loss (forward + backward, through the C ABI) against the
-PyTorch eager reference on the CPU, on scaled-down shapes; time ratio and peak extra memory.
+"""Host benchmark (issue 16): grpokit's host token_logprobs, fused_loss (forward + backward) and
+fused_linear_loss through the C ABI (capi_host.cpp) against PyTorch's CPU formulations of the same
+outputs, in one process with the methods interleaved (rep after rep, every method in turn), outputs
+preallocated outside the timing. Per row: the median time, the bytes the operation must move, the
+time those bytes take at the memory bandwidth measured in the same run, the fraction of that bound
+reached, the peak resident memory the call adds (VmHWM after a reset), and the ratio to the fastest
+PyTorch formulation. Every shape's outputs are checked against PyTorch's before it is timed.
 
     python3 bench/host_bench.py --lib build/default/bench/libgrpokit_bench_host.so
+
+The memory bound: token_logprobs reads the logits once (T V s bytes, s the storage size);
+fused_loss reads them and writes dlogits once (2 T V s). The bandwidth is that of a large copy
+(bytes read + bytes written per second, torch's copy_ on every thread), the best of 5.
+fused_linear_loss is compute-bound (three GEMMs): its row reports time and peak memory only.
 """
 import argparse
 import ctypes
-import multiprocessing as mp
-import resource
 import statistics
 import sys
 import time
+import warnings
 
 import torch
+import torch.nn.functional as F
 
 import torch_reference as ref
+from peers_linear import LinearArgs
 
 
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+# --- measurement ---------------------------------------------------------------------------------
+
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def run_grpokit(lib, p, beta):
+def peak_added_mb(fn):
+    """The resident memory one call of fn adds at its peak: VmHWM after resetting it to the current
+    RSS (writing 5 to /proc/self/clear_refs), minus that RSS, in MB."""
+    out = None
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _status_kb("VmRSS")
+    out = fn()
+    peak = _status_kb("VmHWM")
+    del out
+    return (peak - base) / 1024.0
+
+
+def copy_bandwidth(gib=1.0):
+    """Bytes read + written per second by torch's copy_ of a large buffer (the best of 5)."""
+    n = int(gib * 2**30) // 4
+    src = torch.ones(n)
+    dst = torch.empty(n)
+    dst.copy_(src)
+    best = min(_timed(lambda: dst.copy_(src)) for _ in range(5))
+    return 2 * n * 4 / best
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved(methods, reps):
+    """The median seconds of each method over `reps` rounds, each round calling every method once
+    (after one warm-up round)."""
+    for fn in methods.values():
+        fn()
+    times = {name: [] for name in methods}
+    for _ in range(reps):
+        for name, fn in methods.items():
+            times[name].append(_timed(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+# --- the methods ---------------------------------------------------------------------------------
+
+def grpokit_logprobs(lib, p):
+    T, _ = p["logits"].shape
+    logp, ent, lse = torch.empty(T), torch.empty(T), torch.empty(T)
+    args = ref.bench_args(p, p["logits"])  # dlogits unused
+
+    def run():
+        if lib.grpokit_host_token_logprobs(ctypes.byref(args), ctypes.c_void_p(logp.data_ptr()),
+                                           ctypes.c_void_p(ent.data_ptr()), ctypes.c_void_p(lse.data_ptr())) != 0:
+            raise RuntimeError("grpokit_host_token_logprobs failed")
+        return logp, ent
+    return run
+
+
+def torch_log_softmax(p):
+    """log_softmax in fp32, gather, entropy from the same log-probs."""
+    def run():
+        with torch.no_grad():
+            lsm = torch.log_softmax(p["logits"].float(), -1)
+            return lsm.gather(-1, p["targets"][:, None]).squeeze(-1), -(lsm.exp() * lsm).sum(-1)
+    return run
+
+
+def torch_cross_entropy(p):
+    """cross_entropy for the log-probs; entropy as lse - sum(softmax * z)."""
+    def run():
+        with torch.no_grad():
+            z = p["logits"].float()
+            logp = -F.cross_entropy(z, p["targets"], reduction="none")
+            return logp, torch.logsumexp(z, -1) - (torch.softmax(z, -1) * z).sum(-1)
+    return run
+
+
+def grpokit_fused_loss(lib, p, beta):
     dlogits = torch.empty_like(p["logits"])
     args = ref.bench_args(p, dlogits, beta=beta)
     loss = ctypes.c_double()
-    if lib.grpokit_host_fused_loss(ctypes.byref(args), ctypes.byref(loss)) != 0:
-        raise RuntimeError("grpokit_host_fused_loss failed")
-    return loss.value, dlogits
+
+    def run():
+        if lib.grpokit_host_fused_loss(ctypes.byref(args), ctypes.byref(loss)) != 0:
+            raise RuntimeError("grpokit_host_fused_loss failed")
+        return loss.value, dlogits
+    return run
 
 
-def run_torch(p, beta):
-    logits = p["logits"].detach().requires_grad_(True)
-    loss, _ = ref.grpo_loss(logits, p["targets"], p["seq_offsets"], p["adv"], p["logp_old"], p["logp_ref"], beta=beta)
-    loss.backward()
-    return loss.item(), logits.grad
+def torch_fused_loss(p, beta):
+    """The reference loss of torch_reference.py and its gradient by autograd."""
+    def run():
+        logits = p["logits"].detach().requires_grad_(True)
+        loss, _ = ref.grpo_loss(logits, p["targets"], p["seq_offsets"], p["adv"], p["logp_old"], p["logp_ref"],
+                                beta=beta)
+        loss.backward()
+        return loss.item(), logits.grad
+    return run
 
 
-def measure(method, lib_path, T, V, dtype, reps, queue):
-    """In a fresh process: peak RSS growth and median time of `reps` runs (after one warm-up)."""
-    torch.set_num_threads(2)
-    lib = ctypes.CDLL(lib_path) if method == "grpokit" else None
+def linear_problem(T, V, D, dtype, seed):
+    p = ref.random_problem(T, 8, 8, dtype, "cpu", seed=seed, seq_len=256)  # batch data; its logits unused
+    g = torch.Generator().manual_seed(seed)
+    p["hidden"] = torch.randn(T, D, generator=g).to(dtype)
+    p["weight"] = (torch.randn(V, D, generator=g) / D**0.5).to(dtype)
+    p["targets"] = torch.randint(0, V, (T,), generator=g)
+    with torch.no_grad():  # old and reference log-probs near the model's own
+        logp = torch.log_softmax(p["hidden"].float() @ p["weight"].float().T, -1).gather(-1, p["targets"][:, None])
+    p["logp_old"] = logp.squeeze(-1) + 0.05 * torch.randn(T, generator=g)
+    p["logp_ref"] = logp.squeeze(-1) + 0.05 * torch.randn(T, generator=g)
+    return p
+
+
+def grpokit_linear(lib, p, chunk, beta):
+    T, D = p["hidden"].shape
+    V = p["weight"].shape[0]
+    dhidden = torch.empty_like(p["hidden"])
+    dweight = torch.zeros(V, D)
+    base = ref.bench_args({**p, "logits": p["hidden"]}, dhidden, beta=beta, dual_clip=0.0)  # logits fields unused
+    base.V = V
+    args = LinearArgs(base, p["hidden"].data_ptr(), p["weight"].data_ptr(), D, dhidden.data_ptr(),
+                      dweight.data_ptr(), chunk)
+    loss = ctypes.c_double()
+
+    def run():
+        dweight.zero_()
+        if lib.grpokit_host_fused_linear_loss(ctypes.byref(args), ctypes.byref(loss)) != 0:
+            raise RuntimeError("grpokit_host_fused_linear_loss failed")
+        return loss.value, dhidden, dweight
+    return run
+
+
+def torch_linear(p, beta):
+    """hidden @ W.T in the storage type, the reference loss, autograd."""
+    def run():
+        hidden = p["hidden"].detach().requires_grad_(True)
+        weight = p["weight"].detach().requires_grad_(True)
+        loss, _ = ref.grpo_loss(hidden @ weight.T, p["targets"], p["seq_offsets"], p["adv"], p["logp_old"],
+                                p["logp_ref"], dual_clip=0.0, beta=beta)
+        loss.backward()
+        return loss.item(), hidden.grad, weight.grad
+    return run
+
+
+# --- agreement -----------------------------------------------------------------------------------
+
+def _max_rel(a, b):
+    a, b = a.float(), b.float()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def agree(what, errors, tol):
+    bad = {k: v for k, v in errors.items() if not v <= tol}
+    print(f"agreement {what}: " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()) + f" (tolerance {tol:.0e})",
+          file=sys.stderr, flush=True)
+    if bad:
+        sys.exit(f"grpokit and PyTorch disagree: {what}: {bad}")
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+def row(op, T, V, dtype, name, secs, moved, bw, peak, fastest_torch):
+    bound = moved / bw if moved else None
+    frac = f"{100 * bound / secs:.0f} %" if bound else "—"
+    bound_ms = f"{bound * 1e3:.1f}" if bound else "—"
+    print(f"| {op} | {T} | {V} | {dtype} | {name} | {secs * 1e3:.1f} | {moved / 1e6:.0f} | {bound_ms} | {frac} | "
+          f"{peak:.0f} | {fastest_torch / secs:.2f}x |", flush=True)
+
+
+def bench_rows(lib, op, T, V, dtype, reps, bw, beta):
     p = ref.random_problem(T, V, 8, dtype, "cpu", seed=T + V)
-    base = peak_rss_mb()
-    fn = (lambda: run_grpokit(lib, p, 0.04)) if method == "grpokit" else (lambda: run_torch(p, 0.04))
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    queue.put((statistics.median(times), peak_rss_mb() - base))
+    size = p["logits"].element_size()
+    tol = 2e-5 if dtype == torch.float32 else 1e-2
+    if op == "token_logprobs":
+        methods = {"grpokit": grpokit_logprobs(lib, p), "torch log_softmax": torch_log_softmax(p),
+                   "torch cross_entropy": torch_cross_entropy(p)}
+        (gl, ge), (tl, te) = methods["grpokit"](), methods["torch log_softmax"]()
+        agree(f"{op} {T}x{V} {dtype}", {"logp": _max_rel(gl, tl), "entropy": _max_rel(ge, te)}, tol)
+        moved = T * V * size
+    else:
+        methods = {"grpokit": grpokit_fused_loss(lib, p, beta), "torch autograd": torch_fused_loss(p, beta)}
+        (gl, gd), (tl, td) = methods["grpokit"](), methods["torch autograd"]()
+        agree(f"{op} {T}x{V} {dtype}", {"loss": abs(gl - tl) / max(1.0, abs(tl)), "dlogits": _max_rel(gd, td)}, tol)
+        moved = 2 * T * V * size
+    times = interleaved(methods, reps)
+    peaks = {name: peak_added_mb(fn) for name, fn in methods.items()}
+    fastest = min(t for name, t in times.items() if name.startswith("torch"))
+    for name in methods:
+        row(op, T, V, str(dtype).split(".")[-1], name, times[name], moved, bw, peaks[name], fastest)
 
 
-def check_agreement(lib):
-    for dtype in (torch.float32, torch.bfloat16):
-        p = ref.random_problem(300, 1000, 8, dtype, "cpu", seed=1)
-        lg, dg = run_grpokit(lib, p, 0.04)
-        lt, dt = run_torch(p, 0.04)
-        scale = dt.float().abs().max().item()
-        err = (dg.float() - dt.float()).abs().max().item()
-        tol = 1e-5 if dtype == torch.float32 else 1e-2
-        print(f"agreement {str(dtype):15s} loss grpokit {lg:.8f} torch {lt:.8f}  max|d dlogits| {err:.2e} "
-              f"(max |dlogits| {scale:.2e})")
-        if abs(lg - lt) > 1e-5 * max(1.0, abs(lt)) or err > tol * scale:
-            sys.exit("grpokit and the PyTorch reference disagree")
+def bench_linear(lib, T, V, D, dtype, chunk, reps, bw, beta):
+    p = linear_problem(T, V, D, dtype, seed=T + V + D)
+    methods = {"grpokit": grpokit_linear(lib, p, chunk, beta), "torch autograd": torch_linear(p, beta)}
+    # against PyTorch in fp32 on the same inputs (its bf16 formulation rounds the logits to bf16)
+    exact = torch_linear({**p, "hidden": p["hidden"].float(), "weight": p["weight"].float()}, beta)
+    (gl, gh, gw), (tl, th, tw) = methods["grpokit"](), exact()
+    agree(f"fused_linear_loss {T}x{V}x{D} {dtype}", {"loss": abs(gl - tl) / max(1.0, abs(tl)),
+                                                     "dhidden": _max_rel(gh, th), "dweight": _max_rel(gw, tw)},
+          2e-4 if dtype == torch.float32 else 1e-2)
+    times = interleaved(methods, reps)
+    peaks = {name: peak_added_mb(fn) for name, fn in methods.items()}
+    for name in methods:
+        row(f"fused_linear_loss D={D}", T, V, str(dtype).split(".")[-1], name, times[name], 0, bw, peaks[name],
+            times["torch autograd"])
 
 
 def main():
+    warnings.filterwarnings("ignore", category=UserWarning)  # torch's notes on a missing NumPy or GPU driver
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--shapes", default="1024x32000,1024x128256,4096x32000,1024x151936")
+    ap.add_argument("--shapes", default="1024x32768,4096x32768,1024x151936,4096x151936")
+    ap.add_argument("--linear", default="1024x32768x256", help="TxVxD shapes of fused_linear_loss ('' for none)")
+    ap.add_argument("--chunk", type=int, default=256, help="fused_linear_loss's token chunk")
+    ap.add_argument("--beta", type=float, default=0.04)
     a = ap.parse_args()
-    check_agreement(ctypes.CDLL(a.lib))
-    ctx = mp.get_context("spawn")
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads available; median of {a.reps} runs, "
-          "forward + backward, peak RSS growth over the inputs")
-    print("| T | V | dtype | grpokit ms | torch eager ms | speed-up | grpokit peak MB | torch peak MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for shape in a.shapes.split(","):
-        T, V = (int(x) for x in shape.split("x"))
+    lib = ctypes.CDLL(a.lib)
+    bw = copy_bandwidth()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; memory bandwidth (copy, read + write) "
+          f"{bw / 1e9:.1f} GB/s; median of {a.reps} interleaved rounds")
+    print("| op | T | V | dtype | method | ms | MB moved | bound ms | of bound | peak MB | vs fastest torch |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for op in ("token_logprobs", "fused_loss"):
+        for shape in a.shapes.split(","):
+            T, V = (int(x) for x in shape.split("x"))
+            for dtype in (torch.float32, torch.bfloat16):
+                bench_rows(lib, op, T, V, dtype, a.reps, bw, a.beta)
+    for shape in filter(None, a.linear.split(",")):
+        T, V, D = (int(x) for x in shape.split("x"))
         for dtype in (torch.float32, torch.bfloat16):
-            res = {}
-            for method in ("grpokit", "torch"):
-                q = ctx.Queue()
-                proc = ctx.Process(target=measure, args=(method, a.lib, T, V, dtype, a.reps, q))
-                proc.start()
-                res[method] = q.get()
-                proc.join()
-            g, t = res["grpokit"], res["torch"]
-            print(f"| {T} | {V} | {str(dtype).split('.')[-1]} | {g[0] * 1e3:.1f} | {t[0] * 1e3:.1f} | "
-                  f"{t[0] / g[0]:.2f}x | {g[1]:.0f} | {t[1]:.0f} |", flush=True)
+            bench_linear(lib, T, V, D, dtype, a.chunk, a.reps, bw, a.beta)
 
 
 if __name__ == "__main__":
