@@ -745,7 +745,7 @@ TEST_CASE("device compute_advantages: a block per large group (n = 512, 4096; ti
         // the median and the MAD are order statistics: with the group's own scale, bitwise the host
         check(grpokit::policy<D, grpokit::baseline::median>{}, cfg, scale == grpokit::adv_scale::group);
         check(grpokit::policy<D, grpokit::baseline::mean>{}, cfg, false);
-        if (values != 1) continue;  // ties and signed zeros bite the order statistics and the variance test
+        if (values == 2) continue;  // signed zeros and a few levels: for the order statistics above
         check(grpokit::policy<D, grpokit::baseline::leave_one_out>{}, cfg, false);
         check(grpokit::policy<D, grpokit::baseline::ess_scaled>{}, cfg, false);
         check(grpokit::policy<D, grpokit::baseline::external>{}, cfg, false);

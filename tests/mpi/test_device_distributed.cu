@@ -887,8 +887,8 @@ TEST_CASE("device data and vocabulary parallel: an error on one rank throws on e
       CHECK(threw);
     }
   }
-  // the sampler's support is refused over a layout on the device (the host's layouts take it), on
-  // every rank alike
+  // the sampler's support is refused over a vocabulary split on the device (the host's layouts take
+  // it), on every rank alike, also by fused_linear_loss
   cfg.top_k = 5;
   const ref::problem q = share_of(p, sh.s0, sh.s1, sh.c0, sh.c1);
   device_problem<P> mine(q);
@@ -896,4 +896,21 @@ TEST_CASE("device data and vocabulary parallel: an error on one rank throws on e
   REQUIRE_ERROR(grpokit::device::fused_loss<P>(mine.input(), mine.batch(), cfg, {dmine.data(), q.T, q.V, q.V},
                                                ws.data(), ws.size(), planned, lay),
                 "top_k / top_p");
+  const lm_head head(77, p.T, p.V, 4);
+  linear_run<P> m(rows_of(head.hidden, 4, sh.t0, sh.t0 + q.T), rows_of(head.weight, 4, sh.c0, sh.c1),
+                  rows_of(head.bias, 1, sh.c0, sh.c1), 4);
+  buffer<unsigned char> lws(grpokit::device::linear_workspace_bytes<P>(planned, 3, lay));
+  REQUIRE_ERROR(grpokit::detail::fused_linear_loss_with<P>(reference_gemm{0}, m.input(mine), mine.batch(), cfg, 3,
+                                                           m.grads(), lws.data(), lws.size(), planned, lay, 0, {}),
+                "top_k / top_p");
+  // a data-parallel layout takes it: every rank's rows are whole (top-1: nearly every target, not
+  // its row's largest logit, is masked)
+  if (g.tp_size == 1) {
+    const auto dp_only = grpokit::data_parallel(staged(grpokit::mpi_communicator(the_grid().dp)));
+    buffer<unsigned char> dws(grpokit::device::workspace_bytes<P>(planned, dp_only));
+    cfg.top_k = 1;
+    const auto res = grpokit::device::fused_loss<P>(mine.input(), mine.batch(), cfg, {dmine.data(), q.T, q.V, q.V},
+                                                    dws.data(), dws.size(), planned, dp_only);
+    CHECK(res.metrics.masked_tokens_vocab_prune > 0);
+  }
 }

@@ -351,11 +351,11 @@ void require_batch_shapes(const rollout_batch<Real>& batch, std::int64_t T, cons
 }
 
 // top_k / top_p narrow whole rows from a selection over the row (detail/sampler_support.hpp): the
-// device's calls over a layout do not run its rounds across the ranks yet (the host's do).
+// device's calls over a vocabulary split do not run its rounds across the ranks yet (the host's do).
 inline void require_no_sampler_support(const loss_config& cfg, const char* where) {
   GRPOKIT_REQUIRE(!sampler_support(cfg), where,
-                  ": top_k / top_p (the sampler's support) are not supported over a layout on the device yet; the "
-                  "host's layouts and the device's single-process calls support them");
+                  ": top_k / top_p (the sampler's support) are not supported over a vocabulary split on the device "
+                  "yet; the host's layouts and the device's data-parallel and single-process calls support them");
 }
 
 // policy_loss: the batch, the current policy and the gradients, which must not overlap any input

@@ -437,6 +437,7 @@ void fused_linear_loss_with(const Gemm& gemm, const linear_input<storage_t<P>, a
       [&] {
         GRPOKIT_REQUIRE(gemm_error == nullptr, gemm_error);
         check_linear_inputs<P>(in, batch, cfg, token_chunk, grads, extra, lm_head_norms{});
+        if (steps.by_tp) require_no_sampler_support(cfg, "device fused_linear_loss, over a vocabulary split");
         GRPOKIT_REQUIRE(extra.sum_p2.empty() || layout.tp.size() == 1,
                         "device fused_linear_loss: sum_p2 under vocabulary parallelism is host-only for now");
         require_within_plan(device::shape{in.hidden.rows, in.weight.rows, batch.seq_offsets.size() - 1}, planned);
@@ -480,7 +481,7 @@ void token_logprobs(const logits_input<storage_t<P>, accum_t<P>>& in, const loss
   steps.check_or_take_part(
       [&] {
         detail::require_logits_shapes(in, cfg);
-        detail::require_no_sampler_support(cfg, "device, over a layout");
+        if (steps.by_tp) detail::require_no_sampler_support(cfg, "device, over a vocabulary split");
         detail::require_size("logp", out.logp, in.logits.rows);
         detail::require_size("lse", out.lse, in.logits.rows);
         detail::require_size_or_empty("entropy", out.entropy, in.logits.rows);
@@ -509,7 +510,7 @@ void logits_backward(const logits_input<storage_t<P>, accum_t<P>>& in, const bac
   steps.check_or_take_part(
       [&] {
         detail::require_logits_shapes(in, cfg);
-        detail::require_no_sampler_support(cfg, "device, over a layout");
+        if (steps.by_tp) detail::require_no_sampler_support(cfg, "device, over a vocabulary split");
         detail::require_backward_shapes(in, g, dlogits, mode);
         detail::require_within_plan(shape{in.logits.rows, in.logits.cols, 0}, planned);
       },
@@ -569,7 +570,7 @@ void fused_loss_async(const logits_input<storage_t<P>, accum_t<P>>& in, const ro
   steps.check_or_take_part(
       [&] {
         rows.check_inputs();
-        detail::require_no_sampler_support(cfg, "device, over a layout");
+        if (steps.by_tp) detail::require_no_sampler_support(cfg, "device, over a vocabulary split");
         GRPOKIT_REQUIRE(extra.sum_p2.empty() || layout.tp.size() == 1,
                         "device fused_loss: sum_p2 under vocabulary parallelism is host-only for now");
         detail::require_within_plan(shape{in.logits.rows, in.logits.cols, batch.seq_offsets.size() - 1}, planned);

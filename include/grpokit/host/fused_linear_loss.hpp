@@ -211,7 +211,9 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
       [&](const logits_input<Acc, Acc>& ci, const backward_inputs<Acc>& g, const matrix_view<S>& dlogits) {
         detail::parallel_for(ci.logits.rows, [&](std::int64_t c) {
           const Acc inv_t = detail::inverse_temperature<Ops>(cfg, ci.temperature, c);
-          const Acc support = detail::row_support<Ops>(cfg, ci.logits.row(c), ci.logits.cols, inv_t);
+          const Acc support = g.dlogp[c] != Acc(0) || g.dentropy[c] != Acc(0)  // a row without one is not read
+                                  ? detail::row_support<Ops>(cfg, ci.logits.row(c), ci.logits.cols, inv_t)
+                                  : -std::numeric_limits<Acc>::infinity();
           detail::backward_row<Ops, Acc>(ci.logits.row(c), dlogits.row(c), ci.logits.cols, ci.targets[c], inv_t,
                                          P::vocab_prune, log_rho, g.lse[c], g.entropy[c], g.dlogp[c], g.dentropy[c],
                                          support);

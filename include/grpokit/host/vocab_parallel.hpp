@@ -92,80 +92,97 @@ vocab_slice checked_vocab_slice(const TP& tp, std::int64_t local_columns, std::i
 template <class P>
 constexpr bool online_rows = !vectorised_rows<ops_for<P::order>, accum_t<P>>;
 
+// Rows per gather of the sampler's histograms: bounds their buffers (2 KiB per row and rank).
+constexpr std::int64_t support_rows_per_gather = 1024;
+
 // The sampler's support thresholds of the rows (-inf without one) over the whole vocabulary: each
 // rank's integer histograms of its slice, gathered and added in rank order between the radix
 // rounds, and the row max as the max of the slices' keys: the single-process thresholds, bit for
-// bit (detail/sampler_support.hpp). Per row and round this moves 256 integers per rank.
+// bit (detail/sampler_support.hpp). A row is computed where any rank wants it (the ranks' flags
+// joined), so that every rank sums the same rows. Per row and round this moves 256 integers per rank.
 template <class P, class TP, class S, class Acc>
 std::vector<Acc> sharded_support(const TP& tp, const logits_input<S, Acc>& in, const loss_config& cfg,
                                  const std::vector<std::uint8_t>* rows_wanted) {
   using Ops = ops_for<P::order>;
   const std::int64_t T = in.logits.rows, n = in.logits.cols;
   const std::size_t R = static_cast<std::size_t>(tp.size());
-  std::vector<Acc> threshold(static_cast<std::size_t>(T), -std::numeric_limits<Acc>::infinity());
+  constexpr Acc none = -std::numeric_limits<Acc>::infinity();
+  std::vector<Acc> threshold(static_cast<std::size_t>(T), none);
   if (!sampler_support(cfg)) return threshold;
+  // every allocation before the first collective: a rank that cannot allocate fails before it
+  const std::int64_t B = std::min(T, support_rows_per_gather);
+  std::vector<support_search> search(static_cast<std::size_t>(T));
+  std::vector<std::uint64_t> floor(static_cast<std::size_t>(T), 0), local(static_cast<std::size_t>(T), 0);
+  std::vector<Acc> row_max(static_cast<std::size_t>(T), Acc(0));
+  std::vector<std::uint8_t> wanted(static_cast<std::size_t>(T), 1);
+  auto hist = scratch<std::uint64_t>(B * support_bins, "sampler support");
   std::int64_t V = 0;
   for (const std::int64_t c : gather_value(tp, n)) V += c;
-  const auto wanted = [&](std::int64_t t) { return rows_wanted == nullptr || (*rows_wanted)[static_cast<std::size_t>(t)]; };
+  if (rows_wanted != nullptr) {
+    const auto all = gather_array(tp, rows_wanted->data(), T);
+    for (std::int64_t t = 0; t < T; ++t) {
+      std::uint8_t any = 0;
+      for (std::size_t r = 0; r < R; ++r) any |= all[r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)];
+      wanted[static_cast<std::size_t>(t)] = any;
+    }
+  }
   const auto inv_t = [&](std::int64_t t) { return inverse_temperature<Ops>(cfg, in.temperature, t); };
-  std::vector<support_search> search(static_cast<std::size_t>(T));
-  std::vector<std::uint64_t> floor(static_cast<std::size_t>(T), 0);
-  std::vector<Acc> row_max(static_cast<std::size_t>(T), Acc(0));
-  auto hist = scratch<std::uint64_t>(T * support_bins, "sampler support");
-  // the rounds of every row's select at once; a row's sums over the ranks, in rank order
+  const auto at = [](auto& v, std::int64_t t) -> auto& { return v[static_cast<std::size_t>(t)]; };
+  // the rounds of every row's select, B rows per gather; a row's sums over the ranks in rank order
   const auto select = [&](bool by_mass) {
     for (int round = 0; round < support_rounds<Acc>; ++round) {
-      parallel_for(T, [&](std::int64_t t) {
-        std::uint64_t* h = hist.data() + t * support_bins;
-        if (wanted(t))
-          support_histogram<Ops>(in.logits.row(t), n, inv_t(t), search[static_cast<std::size_t>(t)],
-                                 floor[static_cast<std::size_t>(t)], by_mass, row_max[static_cast<std::size_t>(t)], h);
-        else
-          std::fill(h, h + support_bins, std::uint64_t{0});
-      });
-      const auto all = gather_array(tp, hist.data(), T * support_bins);
-      parallel_for(T, [&](std::int64_t t) {
-        std::uint64_t sum[support_bins] = {};
-        for (std::size_t r = 0; r < R; ++r)
-          for (int b = 0; b < support_bins; ++b)
-            sum[b] += all[(r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)) * support_bins + b];
-        support_step(search[static_cast<std::size_t>(t)], sum);
-      });
+      for (std::int64_t t0 = 0; t0 < T; t0 += B) {
+        const std::int64_t rows = std::min(B, T - t0);
+        parallel_for(rows, [&](std::int64_t i) {
+          const std::int64_t t = t0 + i;
+          std::uint64_t* h = hist.data() + i * support_bins;
+          if (at(wanted, t))
+            support_histogram<Ops>(in.logits.row(t), n, inv_t(t), at(search, t), at(floor, t), by_mass,
+                                   at(row_max, t), h);
+          else
+            std::fill(h, h + support_bins, std::uint64_t{0});
+        });
+        const auto all = gather_array(tp, hist.data(), rows * support_bins);
+        parallel_for(rows, [&](std::int64_t i) {
+          std::uint64_t sum[support_bins] = {};
+          for (std::size_t r = 0; r < R; ++r) {
+            const std::uint64_t* h = all.data() + (r * static_cast<std::size_t>(rows) + static_cast<std::size_t>(i)) *
+                                                      static_cast<std::size_t>(support_bins);
+            for (int b = 0; b < support_bins; ++b) sum[b] += h[b];
+          }
+          support_step(at(search, t0 + i), sum);
+        });
+      }
     }
   };
+  // a row where no bin was chosen (not wanted; a top-p total of 0 from a NaN / inf row) keeps every
+  // column, as one process's joint_threshold does with that threshold
+  const auto found = [&](std::int64_t t) { return joint_threshold(none, from_support_key<Acc>(at(search, t).prefix)); };
   if (top_k_narrows(cfg.top_k, V)) {
     for (auto& s : search) s.target = static_cast<double>(cfg.top_k);
     select(false);
-    for (std::int64_t t = 0; t < T; ++t) {
-      floor[static_cast<std::size_t>(t)] = search[static_cast<std::size_t>(t)].prefix;
-      threshold[static_cast<std::size_t>(t)] = from_support_key<Acc>(floor[static_cast<std::size_t>(t)]);
-    }
+    for (std::int64_t t = 0; t < T; ++t) at(floor, t) = at(search, t).prefix, at(threshold, t) = found(t);
   }
   if (top_p_narrows(cfg.top_p, V)) {
-    std::vector<std::uint64_t> local(static_cast<std::size_t>(T), 0);
     parallel_for(T, [&](std::int64_t t) {
-      if (wanted(t)) local[static_cast<std::size_t>(t)] = support_max_key<Ops>(in.logits.row(t), n, inv_t(t));
+      at(local, t) = at(wanted, t) ? support_max_key<Ops>(in.logits.row(t), n, inv_t(t)) : 0;
     });
     const auto max_keys = gather_array(tp, local.data(), T);
     parallel_for(T, [&](std::int64_t t) {
       std::uint64_t m = 0;
       for (std::size_t r = 0; r < R; ++r) m = std::max(m, max_keys[r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)]);
-      row_max[static_cast<std::size_t>(t)] = from_support_key<Acc>(m);
-      local[static_cast<std::size_t>(t)] =
-          wanted(t) ? support_total<Ops>(in.logits.row(t), n, inv_t(t), floor[static_cast<std::size_t>(t)],
-                                         row_max[static_cast<std::size_t>(t)])
-                    : 0;
+      at(row_max, t) = from_support_key<Acc>(m);
+      at(local, t) = at(wanted, t) ? support_total<Ops>(in.logits.row(t), n, inv_t(t), at(floor, t), at(row_max, t)) : 0;
     });
     const auto totals = gather_array(tp, local.data(), T);
     for (std::int64_t t = 0; t < T; ++t) {
       std::uint64_t total = 0;
       for (std::size_t r = 0; r < R; ++r) total += totals[r * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)];
-      search[static_cast<std::size_t>(t)] = support_search{};
-      search[static_cast<std::size_t>(t)].target = cfg.top_p * static_cast<double>(total);
+      at(search, t) = support_search{};
+      at(search, t).target = cfg.top_p * static_cast<double>(total);
     }
     select(true);
-    for (std::int64_t t = 0; t < T; ++t)
-      threshold[static_cast<std::size_t>(t)] = from_support_key<Acc>(search[static_cast<std::size_t>(t)].prefix);
+    for (std::int64_t t = 0; t < T; ++t) at(threshold, t) = found(t);
   }
   return threshold;
 }
