@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import torch_reference as ref
-from peers_linear import LinearArgs
+from peers_linear import linear_runner
 
 
 # --- measurement ---------------------------------------------------------------------------------
@@ -149,22 +149,7 @@ def linear_problem(T, V, D, dtype, seed):
 
 
 def grpokit_linear(lib, p, chunk, beta):
-    T, D = p["hidden"].shape
-    V = p["weight"].shape[0]
-    dhidden = torch.empty_like(p["hidden"])
-    dweight = torch.zeros(V, D)
-    base = ref.bench_args({**p, "logits": p["hidden"]}, dhidden, beta=beta, dual_clip=0.0)  # logits fields unused
-    base.V = V
-    args = LinearArgs(base, p["hidden"].data_ptr(), p["weight"].data_ptr(), D, dhidden.data_ptr(),
-                      dweight.data_ptr(), chunk)
-    loss = ctypes.c_double()
-
-    def run():
-        dweight.zero_()
-        if lib.grpokit_host_fused_linear_loss(ctypes.byref(args), ctypes.byref(loss)) != 0:
-            raise RuntimeError("grpokit_host_fused_linear_loss failed")
-        return loss.value, dhidden, dweight
-    return run
+    return linear_runner(lib.grpokit_host_fused_linear_loss, p, chunk, beta)
 
 
 def torch_linear(p, beta):

@@ -37,17 +37,15 @@ def problem(T, V, D, dtype, seed):
     return p
 
 
-def grpokit_fn(lib, p, chunk, beta):
+def linear_runner(entry, p, chunk, beta, **bench_kw):
+    """run() of a fused_linear_loss entry point of the C ABI (host or device, as p's tensors):
+    dhidden and dweight allocated once; each call zeroes dweight and returns (loss, dhidden, dweight)."""
     T, D = p["hidden"].shape
     V = p["weight"].shape[0]
-    S = p["seq_offsets"].numel() - 1
-    dtype = 1 if p["hidden"].dtype == torch.bfloat16 else 0
-    ws = torch.empty(lib.grpokit_device_linear_workspace_bytes(T, V, S, chunk, dtype), dtype=torch.uint8, device="cuda")
     dhidden = torch.empty_like(p["hidden"])
-    dweight = torch.zeros(V, D, dtype=torch.float32, device="cuda")
-    # the logits fields of the base arguments are unused by the linear entry point
-    base = ref.bench_args({**p, "logits": p["hidden"]}, dhidden, workspace=ws,
-                          stream=torch.cuda.current_stream().cuda_stream, beta=beta, dual_clip=0.0)
+    dweight = torch.zeros(V, D, dtype=torch.float32, device=p["hidden"].device)
+    # the logits fields of the base arguments are unused by the linear entry points
+    base = ref.bench_args({**p, "logits": p["hidden"]}, dhidden, beta=beta, dual_clip=0.0, **bench_kw)
     base.V = V
     args = LinearArgs(base, p["hidden"].data_ptr(), p["weight"].data_ptr(), D, dhidden.data_ptr(), dweight.data_ptr(),
                       chunk)
@@ -55,10 +53,20 @@ def grpokit_fn(lib, p, chunk, beta):
 
     def run():
         dweight.zero_()
-        if lib.grpokit_device_fused_linear_loss(ctypes.byref(args), ctypes.byref(loss)) != 0:
-            raise RuntimeError("grpokit_device_fused_linear_loss failed")
+        if entry(ctypes.byref(args), ctypes.byref(loss)) != 0:
+            raise RuntimeError(f"{entry.__name__} failed")
         return loss.value, dhidden, dweight
     return run
+
+
+def grpokit_fn(lib, p, chunk, beta):
+    T, _ = p["hidden"].shape
+    V = p["weight"].shape[0]
+    S = p["seq_offsets"].numel() - 1
+    dtype = 1 if p["hidden"].dtype == torch.bfloat16 else 0
+    ws = torch.empty(lib.grpokit_device_linear_workspace_bytes(T, V, S, chunk, dtype), dtype=torch.uint8, device="cuda")
+    return linear_runner(lib.grpokit_device_fused_linear_loss, p, chunk, beta, workspace=ws,
+                         stream=torch.cuda.current_stream().cuda_stream)
 
 
 def torch_fn(p, beta, compiled=False):
