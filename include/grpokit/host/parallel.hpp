@@ -1,14 +1,22 @@
 #pragma once
 // Row/sequence parallelism of the host loops: OpenMP when the translation unit is compiled with
-// it, a plain loop otherwise. Bodies must not throw (inputs are validated before).
+// it, a plain loop otherwise. Bodies must not throw (inputs are validated before). Iterations are
+// handed out dynamically in chunks of about an eighth of a thread's share: on shared cores a
+// static split waits for its slowest thread. Every iteration computes the same bits on any thread.
 #include <cstdint>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 namespace grpokit::detail {
 
 template <class F>
 void parallel_for(std::int64_t n, F&& body) {
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
+  const std::int64_t threads = omp_get_max_threads();
+  const std::int64_t chunk = n / (8 * threads) > 1 ? n / (8 * threads) : 1;
+#pragma omp parallel for schedule(dynamic, chunk)
   for (std::int64_t i = 0; i < n; ++i) body(i);
 #else
   for (std::int64_t i = 0; i < n; ++i) body(i);

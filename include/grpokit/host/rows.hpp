@@ -12,6 +12,7 @@
 #include "../math/online_lse.hpp"
 #include "../math/ops.hpp"
 #include "../math/storage.hpp"
+#include "detail/simd_rows.hpp"
 
 namespace grpokit::detail {
 
@@ -90,10 +91,13 @@ row_forward_result<Acc> forward_row_online(const S* x, std::int64_t vocab, std::
 
 // fast and deterministic leave the order inside a row free, and the online `push` branches on
 // every element, which keeps the compiler from vectorising it. With float accumulation the host
-// therefore makes two passes: the row max (integer order keys), then the sums of e^(z - max) and
-// e^(z - max) (z - max) in `simd_lanes` independent lanes added in a fixed order (the same bits run
-// to run), with math::exp_branchless. No float comparison or conditional float operation is left
-// in the loops: under -ftrapping-math either would stop the vectorisation.
+// therefore makes two passes: the row max, then the sums of e^(z - max) and e^(z - max) (z - max)
+// in sixteen independent lanes added in a fixed order (the same bits run to run). The passes run
+// the SIMD kernels of the active target (detail/simd_rows.hpp: AVX-512 or AVX2 with an FMA exp,
+// chosen at run time) where there is one, else the portable loops below, which the compiler
+// vectorises for the flags it is given (math::exp_branchless; the row max on integer order keys; no
+// float comparison or conditional float operation: under -ftrapping-math either would stop the
+// vectorisation).
 template <class Ops, class Acc>
 constexpr bool vectorised_rows = (std::is_same<Ops, math::platform_ops>::value) && (std::is_same<Acc, float>::value);
 constexpr std::int64_t simd_lanes = 16;
@@ -102,6 +106,12 @@ constexpr std::int64_t simd_lanes = 16;
 // compared as order keys; clears `finite` on NaN / Inf.
 template <class S>
 float scaled_row_max_vectorised(const S* x, std::int64_t vocab, float inv_t, bool& finite) {
+  float simd_max = 0.f;
+  bool simd_bad = false;
+  if (with_simd_rows<S>([&](auto rows) { simd_max = rows.max(x, vocab, simd_bad); })) {
+    finite = finite && !simd_bad;
+    return math::platform_ops::mul(simd_max, inv_t);
+  }
   std::int32_t m[simd_lanes];
   std::uint32_t bad[simd_lanes];
   for (std::int64_t l = 0; l < simd_lanes; ++l) {
@@ -126,10 +136,11 @@ float scaled_row_max_vectorised(const S* x, std::int64_t vocab, float inv_t, boo
   return math::platform_ops::mul(math::from_order_key(m[0]), inv_t);
 }
 
-// Order key below which a scaled value z is pruned (INT32_MIN: nothing is). A column is pruned when
-// z < threshold; order keys put -0 below +0, so a zero threshold keeps both zeros explicitly.
-inline std::int32_t prune_key(bool prune, float threshold) {
-  if (!prune) return std::numeric_limits<std::int32_t>::min();
+// Order key below which a scaled value z is pruned (INT32_MIN: nothing is, threshold -inf). A
+// column is pruned when z < threshold; order keys put -0 below +0, so a zero threshold keeps both
+// zeros explicitly.
+inline std::int32_t prune_key(float threshold) {
+  if (threshold == -std::numeric_limits<float>::infinity()) return std::numeric_limits<std::int32_t>::min();
   return threshold == 0.f ? math::order_key(-0.f) : math::order_key(threshold);
 }
 
@@ -147,12 +158,16 @@ inline float times_unless_zero(float p, float x) {
 // lane of a 150k-column row does not add ~10k terms one after another in float.
 constexpr std::int64_t simd_block = 64;
 
-// The partial {offset, s, u} of columns [0, n) with the offset `offset` (>= every kept z: the row
-// max), in the fixed lane order of the vectorised schedule.
+// The partial {offset, s, u} of the finite columns [0, n) with the offset `offset` (>= every kept z:
+// the row max) and the pruning threshold `threshold` (-inf: none), in the fixed lane order of the
+// vectorised schedule.
 template <class S>
-math::lse_partial<float> vectorised_partial(const S* x, std::int64_t n, float inv_t, float offset,
-                                            std::int32_t keep_from) {
+math::lse_partial<float> vectorised_partial(const S* x, std::int64_t n, float inv_t, float offset, float threshold) {
   using Ops = math::platform_ops;
+  math::lse_partial<float> simd_total;
+  if (with_simd_rows<S>([&](auto rows) { simd_total = rows.partial(x, n, inv_t, offset, threshold); }))
+    return simd_total;
+  const std::int32_t keep_from = prune_key(threshold);
   float sl[simd_lanes] = {}, ul[simd_lanes] = {};  // lane totals
   float bs[simd_lanes] = {}, bu[simd_lanes] = {};  // lane sums of the current block
   auto visit = [&](std::int64_t l, std::int64_t j) {
@@ -190,13 +205,19 @@ template <std::int64_t Tile, std::int64_t Lanes, std::int64_t Width, class S>
 row_forward_result<float> forward_row_vectorised(const S* x, std::int64_t vocab, std::int64_t target, float inv_t,
                                                  bool prune, float log_rho, float support) {
   using Ops = math::platform_ops;
+  constexpr float none = -std::numeric_limits<float>::infinity();
   bool finite = true;
+  if (!prune && support == none) {  // one read of the row where a SIMD target runs
+    math::lse_partial<float> total;
+    bool bad = false;
+    if (with_simd_rows<S>([&](auto rows) { total = rows.online(x, vocab, inv_t, bad); }) && !bad)
+      return finished<Ops>(total, x, target, inv_t, none, finite);
+  }
   const float row_max = scaled_row_max_vectorised(x, vocab, inv_t, finite);
   if (!finite)  // a NaN / Inf row (an error under check_finite): propagate as the online definition does
     return forward_row_online<Ops, Tile, Lanes, Width, float>(x, vocab, target, inv_t, prune, log_rho, support);
   const float threshold = detail::joint_threshold(detail::prune_threshold<Ops>(prune, row_max, log_rho), support);
-  const bool narrowed = threshold != -std::numeric_limits<float>::infinity();
-  const auto total = vectorised_partial(x, vocab, inv_t, row_max, prune_key(narrowed, threshold));
+  const auto total = vectorised_partial(x, vocab, inv_t, row_max, threshold);
   return finished<Ops>(total, x, target, inv_t, threshold, finite);
 }
 
@@ -223,6 +244,9 @@ Acc pruning_row_max(const S* x, std::int64_t n, Acc inv_t, bool& finite) {
   return scaled_row_max<Acc>(x, 0, n, inv_t, finite);
 }
 
+// Rows of dlogits at least this long are written with non-temporal stores by the SIMD targets.
+constexpr std::int64_t stream_row_bytes = 32 * 1024;
+
 // dlogits of columns [0, n) of a row (or of a vocabulary slice) given the row's lse, entropy,
 // gradients and pruning threshold; `target` is the sampled column in [0, n), or -1 when the slice
 // does not hold it. With `vectorise` (see vectorised_rows) the loop writes the softmax part of every
@@ -233,12 +257,18 @@ bool backward_columns(const S* x, Out* dx, std::int64_t n, std::int64_t target, 
                       Acc entropy, Acc g_logp, Acc g_entropy, bool vectorise) {
   if constexpr (vectorised_rows<Ops, Acc>) {
     if (vectorise) {
-      const bool prune = threshold != -std::numeric_limits<float>::infinity();
-      const std::int32_t keep_from = prune_key(prune, threshold);
       // read before dx (maybe x itself) is written
       const float z_target = target >= 0 ? Ops::mul(math::load<float>(x[target]), inv_t) : 0.f;
       std::uint32_t bad = 0;
-      for (std::int64_t j = 0; j < n; ++j) {
+      bool simd = false;
+      if constexpr (std::is_same<S, Out>::value)
+        simd = with_simd_rows<S>([&](auto rows) {
+          // non-temporal stores for rows of a real vocabulary, which leave the cache anyway
+          const bool stream = n * static_cast<std::int64_t>(sizeof(Out)) >= stream_row_bytes;
+          bad = rows.softmax_dlogits(x, dx, n, inv_t, threshold, lse, entropy, g_logp, g_entropy, stream);
+        });
+      const std::int32_t keep_from = prune_key(threshold);
+      for (std::int64_t j = 0; j < (simd ? 0 : n); ++j) {
         const float v = math::load<float>(x[j]);
         bad |= !math::is_finite_bits(v);
         const float z = Ops::mul(v, inv_t);

@@ -261,7 +261,7 @@ void sharded_token_logprobs(const TP& tp, const vocab_slice& slice, const logits
       else if (offset == -std::numeric_limits<float>::infinity())
         mine[0] = partial{};  // every scaled column at -inf (p = 0): nothing, not -inf - -inf = NaN
       else
-        mine[0] = vectorised_partial(x, V, inv_t, offset, prune_key(th != -std::numeric_limits<Acc>::infinity(), th));
+        mine[0] = vectorised_partial(x, V, inv_t, offset, th);
     }
     const std::int64_t target = in.targets[t];
     const bool owns = target >= slice.begin && target < slice.end;
