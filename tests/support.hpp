@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <string>
@@ -174,6 +175,15 @@ struct reference_loss {
     return (up - down) / (2 * h);
   }
 };
+
+// |got - want| in units in the last place of want rounded to Real (1e9 for a wrong infinity).
+template <class Real>
+double ulp_error(Real got, long double want) {
+  if (std::isinf(want)) return got == want ? 0 : 1e9;
+  const Real w = static_cast<Real>(want);
+  const Real ulp = std::nextafter(std::fabs(w), std::numeric_limits<Real>::infinity()) - std::fabs(w);
+  return static_cast<double>(std::fabs(static_cast<long double>(got) - want) / ulp);
+}
 
 inline bool close(double got, double want, double rel, double abs) {
   return std::fabs(got - want) <= abs + rel * std::fabs(want);

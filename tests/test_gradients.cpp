@@ -1,5 +1,6 @@
 // d loss / d logits of fused_loss against central finite differences of the long-double
 // reference loss, for every objective x aggregation x mask (and IS / KL / entropy variants).
+#include <cstring>
 #include <random>
 
 #include "catch.hpp"
@@ -190,4 +191,77 @@ TEST_CASE("fp32 and bf16 gradients agree with the fp64 path", "[gradients]") {
     CHECK(std::fabs(g - f64.dlogits[i]) <= std::fabs(f64.dlogits[i]) / 128 + 1e-6 * scale);  // bf16 rounding
   }
 #endif
+}
+
+namespace {
+
+// fused_loss (one pass over the rows where every token's gradient is its own) against the three
+// separate steps token_logprobs -> policy_loss -> logits_backward: the same bits.
+template <class P>
+void check_fused_rows_bits(std::uint64_t seed, const grpokit::loss_config& cfg, grpokit::backward_mode mode) {
+  using S = typename P::storage_type;
+  using R = typename P::accum_type;
+  std::mt19937_64 rng(seed);
+  ref::problem p = ref::make_problem(rng, {5, 1, 0, 9, 4, 2}, 37, 2.0);
+  {
+    std::vector<ref::ld> logp, ent;
+    support::ref_rows(p, std::vector<ref::ld>(p.logits.begin(), p.logits.end()), cfg, false, logp, ent);
+    ref::add_policies(rng, p, logp, 0.3);
+  }
+  const auto fused = support::run_fused<P>(p, cfg);  // dlogits separate from the logits
+  support::host_run<P> h;
+  h.logits = support::to_storage<S>(p.logits);
+  support::load_batch(h, p);
+  const auto in = h.input(p);
+  std::vector<R> logp(p.T), ent(p.T), lse(p.T), dlogp(p.T), dent(p.T);
+  grpokit::host::token_logprobs<P>(in, cfg, {logp, ent, lse});
+  const auto res = grpokit::host::policy_loss<P>({logp, ent}, h.batch(p), cfg, {dlogp, dent});
+  std::vector<S> dlogits(h.logits.size());
+  grpokit::host::logits_backward<P>(in, {lse, ent, dlogp, dent}, cfg, {dlogits.data(), p.T, p.V, p.V});
+  using terms = grpokit::detail::policy_terms<P, grpokit::detail::ops_for<P::order>>;
+  const bool token_local = terms::token_local(cfg);
+  INFO("seed " << seed << " obj " << int(cfg.obj) << " agg " << int(cfg.agg) << " is " << int(cfg.is)
+               << " token_local " << token_local);
+  CHECK(std::memcmp(&fused.result, &res, sizeof(res)) == 0);
+  CHECK(std::memcmp(fused.logp.data(), logp.data(), logp.size() * sizeof(R)) == 0);
+  CHECK(std::memcmp(fused.entropy.data(), ent.data(), ent.size() * sizeof(R)) == 0);
+  CHECK(std::memcmp(fused.dlogits.data(), dlogits.data(), dlogits.size() * sizeof(S)) == 0);
+  if (mode == grpokit::backward_mode::in_place) {  // the dlogits over the logits (one pass without check_finite)
+    for (const bool check : {true, false}) {
+      auto logits = h.logits;
+      std::vector<R> l2(p.T), e2(p.T);
+      grpokit::loss_config c = cfg;
+      c.check_finite = check;
+      grpokit::host::fused_loss<P>({{logits.data(), p.T, p.V, p.V}, p.targets, h.temperature}, h.batch(p), c,
+                                   {logits.data(), p.T, p.V, p.V}, {l2, e2}, mode);
+      CHECK(std::memcmp(logits.data(), dlogits.data(), dlogits.size() * sizeof(S)) == 0);
+    }
+  }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("fused_loss computes the separate steps' bits, also one row at a time", "[gradients][fused]",
+                   (grpokit::policy<grpokit::precision<float, float>, grpokit::chunk<16>>),
+                   (grpokit::policy<grpokit::precision<double, double>, grpokit::reduction::batch_invariant>),
+                   (grpokit::policy<grpokit::precision<float, float>, grpokit::reduction::fast, grpokit::mask::vocab_prune>)) {
+  std::uint64_t seed = 9000;
+  for (auto obj : {grpokit::objective::ppo_clip, grpokit::objective::cispo, grpokit::objective::gspo,
+                   grpokit::objective::sapo, grpokit::objective::reinforce}) {
+    for (auto is : {grpokit::is_correction::none, grpokit::is_correction::token_truncate,
+                    grpokit::is_correction::sequence_mask}) {
+      grpokit::loss_config c = base_config();
+      c.obj = obj;
+      c.is = is;
+      c.agg = static_cast<grpokit::aggregation>(seed % 5);
+      c.kl = static_cast<grpokit::kl_estimator>(seed % 4);
+      c.kl_coef = 0.1;
+      c.entropy_coef = 0.01;
+      c.temperature = 0.9;
+      c.global_tokens = seed % 3 == 0 ? 40 : 0;
+      ++seed;
+      check_fused_rows_bits<TestType>(seed, c,
+                                      seed % 2 == 0 ? grpokit::backward_mode::in_place : grpokit::backward_mode::separate);
+    }
+  }
 }

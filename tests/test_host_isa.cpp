@@ -30,12 +30,7 @@ struct isa_guard {
   ~isa_guard() { grpokit::detail::use_isa(saved); }
 };
 
-double ulp_error(float got, long double want) {
-  if (std::isinf(want)) return got == want ? 0 : 1e9;
-  const float w = static_cast<float>(want);
-  const float ulp = std::nextafter(std::fabs(w), std::numeric_limits<float>::infinity()) - std::fabs(w);
-  return static_cast<double>(std::fabs(static_cast<long double>(got) - want) / ulp);
-}
+using support::ulp_error;
 
 template <class S>
 std::uint16_t bits16(S v) {

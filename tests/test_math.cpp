@@ -12,13 +12,7 @@
 
 namespace {
 
-template <class Real>
-double ulp_error(Real got, long double want) {
-  if (std::isinf(want)) return got == want ? 0 : 1e9;
-  const Real w = static_cast<Real>(want);
-  const Real ulp = std::nextafter(std::fabs(w), std::numeric_limits<Real>::infinity()) - std::fabs(w);
-  return static_cast<double>(std::fabs(static_cast<long double>(got) - want) / ulp);
-}
+using support::ulp_error;
 
 template <class Real>
 void check_exp_log(double lo, double hi, int n, std::uint64_t seed) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "../config.hpp"
 #include "../inputs.hpp"
@@ -416,17 +417,21 @@ struct policy_terms {
     }
     return w * cfg.dp_size;
   }
-  // Writes dlogp / dentropy of the tokens of sequence s and returns its loss and metric sums;
-  // `whole`: what the batch pass gave.
-  GRPOKIT_HD loss_partial accumulate_sequence(std::int64_t s, const sequence_summary& q, double n_tokens,
-                                              double n_seqs, const batch_stats& whole,
-                                              const policy_grads<Real>& grads) const {
+  // The running sums of one sequence's pass (open_sequence, accumulate_token, close_sequence).
+  struct sequence_pass {
     loss_partial p;
-    const double w = token_weight(q.counted, n_tokens, n_seqs);
-    const double w_entropy =
-        cfg.entropy_token_mean ? token_weight(aggregation::token_mean, q.counted, n_tokens, n_seqs) : w;
+    double w = 0, w_entropy = 0;  // the aggregation weights of its tokens
+    bool nll = false;
+    double seq_log_ratio = 0, seq_mismatch_tokens = 0;
+  };
+  GRPOKIT_HD sequence_pass open_sequence(std::int64_t s, const sequence_summary& q, double n_tokens,
+                                         double n_seqs) const {
+    sequence_pass a;
+    loss_partial& p = a.p;
+    a.w = token_weight(q.counted, n_tokens, n_seqs);
+    a.w_entropy = cfg.entropy_token_mean ? token_weight(aggregation::token_mean, q.counted, n_tokens, n_seqs) : a.w;
     const bool seq_in = batch.seq_mask.empty() || batch.seq_mask[s] != 0;
-    const bool nll = nll_rollout(s);
+    a.nll = nll_rollout(s);
     p.seqs_adv_masked = seq_in ? 0 : 1;
     if (q.counted > 0) {
       p.seqs = 1;
@@ -436,74 +441,105 @@ struct policy_terms {
       p.seqs_imp = q.keep_importance ? 0 : 1;
       p.seqs_opsm = q.keep_opsm ? 0 : 1;
     }
-    double seq_log_ratio = 0, seq_mismatch_tokens = 0;
-    for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t) {
-      grads.dlogp[t] = Real(0);
-      if (!grads.dentropy.empty()) grads.dentropy[t] = Real(0);
-      const token_state st = classify(t, s);
-      p.masked_padding += st == token_state::padding;
-      p.masked_prune += st == token_state::vocab_prune;
-      p.masked_custom += st == token_state::custom;
-      p.masked_importance += st == token_state::importance;
-      p.masked_dppo += st == token_state::dppo;
-      p.masked_m2po += st == token_state::m2po;
-      // VAPO's NLL, whatever the masks after padding and pruning do (NeMo-RL: the response mask)
-      const double nll_grad = nll && has_log_prob(st) ? -whole.nll_weight : 0.0;
-      if (nll_grad != 0) {
-        p.nll += nll_grad * static_cast<double>(cur.logp[t]);
-        grads.dlogp[t] = static_cast<Real>(nll_grad);
-      }
-      if (st != token_state::kept_candidate) continue;
-      if (has_rollout()) {
-        const double d = rollout_log_ratio(t);
-        p.mism_n += 1;
-        p.mism_abs += std::fabs(d);
-        p.mism_max = max_of(p.mism_max, std::fabs(d));
-        p.mism_k3 += math::divergence_term<Ops>(divergence::k3, clamp_log_ratio(d));
-        p.mism_rho2 += Ops::exp(2.0 * clamp_log_ratio(d));
-        seq_log_ratio += d;
-        seq_mismatch_tokens += 1;
-      }
-      if (!q.keep()) {
-        p.masked_sequence += 1;
-        continue;
-      }
-      const bool cov_selected = covariance_selected(t, s, whole);
-      p.cov_selected += cov_selected;
-      token_term k = term(t, s, q, whole.is_divisor, cov_selected && cfg.obj == objective::kl_cov);
-      // TRL: the entropy mask multiplies the policy-gradient term only
-      const bool entropy_masked = !cur.entropy.empty() && static_cast<double>(cur.entropy[t]) < whole.entropy_threshold;
-      p.masked_entropy += entropy_masked;
-      const bool pg_kept = !entropy_masked && !(cov_selected && cfg.obj == objective::clip_cov);  // verl: corr = 0
-      if (!pg_kept) k.pg = k.dpg = 0;
-      p.kept += 1;
-      p.pg += w * k.pg;
-      p.kl += w * cfg.kl_coef * k.kl;
-      p.clip_low += k.sur.clipped_low;
-      p.clip_high += k.sur.clipped_high;
-      p.clip_dual += k.sur.clipped_dual;
-      if (has_old()) {  // verl's ppo_kl: the log-ratio clamped as the ratio's, then averaged
-        const double d = static_cast<double>(cur.logp[t]) - static_cast<double>(batch.logp_old[t]);
-        p.kl_old -= std::fmin(std::fmax(d, -cfg.log_ratio_clamp), cfg.log_ratio_clamp);
-      }
-      p.kl_ref += k.kl_log;
-      p.w_sum += k.is_weight;
-      p.w_sq += k.is_weight * k.is_weight;
-      p.w_min = min_of(p.w_min, k.is_weight);
-      p.w_max = max_of(p.w_max, k.is_weight);
-      grads.dlogp[t] = static_cast<Real>(w * (k.dpg + cfg.kl_coef * k.dkl) + nll_grad);
-      if (!cur.entropy.empty()) {
-        p.entropy += cur.entropy[t];
-        p.ent -= w_entropy * cfg.entropy_coef * cur.entropy[t];
-        if (!grads.dentropy.empty()) grads.dentropy[t] = static_cast<Real>(-w_entropy * cfg.entropy_coef);
-      }
+    return a;
+  }
+  // Writes dlogp / dentropy of token t of sequence s and adds its loss and metrics to the pass (the
+  // tokens of a sequence in order); `whole`: what the batch pass gave.
+  GRPOKIT_HD void accumulate_token(sequence_pass& a, std::int64_t t, std::int64_t s, const sequence_summary& q,
+                                   const batch_stats& whole, const policy_grads<Real>& grads) const {
+    loss_partial& p = a.p;
+    grads.dlogp[t] = Real(0);
+    if (!grads.dentropy.empty()) grads.dentropy[t] = Real(0);
+    const token_state st = classify(t, s);
+    p.masked_padding += st == token_state::padding;
+    p.masked_prune += st == token_state::vocab_prune;
+    p.masked_custom += st == token_state::custom;
+    p.masked_importance += st == token_state::importance;
+    p.masked_dppo += st == token_state::dppo;
+    p.masked_m2po += st == token_state::m2po;
+    // VAPO's NLL, whatever the masks after padding and pruning do (NeMo-RL: the response mask)
+    const double nll_grad = a.nll && has_log_prob(st) ? -whole.nll_weight : 0.0;
+    if (nll_grad != 0) {
+      p.nll += nll_grad * static_cast<double>(cur.logp[t]);
+      grads.dlogp[t] = static_cast<Real>(nll_grad);
     }
-    if (seq_mismatch_tokens > 0) {  // the sequence-level mismatch metrics (verl chi2_seq, ppl_ratio)
+    if (st != token_state::kept_candidate) return;
+    if (has_rollout()) {
+      const double d = rollout_log_ratio(t);
+      p.mism_n += 1;
+      p.mism_abs += std::fabs(d);
+      p.mism_max = max_of(p.mism_max, std::fabs(d));
+      p.mism_k3 += math::divergence_term<Ops>(divergence::k3, clamp_log_ratio(d));
+      p.mism_rho2 += Ops::exp(2.0 * clamp_log_ratio(d));
+      a.seq_log_ratio += d;
+      a.seq_mismatch_tokens += 1;
+    }
+    if (!q.keep()) {
+      p.masked_sequence += 1;
+      return;
+    }
+    const bool cov_selected = covariance_selected(t, s, whole);
+    p.cov_selected += cov_selected;
+    token_term k = term(t, s, q, whole.is_divisor, cov_selected && cfg.obj == objective::kl_cov);
+    // TRL: the entropy mask multiplies the policy-gradient term only
+    const bool entropy_masked = !cur.entropy.empty() && static_cast<double>(cur.entropy[t]) < whole.entropy_threshold;
+    p.masked_entropy += entropy_masked;
+    const bool pg_kept = !entropy_masked && !(cov_selected && cfg.obj == objective::clip_cov);  // verl: corr = 0
+    if (!pg_kept) k.pg = k.dpg = 0;
+    p.kept += 1;
+    p.pg += a.w * k.pg;
+    p.kl += a.w * cfg.kl_coef * k.kl;
+    p.clip_low += k.sur.clipped_low;
+    p.clip_high += k.sur.clipped_high;
+    p.clip_dual += k.sur.clipped_dual;
+    if (has_old()) {  // verl's ppo_kl: the log-ratio clamped as the ratio's, then averaged
+      const double d = static_cast<double>(cur.logp[t]) - static_cast<double>(batch.logp_old[t]);
+      p.kl_old -= std::fmin(std::fmax(d, -cfg.log_ratio_clamp), cfg.log_ratio_clamp);
+    }
+    p.kl_ref += k.kl_log;
+    p.w_sum += k.is_weight;
+    p.w_sq += k.is_weight * k.is_weight;
+    p.w_min = min_of(p.w_min, k.is_weight);
+    p.w_max = max_of(p.w_max, k.is_weight);
+    grads.dlogp[t] = static_cast<Real>(a.w * (k.dpg + cfg.kl_coef * k.dkl) + nll_grad);
+    if (!cur.entropy.empty()) {
+      p.entropy += cur.entropy[t];
+      p.ent -= a.w_entropy * cfg.entropy_coef * cur.entropy[t];
+      if (!grads.dentropy.empty()) grads.dentropy[t] = static_cast<Real>(-a.w_entropy * cfg.entropy_coef);
+    }
+  }
+  GRPOKIT_HD loss_partial close_sequence(sequence_pass& a) const {
+    loss_partial& p = a.p;
+    if (a.seq_mismatch_tokens > 0) {  // the sequence-level mismatch metrics (verl chi2_seq, ppl_ratio)
       p.mism_seqs = 1;
-      p.mism_seq_rho2 = Ops::exp(2.0 * clamp_log_ratio(seq_log_ratio));
-      p.mism_ppl_ratio = Ops::exp(clamp_log_ratio(-seq_log_ratio / seq_mismatch_tokens));
+      p.mism_seq_rho2 = Ops::exp(2.0 * clamp_log_ratio(a.seq_log_ratio));
+      p.mism_ppl_ratio = Ops::exp(clamp_log_ratio(-a.seq_log_ratio / a.seq_mismatch_tokens));
     }
     return p;
+  }
+  // Writes dlogp / dentropy of the tokens of sequence s and returns its loss and metric sums;
+  // `whole`: what the batch pass gave.
+  GRPOKIT_HD loss_partial accumulate_sequence(std::int64_t s, const sequence_summary& q, double n_tokens,
+                                              double n_seqs, const batch_stats& whole,
+                                              const policy_grads<Real>& grads) const {
+    sequence_pass a = open_sequence(s, q, n_tokens, n_seqs);
+    for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t)
+      accumulate_token(a, t, s, q, whole, grads);
+    return close_sequence(a);
+  }
+
+  // Whether token t's dlogp / dentropy and loss depend on no other token's log-prob or entropy and
+  // on no statistic of the batch: then a schedule may compute each token right after its logits row
+  // (host fused_loss, one read of the logits). Excluded: the sequence ratios (GSPO, GMPO), OPSM, the
+  // trust-region and importance masks, sequence-level IS, DPPO, the batch pass and the selections,
+  // pruning and the sampler's support (a summary counts pruned tokens), and masks other than the
+  // built-in ones (a custom keep may read the log-prob).
+  static bool token_local(const loss_config& c) {
+    return std::is_base_of<builtin_mask, M>::value && !P::trust_region && !P::importance_mask && !P::vocab_prune &&
+           !sampler_support(c) && c.obj != objective::gspo && c.obj != objective::gmpo && !(c.opsm_threshold < INFINITY) &&
+           !sequence_level_is(c.is) && c.dppo == dppo_divergence::none && !needs_batch_pass(c) &&
+           !needs_selection(c, selection::entropy_quantile) && !needs_selection(c, selection::covariance) &&
+           !needs_selection(c, selection::m2po);
   }
 };
 

@@ -16,6 +16,67 @@
 #include "policy_loss.hpp"
 #include "token_logprobs.hpp"
 
+namespace grpokit::detail {
+
+// fused_loss where every token's gradient is its own (policy_terms::token_local, no sum_p2): each
+// sequence's rows in order, each row's forward, its token's loss terms and its backward one after
+// the other, so that the row is read from memory once and is still in cache for the backward. The
+// per-token arithmetic and the order of every sum are those of the separate steps: the same bits.
+template <class P>
+loss_result fused_loss_by_rows(const logits_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
+                               const loss_config& cfg, const matrix_view<storage_t<P>>& dlogits,
+                               const fused_outputs<accum_t<P>>& extra) {
+  using Real = accum_t<P>;
+  using Ops = detail::ops_for<P::order>;
+  using terms_t = detail::policy_terms<P, Ops>;
+  const std::int64_t T = in.logits.rows;
+  detail::require_logits_data(in, cfg);
+  auto logp = detail::scratch<Real>(T, "fused_loss"), entropy = detail::scratch<Real>(T, "fused_loss"),
+       dlogp = detail::scratch<Real>(T, "fused_loss"), dentropy = detail::scratch<Real>(T, "fused_loss");
+  const current_policy<Real> cur{logp, entropy};
+  const policy_grads<Real> grads{dlogp, dentropy};
+  detail::validate_policy_inputs<P>(cur, batch, cfg, grads);  // the batch's inputs (logp: zeros so far)
+  const std::int64_t S = batch.seq_offsets.size() - 1;
+  const terms_t terms{cur, batch, cfg};
+  // the summaries and the denominators read no log-prob (token_local)
+  const auto summaries = detail::summarize_sequences(terms, S, "fused_loss");
+  const auto& seqs = summaries.seqs;
+  const long long tokens = summaries.counts[0];
+  const double n_tokens = terms.token_count(tokens), n_seqs = terms.seq_count(summaries.counts[1]);
+  const Real log_rho = detail::log_prune_rho<Ops, Real>(cfg);
+  auto parts = detail::scratch<detail::loss_partial>(S, "fused_loss");
+  auto bad = detail::scratch<std::uint8_t>(cfg.check_finite ? T : 0, "fused_loss");
+  const detail::batch_stats whole;
+  // the longest sequences first, so that the threads finish together (each sequence's sums are its
+  // own: the order changes no bit)
+  auto order = detail::scratch<std::int64_t>(S, "fused_loss");
+  for (std::int64_t s = 0; s < S; ++s) order[static_cast<std::size_t>(s)] = s;
+  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) {
+    return batch.seq_offsets[a + 1] - batch.seq_offsets[a] > batch.seq_offsets[b + 1] - batch.seq_offsets[b];
+  });
+  detail::parallel_for(S, [&](std::int64_t i) {
+    const std::int64_t s = order[static_cast<std::size_t>(i)];
+    const auto& q = seqs[static_cast<std::size_t>(s)];
+    auto pass = terms.open_sequence(s, q, n_tokens, n_seqs);
+    for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t) {
+      const auto r = detail::logprob_row<P>(in, cfg, log_rho, t);
+      logp[static_cast<std::size_t>(t)] = r.logp;
+      entropy[static_cast<std::size_t>(t)] = r.entropy;
+      terms.accumulate_token(pass, t, s, q, whole, grads);
+      const bool read_finite =
+          detail::dlogits_row<P>(in, cfg, log_rho, r.lse, r.entropy, dlogp[t], dentropy[t], dlogits, t);
+      if (cfg.check_finite) bad[static_cast<std::size_t>(t)] = !(r.finite && read_finite);
+    }
+    parts[static_cast<std::size_t>(s)] = terms.close_sequence(pass);
+  });
+  detail::require_finite_rows(bad);
+  const loss_result res = detail::finish(detail::tree_total(parts), tokens, cfg, whole);
+  detail::copy_extra(extra, logp, entropy);
+  return res;
+}
+
+}  // namespace grpokit::detail
+
 namespace grpokit::host {
 
 using grpokit::fused_outputs;
@@ -35,6 +96,11 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in,
   detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
   detail::require_fused_outputs(extra, T);
   detail::require_sum_p2_apart(extra.sum_p2, batch, in.temperature, in.logits, dlogits);
+  // one pass over the rows where each token's gradient is its own; in place only without the
+  // finiteness check, which would otherwise fail with rows of the logits already overwritten
+  if (extra.sum_p2.empty() && detail::policy_terms<P, detail::ops_for<P::order>>::token_local(cfg) &&
+      !(mode == backward_mode::in_place && cfg.check_finite))
+    return detail::fused_loss_by_rows<P>(in, batch, cfg, dlogits, extra);
   auto logp = detail::scratch<Real>(T, "fused_loss"), entropy = detail::scratch<Real>(T, "fused_loss"),
        lse = detail::scratch<Real>(T, "fused_loss"), dlogp = detail::scratch<Real>(T, "fused_loss"),
        dentropy = detail::scratch<Real>(T, "fused_loss");

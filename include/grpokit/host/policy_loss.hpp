@@ -53,6 +53,24 @@ void validate_policy_inputs(const current_policy<accum_t<P>>& cur, const rollout
 
 namespace grpokit::detail {
 
+// Every sequence's summary and the local counts {response tokens, non-empty sequences}.
+template <class Terms>
+struct sequence_summaries {
+  std::vector<typename Terms::sequence_summary> seqs;
+  std::vector<long long> counts{0, 0};
+};
+template <class Terms>
+sequence_summaries<Terms> summarize_sequences(const Terms& terms, std::int64_t S, const char* entry_point) {
+  sequence_summaries<Terms> out;
+  out.seqs = detail::scratch<typename Terms::sequence_summary>(S, entry_point);
+  detail::parallel_for(S, [&](std::int64_t s) { out.seqs[static_cast<std::size_t>(s)] = terms.summarize(s); });
+  for (const auto& q : out.seqs) {
+    out.counts[0] += q.counted;
+    out.counts[1] += q.counted > 0;
+  }
+  return out;
+}
+
 // The loss over the sequences of this process; `sum_over_ranks(v)` adds the integers v of every
 // rank into v (the identity in one process): the token and sequence counts and the selection's
 // histograms; `total(parts)` combines the per-sequence partials of the whole batch (a fixed tree in
@@ -76,13 +94,9 @@ loss_result policy_loss_with(const current_policy<accum_t<P>>& cur, const rollou
   }
   const terms_t terms{cur, batch, cfg, first_seq, m2po_limit};
 
-  auto seqs = detail::scratch<typename terms_t::sequence_summary>(S, "policy_loss");
-  detail::parallel_for(S, [&](std::int64_t s) { seqs[static_cast<std::size_t>(s)] = terms.summarize(s); });
-  std::vector<long long> counts{0, 0};  // response tokens, non-empty sequences
-  for (const auto& q : seqs) {
-    counts[0] += q.counted;
-    counts[1] += q.counted > 0;
-  }
+  auto summaries = detail::summarize_sequences(terms, S, "policy_loss");
+  const auto& seqs = summaries.seqs;
+  auto& counts = summaries.counts;
   sum_over_ranks(counts);
   const double n_tokens = terms.token_count(counts[0]), n_seqs = terms.seq_count(counts[1]);
 
