@@ -15,6 +15,7 @@ fused_linear_loss is compute-bound (three GEMMs): its row reports time and peak 
 """
 import argparse
 import ctypes
+import os
 import statistics
 import sys
 import time
@@ -237,6 +238,10 @@ def main():
     ap.add_argument("--chunk", type=int, default=256, help="fused_linear_loss's token chunk")
     ap.add_argument("--beta", type=float, default=0.04)
     a = ap.parse_args()
+    # grpokit's OpenMP threads sleep while OpenBLAS's own threads run its GEMMs (and the reverse);
+    # spinning, each side steals the cores of the other (docs/fused_linear_loss.md). Read by the
+    # libgomp that the library loads (torch bundles its own).
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     lib = ctypes.CDLL(a.lib)
     bw = copy_bandwidth()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; memory bandwidth (copy, read + write) "
@@ -244,7 +249,7 @@ def main():
     print("| op | T | V | dtype | method | ms | MB moved | bound ms | of bound | peak MB | vs fastest torch |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for op in ("token_logprobs", "fused_loss"):
-        for shape in a.shapes.split(","):
+        for shape in filter(None, a.shapes.split(",")):
             T, V = (int(x) for x in shape.split("x"))
             for dtype in (torch.float32, torch.bfloat16):
                 bench_rows(lib, op, T, V, dtype, a.reps, bw, a.beta)

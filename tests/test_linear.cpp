@@ -1,6 +1,8 @@
 // fused_linear_loss against the unfused path (reference GEMM in long double, then fused_loss) and
 // against finite differences of the long-double reference loss for dhidden, dweight and dbias.
+#include <limits>
 #include <random>
+#include <tuple>
 
 #include "catch.hpp"
 #include "support.hpp"
@@ -106,9 +108,12 @@ TEST_CASE("fused_linear_loss equals GEMM then fused_loss, for every token chunk"
         dw[v * lp.D + d] += static_cast<double>(g * lp.hidden[t * lp.D + d]);
       }
     }
+  for (const bool blas : {true, false})
   for (std::int64_t chunk : {1, 3, 17, 1000}) {
+    grpokit::detail::use_blas(blas);
     const auto r = run_linear<P>(lp, cfg, chunk);
-    INFO("token chunk " << chunk);
+    grpokit::detail::use_blas(true);
+    INFO("token chunk " << chunk << ", CBLAS " << grpokit::detail::blas_in_use());
     CHECK(support::close(r.result.loss, unfused.result.loss, 1e-12, 1e-14));
     CHECK(r.result.metrics.tokens_kept == unfused.result.metrics.tokens_kept);
     for (std::size_t i = 0; i < dh.size(); ++i) CHECK(support::close(r.dhidden[i], dh[i], 1e-10, 1e-13));
@@ -154,13 +159,80 @@ TEST_CASE("bf16 fused_linear_loss stays within bf16 accuracy of the fp64 path", 
   auto cfg = linear_config();
   const linear_problem lp = make_linear<__nv_bfloat16>(12, {20, 9, 33}, 257, 64, false, cfg);
   const auto f64 = run_linear<grpokit::policy<grpokit::precision<double, double>>>(lp, cfg, 16);
+  // the LM head converted to fp32 in panels of 15 rows (the last one 2), and in one panel
+  const bool many_panels = GENERATE(true, false);
+  const std::int64_t saved = grpokit::detail::linear_panel_elements();
+  if (many_panels) grpokit::detail::linear_panel_elements() = 15 * 64;
   const auto bf = run_linear<grpokit::policy<grpokit::precision<__nv_bfloat16, float>>>(lp, cfg, 16);
+  grpokit::detail::linear_panel_elements() = saved;
+  INFO("panels of " << (many_panels ? 15 : 257) << " rows");
   CHECK(support::close(bf.result.loss, f64.result.loss, 1e-4, 1e-6));
   double scale = 0;
   for (double g : f64.dweight) scale = std::max(scale, std::fabs(g));
   for (std::size_t i = 0; i < f64.dweight.size(); ++i) CHECK(std::fabs(bf.dweight[i] - f64.dweight[i]) <= 2e-2 * scale);
 }
 #endif
+
+namespace {
+
+// C = beta C + op(A) op(B) by detail::gemm against a long-double product, on operands with row
+// strides larger than their rows.
+template <class Acc>
+void check_gemm(grpokit::detail::gemm_form form, std::int64_t M, std::int64_t N, std::int64_t K, Acc beta,
+                std::uint64_t seed) {
+  using grpokit::detail::gemm_form;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> n(0, 1);
+  const bool a_t = form == gemm_form::tn, b_t = form == gemm_form::nt;
+  const std::int64_t a_rows = a_t ? K : M, a_cols = a_t ? M : K, b_rows = b_t ? N : K, b_cols = b_t ? K : N;
+  const std::int64_t lda = a_cols + 3, ldb = b_cols + 1, ldc = N + 2;
+  std::vector<Acc> A(static_cast<std::size_t>(a_rows * lda)), B(static_cast<std::size_t>(b_rows * ldb)),
+      C(static_cast<std::size_t>(M * ldc));
+  for (auto* v : {&A, &B, &C})
+    for (auto& x : *v) x = static_cast<Acc>(n(rng));
+  const std::vector<Acc> C0 = C;
+  grpokit::detail::gemm(form, M, N, K, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+  double worst = 0;
+  for (std::int64_t m = 0; m < M; ++m)
+    for (std::int64_t j = 0; j < N; ++j) {
+      ref::ld want = beta == Acc(0) ? 0 : ref::ld(beta) * C0[static_cast<std::size_t>(m * ldc + j)];
+      ref::ld scale = std::fabs(want);
+      for (std::int64_t k = 0; k < K; ++k) {
+        const ref::ld a = a_t ? A[static_cast<std::size_t>(k * lda + m)] : A[static_cast<std::size_t>(m * lda + k)];
+        const ref::ld b = b_t ? B[static_cast<std::size_t>(j * ldb + k)] : B[static_cast<std::size_t>(k * ldb + j)];
+        want += a * b;
+        scale += std::fabs(a * b);
+      }
+      const double err = static_cast<double>(std::fabs(C[static_cast<std::size_t>(m * ldc + j)] - want) /
+                                             (scale * std::numeric_limits<Acc>::epsilon() + 1e-300));
+      worst = std::max(worst, err);
+    }
+  INFO("form " << static_cast<int>(form) << " M " << M << " N " << N << " K " << K << " beta " << beta);
+  CHECK(worst <= static_cast<double>(K + 2));  // the classic bound: K eps times the sum of |terms|
+  // the columns beyond N of every row (the padding of ldc) are untouched
+  for (std::int64_t m = 0; m < M; ++m)
+    for (std::int64_t j = N; j < ldc; ++j)
+      CHECK(C[static_cast<std::size_t>(m * ldc + j)] == C0[static_cast<std::size_t>(m * ldc + j)]);
+}
+
+}  // namespace
+
+TEST_CASE("the host GEMMs (the CBLAS and the loops) match a long-double product", "[linear][gemm]") {
+  using grpokit::detail::gemm_form;
+  std::uint64_t seed = 1;
+  for (const bool blas : {true, false}) {
+    grpokit::detail::use_blas(blas);
+    INFO("CBLAS " << grpokit::detail::blas_in_use());
+    for (gemm_form form : {gemm_form::nt, gemm_form::nn, gemm_form::tn})
+      for (auto [M, N, K] : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{1, 1, 1}, {3, 70, 5}, {17, 65, 130},
+                             {64, 1, 33}, {5, 129, 0}}) {
+        check_gemm<float>(form, M, N, K, 0.f, seed++);
+        check_gemm<float>(form, M, N, K, 1.f, seed++);
+        check_gemm<double>(form, M, N, K, 1.0, seed++);
+      }
+  }
+  grpokit::detail::use_blas(true);
+}
 
 TEST_CASE("dweight accumulates (tied embeddings), and bad shapes are named", "[linear][errors]") {
   using P = grpokit::policy<grpokit::precision<double, double>>;

@@ -11,6 +11,7 @@
 #include <exception>
 #include <limits>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "../config.hpp"
@@ -22,6 +23,7 @@
 #include "../math/storage.hpp"
 #include "../metrics.hpp"
 #include "../policy.hpp"
+#include "detail/gemm.hpp"
 #include "detail/lm_head_norms.hpp"
 #include "detail/sampler_support.hpp"
 #include "detail/scratch.hpp"
@@ -33,20 +35,110 @@
 
 namespace grpokit::detail {
 
-// out[c, v] = sum_d hidden[t0 + c, d] W[v, d] + bias[v], in Acc, for c < rows.
-template <class Acc, class S>
-void chunk_logits(const linear_input<S, Acc>& in, std::int64_t t0, std::int64_t rows, Acc* out) {
-  const std::int64_t V = in.weight.rows, D = in.weight.cols;
-  parallel_for(rows, [&](std::int64_t c) {
-    const S* h = in.hidden.row(t0 + c);
-    for (std::int64_t v = 0; v < V; ++v) {
-      const S* w = in.weight.row(v);
-      Acc acc = in.bias.empty() ? Acc(0) : math::load<Acc>(in.bias[v]);
-      for (std::int64_t d = 0; d < D; ++d) acc += math::load<Acc>(h[d]) * math::load<Acc>(w[d]);
-      out[c * V + v] = acc;
-    }
-  });
+// Elements of the LM head converted to Acc at a time (tests lower it to cross panel boundaries).
+inline std::int64_t& linear_panel_elements() {
+  static std::int64_t elements = std::int64_t{1} << 20;  // 4 MiB of float
+  return elements;
 }
+
+// The products of a chunk on Acc operands (detail/gemm.hpp): the storage's own arrays where it is
+// Acc, else converted copies, the hidden chunk whole and the LM head a panel of rows at a time (so
+// the extra memory stays O(C D + panel D)).
+// `fixed_order` (reduction::batch_invariant): grpokit's loops, whose rows do not depend on the
+// chunk they are in (gemm).
+template <class Acc, class S>
+class linear_products {
+ public:
+  linear_products(const linear_input<S, Acc>& in, std::int64_t token_chunk, bool fixed_order)
+      : in_(in), D_(in.weight.cols), V_(in.weight.rows), fixed_order_(fixed_order) {
+    const std::int64_t budget = linear_panel_elements();
+    panel_rows_ = std::max<std::int64_t>(1, std::min<std::int64_t>(V_, budget / std::max<std::int64_t>(D_, 1)));
+    if (!std::is_same<S, Acc>::value) {
+      hidden_ = scratch<Acc>(std::min(token_chunk, in.hidden.rows) * D_, "fused_linear_loss");
+      weight_ = scratch<Acc>(panel_rows_ * D_, "fused_linear_loss");
+    }
+    product_ = scratch<Acc>(std::max(panel_rows_, std::min(token_chunk, in.hidden.rows)) * D_, "fused_linear_loss");
+  }
+
+  // out[c, v] = sum_d hidden[t0 + c, d] W[v, d] + bias[v] for c < n (out: n x V).
+  void logits(std::int64_t t0, std::int64_t n, Acc* out) {
+    parallel_for(n, [&](std::int64_t c) {
+      for (std::int64_t v = 0; v < V_; ++v) out[c * V_ + v] = in_.bias.empty() ? Acc(0) : math::load<Acc>(in_.bias[v]);
+    });
+    const auto h = hidden(t0, n);
+    for (std::int64_t v0 = 0; v0 < V_; v0 += panel_rows_) {
+      const std::int64_t rows = std::min(panel_rows_, V_ - v0);
+      const auto w = weight(v0, rows);
+      gemm(gemm_form::nt, n, rows, D_, h.data, h.ld, w.data, w.ld, Acc(1), out + v0, V_, fixed_order_);
+    }
+  }
+
+  // From the chunk's dlogits g (n x V, in Acc): dhidden[t0 + c] = sum_v g[c, v] W[v] (when wanted),
+  // dweight[v] (or dweight_acc) += sum_c g[c, v] hidden[t0 + c], dbias[v] += sum_c g[c, v].
+  void backward(std::int64_t t0, std::int64_t n, const Acc* g, const linear_grads<S, Acc>& grads) {
+    const auto h = hidden(t0, n);
+    const bool dhidden = grads.dhidden.data != nullptr;
+    for (std::int64_t v0 = 0; v0 < V_; v0 += panel_rows_) {
+      const std::int64_t rows = std::min(panel_rows_, V_ - v0);
+      const auto w = weight(v0, rows);
+      if (dhidden)  // summed over the panels in product_ (n x D)
+        gemm(gemm_form::nn, n, D_, rows, g + v0, V_, w.data, w.ld, v0 == 0 ? Acc(0) : Acc(1), product_.data(), D_,
+             fixed_order_);
+    }
+    if (dhidden)
+      parallel_for(n, [&](std::int64_t c) {
+        S* out = grads.dhidden.row(t0 + c);
+        for (std::int64_t d = 0; d < D_; ++d) out[d] = math::store<S>(product_[static_cast<std::size_t>(c * D_ + d)]);
+      });
+    for (std::int64_t v0 = 0; v0 < V_; v0 += panel_rows_) {
+      const std::int64_t rows = std::min(panel_rows_, V_ - v0);
+      gemm(gemm_form::tn, rows, D_, n, g + v0, V_, h.data, h.ld, Acc(0), product_.data(), D_, fixed_order_);
+      parallel_for(rows, [&](std::int64_t r) {
+        const Acc* acc = product_.data() + r * D_;
+        if (grads.dweight_acc.data != nullptr) {
+          Acc* out = grads.dweight_acc.row(v0 + r);
+          for (std::int64_t d = 0; d < D_; ++d) out[d] += acc[d];
+        } else {
+          S* out = grads.dweight.row(v0 + r);
+          for (std::int64_t d = 0; d < D_; ++d) out[d] = math::store<S>(math::load<Acc>(out[d]) + acc[d]);
+        }
+      });
+    }
+    if (!grads.dbias.empty())
+      parallel_for(V_, [&](std::int64_t v) {
+        Acc b = 0;
+        for (std::int64_t c = 0; c < n; ++c) b += g[c * V_ + v];
+        grads.dbias[v] += b;
+      });
+  }
+
+ private:
+  struct operand {
+    const Acc* data;
+    std::int64_t ld;
+  };
+  // Rows [r0, r0 + n) of m as an Acc operand: m itself where S is Acc, else converted into `copy`.
+  operand rows_of(const matrix_view<const S>& m, std::int64_t r0, std::int64_t n, std::vector<Acc>& copy) {
+    if constexpr (std::is_same<S, Acc>::value) {
+      (void)n;
+      (void)copy;
+      return {m.row(r0), m.row_stride};
+    } else {
+      parallel_for(n, [&](std::int64_t r) {
+        const S* x = m.row(r0 + r);
+        for (std::int64_t d = 0; d < D_; ++d) copy[static_cast<std::size_t>(r * D_ + d)] = math::load<Acc>(x[d]);
+      });
+      return {copy.data(), D_};
+    }
+  }
+  operand hidden(std::int64_t t0, std::int64_t n) { return rows_of(in_.hidden, t0, n, hidden_); }
+  operand weight(std::int64_t v0, std::int64_t rows) { return rows_of(in_.weight, v0, rows, weight_); }
+
+  const linear_input<S, Acc>& in_;
+  std::int64_t D_, V_, panel_rows_ = 1;
+  bool fixed_order_;
+  std::vector<Acc> hidden_, weight_, product_;
+};
 
 // After a chunk's logits were found non-finite (check_finite): name the input that holds the NaN /
 // Inf, with its index in the whole batch, instead of a row of the chunk.
@@ -90,11 +182,12 @@ loss_result fused_linear_loss_with(const linear_input<storage_t<P>, accum_t<P>>&
                                    Loss&& loss, Backward&& backward_rows, SumP2&& sum_p2_rows) {
   using Acc = accum_t<P>;
   using S = storage_t<P>;
-  const std::int64_t T = in.hidden.rows, V = in.weight.rows, D = in.hidden.cols;
+  const std::int64_t T = in.hidden.rows, V = in.weight.rows;
   const std::int64_t C = std::min(token_chunk, std::max<std::int64_t>(T, 1));
   std::vector<Acc> logits, logp, entropy, lse, dlogp, dentropy;
   std::vector<S> dlogits;
   std::optional<host_lm_head_sums<S>> head_sums;
+  std::optional<linear_products<Acc, S>> products;
   std::exception_ptr failed;
   try {
     GRPOKIT_REQUIRE(C <= std::numeric_limits<std::int64_t>::max() / V, "fused_linear_loss: token_chunk x V overflows");
@@ -102,6 +195,7 @@ loss_result fused_linear_loss_with(const linear_input<storage_t<P>, accum_t<P>>&
     dlogits = detail::scratch<S>(C * V, "fused_linear_loss");
     for (auto* v : {&logp, &entropy, &lse, &dlogp, &dentropy}) *v = detail::scratch<Acc>(T, "fused_linear_loss");
     head_sums.emplace(norms, in.hidden, V);
+    products.emplace(in, C, P::order == reduction_order::batch_invariant);
   } catch (const error&) {
     failed = std::current_exception();
   }
@@ -116,7 +210,7 @@ loss_result fused_linear_loss_with(const linear_input<storage_t<P>, accum_t<P>>&
   auto rows_of = [](std::vector<Acc>& v, std::int64_t t0, std::int64_t n) { return span<Acc>(v.data() + t0, n); };
   for (std::int64_t t0 = 0; t0 < T && !failed; t0 += C) {
     const std::int64_t n = std::min(C, T - t0);
-    detail::chunk_logits(in, t0, n, logits.data());
+    products->logits(t0, n, logits.data());
     try {
       try {
         forward_rows(chunk_input(t0, n),
@@ -133,7 +227,7 @@ loss_result fused_linear_loss_with(const linear_input<storage_t<P>, accum_t<P>>&
 
   for (std::int64_t t0 = 0; t0 < T; t0 += C) {
     const std::int64_t n = std::min(C, T - t0);
-    detail::chunk_logits(in, t0, n, logits.data());
+    products->logits(t0, n, logits.data());
     backward_rows(chunk_input(t0, n),
                   backward_inputs<Acc>{rows_of(lse, t0, n), rows_of(entropy, t0, n), rows_of(dlogp, t0, n),
                                        rows_of(dentropy, t0, n)},
@@ -141,39 +235,11 @@ loss_result fused_linear_loss_with(const linear_input<storage_t<P>, accum_t<P>>&
     if (!extra.sum_p2.empty()) sum_p2_rows(chunk_input(t0, n), rows_of(lse, t0, n), extra.sum_p2.subspan(t0, n));
     head_sums->set_chunk(t0, dlogits.data());
     head_norms.add_chunk(t0, n);
-    if (grads.dhidden.data != nullptr) {  // dhidden[t] = sum_v dlogits[c, v] W[v]
-      detail::parallel_for(n, [&](std::int64_t c) {
-        std::vector<Acc> acc(static_cast<std::size_t>(D), Acc(0));
-        for (std::int64_t v = 0; v < V; ++v) {
-          const Acc g = math::load<Acc>(dlogits[c * V + v]);
-          if (g == Acc(0)) continue;
-          const S* w = in.weight.row(v);
-          for (std::int64_t d = 0; d < D; ++d) acc[d] += g * math::load<Acc>(w[d]);
-        }
-        S* out = grads.dhidden.row(t0 + c);
-        for (std::int64_t d = 0; d < D; ++d) out[d] = math::store<S>(acc[d]);
-      });
-    }
-    // dweight[v] += sum_c dlogits[c, v] hidden[t0 + c]; dbias[v] += sum_c dlogits[c, v]
-    detail::parallel_for(V, [&](std::int64_t v) {
-      std::vector<Acc> acc(static_cast<std::size_t>(D), Acc(0));
-      Acc b = 0;
-      for (std::int64_t c = 0; c < n; ++c) {
-        const Acc g = math::load<Acc>(dlogits[c * V + v]);
-        b += g;
-        if (g == Acc(0)) continue;
-        const S* h = in.hidden.row(t0 + c);
-        for (std::int64_t d = 0; d < D; ++d) acc[d] += g * math::load<Acc>(h[d]);
-      }
-      if (grads.dweight_acc.data != nullptr) {
-        Acc* w = grads.dweight_acc.row(v);
-        for (std::int64_t d = 0; d < D; ++d) w[d] += acc[d];
-      } else {
-        S* w = grads.dweight.row(v);
-        for (std::int64_t d = 0; d < D; ++d) w[d] = math::store<S>(math::load<Acc>(w[d]) + acc[d]);
-      }
-      if (!grads.dbias.empty()) grads.dbias[v] += b;
+    // the dlogits as the products' Acc operand, over the chunk's logits (no longer needed)
+    parallel_for(n, [&](std::int64_t c) {
+      for (std::int64_t v = 0; v < V; ++v) logits[static_cast<std::size_t>(c * V + v)] = math::load<Acc>(dlogits[static_cast<std::size_t>(c * V + v)]);
     });
+    products->backward(t0, n, logits.data(), grads);
   }
   head_norms.finish();
   detail::copy_extra(extra, logp, entropy);
@@ -210,13 +276,7 @@ loss_result fused_linear_loss(const linear_input<storage_t<P>, accum_t<P>>& in, 
       [&](const current_policy<Acc>& cur, const policy_grads<Acc>& g) { return policy_loss<P>(cur, batch, cfg, g); },
       [&](const logits_input<Acc, Acc>& ci, const backward_inputs<Acc>& g, const matrix_view<S>& dlogits) {
         detail::parallel_for(ci.logits.rows, [&](std::int64_t c) {
-          const Acc inv_t = detail::inverse_temperature<Ops>(cfg, ci.temperature, c);
-          const Acc support = g.dlogp[c] != Acc(0) || g.dentropy[c] != Acc(0)  // a row without one is not read
-                                  ? detail::row_support<Ops>(cfg, ci.logits.row(c), ci.logits.cols, inv_t)
-                                  : -std::numeric_limits<Acc>::infinity();
-          detail::backward_row<Ops, Acc>(ci.logits.row(c), dlogits.row(c), ci.logits.cols, ci.targets[c], inv_t,
-                                         P::vocab_prune, log_rho, g.lse[c], g.entropy[c], g.dlogp[c], g.dentropy[c],
-                                         support);
+          detail::dlogits_row<Q>(ci, cfg, log_rho, g.lse[c], g.entropy[c], g.dlogp[c], g.dentropy[c], dlogits, c);
         });
       },
       [&](const logits_input<Acc, Acc>& ci, span<const Acc> lse, span<Acc> out) {
