@@ -21,6 +21,12 @@ import sys
 import time
 import warnings
 
+# OpenMP's threads sleep while OpenBLAS's own threads run grpokit's GEMMs (and the reverse); spinning,
+# each side steals the cores of the other (docs/fused_linear_loss.md). Set before torch is imported:
+# the library then shares torch's libgomp.so.1, which reads it once (torch's own timings change by
+# noise only).
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
 import torch
 import torch.nn.functional as F
 
@@ -238,10 +244,6 @@ def main():
     ap.add_argument("--chunk", type=int, default=256, help="fused_linear_loss's token chunk")
     ap.add_argument("--beta", type=float, default=0.04)
     a = ap.parse_args()
-    # grpokit's OpenMP threads sleep while OpenBLAS's own threads run its GEMMs (and the reverse);
-    # spinning, each side steals the cores of the other (docs/fused_linear_loss.md). Read by the
-    # libgomp that the library loads (torch bundles its own).
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     lib = ctypes.CDLL(a.lib)
     bw = copy_bandwidth()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; memory bandwidth (copy, read + write) "

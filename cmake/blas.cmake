@@ -1,20 +1,23 @@
-# A CBLAS for the host fused_linear_loss's GEMMs (include/grpokit/host/detail/gemm.hpp): OpenBLAS
-# when CMake finds it, else any BLAS that CMake finds with a cblas.h beside it (a BLA_VENDOR the
-# user sets is honoured). Found: grpokit::grpokit links it and defines GRPOKIT_HAS_CBLAS; not
-# found: the header's own loops. The resolved library paths are linked (not BLAS::BLAS), so the
-# installed package needs no find_dependency.
+# A CBLAS for the host fused_linear_loss's GEMMs (include/grpokit/host/detail/gemm.hpp): OpenBLAS,
+# else BLIS (FLAME), else Apple's Accelerate, each with a cblas.h beside it; a BLA_VENDOR the user
+# sets is taken as given (MKL: set MKL_CBWR for run-to-run reproducibility). Not any BLAS: the
+# single-threaded reference BLAS is slower than grpokit's own loops. Found: grpokit::grpokit links
+# it and defines GRPOKIT_HAS_CBLAS; not found: the header's own loops. The resolved library paths
+# are linked (not BLAS::BLAS), so the installed package needs no find_dependency.
 include(CheckCXXSourceCompiles)
 include(CMakePushCheckState)
 set(GRPOKIT_CBLAS_FOUND OFF)
 if(DEFINED BLA_VENDOR)
   find_package(BLAS QUIET)
 else()
-  set(BLA_VENDOR OpenBLAS)
-  find_package(BLAS QUIET)
-  unset(BLA_VENDOR)
-  if(NOT BLAS_FOUND)
+  foreach(vendor IN ITEMS OpenBLAS FLAME Apple)
+    set(BLA_VENDOR ${vendor})
     find_package(BLAS QUIET)
-  endif()
+    unset(BLA_VENDOR)
+    if(BLAS_FOUND)
+      break()
+    endif()
+  endforeach()
 endif()
 if(BLAS_FOUND)
   find_path(GRPOKIT_CBLAS_INCLUDE_DIR cblas.h

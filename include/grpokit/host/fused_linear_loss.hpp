@@ -51,13 +51,16 @@ class linear_products {
  public:
   linear_products(const linear_input<S, Acc>& in, std::int64_t token_chunk, bool fixed_order)
       : in_(in), D_(in.weight.cols), V_(in.weight.rows), fixed_order_(fixed_order) {
-    const std::int64_t budget = linear_panel_elements();
-    panel_rows_ = std::max<std::int64_t>(1, std::min<std::int64_t>(V_, budget / std::max<std::int64_t>(D_, 1)));
+    // dweight's products a bounded block of rows at a time; the LM head in panels only where it is
+    // converted (the storage is not Acc): one product over all of V otherwise
+    product_rows_ = std::max<std::int64_t>(
+        1, std::min<std::int64_t>(V_, linear_panel_elements() / std::max<std::int64_t>(D_, 1)));
+    panel_rows_ = std::is_same<S, Acc>::value ? std::max<std::int64_t>(V_, 1) : product_rows_;
     if (!std::is_same<S, Acc>::value) {
       hidden_ = scratch<Acc>(std::min(token_chunk, in.hidden.rows) * D_, "fused_linear_loss");
       weight_ = scratch<Acc>(panel_rows_ * D_, "fused_linear_loss");
     }
-    product_ = scratch<Acc>(std::max(panel_rows_, std::min(token_chunk, in.hidden.rows)) * D_, "fused_linear_loss");
+    product_ = scratch<Acc>(std::max(product_rows_, std::min(token_chunk, in.hidden.rows)) * D_, "fused_linear_loss");
   }
 
   // out[c, v] = sum_d hidden[t0 + c, d] W[v, d] + bias[v] for c < n (out: n x V).
@@ -90,8 +93,8 @@ class linear_products {
         S* out = grads.dhidden.row(t0 + c);
         for (std::int64_t d = 0; d < D_; ++d) out[d] = math::store<S>(product_[static_cast<std::size_t>(c * D_ + d)]);
       });
-    for (std::int64_t v0 = 0; v0 < V_; v0 += panel_rows_) {
-      const std::int64_t rows = std::min(panel_rows_, V_ - v0);
+    for (std::int64_t v0 = 0; v0 < V_; v0 += product_rows_) {
+      const std::int64_t rows = std::min(product_rows_, V_ - v0);
       gemm(gemm_form::tn, rows, D_, n, g + v0, V_, h.data, h.ld, Acc(0), product_.data(), D_, fixed_order_);
       parallel_for(rows, [&](std::int64_t r) {
         const Acc* acc = product_.data() + r * D_;
@@ -135,7 +138,7 @@ class linear_products {
   operand weight(std::int64_t v0, std::int64_t rows) { return rows_of(in_.weight, v0, rows, weight_); }
 
   const linear_input<S, Acc>& in_;
-  std::int64_t D_, V_, panel_rows_ = 1;
+  std::int64_t D_, V_, panel_rows_ = 1, product_rows_ = 1;
   bool fixed_order_;
   std::vector<Acc> hidden_, weight_, product_;
 };

@@ -96,10 +96,16 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in,
   detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
   detail::require_fused_outputs(extra, T);
   detail::require_sum_p2_apart(extra.sum_p2, batch, in.temperature, in.logits, dlogits);
-  // one pass over the rows where each token's gradient is its own; in place only without the
-  // finiteness check, which would otherwise fail with rows of the logits already overwritten
+  // one pass over the rows where each token's gradient is its own and the sequences can keep every
+  // thread busy (it runs them in parallel, the rows of one in order: none may hold more than half a
+  // thread's share); in place only without the finiteness check, which would otherwise fail with
+  // rows of the logits overwritten
+  std::int64_t longest = 0;
+  for (std::int64_t s = 0; s + 1 < batch.seq_offsets.size(); ++s)
+    longest = std::max(longest, batch.seq_offsets[s + 1] - batch.seq_offsets[s]);
+  const std::int64_t threads = detail::worker_count();
   if (extra.sum_p2.empty() && detail::policy_terms<P, detail::ops_for<P::order>>::token_local(cfg) &&
-      !(mode == backward_mode::in_place && cfg.check_finite))
+      (threads == 1 || 2 * threads * longest <= T) && !(mode == backward_mode::in_place && cfg.check_finite))
     return detail::fused_loss_by_rows<P>(in, batch, cfg, dlogits, extra);
   auto logp = detail::scratch<Real>(T, "fused_loss"), entropy = detail::scratch<Real>(T, "fused_loss"),
        lse = detail::scratch<Real>(T, "fused_loss"), dlogp = detail::scratch<Real>(T, "fused_loss"),

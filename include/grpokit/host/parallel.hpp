@@ -11,6 +11,15 @@
 
 namespace grpokit::detail {
 
+// The threads parallel_for may use.
+inline std::int64_t worker_count() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
 template <class F>
 void parallel_for(std::int64_t n, F&& body) {
 #if defined(_OPENMP)

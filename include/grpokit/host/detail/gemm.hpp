@@ -58,7 +58,7 @@ inline void blas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, std::int64_t M, st
 }
 #endif
 
-// Columns of B^T that the loop form of nt transposes at a time (a K x 64 panel per thread).
+// Columns of B^T that the loop form of nt transposes at a time (a K x 64 panel per task).
 constexpr std::int64_t gemm_panel = 64;
 
 template <class Acc>
@@ -67,14 +67,15 @@ void loop_gemm(gemm_form form, std::int64_t M, std::int64_t N, std::int64_t K, c
   auto start_row = [&](Acc* c) {
     for (std::int64_t n = 0; n < N; ++n) c[n] = beta == Acc(0) ? Acc(0) : beta * c[n];
   };
-  if (form == gemm_form::nt) {
-    const std::int64_t panels = (N + gemm_panel - 1) / gemm_panel;
-    parallel_for(panels, [&](std::int64_t p) {
-      const std::int64_t n0 = p * gemm_panel, width = std::min(gemm_panel, N - n0);
+  if (form == gemm_form::nt) {  // tasks: a panel of 64 columns x a block of 32 rows
+    const std::int64_t panels = (N + gemm_panel - 1) / gemm_panel, blocks = (M + 31) / 32;
+    parallel_for(panels * blocks, [&](std::int64_t task) {
+      const std::int64_t n0 = task / blocks * gemm_panel, width = std::min(gemm_panel, N - n0);
+      const std::int64_t m0 = task % blocks * 32, m1 = std::min(M, m0 + 32);
       std::vector<Acc> bt(static_cast<std::size_t>(K * gemm_panel));  // bt[k, j] = B[n0 + j, k]
       for (std::int64_t j = 0; j < width; ++j)
         for (std::int64_t k = 0; k < K; ++k) bt[static_cast<std::size_t>(k * gemm_panel + j)] = B[(n0 + j) * ldb + k];
-      for (std::int64_t m = 0; m < M; ++m) {
+      for (std::int64_t m = m0; m < m1; ++m) {
         Acc acc[gemm_panel] = {};
         for (std::int64_t k = 0; k < K; ++k) {
           const Acc a = A[m * lda + k];

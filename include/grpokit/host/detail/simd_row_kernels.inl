@@ -66,13 +66,14 @@ struct dlogit_row {
   vec inv_t, threshold, lse, entropy, g_logp, g_entropy;
 };
 // The softmax part of sixteen columns' dlogits, -p (g_logp + g_entropy (log p + H)) / T, exactly +0
-// where p = 0: log p is clamped at exp_floor (p = 0 below, and the product is a finite +-0) and the
-// FMA with +0 turns a -0 product into +0. Notes a NaN / Inf of x in `flags`.
+// where p = 0: log p is clamped to exp_in_range's domain (p = 0 below it, and the product is a
+// finite +-0; above it only with an lse too small for the row, where both targets then give the
+// same inf) and the FMA with +0 turns a -0 product into +0. Notes a NaN / Inf of x in `flags`.
 template <bool Prune>
 GRPOKIT_SIMD_INLINE vec softmax_dlogit(const dlogit_row& row, vec x, vec& flags) {
   flags = V::note_non_finite(flags, x);
   const vec z = V::mul(x, row.inv_t);
-  const vec log_p = V::max(V::set1(exp_floor), V::sub(z, row.lse));
+  const vec log_p = V::clamp(V::sub(z, row.lse), exp_floor, 89.f);
   vec p = exp_in_range(log_p);
   if constexpr (Prune) p = V::zero_unless(V::ge(z, row.threshold), p);
   const vec inner = V::fma(row.g_entropy, V::add(log_p, row.entropy), row.g_logp);
