@@ -46,7 +46,7 @@ loss_result fused_loss_by_rows(const logits_input<storage_t<P>, accum_t<P>>& in,
   const Real log_rho = detail::log_prune_rho<Ops, Real>(cfg);
   auto parts = detail::scratch<detail::loss_partial>(S, "fused_loss");
   auto bad = detail::scratch<std::uint8_t>(cfg.check_finite ? T : 0, "fused_loss");
-  const detail::batch_stats whole;
+  const detail::batch_stats whole{};
   // the longest sequences first, so that the threads finish together (each sequence's sums are its
   // own: the order changes no bit)
   auto order = detail::scratch<std::int64_t>(S, "fused_loss");

@@ -114,6 +114,8 @@ void gemm(gemm_form form, std::int64_t M, std::int64_t N, std::int64_t K, const 
               N, K, A, lda, B, ldb, beta, C, ldc);
     return;
   }
+#else
+  (void)fixed_order;
 #endif
   loop_gemm(form, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
