@@ -202,9 +202,10 @@ void check_fused_rows_bits(std::uint64_t seed, const grpokit::loss_config& cfg, 
   using S = typename P::storage_type;
   using R = typename P::accum_type;
   std::mt19937_64 rng(seed);
-  // 40 sequences of at most 7 tokens (some empty): the one-pass schedule on up to 10 threads
+  // 40 sequences of at most 7 tokens (some empty) and one of 61: rows of one sequence on several threads
   std::vector<std::int64_t> lengths;
   for (int i = 0; i < 40; ++i) lengths.push_back(static_cast<std::int64_t>(rng() % 8));
+  lengths.insert(lengths.begin() + 13, 61);
   ref::problem p = ref::make_problem(rng, lengths, 37, 2.0);
   {
     std::vector<ref::ld> logp, ent;

@@ -172,6 +172,51 @@ void check_same_bits(std::uint64_t seed, std::int64_t V) {
   CHECK(std::memcmp(in_place.data(), b.dlogits.data(), in_place.size() * sizeof(S)) == 0);
 }
 
+TEST_CASE("every host target finds a NaN or Inf logit wherever it is in a row", "[isa]") {
+  // The one-read SIMD row finds a -Inf through its entropy sum and a NaN / +Inf through its max and
+  // sums, with no test per column: put each in a full group, the padded last group and a second
+  // 1024-column block, and check the error under check_finite and, without it, the online rows'
+  // values (a -Inf logit is a column of p = 0 there).
+  using F = det<float>;
+  using B = grpokit::policy<grpokit::precision<float, float>, grpokit::reduction::batch_invariant>;
+  isa_guard guard;
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> n(0, 2);
+  const float bad_values[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                              -std::numeric_limits<float>::infinity()};
+  for (host_isa isa : targets_here()) {
+    grpokit::detail::use_isa(isa);
+    for (std::int64_t V : {37, 2100}) {
+      std::vector<float> logits(static_cast<std::size_t>(2 * V));
+      for (auto& v : logits) v = n(rng);
+      const std::vector<std::int64_t> targets{0, 1};
+      for (std::int64_t column : {std::int64_t{3}, std::int64_t{17}, V - 1, std::int64_t{1030}}) {
+        if (column >= V) continue;
+        for (float bad : bad_values) {
+          INFO("target " << grpokit::detail::isa_name(isa) << ", V = " << V << ", column " << column << ", value "
+                         << bad);
+          auto x = logits;
+          x[static_cast<std::size_t>(V + column)] = bad;
+          std::vector<float> logp(2), ent(2), lse(2), logp_b(2), ent_b(2), lse_b(2);
+          REQUIRE_ERROR(grpokit::host::token_logprobs<F>({{x.data(), 2, V, V}, targets, {}}, {}, {logp, ent, lse}),
+                        "logits row 1 contains NaN or Inf");
+          grpokit::loss_config off;
+          off.check_finite = false;
+          grpokit::host::token_logprobs<F>({{x.data(), 2, V, V}, targets, {}}, off, {logp, ent, lse});
+          grpokit::host::token_logprobs<B>({{x.data(), 2, V, V}, targets, {}}, off, {logp_b, ent_b, lse_b});
+          for (int t = 0; t < 2; ++t) {
+            CHECK(std::isnan(lse[t]) == std::isnan(lse_b[t]));
+            CHECK(std::isnan(ent[t]) == std::isnan(ent_b[t]));
+            if (std::isfinite(lse_b[t])) CHECK(std::fabs(lse[t] - lse_b[t]) <= 1e-5f * std::fabs(lse_b[t]) + 1e-6f);
+            if (std::isfinite(ent_b[t])) CHECK(std::fabs(ent[t] - ent_b[t]) <= 1e-5f);
+          }
+          CHECK(std::isfinite(lse[1]) == (bad == -std::numeric_limits<float>::infinity()));
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("the AVX2 and AVX-512 targets compute the same bits", "[isa]") {
   if (grpokit::detail::cpu_isa() < host_isa::avx512) {
     WARN("no AVX-512 on this CPU: the two SIMD targets are not compared");
@@ -201,7 +246,7 @@ void check_exp(const char* name) {
   }
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
   const std::vector<float> special{0.f, -0.f, -inf, inf, -1000.f, 1000.f, 88.8f, 88.72283f, -87.33655f, -103.97f,
-                                   -103.98f, nan, -nan};
+                                   -103.98f, 0x1.4cc98p+2f, nan, -nan};
   x.insert(x.end(), special.begin(), special.end());
   y.resize(x.size());
   Rows::exp_values(x.data(), y.data(), static_cast<std::int64_t>(x.size()));
@@ -218,7 +263,7 @@ void check_exp(const char* name) {
       worst_sub = std::max(worst_sub, static_cast<double>(std::fabs(y[i] - e) / std::numeric_limits<float>::denorm_min()));
   }
   INFO(name << ": worst " << worst << " ulp, subnormal " << worst_sub << " steps");
-  CHECK(worst <= 2.0);
+  CHECK(worst <= 1.0);  // the issue asks 2; an exhaustive run over [-104, 89] found 0.91 (at 5.1998)
   CHECK(worst_sub <= 1.0);
   CHECK(y[x.size() - special.size() + 0] == 1.f);
   CHECK(y[x.size() - special.size() + 2] == 0.f);
@@ -281,7 +326,7 @@ void check_target(host_isa isa) {
 
 }  // namespace
 
-TEST_CASE("the SIMD targets' exp is within 2 ulp and their conversions are math::load / store", "[isa]") {
+TEST_CASE("the SIMD targets' exp is within 1 ulp and their conversions are math::load / store", "[isa]") {
   check_target<grpokit::detail::avx2::rows>(host_isa::avx2);
   check_target<grpokit::detail::avx512::rows>(host_isa::avx512);
 }

@@ -1,7 +1,6 @@
 #pragma once
 // grpokit::host::fused_loss: token_logprobs -> policy_loss -> logits_backward in one call.
 // Extra memory O(T + S): logp, entropy, lse and their gradients, never O(T V).
-#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -19,9 +18,11 @@
 namespace grpokit::detail {
 
 // fused_loss where every token's gradient is its own (policy_terms::token_local, no sum_p2): each
-// sequence's rows in order, each row's forward, its token's loss terms and its backward one after
-// the other, so that the row is read from memory once and is still in cache for the backward. The
-// per-token arithmetic and the order of every sum are those of the separate steps: the same bits.
+// row's forward, its token's gradient and its backward one after the other, so that the row is read
+// from memory once and is still in cache for the backward, the rows in parallel (a pass opened for
+// the row alone gives its token's gradient); then each sequence's loss and metric sums from the
+// log-probs kept. The per-token arithmetic and the order of every sum are those of the separate
+// steps: the same bits.
 template <class P>
 loss_result fused_loss_by_rows(const logits_input<storage_t<P>, accum_t<P>>& in, const rollout_batch<accum_t<P>>& batch,
                                const loss_config& cfg, const matrix_view<storage_t<P>>& dlogits,
@@ -47,27 +48,26 @@ loss_result fused_loss_by_rows(const logits_input<storage_t<P>, accum_t<P>>& in,
   auto parts = detail::scratch<detail::loss_partial>(S, "fused_loss");
   auto bad = detail::scratch<std::uint8_t>(cfg.check_finite ? T : 0, "fused_loss");
   const detail::batch_stats whole{};
-  // the longest sequences first, so that the threads finish together (each sequence's sums are its
-  // own: the order changes no bit)
-  auto order = detail::scratch<std::int64_t>(S, "fused_loss");
-  for (std::int64_t s = 0; s < S; ++s) order[static_cast<std::size_t>(s)] = s;
-  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) {
-    return batch.seq_offsets[a + 1] - batch.seq_offsets[a] > batch.seq_offsets[b + 1] - batch.seq_offsets[b];
-  });
-  detail::parallel_for(S, [&](std::int64_t i) {
-    const std::int64_t s = order[static_cast<std::size_t>(i)];
+  auto sequence_of = detail::scratch<std::int64_t>(T, "fused_loss");  // the offsets cover [0, T)
+  for (std::int64_t s = 0; s < S; ++s)
+    for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t)
+      sequence_of[static_cast<std::size_t>(t)] = s;
+  detail::parallel_for(T, [&](std::int64_t t) {
+    const std::int64_t s = sequence_of[static_cast<std::size_t>(t)];
     const auto& q = seqs[static_cast<std::size_t>(s)];
-    auto pass = terms.open_sequence(s, q, n_tokens, n_seqs);
-    for (std::int64_t t = batch.seq_offsets[s]; t < batch.seq_offsets[s + 1]; ++t) {
-      const auto r = detail::logprob_row<P>(in, cfg, log_rho, t);
-      logp[static_cast<std::size_t>(t)] = r.logp;
-      entropy[static_cast<std::size_t>(t)] = r.entropy;
-      terms.accumulate_token(pass, t, s, q, whole, grads);
-      const bool read_finite =
-          detail::dlogits_row<P>(in, cfg, log_rho, r.lse, r.entropy, dlogp[t], dentropy[t], dlogits, t);
-      if (cfg.check_finite) bad[static_cast<std::size_t>(t)] = !(r.finite && read_finite);
-    }
-    parts[static_cast<std::size_t>(s)] = terms.close_sequence(pass);
+    const auto r = detail::logprob_row<P>(in, cfg, log_rho, t);
+    logp[static_cast<std::size_t>(t)] = r.logp;
+    entropy[static_cast<std::size_t>(t)] = r.entropy;
+    auto row_pass = terms.open_sequence(s, q, n_tokens, n_seqs);
+    terms.accumulate_token(row_pass, t, s, q, whole, grads);
+    const bool read_finite =
+        detail::dlogits_row<P>(in, cfg, log_rho, r.lse, r.entropy, dlogp[t], dentropy[t], dlogits, t);
+    if (cfg.check_finite) bad[static_cast<std::size_t>(t)] = !(r.finite && read_finite);
+  });
+  // the sums in each sequence's order (the gradients written again, the same values)
+  detail::parallel_for(S, [&](std::int64_t s) {
+    parts[static_cast<std::size_t>(s)] =
+        terms.accumulate_sequence(s, seqs[static_cast<std::size_t>(s)], n_tokens, n_seqs, whole, grads);
   });
   detail::require_finite_rows(bad);
   const loss_result res = detail::finish(detail::tree_total(parts), tokens, cfg, whole);
@@ -96,16 +96,10 @@ loss_result fused_loss(const logits_input<storage_t<P>, accum_t<P>>& in,
   detail::require_batch_shapes<P::trust_region || P::importance_mask>(batch, T, cfg);
   detail::require_fused_outputs(extra, T);
   detail::require_sum_p2_apart(extra.sum_p2, batch, in.temperature, in.logits, dlogits);
-  // one pass over the rows where each token's gradient is its own and the sequences can keep every
-  // thread busy (it runs them in parallel, the rows of one in order: none may hold more than half a
-  // thread's share); in place only without the finiteness check, which would otherwise fail with
-  // rows of the logits overwritten
-  std::int64_t longest = 0;
-  for (std::int64_t s = 0; s + 1 < batch.seq_offsets.size(); ++s)
-    longest = std::max(longest, batch.seq_offsets[s + 1] - batch.seq_offsets[s]);
-  const std::int64_t threads = detail::worker_count();
+  // one pass over the rows where each token's gradient is its own; in place only without the
+  // finiteness check, which would otherwise fail with rows of the logits overwritten
   if (extra.sum_p2.empty() && detail::policy_terms<P, detail::ops_for<P::order>>::token_local(cfg) &&
-      (threads == 1 || 2 * threads * longest <= T) && !(mode == backward_mode::in_place && cfg.check_finite))
+      !(mode == backward_mode::in_place && cfg.check_finite))
     return detail::fused_loss_by_rows<P>(in, batch, cfg, dlogits, extra);
   auto logp = detail::scratch<Real>(T, "fused_loss"), entropy = detail::scratch<Real>(T, "fused_loss"),
        lse = detail::scratch<Real>(T, "fused_loss"), dlogp = detail::scratch<Real>(T, "fused_loss"),

@@ -261,22 +261,25 @@ bool backward_columns(const S* x, Out* dx, std::int64_t n, std::int64_t target, 
       const float z_target = target >= 0 ? Ops::mul(math::load<float>(x[target]), inv_t) : 0.f;
       std::uint32_t bad = 0;
       bool simd = false;
-      if constexpr (std::is_same<S, Out>::value)
+      // the kernels take any pair of SIMD storage types (fp32 chunk logits, bf16 dlogits)
+      if constexpr (simd_storage<Out>)
         simd = with_simd_rows<S>([&](auto rows) {
           // non-temporal stores for rows of a real vocabulary, which leave the cache anyway
           const bool stream = n * static_cast<std::int64_t>(sizeof(Out)) >= stream_row_bytes;
           bad = rows.softmax_dlogits(x, dx, n, inv_t, threshold, lse, entropy, g_logp, g_entropy, stream);
         });
-      const std::int32_t keep_from = prune_key(threshold);
-      for (std::int64_t j = 0; j < (simd ? 0 : n); ++j) {
-        const float v = math::load<float>(x[j]);
-        bad |= !math::is_finite_bits(v);
-        const float z = Ops::mul(v, inv_t);
-        const float log_p = Ops::sub(z, lse);
-        const float p = exp_unless_pruned(z, log_p, keep_from);
-        const float part = math::select_bits(math::bit_mask(detail::bit_cast<std::uint32_t>(p) == 0u), 0.f,
-                                             math::dlogit_softmax_part<Ops>(p, log_p, entropy, g_logp, g_entropy));
-        dx[j] = math::store<Out>(Ops::mul(part, inv_t));
+      if (!simd) {
+        const std::int32_t keep_from = prune_key(threshold);
+        for (std::int64_t j = 0; j < n; ++j) {
+          const float v = math::load<float>(x[j]);
+          bad |= !math::is_finite_bits(v);
+          const float z = Ops::mul(v, inv_t);
+          const float log_p = Ops::sub(z, lse);
+          const float p = exp_unless_pruned(z, log_p, keep_from);
+          const float part = math::select_bits(math::bit_mask(detail::bit_cast<std::uint32_t>(p) == 0u), 0.f,
+                                               math::dlogit_softmax_part<Ops>(p, log_p, entropy, g_logp, g_entropy));
+          dx[j] = math::store<Out>(Ops::mul(part, inv_t));
+        }
       }
       if (target >= 0)
         dx[target] = math::store<Out>(

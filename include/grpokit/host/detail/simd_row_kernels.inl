@@ -14,21 +14,22 @@ using vec = typename V::vec;
 // The argument below which e^x is 0 in float (also for the subnormals), the clamp of exp_fma.
 constexpr float exp_floor = -104.f;
 
-// e^x for x in [-104, 89]: Cody-Waite reduction x = k ln2 + r (|r| <= ln2 / 2) with FMA, Cephes'
-// degree-7 polynomial for e^r (as 1 + r + r^2 P(r)), then y 2^k rounded once (V::scale). At most
-// 2 ulp for normal results (tests/test_host_isa.cpp); subnormal results within one subnormal step.
+// e^x for x in [-104, 89]: Cody-Waite reduction x = k ln2 + r (|r| <= ln2 / 2) with FMA, a degree-6
+// polynomial for e^r in Horner form (1 and r exact; c2..c6 a minimax fit of the relative error on
+// [-ln2/2, ln2/2], rounded to float: 3e-9 before rounding), then y 2^k rounded once (V::scale).
+// At most 0.91 ulp for normal results over every float of the range (checked exhaustively; the
+// tests sample it); subnormal results within one subnormal step. Eleven vector operations.
 GRPOKIT_SIMD_INLINE vec exp_in_range(vec x) {
   const vec k = V::round(V::mul(x, V::set1(1.44269504088896341f)));
   vec r = V::fma(k, V::set1(-0.693359375f), x);  // ln2 = 0.693359375 - 2.12194440e-4 (the first exact in 9 bits)
   r = V::fma(k, V::set1(2.12194440e-4f), r);
-  vec p = V::set1(1.9875691500e-4f);
-  p = V::fma(p, r, V::set1(1.3981999507e-3f));
-  p = V::fma(p, r, V::set1(8.3334519073e-3f));
-  p = V::fma(p, r, V::set1(4.1665795894e-2f));
-  p = V::fma(p, r, V::set1(1.6666665459e-1f));
-  p = V::fma(p, r, V::set1(5.0000001201e-1f));
-  const vec y = V::add(V::fma(p, V::mul(r, r), r), V::set1(1.f));
-  return V::scale(y, k);
+  vec p = V::set1(1.381461275741458e-3f);
+  p = V::fma(p, r, V::set1(8.368710055947304e-3f));
+  p = V::fma(p, r, V::set1(4.166838899254799e-2f));
+  p = V::fma(p, r, V::set1(1.666652113199234e-1f));
+  p = V::fma(p, r, V::set1(4.999999403953552e-1f));
+  p = V::fma(p, r, V::set1(1.f));
+  return V::scale(V::fma(p, r, V::set1(1.f)), k);
 }
 // e^x for every x: -inf -> 0, +inf -> inf, NaN -> NaN ([-104, 89] holds every x whose e^x is
 // neither 0 nor inf).
@@ -48,34 +49,36 @@ GRPOKIT_SIMD_INLINE void store_first(Out* p, std::int64_t n, vec v) {
   for (std::int64_t l = 0; l < n; ++l) p[l] = lanes[l];
 }
 
-// Adds sixteen columns to a lane block's sums s (e^t) and u (e^t t), t = x inv_t - offset <= 0
-// (offset >= every kept z); with `Prune` a column below the threshold adds nothing. t is clamped at
-// exp_floor: where it is lower e^t = 0 and u gains e^t t = -0 (t may be -inf), which changes no sum.
-template <bool Prune>
-GRPOKIT_SIMD_INLINE void add_columns(vec x, vec inv_t, vec offset, vec threshold, vec& s, vec& u) {
-  const vec z = V::mul(x, inv_t);
-  const vec t = V::max(V::set1(exp_floor), V::sub(z, offset));
-  vec e = exp_in_range(t);
-  if constexpr (Prune) e = V::zero_unless(V::ge(z, threshold), e);
+// Adds sixteen columns to a lane block's sums s (e^t) and u (e^t t), t = x inv_t - offset rounded
+// once (FMA; offset >= every kept z up to that rounding); with `Prune` a column with z = x inv_t
+// below the threshold adds nothing. The exp takes t clamped at exp_floor (below it e^t = 0, and u
+// gains e^t t = -0, which changes no sum). With `FindInf` u takes the unclamped t instead: a column
+// whose t is -inf (e^t = 0) then makes u NaN, which is how online() finds a -Inf logit without a
+// test per column.
+template <bool Prune, bool FindInf = false>
+GRPOKIT_SIMD_INLINE void add_columns(vec x, vec inv_t, vec neg_offset, vec threshold, vec& s, vec& u) {
+  const vec t = V::fma(x, inv_t, neg_offset);
+  const vec clamped = V::max(V::set1(exp_floor), t);
+  vec e = exp_in_range(clamped);
+  if constexpr (Prune) e = V::zero_unless(V::ge(V::mul(x, inv_t), threshold), e);
   s = V::add(s, e);
-  u = V::fma(e, t, u);
+  u = V::fma(e, FindInf ? t : clamped, u);
 }
 
 // What the dlogits of a row's columns share, broadcast; g_logp and g_entropy times -inv_t.
 struct dlogit_row {
-  vec inv_t, threshold, lse, entropy, g_logp, g_entropy;
+  vec inv_t, threshold, neg_lse, entropy, g_logp, g_entropy;
 };
-// The softmax part of sixteen columns' dlogits, -p (g_logp + g_entropy (log p + H)) / T, exactly +0
-// where p = 0: log p is clamped to exp_in_range's domain (p = 0 below it, and the product is a
+// The softmax part of sixteen columns' dlogits, -p (g_logp + g_entropy (log p + H)) / T with
+// log p = x inv_t - lse rounded once (FMA), exactly +0 where p = 0: log p is clamped to exp_in_range's domain (p = 0 below it, and the product is a
 // finite +-0; above it only with an lse too small for the row, where both targets then give the
 // same inf) and the FMA with +0 turns a -0 product into +0. Notes a NaN / Inf of x in `flags`.
 template <bool Prune>
 GRPOKIT_SIMD_INLINE vec softmax_dlogit(const dlogit_row& row, vec x, vec& flags) {
   flags = V::note_non_finite(flags, x);
-  const vec z = V::mul(x, row.inv_t);
-  const vec log_p = V::clamp(V::sub(z, row.lse), exp_floor, 89.f);
+  const vec log_p = V::clamp(V::fma(x, row.inv_t, row.neg_lse), exp_floor, 89.f);
   vec p = exp_in_range(log_p);
-  if constexpr (Prune) p = V::zero_unless(V::ge(z, row.threshold), p);
+  if constexpr (Prune) p = V::zero_unless(V::ge(V::mul(x, row.inv_t), row.threshold), p);
   const vec inner = V::fma(row.g_entropy, V::add(log_p, row.entropy), row.g_logp);
   return V::fma(p, inner, V::set1(0.f));
 }
@@ -113,7 +116,7 @@ struct rows {
   template <bool Prune, class S>
   GRPOKIT_SIMD_INLINE static math::lse_partial<float> partial_of(const S* x, std::int64_t n, float inv_t, float offset,
                                                                  float threshold) {
-    const vec scale = V::set1(inv_t), shift = V::set1(offset), keep_from = V::set1(threshold);
+    const vec scale = V::set1(inv_t), shift = V::set1(-offset), keep_from = V::set1(threshold);
     const vec zero = V::set1(0.f);
     vec s_total = zero, u_total = zero;
     // padding: -inf gives e^t = 0, which adds nothing
@@ -136,7 +139,10 @@ struct rows {
   // 1024 columns is read twice while it is in L1, first for its max, then for its sums against the
   // running offset m = the largest scaled value so far; a larger block max first moves the totals
   // to it (s e^d, (u + d s) e^d with d = old - new, as math::merge). Sets `bad` when a value is NaN
-  // or Inf (the partial is then meaningless).
+  // or Inf (the partial is then meaningless), found without a test per column: a NaN or +Inf makes
+  // the offset or the sums NaN / Inf, a -Inf makes u NaN (add_columns' FindInf); the padded last
+  // group is tested on its own. A finite row whose scaled values overflow is reported too: the
+  // caller then takes the two-pass path, which handles it.
   template <class S>
   GRPOKIT_SIMD_ENTRY static math::lse_partial<float> online(const S* x, std::int64_t n, float inv_t, bool& bad) {
     const vec scale = V::set1(inv_t), zero = V::set1(0.f), floor = V::set1(exp_floor);
@@ -149,11 +155,7 @@ struct rows {
       const std::int64_t block_end = j + 1024 < n ? j + 1024 : n;
       vec m = none;
       std::int64_t i = j;
-      for (; i + 16 <= block_end; i += 16) {
-        const vec v = V::template load<S>(x + i);
-        flags = V::note_non_finite(flags, v);
-        m = V::max(m, v);
-      }
+      for (; i + 16 <= block_end; i += 16) m = V::max(m, V::template load<S>(x + i));
       const bool tail = i < block_end;  // the last columns, padded with one of them for the max
       if (tail) {
         const vec v = load_first<S>(x + i, block_end - i, x[i]);
@@ -170,16 +172,21 @@ struct rows {
         }
         offset = block_max;
       }
-      const vec shift = V::set1(offset);
+      const vec shift = V::set1(-offset);
       vec s = zero, u = zero;
-      for (i = j; i + 16 <= block_end; i += 16) add_columns<false>(V::template load<S>(x + i), scale, shift, none, s, u);
+      for (i = j; i + 16 <= block_end; i += 16)
+        add_columns<false, true>(V::template load<S>(x + i), scale, shift, none, s, u);
       if (tail) add_columns<false>(load_first<S>(x + i, block_end - i, padding), scale, shift, none, s, u);
       j = block_end;
       s_total = V::add(s_total, s);
       u_total = V::add(u_total, u);
     } while (j < n);
-    bad = V::any_nan(flags);
-    return {offset, V::sum(s_total), V::sum(u_total)};
+    const float s_sum = V::sum(s_total), u_sum = V::sum(u_total);
+    // a NaN max may have been dropped by V::max (it returns its second operand on NaN), leaving the
+    // offset -inf: then every t is NaN or +inf
+    bad = V::any_nan(flags) || !math::is_finite_bits(offset) || !math::is_finite_bits(s_sum) ||
+          !math::is_finite_bits(u_sum);
+    return {offset, s_sum, u_sum};
   }
 
   // The softmax part of every column's dlogit (math::dlogit without the target's term), times
@@ -194,7 +201,7 @@ struct rows {
     dlogit_row row;  // assigned, not brace-initialised: nvcc's host pass rejects vector members in braces
     row.inv_t = V::set1(inv_t);
     row.threshold = V::set1(threshold);
-    row.lse = V::set1(lse);
+    row.neg_lse = V::set1(-lse);
     row.entropy = V::set1(entropy);
     row.g_logp = V::set1(-g_logp * inv_t);
     row.g_entropy = V::set1(-g_entropy * inv_t);

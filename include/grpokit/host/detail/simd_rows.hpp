@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "../../math/exp_branchless.hpp"
 #include "../../math/online_lse.hpp"
 #include "../../math/storage.hpp"
 #include "isa.hpp"
