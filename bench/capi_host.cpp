@@ -58,6 +58,23 @@ extern "C" int grpokit_host_token_logprobs(const grpokit_bench_args* a, float* l
   });
 }
 
+// token_logprobs's row arithmetic with no memory traffic: T rows that are all the first
+// `cached_rows` rows of the logits again (small enough to stay in each core's cache), lse [T] out.
+// Its time is the ceiling the kernels' operations allow on this CPU, whatever the memory does.
+extern "C" int grpokit_host_rows_in_cache(const grpokit_bench_args* a, std::int64_t cached_rows, float* lse) {
+  return with_storage(a->dtype, [&](auto tag) {
+    using S = decltype(tag);
+    using P = policy<S>;
+    auto in = logits_of<S>(*a);
+    in.logits.rows = cached_rows;
+    const grpokit::loss_config cfg = grpokit_bench::config(*a);
+    const float log_rho = grpokit::detail::log_prune_rho<grpokit::detail::ops_for<P::order>, float>(cfg);
+    grpokit::detail::parallel_for(a->T, [&](std::int64_t t) {
+      lse[t] = grpokit::detail::logprob_row<P>(in, cfg, log_rho, t % cached_rows).lse;
+    });
+  });
+}
+
 // fused_linear_loss: dhidden [T, D] in the storage type, dweight [V, D] accumulated in fp32.
 extern "C" int grpokit_host_fused_linear_loss(const grpokit_bench_linear_args* l, double* loss) {
   const grpokit_bench_args& a = l->base;
