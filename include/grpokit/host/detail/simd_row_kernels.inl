@@ -70,8 +70,8 @@ struct dlogit_row {
   vec inv_t, threshold, neg_lse, entropy, g_logp, g_entropy;
 };
 // The softmax part of sixteen columns' dlogits, -p (g_logp + g_entropy (log p + H)) / T with
-// log p = x inv_t - lse rounded once (FMA), exactly +0 where p = 0: log p is clamped to exp_in_range's domain (p = 0 below it, and the product is a
-// finite +-0; above it only with an lse too small for the row, where both targets then give the
+// log p = x inv_t - lse rounded once (FMA), exactly +0 where p = 0: log p is clamped to
+// exp_in_range's domain (p = 0 below it, and the product is a finite +-0; above it only with an lse too small for the row, where both targets then give the
 // same inf) and the FMA with +0 turns a -0 product into +0. Notes a NaN / Inf of x in `flags`.
 template <bool Prune>
 GRPOKIT_SIMD_INLINE vec softmax_dlogit(const dlogit_row& row, vec x, vec& flags) {
